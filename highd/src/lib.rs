@@ -1,1 +1,4 @@
-//! placeholder
+//! berth-highd: containerd's job in the Berth stack.
+#![forbid(unsafe_code)]
+
+pub mod db;
