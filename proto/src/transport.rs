@@ -1,0 +1,192 @@
+//! gRPC over unix sockets, for every Berth daemon and client.
+//!
+//! `sun_path` holds at most 107 bytes plus the NUL, and tests live in deep temp dirs.
+//! For longer paths we open the socket's directory and bind or connect through
+//! `/proc/self/fd/<dirfd>/<name>`: the kernel resolves that magic link to the directory,
+//! so only the short name has to fit (see unix(7), "Pathname sockets").
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::Router;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::ProtoError;
+
+/// Longest path that fits in `sockaddr_un.sun_path` with its terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Mode of every socket we create: owner and group only, never world-writable.
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// A path usable with bind/connect; holds the directory fd open while the short
+/// `/proc/self/fd/...` alias is in use.
+struct ShortPath {
+    path: PathBuf,
+    _dir: Option<File>,
+}
+
+fn short_path(path: &Path) -> Result<ShortPath, ProtoError> {
+    if path.as_os_str().len() <= MAX_SOCKET_PATH {
+        return Ok(ShortPath {
+            path: path.to_owned(),
+            _dir: None,
+        });
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| ProtoError::SocketPathNoName {
+            path: path.to_owned(),
+        })?;
+    let dir_path = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = File::open(dir_path).map_err(|source| ProtoError::OpenDir {
+        dir: dir_path.to_owned(),
+        source,
+    })?;
+    let alias = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+    if alias.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(ProtoError::SocketNameTooLong {
+            path: path.to_owned(),
+            len: name.len(),
+        });
+    }
+    Ok(ShortPath {
+        path: alias,
+        _dir: Some(dir),
+    })
+}
+
+/// Binds a unix socket listener at `path` with mode 0660.
+///
+/// A leftover socket from a dead server is removed; a socket some live server still
+/// accepts on, or a non-socket file, is an error (we never steal or clobber). Must be
+/// called inside a tokio runtime.
+pub fn bind_unix(path: impl AsRef<Path>) -> Result<UnixListener, ProtoError> {
+    let path = path.as_ref();
+    let short = short_path(path)?;
+    remove_stale(path, &short.path)?;
+    let std_listener =
+        std::os::unix::net::UnixListener::bind(&short.path).map_err(|source| ProtoError::Bind {
+            path: path.to_owned(),
+            source,
+        })?;
+    let cleanup = |e: ProtoError| {
+        // Do not leave a socket nobody will serve behind.
+        let _ = std::fs::remove_file(&short.path);
+        e
+    };
+    // After bind the socket's mode is 0777 minus umask; tighten it before anyone is
+    // told the address.
+    std::fs::set_permissions(&short.path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(|source| ProtoError::Chmod {
+            path: path.to_owned(),
+            source,
+        })
+        .map_err(cleanup)?;
+    std_listener
+        .set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(std_listener))
+        .map_err(|source| ProtoError::Bind {
+            path: path.to_owned(),
+            source,
+        })
+        .map_err(cleanup)
+}
+
+fn remove_stale(path: &Path, short: &Path) -> Result<(), ProtoError> {
+    let meta = match std::fs::symlink_metadata(short) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ProtoError::RemoveStale {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    if !meta.file_type().is_socket() {
+        return Err(ProtoError::NotASocket {
+            path: path.to_owned(),
+        });
+    }
+    if std::os::unix::net::UnixStream::connect(short).is_ok() {
+        return Err(ProtoError::SocketInUse {
+            path: path.to_owned(),
+        });
+    }
+    std::fs::remove_file(short).map_err(|source| ProtoError::RemoveStale {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+async fn connect_stream(path: PathBuf) -> io::Result<TokioIo<UnixStream>> {
+    let short = short_path(&path).map_err(io::Error::other)?;
+    let stream = UnixStream::connect(&short.path).await?;
+    Ok(TokioIo::new(stream))
+}
+
+/// An endpoint whose connector dials the unix socket at `path`. The URI is a
+/// placeholder: tonic needs one, but the connector ignores it.
+fn endpoint() -> Endpoint {
+    Endpoint::from_static("http://localhost")
+}
+
+/// Connects a gRPC channel to the unix socket at `path`, failing now if nobody listens.
+/// The channel reconnects by itself after the server restarts.
+pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Channel, ProtoError> {
+    let path = path.as_ref().to_owned();
+    let dial = path.clone();
+    endpoint()
+        .connect_with_connector(tower::service_fn(move |_| connect_stream(dial.clone())))
+        .await
+        .map_err(|source| ProtoError::Connect { path, source })
+}
+
+/// Like [`connect_unix`] but connects on first use, so it succeeds while the server
+/// is still down (shims publishing events to a restarting highd).
+pub fn connect_unix_lazy(path: impl AsRef<Path>) -> Channel {
+    let dial = path.as_ref().to_owned();
+    endpoint().connect_with_connector_lazy(tower::service_fn(move |_| connect_stream(dial.clone())))
+}
+
+/// Serves `router` on `listener` until the listener fails.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), berth_proto::ProtoError> {
+/// use berth_proto::transport::{bind_unix, serve_unix};
+/// let listener = bind_unix("/run/berth/highd.sock")?;
+/// let router = tonic::transport::Server::builder()
+///     .add_routes(tonic::service::Routes::default());
+/// serve_unix(router, listener).await
+/// # }
+/// ```
+pub async fn serve_unix(router: Router, listener: UnixListener) -> Result<(), ProtoError> {
+    router
+        .serve_with_incoming(UnixListenerStream::new(listener))
+        .await
+        .map_err(|source| ProtoError::Serve { source })
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight
+/// calls and returns.
+pub async fn serve_unix_with_shutdown(
+    router: Router,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProtoError> {
+    router
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|source| ProtoError::Serve { source })
+}
