@@ -1,4 +1,5 @@
 //! berth-highd: containerd's job in the Berth stack.
 #![forbid(unsafe_code)]
 
+pub mod content;
 pub mod db;

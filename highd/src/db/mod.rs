@@ -9,6 +9,7 @@
 //! metadata changes are ACID transactions in the one file.
 
 mod error;
+pub mod filter;
 
 pub use error::{DbError, StoreError};
 
