@@ -1,0 +1,5 @@
+//! berth-proto tests: real gRPC servers on real unix sockets, and wire checks.
+
+mod any;
+mod transport;
+mod wire;
