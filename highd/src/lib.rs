@@ -1,6 +1,17 @@
 //! berth-highd: containerd's job in the Berth stack.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod containers;
 pub mod content;
 pub mod db;
+pub mod events;
+pub mod introspection;
+pub mod server;
+pub mod shims;
 pub mod snapshots;
+pub mod tasks;
+pub mod version;
+
+pub use config::{Config, ConfigError, Flags};
+pub use server::{run, Options, ServerError};

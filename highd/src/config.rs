@@ -1,0 +1,306 @@
+//! Daemon configuration: command-line flags merged with an optional TOML file.
+//!
+//! Precedence, highest first: an explicit field of a `[runtimes."name"]` entry in the
+//! file, then `--shim`/`--runtime`, then the binary found next to our own executable,
+//! then `$PATH`. Directories: flags, then the file's top-level keys, then the defaults
+//! of docs/ARCHITECTURE.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Runtime names served by default; both map to berth-shim driving berth-lowrt, the way
+/// containerd maps them to its runc shim.
+pub const DEFAULT_RUNTIMES: [&str; 2] = ["io.containerd.runc.v2", "io.containerd.runtime.v1.linux"];
+
+pub const DEFAULT_ROOT: &str = "/var/lib/berth/highd";
+pub const DEFAULT_STATE: &str = "/run/berth/highd";
+pub const DEFAULT_ADDRESS: &str = "/run/berth/highd.sock";
+const SHIM_BIN: &str = "berth-shim";
+const RUNTIME_BIN: &str = "berth-lowrt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("cannot find the {name} binary next to {exe} or in $PATH (use --{flag})")]
+    BinaryNotFound {
+        name: &'static str,
+        exe: PathBuf,
+        flag: &'static str,
+    },
+    #[error("{what} must be an absolute path, got {path}")]
+    NotAbsolute { what: &'static str, path: PathBuf },
+}
+
+/// Flags as given on the command line (all optional so the file can fill them in).
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub root: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub address: Option<PathBuf>,
+    pub shim: Option<PathBuf>,
+    pub runtime: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file's shape (containerd-like names where one exists).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    root: Option<PathBuf>,
+    state: Option<PathBuf>,
+    address: Option<PathBuf>,
+    #[serde(default)]
+    runtimes: BTreeMap<String, FileRuntime>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRuntime {
+    shim: Option<PathBuf>,
+    runtime: Option<PathBuf>,
+    runtime_root: Option<PathBuf>,
+}
+
+/// How to run the tasks of containers asking for one runtime name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    pub shim: PathBuf,
+    pub runtime: PathBuf,
+    /// Parent of the per-namespace runtime roots; `None` means `<state>/runtime`.
+    pub runtime_root: Option<PathBuf>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub address: PathBuf,
+    pub runtimes: BTreeMap<String, RuntimeConfig>,
+}
+
+impl Config {
+    /// Merges flags, the optional file and the defaults; `exe` is our own executable,
+    /// whose directory is searched first for the shim and runtime binaries.
+    pub fn load(flags: Flags, exe: &Path) -> Result<Config, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => parse_file(path)?,
+            None => FileConfig::default(),
+        };
+        let root = pick(flags.root, file.root, DEFAULT_ROOT, "--root")?;
+        let state = pick(flags.state, file.state, DEFAULT_STATE, "--state")?;
+        let address = pick(flags.address, file.address, DEFAULT_ADDRESS, "--address")?;
+
+        // Binaries are only looked up when some runtime needs them, so a file that
+        // names every binary works on a host without berth-shim installed.
+        let mut runtimes = BTreeMap::new();
+        let mut names: Vec<String> = DEFAULT_RUNTIMES.iter().map(|s| s.to_string()).collect();
+        names.extend(file.runtimes.keys().cloned());
+        names.sort();
+        names.dedup();
+        let mut empty = FileRuntime::default();
+        let mut file_runtimes = file.runtimes;
+        for name in names {
+            let entry = file_runtimes.get_mut(&name).unwrap_or(&mut empty);
+            let shim = match entry.shim.take().or_else(|| flags.shim.clone()) {
+                Some(p) => p,
+                None => find_binary(SHIM_BIN, exe, "shim")?,
+            };
+            let runtime = match entry.runtime.take().or_else(|| flags.runtime.clone()) {
+                Some(p) => p,
+                None => find_binary(RUNTIME_BIN, exe, "runtime")?,
+            };
+            let runtime_root = entry.runtime_root.take();
+            if let Some(rr) = &runtime_root {
+                absolute("runtime_root", rr)?;
+            }
+            runtimes.insert(
+                name,
+                RuntimeConfig {
+                    shim,
+                    runtime,
+                    runtime_root,
+                },
+            );
+        }
+        Ok(Config {
+            root,
+            state,
+            address,
+            runtimes,
+        })
+    }
+
+    /// The `--runtime-root` given to the shim for namespace `ns`.
+    pub fn runtime_root(&self, rt: &RuntimeConfig, ns: &str) -> PathBuf {
+        match &rt.runtime_root {
+            Some(parent) => parent.join(ns),
+            None => self.state.join("runtime").join(ns),
+        }
+    }
+}
+
+fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.message().to_string(),
+    })
+}
+
+fn pick(
+    flag: Option<PathBuf>,
+    file: Option<PathBuf>,
+    default: &str,
+    what: &'static str,
+) -> Result<PathBuf, ConfigError> {
+    let path = flag.or(file).unwrap_or_else(|| PathBuf::from(default));
+    absolute(what, &path)?;
+    Ok(path)
+}
+
+fn absolute(what: &'static str, path: &Path) -> Result<(), ConfigError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(ConfigError::NotAbsolute {
+            what,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Looks for `name` next to `exe`, then in each `$PATH` entry.
+pub fn find_binary(
+    name: &'static str,
+    exe: &Path,
+    flag: &'static str,
+) -> Result<PathBuf, ConfigError> {
+    let beside = exe.parent().map(|dir| dir.join(name));
+    let in_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    beside
+        .into_iter()
+        .chain(in_path)
+        .find(|p| is_executable(p))
+        .ok_or_else(|| ConfigError::BinaryNotFound {
+            name,
+            exe: exe.to_path_buf(),
+            flag,
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags_with_bins() -> Flags {
+        Flags {
+            shim: Some("/bin/true".into()),
+            runtime: Some("/usr/sbin/runc".into()),
+            ..Flags::default()
+        }
+    }
+
+    #[test]
+    fn defaults_and_flag_overrides() {
+        let cfg = Config::load(flags_with_bins(), Path::new("/nonexistent/berth-highd")).unwrap();
+        assert_eq!(cfg.root, PathBuf::from(DEFAULT_ROOT));
+        assert_eq!(cfg.address, PathBuf::from(DEFAULT_ADDRESS));
+        for name in DEFAULT_RUNTIMES {
+            let rt = &cfg.runtimes[name];
+            assert_eq!(rt.shim, PathBuf::from("/bin/true"));
+            assert_eq!(
+                cfg.runtime_root(rt, "ns1"),
+                PathBuf::from("/run/berth/highd/runtime/ns1")
+            );
+        }
+    }
+
+    #[test]
+    fn file_entries_win_over_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "state = \"/tmp/st\"\n[runtimes.\"io.containerd.runc.v2\"]\nruntime = \"/opt/crun\"\nruntime_root = \"/run/crun\"\n[runtimes.custom]\nshim = \"/opt/shim\"\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(path),
+            ..flags_with_bins()
+        };
+        let cfg = Config::load(flags, Path::new("/x/berth-highd")).unwrap();
+        assert_eq!(cfg.state, PathBuf::from("/tmp/st"));
+        let runc = &cfg.runtimes["io.containerd.runc.v2"];
+        assert_eq!(runc.runtime, PathBuf::from("/opt/crun"));
+        assert_eq!(cfg.runtime_root(runc, "a"), PathBuf::from("/run/crun/a"));
+        assert_eq!(cfg.runtimes["custom"].shim, PathBuf::from("/opt/shim"));
+        assert_eq!(
+            cfg.runtimes["custom"].runtime,
+            PathBuf::from("/usr/sbin/runc")
+        );
+    }
+
+    #[test]
+    fn bad_file_and_relative_paths_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        let flags = Flags {
+            config: Some(path.clone()),
+            ..flags_with_bins()
+        };
+        let err = Config::load(flags, Path::new("/x/h"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.toml") && err.contains("bogus"), "{err}");
+        let flags = Flags {
+            root: Some("rel".into()),
+            ..flags_with_bins()
+        };
+        let err = Config::load(flags, Path::new("/x/h"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--root") && err.contains("rel"), "{err}");
+    }
+
+    #[test]
+    fn missing_binary_is_named() {
+        let flags = Flags {
+            runtime: Some("/usr/sbin/runc".into()),
+            ..Flags::default()
+        };
+        std::env::set_var("PATH", "/nonexistent-berth");
+        let err = Config::load(flags, Path::new("/nonexistent/h"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("berth-shim") && err.contains("--shim"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The in-process event exchange: every service publishes here, shims' events are
+//! forwarded here, and `events.Subscribe` streams from here.
+//!
+//! Delivery is best-effort and in memory, as in containerd: a subscriber that falls more
+//! than `CAPACITY` events behind loses the oldest ones (it is told in the log). Durable
+//! facts (a task's exit) live in the shim's `exit.json`, not in the exchange.
+
+pub mod filter;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::Stream;
+use tokio::sync::broadcast;
+
+pub use filter::{FilterError, Filters};
+
+const CAPACITY: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("invalid topic {topic:?}: must start with '/' and have non-empty components")]
+    Topic { topic: String },
+    #[error("an event needs a namespace (containerd-namespace header or envelope field)")]
+    NoNamespace,
+    #[error("event on topic {topic:?} has no payload")]
+    NoPayload { topic: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub timestamp: SystemTime,
+    pub namespace: String,
+    pub topic: String,
+    pub event: prost_types::Any,
+}
+
+#[derive(Clone)]
+pub struct Exchange {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange::new()
+    }
+}
+
+impl Exchange {
+    pub fn new() -> Exchange {
+        let (tx, _) = broadcast::channel(CAPACITY);
+        Exchange { tx }
+    }
+
+    /// Checks and publishes one event; having no subscriber is not an error.
+    pub fn publish(&self, event: Event) -> Result<(), EventError> {
+        validate_topic(&event.topic)?;
+        if event.namespace.is_empty() {
+            return Err(EventError::NoNamespace);
+        }
+        tracing::debug!(namespace = %event.namespace, topic = %event.topic, "event");
+        let _ = self.tx.send(Arc::new(event));
+        Ok(())
+    }
+
+    /// Publishes an event produced by highd itself (its topics are known valid).
+    pub fn emit(&self, namespace: &str, topic: &str, event: prost_types::Any) {
+        let event = Event {
+            timestamp: SystemTime::now(),
+            namespace: namespace.to_string(),
+            topic: topic.to_string(),
+            event,
+        };
+        if let Err(e) = self.publish(event) {
+            tracing::error!(error = %e, "dropping internal event");
+        }
+    }
+
+    /// A stream of the events matching `filters`, from now on.
+    pub fn subscribe(&self, filters: Filters) -> impl Stream<Item = Arc<Event>> + Send + 'static {
+        let rx = self.tx.subscribe();
+        futures::stream::unfold((rx, filters), |(mut rx, filters)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) if filters.matches_event(&ev.namespace, &ev.topic) => {
+                        return Some((ev, (rx, filters)))
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "event subscriber fell behind");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+}
+
+/// containerd's rule: `/` followed by one or more non-empty `/`-separated components.
+pub fn validate_topic(topic: &str) -> Result<(), EventError> {
+    let bad = || EventError::Topic {
+        topic: topic.to_string(),
+    };
+    let rest = topic.strip_prefix('/').ok_or_else(bad)?;
+    if rest.is_empty() || rest.split('/').any(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn any(n: u8) -> prost_types::Any {
+        prost_types::Any {
+            type_url: "test".into(),
+            value: vec![n],
+        }
+    }
+
+    #[test]
+    fn topics() {
+        assert!(validate_topic("/tasks/exit").is_ok());
+        for bad in ["", "/", "tasks", "/tasks/", "//x"] {
+            assert!(validate_topic(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_matching_events_in_order() {
+        let ex = Exchange::new();
+        let filters = Filters::parse_events(&["topic~=\"^/tasks/\"".to_string()]).unwrap();
+        let mut sub = Box::pin(ex.subscribe(filters));
+        ex.emit("ns", "/containers/create", any(0));
+        ex.emit("ns", "/tasks/start", any(1));
+        ex.emit("ns", "/tasks/exit", any(2));
+        let first = sub.next().await.unwrap();
+        let second = sub.next().await.unwrap();
+        assert_eq!(
+            (first.topic.as_str(), first.event.value[0]),
+            ("/tasks/start", 1)
+        );
+        assert_eq!(
+            (second.topic.as_str(), second.event.value[0]),
+            ("/tasks/exit", 2)
+        );
+        let no_ns = Event {
+            timestamp: SystemTime::now(),
+            namespace: String::new(),
+            topic: "/x".into(),
+            event: any(3),
+        };
+        assert!(matches!(ex.publish(no_ns), Err(EventError::NoNamespace)));
+    }
+}

@@ -1,0 +1,166 @@
+//! Assembling the daemon: open state, recover tasks, serve gRPC on the unix socket, and
+//! shut down on SIGTERM/SIGINT without touching any shim (invariant 1).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
+use berth_proto::containerd::services::events::v1::events_server::EventsServer;
+use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
+use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
+use berth_proto::containerd::services::version::v1::version_server::VersionServer;
+use berth_proto::ProtoError;
+use tokio::signal::unix::{signal, SignalKind};
+use tonic::{Request, Status};
+
+use crate::config::Config;
+use crate::containers::{ContainerStore, ContainersService};
+use crate::db::{Db, DbError};
+use crate::events::service::EventsService;
+use crate::events::Exchange;
+use crate::introspection::{IntrospectionError, IntrospectionService, PluginEntry, GRPC, RUNTIME};
+use crate::tasks::{TaskManager, TasksService};
+use crate::version::VersionService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create directory {path}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the metadata database")]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Uuid(#[from] IntrospectionError),
+    #[error("cannot listen on {path}")]
+    Bind { path: PathBuf, source: ProtoError },
+    #[error("grpc server failed")]
+    Serve { source: ProtoError },
+    #[error("cannot install signal handlers")]
+    Signals { source: std::io::Error },
+}
+
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Options that are not part of the configuration proper.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Start shims with `--debug`.
+    pub debug_shims: bool,
+}
+
+/// The `containerd-namespace` of a request, answered like containerd when missing.
+pub fn namespace<T>(req: &Request<T>) -> Result<String, Status> {
+    berth_proto::namespace_from_request(req)
+}
+
+fn mkdir(path: &std::path::Path, mode: u32) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|source| ServerError::Dir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The plugins we serve, for Introspection.
+fn plugins() -> Vec<PluginEntry> {
+    let grpc = |id| PluginEntry {
+        kind: GRPC,
+        id,
+        platform: false,
+    };
+    vec![
+        grpc("containers"),
+        grpc("events"),
+        grpc("introspection"),
+        grpc("tasks"),
+        grpc("version"),
+        PluginEntry {
+            kind: RUNTIME,
+            id: "task",
+            platform: true,
+        },
+    ]
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(cfg: Config, opts: Options) -> Result<(), ServerError> {
+    // Task dirs hold sockets and config.json: private to root and the berth group.
+    mkdir(&cfg.root, 0o711)?;
+    mkdir(&cfg.state, 0o711)?;
+    if let Some(parent) = cfg.address.parent() {
+        mkdir(parent, 0o755)?;
+    }
+    let cfg = Arc::new(cfg);
+    let db = Db::open(&cfg.root)?;
+    let uuid = crate::introspection::server_uuid(&cfg.root)?;
+    let exchange = Exchange::new();
+    let containers = ContainerStore::new(db.clone());
+    let tasks = Arc::new(TaskManager::new(
+        cfg.clone(),
+        containers.clone(),
+        exchange.clone(),
+        opts.debug_shims,
+    ));
+
+    // Recover before listening, so no client sees a half-rebuilt task table. Shims
+    // retry their events until we listen.
+    tasks.recover().await;
+
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|source| ServerError::Signals { source })?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|source| ServerError::Signals { source })?;
+    let listener =
+        berth_proto::transport::bind_unix(&cfg.address).map_err(|source| ServerError::Bind {
+            path: cfg.address.clone(),
+            source,
+        })?;
+
+    let router = tonic::transport::Server::builder()
+        .add_service(VersionServer::new(VersionService))
+        .add_service(IntrospectionServer::new(IntrospectionService::new(
+            plugins(),
+            uuid,
+        )))
+        .add_service(ContainersServer::new(ContainersService::new(
+            containers,
+            exchange.clone(),
+            tasks.clone(),
+        )))
+        .add_service(TasksServer::new(TasksService::new(tasks.clone())))
+        .add_service(EventsServer::new(EventsService::new(exchange, tasks)));
+
+    tracing::info!(address = %cfg.address.display(), "serving");
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopping = stop.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down, shims keep running"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down, shims keep running"),
+        }
+        stopping.notify_one();
+    };
+    let serve = berth_proto::transport::serve_unix_with_shutdown(router, listener, shutdown);
+    // Subscribe streams and Wait calls never finish by themselves; give in-flight calls
+    // a moment, then go anyway (their clients see the connection drop and retry).
+    let served = tokio::select! {
+        r = serve => r,
+        _ = async {
+            stop.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!("long-running calls cut off at shutdown");
+            Ok(())
+        }
+    };
+    if let Err(e) = std::fs::remove_file(&cfg.address) {
+        tracing::warn!(path = %cfg.address.display(), error = %e, "cannot remove socket");
+    }
+    served.map_err(|source| ServerError::Serve { source })
+}

@@ -1,0 +1,314 @@
+//! Creating and deleting tasks: the two operations that start and end a shim.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_proto::any::{pack, topic};
+use berth_proto::containerd::events::TaskDelete;
+use berth_proto::containerd::services::tasks::v1::{
+    CreateTaskRequest, CreateTaskResponse, DeleteResponse,
+};
+use berth_proto::containerd::task::v2 as shim;
+
+use super::{wait_gone, Bundle, ExitInfo, Task, TaskError, TaskManager};
+use crate::shims::{self, ShimClient, ShimLaunch};
+
+/// The one namespace name whose task dir would be `<state>/runtime`, the runtime roots.
+const RESERVED_NAMESPACE: &str = "runtime";
+/// How long a shim gets to exit after Shutdown before we stop waiting for it.
+const SHIM_EXIT_GRACE: Duration = Duration::from_secs(3);
+
+/// Undoes a half-done Create unless disarmed.
+struct Cleanup<'a> {
+    bundle: &'a Bundle,
+    shim: Option<ShimClient>,
+    id: &'a str,
+}
+
+impl Cleanup<'_> {
+    async fn run(self) {
+        if let Some(client) = &self.shim {
+            let mut rpc = client.rpc();
+            let _ = rpc
+                .delete(shim::DeleteRequest {
+                    id: self.id.to_string(),
+                    exec_id: String::new(),
+                })
+                .await;
+            let _ = rpc
+                .shutdown(shim::ShutdownRequest {
+                    id: self.id.to_string(),
+                    now: true,
+                })
+                .await;
+        }
+        shims::kill_from_pidfile(&self.bundle.dir);
+        if let Some(pid) = read_pid(&self.bundle.dir.join("shim.pid")) {
+            wait_gone(pid, SHIM_EXIT_GRACE).await;
+        }
+        if let Err(e) = self.bundle.remove() {
+            tracing::error!(dir = %self.bundle.dir.display(), error = %crate::shims::client::error_chain(&e), "cannot remove task dir of failed create");
+        }
+    }
+}
+
+pub(super) fn read_pid(path: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 1)
+}
+
+impl TaskManager {
+    pub async fn create(
+        &self,
+        ns: &str,
+        req: CreateTaskRequest,
+    ) -> Result<CreateTaskResponse, TaskError> {
+        let id = req.container_id.clone();
+        if ns == RESERVED_NAMESPACE {
+            return Err(TaskError::ReservedNamespace {
+                namespace: ns.to_string(),
+            });
+        }
+        if req.checkpoint.is_some() {
+            return Err(TaskError::Unimplemented {
+                what: "restoring a task from a checkpoint",
+            });
+        }
+        if !req.runtime_path.is_empty() {
+            return Err(TaskError::Unimplemented {
+                what: "runtime_path (configure runtimes in the config file)",
+            });
+        }
+        let container = self
+            .containers
+            .get(ns, &id)?
+            .ok_or_else(|| TaskError::ContainerNotFound { id: id.clone() })?;
+        let spec = container
+            .spec
+            .as_ref()
+            .ok_or_else(|| TaskError::NoSpec { id: id.clone() })?;
+        let spec =
+            hex::decode(&spec.value_hex).map_err(|_| TaskError::NoSpec { id: id.clone() })?;
+        let runtime = self
+            .cfg
+            .runtimes
+            .get(&container.runtime_name)
+            .ok_or_else(|| TaskError::UnknownRuntime {
+                name: container.runtime_name.clone(),
+                known: self
+                    .cfg
+                    .runtimes
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let runtime_root = self.cfg.runtime_root(runtime, ns);
+
+        let key = (ns.to_string(), id.clone());
+        {
+            let mut reg = self.registry();
+            if reg.tasks.contains_key(&key) || !reg.creating.insert(key.clone()) {
+                return Err(TaskError::AlreadyExists { id });
+            }
+        }
+        let result = self
+            .create_locked(ns, &id, &spec, runtime, runtime_root, &req, &container)
+            .await;
+        let mut reg = self.registry();
+        reg.creating.remove(&key);
+        let task = result?;
+        let pid = task.pid;
+        reg.tasks.insert(key, task);
+        Ok(CreateTaskResponse {
+            container_id: id,
+            pid,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_locked(
+        &self,
+        ns: &str,
+        id: &str,
+        spec: &[u8],
+        runtime: &crate::config::RuntimeConfig,
+        runtime_root: std::path::PathBuf,
+        req: &CreateTaskRequest,
+        container: &crate::containers::Record,
+    ) -> Result<Arc<Task>, TaskError> {
+        let bundle = Bundle::at(&self.cfg.state, ns, id);
+        bundle.create(spec).map_err(|source| TaskError::Bundle {
+            id: id.to_string(),
+            source,
+        })?;
+        let mut cleanup = Cleanup {
+            bundle: &bundle,
+            shim: None,
+            id,
+        };
+        let outcome = async {
+            std::fs::create_dir_all(&runtime_root).map_err(|source| TaskError::RuntimeRoot {
+                path: runtime_root.clone(),
+                source,
+            })?;
+            let launch = ShimLaunch {
+                shim: &runtime.shim,
+                runtime: &runtime.runtime,
+                runtime_root: &runtime_root,
+                namespace: ns,
+                id,
+                bundle: &bundle.dir,
+                highd_address: &self.cfg.address,
+                debug: self.debug_shims,
+            };
+            let shim_err = |source| TaskError::Shim {
+                id: id.to_string(),
+                source,
+            };
+            let address = shims::launch::start(&launch).await.map_err(shim_err)?;
+            let client = ShimClient::connect(&address).await.map_err(shim_err)?;
+            cleanup.shim = Some(client.clone());
+            let options = req.options.clone().or_else(|| {
+                container
+                    .runtime_options
+                    .as_ref()
+                    .map(|o| prost_types::Any {
+                        type_url: o.type_url.clone(),
+                        value: hex::decode(&o.value_hex).unwrap_or_default(),
+                    })
+            });
+            let resp = client
+                .rpc()
+                .create(shim::CreateTaskRequest {
+                    id: id.to_string(),
+                    bundle: bundle.dir.to_string_lossy().into_owned(),
+                    rootfs: req.rootfs.clone(),
+                    terminal: req.terminal,
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    checkpoint: String::new(),
+                    parent_checkpoint: String::new(),
+                    options,
+                })
+                .await
+                .map_err(TaskError::Rpc)?
+                .into_inner();
+            Ok(Arc::new(Task {
+                namespace: ns.to_string(),
+                id: id.to_string(),
+                bundle: bundle.clone(),
+                pid: resp.pid,
+                runtime: runtime.runtime.clone(),
+                runtime_root: runtime_root.clone(),
+                shim: Mutex::new(Some(client)),
+                exit: Mutex::new(None),
+            }))
+        }
+        .await;
+        match outcome {
+            Ok(task) => {
+                tracing::info!(namespace = ns, id, pid = task.pid, "task created");
+                Ok(task)
+            }
+            Err(e) => {
+                cleanup.run().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes a stopped task: shim Delete → Shutdown → remove the task dir.
+    pub async fn delete(&self, ns: &str, id: &str) -> Result<DeleteResponse, TaskError> {
+        let task = self.task(ns, id)?;
+        let mut shim_was_gone = false;
+        let info = match task.shim() {
+            Some(client) => {
+                let req = shim::DeleteRequest {
+                    id: id.to_string(),
+                    exec_id: String::new(),
+                };
+                match client.rpc().delete(req).await {
+                    Ok(resp) => {
+                        let resp = resp.into_inner();
+                        let _ = client
+                            .rpc()
+                            .shutdown(shim::ShutdownRequest {
+                                id: id.to_string(),
+                                now: false,
+                            })
+                            .await;
+                        ExitInfo {
+                            pid: resp.pid,
+                            status: resp.exit_status,
+                            exited_at: resp.exited_at,
+                        }
+                    }
+                    Err(status) => match self.shim_failed(&task, status).await {
+                        TaskError::ShimGone { .. } => {
+                            shim_was_gone = true;
+                            self.cleanup_dead(&task).await
+                        }
+                        e => return Err(e),
+                    },
+                }
+            }
+            None => {
+                shim_was_gone = true;
+                self.cleanup_dead(&task).await
+            }
+        };
+        if let Some(pid) = super::create::read_pid(&task.bundle.dir.join("shim.pid")) {
+            wait_gone(pid, SHIM_EXIT_GRACE).await;
+        }
+        task.bundle.remove().map_err(|source| TaskError::Bundle {
+            id: id.to_string(),
+            source,
+        })?;
+        self.remove(ns, id);
+        if shim_was_gone {
+            // A dead shim cannot announce the delete; do it for it.
+            let event = TaskDelete {
+                container_id: id.to_string(),
+                pid: info.pid,
+                exit_status: info.status,
+                exited_at: info.exited_at,
+                id: String::new(),
+            };
+            self.events.emit(ns, topic::TASK_DELETE, pack(&event));
+        }
+        tracing::info!(namespace = ns, id, status = info.status, "task deleted");
+        Ok(DeleteResponse {
+            id: id.to_string(),
+            pid: info.pid,
+            exit_status: info.status,
+            exited_at: info.exited_at,
+        })
+    }
+
+    /// A task whose shim is gone: make sure the runtime forgets the container too.
+    async fn cleanup_dead(&self, task: &Task) -> ExitInfo {
+        let info = self.shim_gone(task);
+        shims::kill_from_pidfile(&task.bundle.dir);
+        let out = tokio::process::Command::new(&task.runtime)
+            .arg("--root")
+            .arg(&task.runtime_root)
+            .args(["delete", "--force", &task.id])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await;
+        match out {
+            Ok(o) if !o.status.success() => {
+                tracing::debug!(id = %task.id, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "runtime delete after shim death")
+            }
+            Err(e) => tracing::warn!(id = %task.id, error = %e, "cannot run runtime delete"),
+            Ok(_) => {}
+        }
+        info
+    }
+}

@@ -1,0 +1,138 @@
+//! Start-up: rebuild the task table from `<state>/<ns>/<id>/` (invariant 1).
+//!
+//! A task whose shim answers on the socket named in `address` is live and keeps running
+//! untouched; one whose shim does not answer is stopped, with exit.json's status or 255.
+//! Nothing here kills or deletes anything: a stopped task stays until a client deletes it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_proto::containerd::task::v2 as shim;
+
+use super::{Bundle, Task, TaskManager};
+use crate::config::DEFAULT_RUNTIMES;
+use crate::shims::ShimClient;
+
+/// A live shim answers State at once; one that does not within this time is hung and
+/// treated as gone.
+const STATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub live: usize,
+    pub stopped: usize,
+}
+
+fn subdirs(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .filter(|(name, _)| berth_proto::namespace::validate_identifier(name).is_ok())
+        .collect();
+    out.sort();
+    out
+}
+
+impl TaskManager {
+    pub async fn recover(&self) -> RecoveryReport {
+        let mut report = RecoveryReport::default();
+        for (ns, ns_dir) in subdirs(&self.cfg.state) {
+            if ns == "runtime" {
+                continue;
+            }
+            for (id, dir) in subdirs(&ns_dir) {
+                if !dir.join("config.json").is_file() {
+                    tracing::warn!(dir = %dir.display(), "ignoring task dir without config.json");
+                    continue;
+                }
+                let task = self.recover_one(&ns, &id).await;
+                if task.shim().is_some() {
+                    report.live += 1;
+                } else {
+                    report.stopped += 1;
+                }
+                self.insert(task);
+            }
+        }
+        tracing::info!(
+            live = report.live,
+            stopped = report.stopped,
+            "recovered tasks"
+        );
+        report
+    }
+
+    async fn recover_one(&self, ns: &str, id: &str) -> Arc<Task> {
+        let bundle = Bundle::at(&self.cfg.state, ns, id);
+        // The container record names the runtime; a record lost to a damaged DB still
+        // leaves a task we must be able to clean up, so fall back to the default.
+        let runtime_name = match self.containers.get(ns, id) {
+            Ok(Some(rec)) => rec.runtime_name,
+            _ => DEFAULT_RUNTIMES[0].to_string(),
+        };
+        let rt = self
+            .cfg
+            .runtimes
+            .get(&runtime_name)
+            .or_else(|| self.cfg.runtimes.get(DEFAULT_RUNTIMES[0]))
+            .cloned();
+        let (runtime, runtime_root) = match &rt {
+            Some(rt) => (rt.runtime.clone(), self.cfg.runtime_root(rt, ns)),
+            None => (
+                PathBuf::from("berth-lowrt"),
+                self.cfg.state.join("runtime").join(ns),
+            ),
+        };
+        let mut pid = bundle.init_pid().unwrap_or(0);
+        let mut client = None;
+        if let Some(address) = bundle.address() {
+            match ShimClient::connect(&address).await {
+                Ok(c) => {
+                    let req = shim::StateRequest {
+                        id: id.to_string(),
+                        exec_id: String::new(),
+                    };
+                    match tokio::time::timeout(STATE_TIMEOUT, c.rpc().state(req)).await {
+                        Ok(Ok(state)) => {
+                            pid = state.into_inner().pid;
+                            client = Some(c);
+                        }
+                        Ok(Err(status)) => {
+                            // It answered, so it is alive; keep it and let calls report.
+                            tracing::warn!(ns, id, error = %status.message(), "shim answered State with an error");
+                            client = Some(c);
+                        }
+                        Err(_) => tracing::warn!(ns, id, "shim did not answer State"),
+                    }
+                }
+                Err(e) => tracing::info!(ns, id, error = %e, "shim not reachable"),
+            }
+        }
+        let live = client.is_some();
+        let task = Arc::new(Task {
+            namespace: ns.to_string(),
+            id: id.to_string(),
+            bundle,
+            pid,
+            runtime,
+            runtime_root,
+            shim: Mutex::new(client),
+            exit: Mutex::new(None),
+        });
+        if !live {
+            let info = task.mark_shim_gone();
+            tracing::info!(
+                ns,
+                id,
+                status = info.status,
+                "task stopped while highd was down"
+            );
+        }
+        task
+    }
+}

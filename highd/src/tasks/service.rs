@@ -1,0 +1,169 @@
+//! containerd's Tasks service on top of [`TaskManager`].
+
+use std::sync::Arc;
+
+use berth_proto::containerd::services::tasks::v1::tasks_server::Tasks;
+use berth_proto::containerd::services::tasks::v1::*;
+use tonic::{Request, Response, Status};
+
+use super::{TaskError, TaskManager};
+use crate::server::namespace;
+
+pub struct TasksService {
+    tasks: Arc<TaskManager>,
+}
+
+impl TasksService {
+    pub fn new(tasks: Arc<TaskManager>) -> Self {
+        TasksService { tasks }
+    }
+}
+
+fn unimplemented(what: &'static str) -> Status {
+    TaskError::Unimplemented { what }.into()
+}
+
+#[tonic::async_trait]
+impl Tasks for TasksService {
+    async fn create(
+        &self,
+        req: Request<CreateTaskRequest>,
+    ) -> Result<Response<CreateTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        crate::containers::validate_id(&req.container_id)?;
+        Ok(Response::new(self.tasks.create(&ns, req).await?))
+    }
+
+    async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let pid = self.tasks.start(&ns, &r.container_id, &r.exec_id).await?;
+        Ok(Response::new(StartResponse { pid }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteTaskRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let ns = namespace(&req)?;
+        Ok(Response::new(
+            self.tasks
+                .delete(&ns, &req.into_inner().container_id)
+                .await?,
+        ))
+    }
+
+    async fn delete_process(
+        &self,
+        req: Request<DeleteProcessRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(
+            self.tasks
+                .delete_process(&ns, &r.container_id, &r.exec_id)
+                .await?,
+        ))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let process = self.tasks.get(&ns, &r.container_id, &r.exec_id).await?;
+        Ok(Response::new(GetResponse {
+            process: Some(process),
+        }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let ns = namespace(&req)?;
+        if !req.get_ref().filter.is_empty() {
+            return Err(unimplemented("filtering the task list"));
+        }
+        Ok(Response::new(ListTasksResponse {
+            tasks: self.tasks.list(&ns).await?,
+        }))
+    }
+
+    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        self.tasks.kill(&ns, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn exec(&self, req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        self.tasks.exec(&ns, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn resize_pty(&self, req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        self.tasks.resize_pty(&ns, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn close_io(&self, req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        self.tasks.close_io(&ns, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn pause(&self, req: Request<PauseTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        self.tasks
+            .pause(&ns, &req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn resume(&self, req: Request<ResumeTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        self.tasks
+            .resume(&ns, &req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_pids(
+        &self,
+        req: Request<ListPidsRequest>,
+    ) -> Result<Response<ListPidsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let processes = self
+            .tasks
+            .list_pids(&ns, &req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(ListPidsResponse { processes }))
+    }
+
+    async fn checkpoint(
+        &self,
+        _req: Request<CheckpointTaskRequest>,
+    ) -> Result<Response<CheckpointTaskResponse>, Status> {
+        Err(unimplemented("Checkpoint"))
+    }
+
+    async fn update(&self, _req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
+        Err(unimplemented("Update of a running task's resources"))
+    }
+
+    async fn metrics(
+        &self,
+        _req: Request<MetricsRequest>,
+    ) -> Result<Response<MetricsResponse>, Status> {
+        Err(unimplemented("Metrics"))
+    }
+
+    async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(
+            self.tasks.wait(&ns, &r.container_id, &r.exec_id).await?,
+        ))
+    }
+}
