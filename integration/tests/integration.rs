@@ -1,1 +1,50 @@
+//! End-to-end tests of the whole Berth stack: each test starts its own highd + engine in a
+//! temp dir and drives it with the real docker CLI or with `berth`.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`). Tests whose needs
+//! (root, docker CLI, busybox) are not met are reported as ignored after a "SKIP:" line.
 
+mod berth_cli;
+mod common;
+mod docker_errors;
+mod docker_lifecycle;
+mod docker_run;
+mod leftovers;
+mod restart;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use libtest_mimic::{Arguments, Trial};
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let specs: Vec<common::Spec> = [
+        docker_run::tests(),
+        docker_lifecycle::tests(),
+        docker_errors::tests(),
+        restart::tests(),
+        leftovers::tests(),
+        berth_cli::tests(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
+    let trials: Vec<Trial> = specs
+        .into_iter()
+        .map(|spec| {
+            let unmet = berth_integration::prereq::unmet(spec.needs);
+            if let Some(reason) = &unmet {
+                *skipped.entry(reason.clone()).or_default() += 1;
+            }
+            let run = spec.run;
+            Trial::test(spec.name, move || common::run_test(run)).with_ignored_flag(unmet.is_some())
+        })
+        .collect();
+    for (reason, n) in &skipped {
+        println!("SKIP: {n} integration tests: {reason}");
+    }
+    libtest_mimic::run(&args, trials).exit_code()
+}

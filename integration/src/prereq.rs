@@ -1,0 +1,50 @@
+//! What a test needs from the machine. A test whose needs are not met is reported as
+//! ignored, with a visible "SKIP:" line naming the missing piece.
+
+use std::path::{Path, PathBuf};
+
+/// The docker CLI the tests drive (docker 28 is installed there on the dev machines).
+pub const DOCKER_CLI: &str = "/usr/local/bin/docker";
+/// The static busybox the test image is built from (Debian's busybox-static).
+pub const BUSYBOX: &str = "/bin/busybox";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Namespaces, mounts and cgroups need root.
+    Root,
+    /// The real docker CLI.
+    Docker,
+    /// A static busybox to build the image from.
+    Busybox,
+}
+
+impl Need {
+    /// `None` when met, else why not.
+    pub fn missing(self) -> Option<String> {
+        match self {
+            Need::Root => (!nix::unistd::geteuid().is_root()).then(|| "not running as root".into()),
+            Need::Docker => docker_cli()
+                .is_none()
+                .then(|| format!("docker CLI not found at {DOCKER_CLI} or in PATH")),
+            Need::Busybox => (!Path::new(BUSYBOX).is_file())
+                .then(|| format!("{BUSYBOX} missing (apt-get install busybox-static)")),
+        }
+    }
+}
+
+/// The first unmet need among `needs`, as a human-readable reason.
+pub fn unmet(needs: &[Need]) -> Option<String> {
+    needs.iter().find_map(|n| n.missing())
+}
+
+/// The docker CLI binary: the fixed path first, then `$PATH`.
+pub fn docker_cli() -> Option<PathBuf> {
+    let fixed = PathBuf::from(DOCKER_CLI);
+    if fixed.is_file() {
+        return Some(fixed);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("docker"))
+        .find(|p| p.is_file())
+}

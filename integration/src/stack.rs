@@ -1,0 +1,371 @@
+//! One whole Berth stack (berth-highd + berth-engine) in its own temp dir and cgroup parent.
+//!
+//! Layout of the temp dir (kept short: unix socket paths must stay under 108 bytes):
+//! `h/` highd root, `hs/` highd state (task dirs, shim pid files), `h.sock`,
+//! `e/` engine data root, `ex/` engine exec root, `e.sock`, `dc/` docker CLI config,
+//! `highd.log`, `engine.log`.
+
+use std::cell::RefCell;
+use std::fs::OpenOptions;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::Rng;
+
+use crate::cleanup;
+use crate::cmd::{self, Output};
+use crate::image;
+use crate::poll::wait_until;
+use crate::prereq;
+
+/// How long a daemon gets to open its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client command may run before it counts as hung.
+const CMD_TIMEOUT: Duration = Duration::from_secs(90);
+/// Lines of each daemon log kept for the failure report.
+const LOG_TAIL_LINES: usize = 60;
+
+thread_local! {
+    /// Tails of the daemon logs of the last stack dropped on this thread, so the test
+    /// runner can print them when the test failed (the temp dir is gone by then).
+    static LOG_TAILS: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Takes the daemon log tails saved by the last stack dropped on this thread.
+pub fn take_log_tails() -> String {
+    LOG_TAILS.with(|t| std::mem::take(&mut *t.borrow_mut()))
+}
+
+/// Which daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    Highd,
+    Engine,
+}
+
+impl Daemon {
+    fn binary(self) -> &'static str {
+        match self {
+            Daemon::Highd => "berth-highd",
+            Daemon::Engine => "berth-engine",
+        }
+    }
+    fn log(self) -> &'static str {
+        match self {
+            Daemon::Highd => "highd.log",
+            Daemon::Engine => "engine.log",
+        }
+    }
+}
+
+pub struct Stack {
+    /// The stack's temp dir, `/tmp/bt-XXXXXX`.
+    pub dir: PathBuf,
+    /// Where the workspace binaries are (target/debug).
+    pub bins: PathBuf,
+    /// The cgroup parent's name, `berth-test-<random>` (the engine gets `/` + this).
+    pub cgroup_name: String,
+    highd: Option<Child>,
+    engine: Option<Child>,
+}
+
+/// The target dir holding the workspace binaries: the test executable lives in
+/// `target/<profile>/deps/`, the binaries one level up.
+pub fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no grandparent dir")?
+        .to_path_buf();
+    for bin in [
+        "berth-highd",
+        "berth-engine",
+        "berth-shim",
+        "berth-lowrt",
+        "berth",
+    ] {
+        if !dir.join(bin).is_file() {
+            bail!(
+                "{bin} not found in {}: build the binaries first (cargo build --workspace --bins)",
+                dir.display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+impl Stack {
+    /// Starts highd and the engine in a fresh temp dir and waits until both answer.
+    pub fn start() -> Result<Stack> {
+        let bins = bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("bt-")
+            .rand_bytes(6)
+            .tempdir_in("/tmp")
+            .context("create stack temp dir")?
+            .keep();
+        let suffix: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(8)
+            .map(|c| char::from(c).to_ascii_lowercase())
+            .collect();
+        let mut stack = Stack {
+            dir,
+            bins,
+            cgroup_name: format!("berth-test-{suffix}"),
+            highd: None,
+            engine: None,
+        };
+        std::fs::create_dir_all(stack.dir.join("dc"))?;
+        stack.start_daemon(Daemon::Highd)?;
+        stack.start_daemon(Daemon::Engine)?;
+        Ok(stack)
+    }
+
+    /// A started stack with the busybox image imported through the docker CLI.
+    pub fn with_busybox() -> Result<Stack> {
+        let stack = Stack::start()?;
+        let tar = stack.busybox_tar()?;
+        stack
+            .docker(&["import", &tar.to_string_lossy(), "busybox"])?
+            .ok()
+            .context("docker import of the busybox image")?;
+        Ok(stack)
+    }
+
+    pub fn highd_sock(&self) -> PathBuf {
+        self.dir.join("h.sock")
+    }
+    pub fn engine_sock(&self) -> PathBuf {
+        self.dir.join("e.sock")
+    }
+    /// highd's `--state`: `<ns>/<id>/` task dirs live here.
+    pub fn highd_state(&self) -> PathBuf {
+        self.dir.join("hs")
+    }
+    pub fn engine_host(&self) -> String {
+        format!("unix://{}", self.engine_sock().display())
+    }
+
+    /// Builds the busybox rootfs tar in the stack dir (once) and returns its path.
+    pub fn busybox_tar(&self) -> Result<PathBuf> {
+        let path = self.dir.join("busybox.tar");
+        if !path.exists() {
+            image::build_busybox_tar(&path)?;
+        }
+        Ok(path)
+    }
+
+    fn command_for(&self, which: Daemon) -> Command {
+        let d = &self.dir;
+        let mut cmd = Command::new(self.bins.join(which.binary()));
+        match which {
+            Daemon::Highd => cmd
+                .arg("--root")
+                .arg(d.join("h"))
+                .arg("--state")
+                .arg(d.join("hs"))
+                .arg("--address")
+                .arg(self.highd_sock()),
+            Daemon::Engine => cmd
+                .arg("--data-root")
+                .arg(d.join("e"))
+                .arg("--exec-root")
+                .arg(d.join("ex"))
+                .arg("-H")
+                .arg(self.engine_host())
+                .arg("--containerd")
+                .arg(self.highd_sock())
+                .arg("--cgroup-parent")
+                .arg(format!("/{}", self.cgroup_name)),
+        };
+        cmd.arg("--log-level").arg("debug");
+        cmd
+    }
+
+    fn slot(&mut self, which: Daemon) -> &mut Option<Child> {
+        match which {
+            Daemon::Highd => &mut self.highd,
+            Daemon::Engine => &mut self.engine,
+        }
+    }
+
+    /// PID of a running daemon.
+    pub fn pid(&self, which: Daemon) -> Option<u32> {
+        match which {
+            Daemon::Highd => self.highd.as_ref().map(Child::id),
+            Daemon::Engine => self.engine.as_ref().map(Child::id),
+        }
+    }
+
+    /// Starts one daemon (its log appends to `<dir>/<name>.log`) and waits for its socket.
+    pub fn start_daemon(&mut self, which: Daemon) -> Result<()> {
+        if self.slot(which).is_some() {
+            bail!("{} is already running", which.binary());
+        }
+        let log_path = self.dir.join(which.log());
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut cmd = self.command_for(which);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("RUST_BACKTRACE", "1");
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {}", which.binary()))?;
+        *self.slot(which) = Some(child);
+        let sock = match which {
+            Daemon::Highd => self.highd_sock(),
+            Daemon::Engine => self.engine_sock(),
+        };
+        let name = which.binary();
+        // Some(true): listening; Some(false): the daemon died, no point waiting further.
+        let waited = wait_until(
+            &format!("{name} to listen on {}", sock.display()),
+            START_TIMEOUT,
+            || {
+                let exited = self
+                    .slot(which)
+                    .as_mut()
+                    .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+                if exited {
+                    return Ok(Some(false));
+                }
+                Ok(UnixStream::connect(&sock).is_ok().then_some(true))
+            },
+        )
+        .and_then(|up| {
+            if up {
+                Ok(())
+            } else {
+                bail!("{name} exited during start-up")
+            }
+        });
+        if let Err(e) = waited {
+            let tail = tail(&log_path, LOG_TAIL_LINES);
+            let _ = self.stop_daemon(which, Signal::SIGKILL);
+            bail!("{e:#}\n--- {} ---\n{tail}", which.log());
+        }
+        Ok(())
+    }
+
+    /// Sends `sig` to the daemon (by its PID) and reaps it, escalating to SIGKILL if it
+    /// has not exited within 10 s.
+    pub fn stop_daemon(&mut self, which: Daemon, sig: Signal) -> Result<()> {
+        let Some(mut child) = self.slot(which).take() else {
+            return Ok(());
+        };
+        let pid = Pid::from_raw(child.id() as i32);
+        // Still unreaped, so the PID cannot have been recycled.
+        let _ = kill(pid, sig);
+        let exited = wait_until(
+            &format!("{} to exit", which.binary()),
+            Duration::from_secs(10),
+            || Ok(child.try_wait()?),
+        );
+        if exited.is_err() {
+            let _ = kill(pid, Signal::SIGKILL);
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs a daemon, as a crash would.
+    pub fn kill_daemon(&mut self, which: Daemon) -> Result<()> {
+        self.stop_daemon(which, Signal::SIGKILL)
+    }
+
+    /// SIGKILLs both daemons (engine first, then highd).
+    pub fn kill_daemons(&mut self) -> Result<()> {
+        self.kill_daemon(Daemon::Engine)?;
+        self.kill_daemon(Daemon::Highd)
+    }
+
+    /// Starts both daemons again (highd first: the engine reconciles against it).
+    pub fn start_daemons(&mut self) -> Result<()> {
+        self.start_daemon(Daemon::Highd)?;
+        self.start_daemon(Daemon::Engine)
+    }
+
+    /// Runs the docker CLI against this stack.
+    pub fn docker(&self, args: &[&str]) -> Result<Output> {
+        let cli = prereq::docker_cli().context("docker CLI not found")?;
+        let mut cmd = Command::new(cli);
+        cmd.args(args)
+            .env("DOCKER_HOST", self.engine_host())
+            .env("DOCKER_CONFIG", self.dir.join("dc"))
+            .env("DOCKER_CLI_HINTS", "false")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION");
+        cmd::run(cmd, &self.dir, CMD_TIMEOUT)
+    }
+
+    /// Runs the `berth` CLI against this stack (host given through `BERTH_HOST`).
+    pub fn berth(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = Command::new(self.bins.join("berth"));
+        cmd.args(args)
+            .env("BERTH_HOST", self.engine_host())
+            .env_remove("DOCKER_HOST");
+        cmd::run(cmd, &self.dir, CMD_TIMEOUT)
+    }
+
+    /// Tears everything down; also what `Drop` does. Returns what could not be cleaned.
+    fn teardown(&mut self) -> Result<()> {
+        let _ = self.stop_daemon(Daemon::Engine, Signal::SIGTERM);
+        let _ = self.stop_daemon(Daemon::Highd, Signal::SIGTERM);
+        let mut pids = cleanup::shim_pids(&self.highd_state());
+        pids.extend(cleanup::processes_mentioning(&self.dir.to_string_lossy()));
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let cg = cleanup::remove_cgroups(&self.cgroup_name);
+        let mounts = cleanup::unmount_all(&self.dir);
+        // Never recurse into a directory that may still have something mounted below it.
+        mounts?;
+        std::fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("remove {}", self.dir.display()))?;
+        cg
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let mut tails = String::new();
+        for which in [Daemon::Highd, Daemon::Engine] {
+            let path = self.dir.join(which.log());
+            tails.push_str(&format!(
+                "--- {} (last {LOG_TAIL_LINES} lines) ---\n",
+                which.log()
+            ));
+            tails.push_str(&tail(&path, LOG_TAIL_LINES));
+        }
+        LOG_TAILS.with(|t| *t.borrow_mut() = tails);
+        if let Err(e) = self.teardown() {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "WARNING: stack cleanup of {} incomplete: {e:#}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+/// The last `n` lines of a file (empty if unreadable).
+fn tail(path: &Path, n: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].iter().map(|l| format!("{l}\n")).collect()
+}

@@ -1,0 +1,149 @@
+//! The `berth` client against a real stack: import, images, run, ps, logs, stop, rm.
+
+use anyhow::{ensure, Result};
+use berth_integration::Stack;
+
+use crate::common::{container_id, expect_contains, Spec, BERTH};
+
+pub fn tests() -> Vec<Spec> {
+    vec![
+        Spec {
+            name: "berth_cli::import_images_run_ps",
+            needs: BERTH,
+            run: import_images_run_ps,
+        },
+        Spec {
+            name: "berth_cli::detached_logs_stop_rm",
+            needs: BERTH,
+            run: detached_logs_stop_rm,
+        },
+    ]
+}
+
+fn import_with_berth(s: &Stack) -> Result<String> {
+    let tar = s.busybox_tar()?;
+    let out = s
+        .berth(&["import", &tar.to_string_lossy(), "busybox"])?
+        .ok()?;
+    ensure!(
+        out.out().starts_with("sha256:"),
+        "berth import printed {:?}",
+        out.out()
+    );
+    Ok(out.out().to_string())
+}
+
+fn import_images_run_ps() -> Result<()> {
+    let s = Stack::start()?;
+    let version = s.berth(&["version"])?.ok()?;
+    expect_contains("berth version", &version.stdout, "Server")?;
+
+    let image_id = import_with_berth(&s)?;
+    let images = s.berth(&["images"])?.ok()?;
+    expect_contains("berth images", &images.stdout, "REPOSITORY")?;
+    expect_contains("berth images", &images.stdout, "busybox")?;
+    expect_contains("berth images", &images.stdout, "latest")?;
+    let q = s.berth(&["images", "-q"])?.ok()?;
+    let hex = image_id.trim_start_matches("sha256:");
+    ensure!(
+        hex.len() >= 12 && q.out() == &hex[..12],
+        "berth images -q printed {:?} for {image_id}",
+        q.out()
+    );
+
+    let out = s
+        .berth(&["run", "--rm", "busybox", "echo", "hello"])?
+        .ok()?;
+    ensure!(out.stdout == "hello\n", "berth run stdout {:?}", out.stdout);
+    let out = s.berth(&["run", "--rm", "busybox", "sh", "-c", "echo err >&2; exit 3"])?;
+    ensure!(out.code == 3 && out.stderr == "err\n", "{out}");
+    let out = s
+        .berth(&[
+            "run",
+            "--rm",
+            "-e",
+            "GREETING=hi there",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $GREETING",
+        ])?
+        .ok()?;
+    ensure!(
+        out.stdout == "hi there\n",
+        "berth run -e stdout {:?}",
+        out.stdout
+    );
+
+    let out = s
+        .berth(&["run", "--rm", "busybox", "/nonexistent"])?
+        .expect_code(127)?;
+    expect_contains(
+        "berth run stderr",
+        &out.stderr,
+        "Error response from daemon",
+    )?;
+    let out = s.berth(&["run", "--rm", "nosuchimage"])?.expect_code(125)?;
+    expect_contains("berth run stderr", &out.stderr, "No such image")?;
+
+    let ps = s.berth(&["ps", "-a", "-q"])?.ok()?;
+    ensure!(
+        ps.out().is_empty(),
+        "berth ps -a -q after --rm runs: {:?}",
+        ps.out()
+    );
+    Ok(())
+}
+
+fn detached_logs_stop_rm() -> Result<()> {
+    let s = Stack::start()?;
+    import_with_berth(&s)?;
+    let id = container_id(
+        &s.berth(&[
+            "run",
+            "-d",
+            "--name",
+            "b",
+            "busybox",
+            "sh",
+            "-c",
+            "echo up; exec sleep 1000",
+        ])?
+        .ok()?
+        .stdout,
+    )?;
+    let ps = s.berth(&["ps"])?.ok()?;
+    expect_contains("berth ps", &ps.stdout, "CONTAINER ID")?;
+    expect_contains("berth ps", &ps.stdout, &id[..12])?;
+    expect_contains("berth ps", &ps.stdout, "Up ")?;
+    let q = s.berth(&["ps", "-q"])?.ok()?;
+    ensure!(q.out() == &id[..12], "berth ps -q printed {:?}", q.out());
+
+    berth_integration::wait_until(
+        "berth logs to show up",
+        std::time::Duration::from_secs(20),
+        || {
+            let out = s.berth(&["logs", "b"])?;
+            Ok((out.code == 0 && out.stdout == "up\n").then_some(()))
+        },
+    )?;
+
+    s.berth(&["stop", "-t", "1", "b"])?.ok()?;
+    let all = s.berth(&["ps", "-a"])?.ok()?;
+    expect_contains("berth ps -a", &all.stdout, "Exited (137)")?;
+    let out = s.berth(&["rm", "b"])?.ok()?;
+    ensure!(out.out() == "b", "berth rm printed {:?}", out.out());
+    let out = s.berth(&["rm", "b"])?.expect_code(1)?;
+    expect_contains(
+        "berth rm stderr",
+        &out.stderr,
+        "Error response from daemon: No such container: b",
+    )?;
+    let ps = s.berth(&["ps", "-a", "-q"])?.ok()?;
+    ensure!(
+        ps.out().is_empty(),
+        "berth ps -a -q after rm: {:?}",
+        ps.out()
+    );
+    Ok(())
+}
