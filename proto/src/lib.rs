@@ -4,7 +4,7 @@
 //! format (same packages, names and field numbers), so the generated modules below nest
 //! exactly like the protobuf packages and prost's relative `super::` paths resolve.
 //!
-//! - [`containerd`], [`google`]: generated messages, tonic clients and servers.
+//! - [`containerd`], [`io`], [`google`]: generated messages, tonic clients and servers.
 //! - [`transport`]: unix-socket listen/connect/serve, including paths over 107 bytes.
 //! - [`namespace`]: the `containerd-namespace` metadata header.
 //! - [`any`]: packing events and OCI JSON documents into `prost_types::Any`.
@@ -129,6 +129,22 @@ pub mod containerd {
             #[allow(clippy::all, clippy::pedantic, missing_docs)]
             pub mod v1 {
                 generated!("containerd.services.version.v1.rs");
+            }
+        }
+    }
+}
+
+/// cgroup statistics carried in `Any` by Stats/Metrics (containerd/cgroups' packages).
+pub mod io {
+    pub mod containerd {
+        pub mod cgroups {
+            #[allow(clippy::all, clippy::pedantic, missing_docs)]
+            pub mod v1 {
+                generated!("io.containerd.cgroups.v1.rs");
+            }
+            #[allow(clippy::all, clippy::pedantic, missing_docs)]
+            pub mod v2 {
+                generated!("io.containerd.cgroups.v2.rs");
             }
         }
     }

@@ -58,6 +58,28 @@ fn type_urls_match_containerd_names() {
 }
 
 #[test]
+fn cgroup_metrics_use_containerd_type_urls() {
+    use berth_proto::io::containerd::cgroups::{v1, v2};
+    let m = v1::Metrics {
+        memory: Some(v1::MemoryStat {
+            usage: Some(v1::MemoryEntry {
+                usage: 1 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let any = pack(&m);
+    assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+    assert_eq!(unpack::<v1::Metrics>(&any).unwrap(), m);
+    assert_eq!(
+        type_url::<v2::Metrics>(),
+        "io.containerd.cgroups.v2.Metrics"
+    );
+}
+
+#[test]
 fn google_style_url_is_accepted() {
     let mut any = pack(&exit_event());
     any.type_url = format!("type.googleapis.com/{}", any.type_url);
