@@ -23,6 +23,11 @@ use crate::ProtoError;
 /// Longest path that fits in `sockaddr_un.sun_path` with its terminating NUL.
 pub const MAX_SOCKET_PATH: usize = 107;
 
+/// containerd's default gRPC message size limit in both directions (16 MiB); tonic's
+/// default decode limit is 4 MiB. Apply it to servers and clients that must accept what
+/// containerd peers send: `XxxServer::new(s).max_decoding_message_size(MAX_MESSAGE_SIZE)`.
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
+
 /// Mode of every socket we create: owner and group only, never world-writable.
 pub const SOCKET_MODE: u32 = 0o660;
 
@@ -86,7 +91,8 @@ pub fn bind_unix(path: impl AsRef<Path>) -> Result<UnixListener, ProtoError> {
         e
     };
     // After bind the socket's mode is 0777 minus umask; tighten it before anyone is
-    // told the address.
+    // told the address. (Under a daemon's usual umask 022 the socket is not writable,
+    // hence not connectable, by others even in that window.)
     std::fs::set_permissions(&short.path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .map_err(|source| ProtoError::Chmod {
             path: path.to_owned(),
