@@ -5,6 +5,7 @@ pub mod config;
 pub mod containers;
 pub mod content;
 pub mod db;
+pub mod diff;
 pub mod events;
 pub mod introspection;
 pub mod server;

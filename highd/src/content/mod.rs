@@ -31,6 +31,16 @@ pub struct ContentRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// containerd's `types.Descriptor`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// What containerd's `content.Info` carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {

@@ -16,7 +16,7 @@
 mod copy;
 mod mounts;
 
-pub(crate) use copy::{chmod, disk_usage};
+pub(crate) use copy::{chmod, disk_usage, lchown, make_node, set_times};
 pub use mounts::Mount;
 
 use std::collections::BTreeMap;

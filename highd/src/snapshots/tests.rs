@@ -230,7 +230,7 @@ fn copying_snapshotter_copies_parents() -> anyhow::Result<()> {
     std::fs::write(a.join("d/f"), "data")?;
     std::fs::hard_link(a.join("d/f"), a.join("hl"))?;
     std::os::unix::fs::symlink("/nonexistent", a.join("link"))?;
-    copy::lchown(&a.join("d/f"), 1000, 1000)?;
+    lchown(&a.join("d/f"), 1000, 1000)?;
     s.commit("ns", "base", "a", BTreeMap::new())?;
     let m = s.prepare("ns", "b", "base", BTreeMap::new())?;
     assert_eq!(m[0].kind, "bind");
