@@ -1,0 +1,298 @@
+//! A process's stdio: the pipes (or pty) the container gets, and the shim's copies from
+//! them to the destinations named by the request's stdio strings.
+
+mod jsonlog;
+mod pipe;
+mod sink;
+mod target;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use tokio::task::JoinHandle;
+
+pub use jsonlog::{JsonLog, JsonLogError, LineSplitter};
+pub use pipe::AsyncPipe;
+pub use sink::Sink;
+pub use target::{StdioTarget, TargetError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("invalid {stream} stdio")]
+    Target {
+        stream: &'static str,
+        #[source]
+        source: TargetError,
+    },
+    #[error("stdin cannot be a json-file log")]
+    JsonStdin,
+    #[error("cannot open {stream} destination {path}")]
+    Open {
+        stream: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open json-file log")]
+    JsonLog(#[from] JsonLogError),
+    #[error("cannot create a pipe for {stream}")]
+    Pipe {
+        stream: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("process has no terminal to resize")]
+    NoTerminal,
+    #[error("cannot resize the terminal")]
+    Resize(#[source] std::io::Error),
+}
+
+/// The stdio strings of one process, as the request carried them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IoSpec {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// The descriptors handed to the runtime, which passes them on to the process.
+#[derive(Debug)]
+pub struct RuntimeStdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+enum StdinSource {
+    Null,
+    /// A regular file or device, given to the process as is.
+    Direct(OwnedFd),
+    Fifo(AsyncPipe),
+}
+
+/// The shim's side of one process's stdio.
+#[derive(Default)]
+pub struct ProcessIo {
+    stdin: Mutex<Option<JoinHandle<()>>>,
+    outputs: Mutex<Vec<JoinHandle<()>>>,
+    master: Mutex<Option<Arc<AsyncPipe>>>,
+    /// Terminal processes: what to connect once the pty master arrives.
+    pending_terminal: Mutex<Option<(StdinSource, Sink)>>,
+}
+
+impl std::fmt::Debug for ProcessIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessIo").finish_non_exhaustive()
+    }
+}
+
+impl ProcessIo {
+    /// Opens the destinations and creates the process's pipes. Copying starts at once; it
+    /// ends by itself when the process side closes, so a failed create leaves nothing.
+    pub fn prepare(spec: &IoSpec) -> Result<(Arc<ProcessIo>, RuntimeStdio), IoError> {
+        let parse = |stream, value: &str| {
+            StdioTarget::parse(value).map_err(|source| IoError::Target { stream, source })
+        };
+        let stdin_t = parse("stdin", &spec.stdin)?;
+        let stdout_t = parse("stdout", &spec.stdout)?;
+        let stderr_t = parse("stderr", &spec.stderr)?;
+        let stdin_src = open_stdin(&stdin_t)?;
+        let mut logs = HashMap::new();
+        let stdout_sink = Sink::open(&stdout_t, "stdout", &mut logs)?;
+        let io = Arc::new(ProcessIo::default());
+        if spec.terminal {
+            // The runtime puts the pty slave on 0/1/2 of the process; its own stdio is unused.
+            *lock(&io.pending_terminal) = Some((stdin_src, stdout_sink));
+            let stdio = RuntimeStdio {
+                stdin: dev_null(OFlag::O_RDONLY, "stdin")?,
+                stdout: dev_null(OFlag::O_WRONLY, "stdout")?,
+                stderr: dev_null(OFlag::O_WRONLY, "stderr")?,
+            };
+            return Ok((io, stdio));
+        }
+        let stderr_sink = Sink::open(&stderr_t, "stderr", &mut logs)?;
+        let stdin = match stdin_src {
+            StdinSource::Null => dev_null(OFlag::O_RDONLY, "stdin")?,
+            StdinSource::Direct(fd) => fd,
+            StdinSource::Fifo(src) => {
+                let (r, w) = pipe("stdin")?;
+                let dst = AsyncPipe::new(w).map_err(|source| IoError::Pipe {
+                    stream: "stdin",
+                    source,
+                })?;
+                *lock(&io.stdin) = Some(tokio::spawn(copy_in(src, dst)));
+                r
+            }
+        };
+        let stdout = io.output("stdout", stdout_sink)?;
+        let stderr = io.output("stderr", stderr_sink)?;
+        Ok((
+            io,
+            RuntimeStdio {
+                stdin,
+                stdout,
+                stderr,
+            },
+        ))
+    }
+
+    /// Returns the write end for the process; a discarded stream goes to /dev/null.
+    fn output(&self, stream: &'static str, sink: Sink) -> Result<OwnedFd, IoError> {
+        if matches!(sink, Sink::Discard) {
+            return dev_null(OFlag::O_WRONLY, stream);
+        }
+        let (r, w) = pipe(stream)?;
+        let src = AsyncPipe::new(r).map_err(|source| IoError::Pipe { stream, source })?;
+        lock(&self.outputs).push(tokio::spawn(copy_out(src, sink)));
+        Ok(w)
+    }
+
+    /// Connects a terminal process's pty master (received from the runtime) to its stdio.
+    pub fn attach_terminal(&self, master: OwnedFd) -> Result<(), IoError> {
+        let Some((stdin_src, sink)) = lock(&self.pending_terminal).take() else {
+            return Err(IoError::NoTerminal);
+        };
+        let master = Arc::new(AsyncPipe::new(master).map_err(|source| IoError::Pipe {
+            stream: "terminal",
+            source,
+        })?);
+        *lock(&self.master) = Some(Arc::clone(&master));
+        if let StdinSource::Fifo(src) = stdin_src {
+            let dst = Arc::clone(&master);
+            *lock(&self.stdin) = Some(tokio::spawn(async move {
+                copy_in_shared(src, &dst).await;
+            }));
+        }
+        lock(&self.outputs).push(tokio::spawn(copy_out_shared(master, sink)));
+        Ok(())
+    }
+
+    /// CloseIO: stops copying stdin, so the process reads EOF.
+    pub fn close_stdin(&self) {
+        if let Some(task) = lock(&self.stdin).take() {
+            task.abort();
+        }
+    }
+
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), IoError> {
+        let master = lock(&self.master).clone().ok_or(IoError::NoTerminal)?;
+        let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+        crate::sys::set_winsize(master.raw_fd(), clamp(height), clamp(width))
+            .map_err(IoError::Resize)
+    }
+
+    /// Waits until every output stream reached EOF and was flushed, at most `limit`:
+    /// a grandchild holding a pipe open must not hold the exit back forever.
+    pub async fn wait_output(&self, limit: Duration) -> bool {
+        let tasks: Vec<_> = lock(&self.outputs).drain(..).collect();
+        let all = futures_join_all(tasks);
+        tokio::time::timeout(limit, all).await.is_ok()
+    }
+
+    /// Drops everything: used when the process is forgotten.
+    pub fn shutdown(&self) {
+        self.close_stdin();
+        lock(&self.pending_terminal).take();
+        lock(&self.master).take();
+    }
+}
+
+async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pipe(stream: &'static str) -> Result<(OwnedFd, OwnedFd), IoError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| IoError::Pipe {
+        stream,
+        source: e.into(),
+    })
+}
+
+fn dev_null(flags: OFlag, stream: &'static str) -> Result<OwnedFd, IoError> {
+    let path = PathBuf::from("/dev/null");
+    let file = std::fs::OpenOptions::new()
+        .read(flags == OFlag::O_RDONLY)
+        .write(flags != OFlag::O_RDONLY)
+        .open(&path)
+        .map_err(|source| IoError::Open {
+            stream,
+            path,
+            source,
+        })?;
+    Ok(file.into())
+}
+
+fn open_stdin(target: &StdioTarget) -> Result<StdinSource, IoError> {
+    let open_err = |path: &PathBuf, source| IoError::Open {
+        stream: "stdin",
+        path: path.clone(),
+        source,
+    };
+    match target {
+        StdioTarget::Null => Ok(StdinSource::Null),
+        StdioTarget::JsonFile { .. } => Err(IoError::JsonStdin),
+        StdioTarget::Path(path) | StdioTarget::File(path) => {
+            let meta = std::fs::metadata(path).map_err(|e| open_err(path, e))?;
+            if std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()) {
+                let fifo = AsyncPipe::open_fifo_reader(path).map_err(|e| open_err(path, e))?;
+                return Ok(StdinSource::Fifo(fifo));
+            }
+            let file = File::open(path).map_err(|e| open_err(path, e))?;
+            Ok(StdinSource::Direct(file.into()))
+        }
+    }
+}
+
+async fn copy_in(src: AsyncPipe, dst: AsyncPipe) {
+    copy_in_shared(src, &dst).await;
+}
+
+async fn copy_in_shared(src: AsyncPipe, dst: &AsyncPipe) {
+    let mut buf = vec![0u8; 8 * 1024];
+    loop {
+        match src.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => {
+                if let Err(err) = dst.write_all(&buf[..n]).await {
+                    tracing::debug!(%err, fd = dst.raw_fd(), "stdin closed by the process");
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "reading stdin failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn copy_out(src: AsyncPipe, sink: Sink) {
+    copy_out_shared(Arc::new(src), sink).await;
+}
+
+async fn copy_out_shared(src: Arc<AsyncPipe>, mut sink: Sink) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match src.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => sink.write(&buf[..n]).await,
+            Err(err) => {
+                tracing::warn!(%err, fd = src.as_ref().raw_fd(), "reading output failed");
+                break;
+            }
+        }
+    }
+    sink.finish();
+}
