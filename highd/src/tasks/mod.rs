@@ -111,7 +111,8 @@ impl Task {
         Process {
             container_id: self.id.clone(),
             id: self.id.clone(),
-            pid: self.pid,
+            // A task recovered without init.pid only knows its pid from exit.json.
+            pid: if self.pid != 0 { self.pid } else { info.pid },
             status: ProcStatus::Stopped as i32,
             exit_status: info.status,
             exited_at: info.exited_at,

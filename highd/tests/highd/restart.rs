@@ -1,0 +1,311 @@
+//! Invariant 1: highd crashes and restarts never kill containers, and exits that happen
+//! while it is down are reported after it is back.
+
+use std::time::Duration;
+
+use berth_proto::containerd::services::containers::v1::{
+    containers_client::ContainersClient, DeleteContainerRequest,
+};
+use berth_proto::containerd::services::tasks::v1::{
+    tasks_client::TasksClient, CreateTaskRequest, DeleteTaskRequest, GetRequest, KillRequest,
+    ListTasksRequest, WaitRequest,
+};
+use berth_proto::containerd::v1::types::Status as ProcStatus;
+use tonic::Code;
+
+use crate::common::{poll, req, skip_unless_root, Stack, NS};
+use crate::tasks::{next_exit, start_req, subscribe_tasks};
+
+fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+fn get(id: &str) -> tonic::Request<GetRequest> {
+    req(GetRequest {
+        container_id: id.into(),
+        exec_id: String::new(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_task_survives_highd_sigkill() -> anyhow::Result<()> {
+    if skip_unless_root("running_task_survives_highd_sigkill") {
+        return Ok(());
+    }
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    let pid = stack.create_task(&ch, "r1", &["sleep", "1000"], "").await?;
+    TasksClient::new(ch).start(start_req("r1")).await?;
+
+    stack.kill();
+    assert!(alive(pid), "container died with highd");
+    let ch = stack.start().await?;
+    let mut tasks = TasksClient::new(ch.clone());
+    let p = tasks.get(get("r1")).await?.into_inner().process.unwrap();
+    assert_eq!((p.pid, p.status), (pid, ProcStatus::Running as i32));
+
+    let mut events = subscribe_tasks(&ch).await?;
+    tasks
+        .kill(req(KillRequest {
+            container_id: "r1".into(),
+            exec_id: String::new(),
+            signal: 9,
+            all: false,
+        }))
+        .await?;
+    let exit = next_exit(&mut events, "r1").await?;
+    assert_eq!((exit.pid, exit.exit_status), (pid, 137));
+    let waited = tasks
+        .wait(req(WaitRequest {
+            container_id: "r1".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    assert_eq!(waited.into_inner().exit_status, 137);
+    tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "r1".into(),
+        }))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_while_highd_is_down_is_reported() -> anyhow::Result<()> {
+    if skip_unless_root("exit_while_highd_is_down_is_reported") {
+        return Ok(());
+    }
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    let script = "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 7";
+    let pid = stack
+        .create_task(&ch, "r2", &["sh", "-c", script], "")
+        .await?;
+    TasksClient::new(ch).start(start_req("r2")).await?;
+
+    stack.kill();
+    std::fs::write(stack.rootfs().join("tmp/go"), b"")?;
+    let exit_json = stack.state.join(NS).join("r2").join("exit.json");
+    poll(
+        "the shim to record the exit",
+        Duration::from_secs(20),
+        || exit_json.exists().then_some(()),
+    )
+    .await?;
+
+    let ch = stack.start().await?;
+    let mut tasks = TasksClient::new(ch.clone());
+    let p = tasks.get(get("r2")).await?.into_inner().process.unwrap();
+    assert_eq!(
+        (p.pid, p.status, p.exit_status),
+        (pid, ProcStatus::Stopped as i32, 7)
+    );
+    let waited = tasks
+        .wait(req(WaitRequest {
+            container_id: "r2".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    assert_eq!(waited.into_inner().exit_status, 7);
+    let deleted = tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "r2".into(),
+        }))
+        .await?;
+    assert_eq!(deleted.into_inner().exit_status, 7);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_shims_are_reported_stopped_and_deletable() -> anyhow::Result<()> {
+    if skip_unless_root("dead_shims_are_reported_stopped_and_deletable") {
+        return Ok(());
+    }
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    stack.create_container(&ch, "d1", &["true"]).await?;
+    stack.create_container(&ch, "d2", &["true"]).await?;
+    stack.kill();
+    // What a shim leaves when it is SIGKILLed after the container exited (d1) or
+    // before it recorded anything (d2).
+    for id in ["d1", "d2"] {
+        let dir = stack.state.join(NS).join(id);
+        std::fs::create_dir_all(dir.join("rootfs"))?;
+        std::fs::write(dir.join("config.json"), stack.spec(id, &["true"]))?;
+        std::fs::write(
+            dir.join("address"),
+            stack
+                .dir
+                .path()
+                .join("gone.sock")
+                .to_string_lossy()
+                .as_bytes(),
+        )?;
+    }
+    std::fs::write(
+        stack.state.join(NS).join("d1/exit.json"),
+        r#"{"pid":4242,"exit_status":5,"exited_at":"2024-05-06T07:08:09.5Z"}"#,
+    )?;
+
+    let ch = stack.start().await?;
+    let mut tasks = TasksClient::new(ch.clone());
+    let d1 = tasks.get(get("d1")).await?.into_inner().process.unwrap();
+    assert_eq!(
+        (d1.status, d1.exit_status, d1.pid),
+        (ProcStatus::Stopped as i32, 5, 4242)
+    );
+    assert_eq!(d1.exited_at.unwrap().seconds, 1_714_979_289);
+    let d2 = tasks.get(get("d2")).await?.into_inner().process.unwrap();
+    assert_eq!(
+        (d2.status, d2.exit_status),
+        (ProcStatus::Stopped as i32, 255)
+    );
+    let listed = tasks
+        .list(req(ListTasksRequest::default()))
+        .await?
+        .into_inner()
+        .tasks;
+    assert_eq!(listed.len(), 2);
+    let err = tasks
+        .kill(req(KillRequest {
+            container_id: "d1".into(),
+            exec_id: String::new(),
+            signal: 9,
+            all: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    let mut containers = ContainersClient::new(ch.clone());
+    let err = containers
+        .delete(req(DeleteContainerRequest { id: "d1".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let waited = tasks
+        .wait(req(WaitRequest {
+            container_id: "d1".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    assert_eq!(waited.into_inner().exit_status, 5);
+    let deleted = tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "d1".into(),
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(deleted.exit_status, 5);
+    let deleted = tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "d2".into(),
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(deleted.exit_status, 255);
+    assert!(!stack.state.join(NS).join("d1").exists());
+    containers
+        .delete(req(DeleteContainerRequest { id: "d1".into() }))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_shim_start_leaves_nothing_behind() -> anyhow::Result<()> {
+    if skip_unless_root("failed_shim_start_leaves_nothing_behind") {
+        return Ok(());
+    }
+    let mut stack = Stack::new();
+    let bad_shim = stack.dir.path().join("bad-shim");
+    std::fs::write(&bad_shim, "#!/bin/sh\necho 'relative.sock'\n")?;
+    std::fs::set_permissions(
+        &bad_shim,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let config = stack.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runtimes.\"io.containerd.runc.v2\"]\nshim = \"/bin/false\"\n[runtimes.\"io.containerd.runtime.v1.linux\"]\nshim = \"{}\"\n",
+            bad_shim.display()
+        ),
+    )?;
+    stack.extra_args = vec!["--config".into(), config.to_string_lossy().into_owned()];
+    let ch = stack.start().await?;
+
+    let err = stack
+        .create_task(&ch, "f1", &["true"], "")
+        .await
+        .unwrap_err();
+    let status = err.downcast_ref::<tonic::Status>().expect("a grpc status");
+    assert!(status.message().contains("shim start failed"), "{status:?}");
+    assert!(
+        !stack.state.join(NS).join("f1").exists(),
+        "task dir left behind"
+    );
+    let err = TasksClient::new(ch.clone())
+        .get(get("f1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    ContainersClient::new(ch.clone())
+        .delete(req(DeleteContainerRequest { id: "f1".into() }))
+        .await?;
+
+    // A shim that prints garbage instead of its socket path.
+    let mut spec_container = berth_proto::containerd::services::containers::v1::Container {
+        id: "f2".into(),
+        runtime: Some(
+            berth_proto::containerd::services::containers::v1::container::Runtime {
+                name: "io.containerd.runtime.v1.linux".into(),
+                options: None,
+            },
+        ),
+        spec: Some(berth_proto::any::pack_json(
+            berth_proto::any::SPEC_TYPE_URL,
+            stack.spec("f2", &["true"]),
+        )),
+        ..Default::default()
+    };
+    ContainersClient::new(ch.clone())
+        .create(req(
+            berth_proto::containerd::services::containers::v1::CreateContainerRequest {
+                container: Some(spec_container.clone()),
+            },
+        ))
+        .await?;
+    let err = TasksClient::new(ch.clone())
+        .create(req(CreateTaskRequest {
+            container_id: "f2".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("relative.sock"), "{err:?}");
+    assert!(
+        !stack.state.join(NS).join("f2").exists(),
+        "task dir left behind"
+    );
+
+    // Unknown runtime names are refused before anything is created.
+    spec_container.id = "f3".into();
+    spec_container.runtime.as_mut().unwrap().name = "io.example.nope".into();
+    ContainersClient::new(ch.clone())
+        .create(req(
+            berth_proto::containerd::services::containers::v1::CreateContainerRequest {
+                container: Some(spec_container),
+            },
+        ))
+        .await?;
+    let err = TasksClient::new(ch)
+        .create(req(CreateTaskRequest {
+            container_id: "f3".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("io.example.nope"), "{err:?}");
+    Ok(())
+}

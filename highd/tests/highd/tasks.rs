@@ -1,0 +1,274 @@
+//! Running real tasks through berth-shim and the runtime.
+
+use std::time::Duration;
+
+use berth_proto::any::{pack_json, unpack, PROCESS_TYPE_URL};
+use berth_proto::containerd::events::TaskExit;
+use berth_proto::containerd::services::containers::v1::{
+    containers_client::ContainersClient, DeleteContainerRequest,
+};
+use berth_proto::containerd::services::events::v1::{
+    events_client::EventsClient, SubscribeRequest,
+};
+use berth_proto::containerd::services::tasks::v1::{
+    tasks_client::TasksClient, CreateTaskRequest, DeleteProcessRequest, DeleteTaskRequest,
+    ExecProcessRequest, GetRequest, KillRequest, ListPidsRequest, ListTasksRequest, StartRequest,
+    WaitRequest,
+};
+use berth_proto::containerd::v1::types::Status as ProcStatus;
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+use crate::common::{poll, req, skip_unless_root, Stack, NS};
+
+pub async fn subscribe_tasks(
+    ch: &Channel,
+) -> anyhow::Result<Streaming<berth_proto::containerd::services::events::v1::Envelope>> {
+    Ok(EventsClient::new(ch.clone())
+        .subscribe(SubscribeRequest {
+            filters: vec![r#"topic~="^/tasks/""#.into()],
+        })
+        .await?
+        .into_inner())
+}
+
+/// Reads events until a TaskExit for `id`'s init process arrives.
+pub async fn next_exit(
+    events: &mut Streaming<berth_proto::containerd::services::events::v1::Envelope>,
+    id: &str,
+) -> anyhow::Result<TaskExit> {
+    loop {
+        let env = tokio::time::timeout(Duration::from_secs(20), events.message())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("event stream ended"))?;
+        if env.topic == "/tasks/exit" {
+            let exit: TaskExit = unpack(env.event.as_ref().unwrap())?;
+            if exit.container_id == id && (exit.id == id || exit.id.is_empty()) {
+                assert_eq!(env.namespace, NS);
+                return Ok(exit);
+            }
+        }
+    }
+}
+
+pub fn start_req(id: &str) -> tonic::Request<StartRequest> {
+    req(StartRequest {
+        container_id: id.into(),
+        exec_id: String::new(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_lifecycle_with_jsonfile_log() -> anyhow::Result<()> {
+    if skip_unless_root("task_lifecycle_with_jsonfile_log") {
+        return Ok(());
+    }
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    let mut events = subscribe_tasks(&ch).await?;
+    let log = stack.dir.path().join("t1.log");
+    let stdout = format!("jsonfile://{}", log.display());
+    let args = ["sh", "-c", "echo hello; echo oops >&2; exit 3"];
+    let pid = stack.create_task(&ch, "t1", &args, &stdout).await?;
+    assert!(pid > 0);
+    let mut tasks = TasksClient::new(ch.clone());
+
+    let again = tasks
+        .create(req(CreateTaskRequest {
+            container_id: "t1".into(),
+            rootfs: stack.rootfs_mounts(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    let missing = tasks
+        .create(req(CreateTaskRequest {
+            container_id: "nope".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+
+    let got = tasks
+        .get(req(GetRequest {
+            container_id: "t1".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    assert_eq!(
+        got.into_inner().process.unwrap().status,
+        ProcStatus::Created as i32
+    );
+    let started = tasks.start(start_req("t1")).await?.into_inner();
+    assert_eq!(started.pid, pid);
+    let waited = tasks
+        .wait(req(WaitRequest {
+            container_id: "t1".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    assert_eq!(waited.into_inner().exit_status, 3);
+    let exit = next_exit(&mut events, "t1").await?;
+    assert_eq!((exit.pid, exit.exit_status), (pid, 3));
+
+    let got = tasks
+        .get(req(GetRequest {
+            container_id: "t1".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    let p = got.into_inner().process.unwrap();
+    assert_eq!((p.status, p.exit_status), (ProcStatus::Stopped as i32, 3));
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let find = |stream: &str| {
+        lines
+            .iter()
+            .find(|l| l["stream"] == stream)
+            .map(|l| l["log"].clone())
+    };
+    assert_eq!(find("stdout"), Some("hello\n".into()), "{lines:?}");
+    assert_eq!(find("stderr"), Some("oops\n".into()), "{lines:?}");
+
+    let deleted = tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "t1".into(),
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(deleted.exit_status, 3);
+    assert!(
+        !stack.state.join(NS).join("t1").exists(),
+        "task dir left behind"
+    );
+    let err = tasks
+        .get(req(GetRequest {
+            container_id: "t1".into(),
+            exec_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    ContainersClient::new(ch)
+        .delete(req(DeleteContainerRequest { id: "t1".into() }))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_kill_and_exit_event() -> anyhow::Result<()> {
+    if skip_unless_root("exec_kill_and_exit_event") {
+        return Ok(());
+    }
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    let mut events = subscribe_tasks(&ch).await?;
+    let pid = stack.create_task(&ch, "t2", &["sleep", "1000"], "").await?;
+    let mut tasks = TasksClient::new(ch.clone());
+    tasks.start(start_req("t2")).await?;
+
+    let out = stack.dir.path().join("exec.out");
+    let process = serde_json::json!({
+        "args": ["sh", "-c", "echo from-exec; exit 4"],
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0}
+    });
+    tasks
+        .exec(req(ExecProcessRequest {
+            container_id: "t2".into(),
+            exec_id: "e1".into(),
+            stdout: format!("file://{}", out.display()),
+            spec: Some(pack_json(PROCESS_TYPE_URL, serde_json::to_vec(&process)?)),
+            ..Default::default()
+        }))
+        .await?;
+    let exec_pid = tasks
+        .start(req(StartRequest {
+            container_id: "t2".into(),
+            exec_id: "e1".into(),
+        }))
+        .await?;
+    assert!(exec_pid.into_inner().pid > 0);
+    let waited = tasks
+        .wait(req(WaitRequest {
+            container_id: "t2".into(),
+            exec_id: "e1".into(),
+        }))
+        .await?;
+    assert_eq!(waited.into_inner().exit_status, 4);
+    assert_eq!(std::fs::read_to_string(&out)?, "from-exec\n");
+    let del = tasks
+        .delete_process(req(DeleteProcessRequest {
+            container_id: "t2".into(),
+            exec_id: "e1".into(),
+        }))
+        .await?;
+    assert_eq!(del.into_inner().exit_status, 4);
+
+    let pids = tasks
+        .list_pids(req(ListPidsRequest {
+            container_id: "t2".into(),
+        }))
+        .await?
+        .into_inner();
+    assert!(pids.processes.iter().any(|p| p.pid == pid), "{pids:?}");
+    let listed = tasks
+        .list(req(ListTasksRequest::default()))
+        .await?
+        .into_inner()
+        .tasks;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].pid, listed[0].status),
+        (pid, ProcStatus::Running as i32)
+    );
+
+    let err = ContainersClient::new(ch.clone())
+        .delete(req(DeleteContainerRequest { id: "t2".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let err = tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "t2".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), Code::Ok, "deleting a running task must fail");
+
+    tasks
+        .kill(req(KillRequest {
+            container_id: "t2".into(),
+            exec_id: String::new(),
+            signal: 9,
+            all: false,
+        }))
+        .await?;
+    let exit = next_exit(&mut events, "t2").await?;
+    assert_eq!(exit.exit_status, 137);
+    let waited = tasks
+        .wait(req(WaitRequest {
+            container_id: "t2".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    assert_eq!(waited.into_inner().exit_status, 137);
+    poll("init to be reaped", Duration::from_secs(10), || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
+            .is_err()
+            .then_some(())
+    })
+    .await?;
+    tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "t2".into(),
+        }))
+        .await?;
+    Ok(())
+}
