@@ -100,6 +100,8 @@ impl Fixture {
     }
 
     pub fn write_config(&mut self, args: &[&str], terminal: bool) -> Result<()> {
+        let path = self.bundle.join("config.json");
+        let _ = std::fs::remove_file(&path);
         let out = Command::new("runc")
             .args(["spec", "--bundle"])
             .arg(&self.bundle)
@@ -108,7 +110,6 @@ impl Fixture {
         if !out.status.success() {
             bail!("runc spec: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let path = self.bundle.join("config.json");
         let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
         spec["process"]["terminal"] = terminal.into();
         spec["process"]["args"] = args.iter().map(|a| a.to_string()).collect();

@@ -1,0 +1,258 @@
+//! Exec, Kill, terminals and runtime errors.
+
+use std::time::Duration;
+
+use berth_proto::any::{pack_json, PROCESS_TYPE_URL};
+use berth_proto::containerd::task::v2::task_client::TaskClient;
+use berth_proto::containerd::task::v2::{
+    CloseIoRequest, DeleteRequest, ExecProcessRequest, KillRequest, PidsRequest, ResizePtyRequest,
+    StartRequest, StateRequest, WaitRequest,
+};
+use berth_proto::containerd::v1::types::Status;
+use tonic::transport::Channel;
+
+use crate::harness::{poll, skip_unless_root, FakeEvents, Fixture};
+
+fn start_req(fx: &Fixture, exec_id: &str) -> StartRequest {
+    StartRequest {
+        id: fx.id.clone(),
+        exec_id: exec_id.into(),
+    }
+}
+
+fn wait_req(fx: &Fixture, exec_id: &str) -> WaitRequest {
+    WaitRequest {
+        id: fx.id.clone(),
+        exec_id: exec_id.into(),
+    }
+}
+
+fn exec_spec(args: &[&str], terminal: bool) -> prost_types::Any {
+    let spec = serde_json::json!({
+        "terminal": terminal,
+        "user": {"uid": 0, "gid": 0},
+        "args": args,
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+    });
+    pack_json(
+        PROCESS_TYPE_URL,
+        serde_json::to_vec(&spec).unwrap_or_default(),
+    )
+}
+
+async fn running_sleeper(fx: &mut Fixture) -> anyhow::Result<TaskClient<Channel>> {
+    let mut client = fx.start_shim().await?;
+    client.create(fx.create_request("", "")).await?;
+    client.start(start_req(fx, "")).await?;
+    Ok(client)
+}
+
+#[tokio::test]
+async fn exec_runs_in_the_container_and_kill_stops_init() -> anyhow::Result<()> {
+    if skip_unless_root("exec_runs_in_the_container_and_kill_stops_init") {
+        return Ok(());
+    }
+    let mut fx = Fixture::new(&["sleep", "1000"])?;
+    let events = FakeEvents::default();
+    events.serve(&fx.events_sock)?;
+    let mut client = running_sleeper(&mut fx).await?;
+
+    let out = fx.path("exec.out");
+    client
+        .exec(ExecProcessRequest {
+            id: fx.id.clone(),
+            exec_id: "e1".into(),
+            stdout: format!("file://{}", out.display()),
+            spec: Some(exec_spec(&["sh", "-c", "hostname; exit 5"], false)),
+            ..Default::default()
+        })
+        .await?;
+    let pid = client.start(start_req(&fx, "e1")).await?.into_inner().pid;
+    assert!(pid > 0);
+    let exit = client.wait(wait_req(&fx, "e1")).await?.into_inner();
+    assert_eq!(exit.exit_status, 5);
+    assert_eq!(std::fs::read_to_string(&out)?, "berth-test\n");
+    let pids = client
+        .pids(PidsRequest { id: fx.id.clone() })
+        .await?
+        .into_inner();
+    assert!(!pids.processes.is_empty());
+    let deleted = client
+        .delete(DeleteRequest {
+            id: fx.id.clone(),
+            exec_id: "e1".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(deleted.exit_status, 5);
+    let gone = client
+        .state(StateRequest {
+            id: fx.id.clone(),
+            exec_id: "e1".into(),
+        })
+        .await
+        .expect_err("exec forgotten");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+
+    // Deleting a running task is refused and changes nothing.
+    let refused = client
+        .delete(DeleteRequest {
+            id: fx.id.clone(),
+            exec_id: String::new(),
+        })
+        .await
+        .expect_err("delete of a running task");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+
+    client
+        .kill(KillRequest {
+            id: fx.id.clone(),
+            exec_id: String::new(),
+            signal: 9,
+            all: false,
+        })
+        .await?;
+    let exit = client.wait(wait_req(&fx, "")).await?.into_inner();
+    assert_eq!(exit.exit_status, 128 + 9);
+    let state = client
+        .state(StateRequest {
+            id: fx.id.clone(),
+            exec_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(state.status, Status::Stopped as i32);
+    assert_eq!(fx.delete_and_shutdown(&mut client).await?, 137);
+    let topics = poll(Duration::from_secs(10), || {
+        let t = events.topics();
+        t.contains(&"/tasks/delete".to_owned()).then_some(t)
+    })
+    .await
+    .unwrap_or_else(|| events.topics());
+    for want in ["/tasks/exec-added", "/tasks/exec-started", "/tasks/exit"] {
+        assert!(
+            topics.iter().any(|t| t == want),
+            "{want} missing from {topics:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn exec_stdin_fifo_and_close_io() -> anyhow::Result<()> {
+    if skip_unless_root("exec_stdin_fifo_and_close_io") {
+        return Ok(());
+    }
+    let mut fx = Fixture::new(&["sleep", "1000"])?;
+    let mut client = running_sleeper(&mut fx).await?;
+    let (stdin, stdout) = (fx.path("in.fifo"), fx.path("out.fifo"));
+    for f in [&stdin, &stdout] {
+        nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    }
+    client
+        .exec(ExecProcessRequest {
+            id: fx.id.clone(),
+            exec_id: "cat".into(),
+            stdin: stdin.display().to_string(),
+            stdout: stdout.display().to_string(),
+            spec: Some(exec_spec(&["cat"], false)),
+            ..Default::default()
+        })
+        .await?;
+    // Like ctr: the client opens its fifo ends only after the shim has.
+    client.start(start_req(&fx, "cat")).await?;
+    let reader = std::thread::spawn({
+        let stdout = stdout.clone();
+        move || std::fs::read(stdout)
+    });
+    std::fs::write(&stdin, b"through the fifo\n")?;
+    client
+        .close_io(CloseIoRequest {
+            id: fx.id.clone(),
+            exec_id: "cat".into(),
+            stdin: true,
+        })
+        .await?;
+    let exit = client.wait(wait_req(&fx, "cat")).await?.into_inner();
+    assert_eq!(exit.exit_status, 0);
+    let got = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    assert_eq!(got, b"through the fifo\n");
+    client
+        .kill(KillRequest {
+            id: fx.id.clone(),
+            exec_id: String::new(),
+            signal: 9,
+            all: false,
+        })
+        .await?;
+    client.wait(wait_req(&fx, "")).await?;
+    fx.delete_and_shutdown(&mut client).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn terminal_task_gets_a_pty_and_resizes() -> anyhow::Result<()> {
+    if skip_unless_root("terminal_task_gets_a_pty_and_resizes") {
+        return Ok(());
+    }
+    let mut fx = Fixture::new(&[])?;
+    fx.write_config(&["sh", "-c", "sleep 0.3; stty size; exit 4"], true)?;
+    let mut client = fx.start_shim().await?;
+    let out = fx.path("tty.out");
+    let mut req = fx.create_request(&format!("file://{}", out.display()), "");
+    req.terminal = true;
+    client.create(req).await?;
+    client
+        .resize_pty(ResizePtyRequest {
+            id: fx.id.clone(),
+            exec_id: String::new(),
+            width: 91,
+            height: 33,
+        })
+        .await?;
+    client.start(start_req(&fx, "")).await?;
+    let exit = client.wait(wait_req(&fx, "")).await?.into_inner();
+    assert_eq!(exit.exit_status, 4);
+    let text = std::fs::read_to_string(&out)?;
+    assert!(text.contains("33 91"), "tty output: {text:?}");
+    fx.delete_and_shutdown(&mut client).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn runtime_failure_reports_the_runtime_message() -> anyhow::Result<()> {
+    if skip_unless_root("runtime_failure_reports_the_runtime_message") {
+        return Ok(());
+    }
+    let mut fx = Fixture::new(&["/no/such/binary"])?;
+    let mut client = fx.start_shim().await?;
+    let err = client
+        .create(fx.create_request("", ""))
+        .await
+        .expect_err("create of a missing binary");
+    let msg = err.message().to_owned();
+    eprintln!("runtime error as reported: {msg}");
+    assert!(!msg.contains("exit status"), "generic message: {msg}");
+    assert!(msg.contains("/no/such/binary"), "message: {msg}");
+    assert!(
+        !fx.rootfs_mounted(),
+        "failed create left the rootfs mounted"
+    );
+    // Nothing was created, so the shim may go.
+    client
+        .shutdown(berth_proto::containerd::task::v2::ShutdownRequest {
+            id: fx.id.clone(),
+            now: false,
+        })
+        .await?;
+    let pid = fx.shim_pid.take().unwrap_or_default();
+    let gone = poll(Duration::from_secs(15), || {
+        (!crate::harness::pid_alive(pid)).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "shim still running");
+    Ok(())
+}
