@@ -46,6 +46,7 @@ impl<R: RuntimeCli> Task<R> {
 
     pub async fn start_exec(self: &Arc<Self>, exec_id: &str) -> Result<u32, TaskError> {
         let process = self.process(&self.cfg.id, exec_id)?;
+        let _starting = process.start_gate.lock().await;
         let state = process.state();
         if state.status != Status::Created || state.pid != 0 {
             return Err(wrong_state(&process, &state, "start"));

@@ -52,6 +52,8 @@ impl<R: RuntimeCli> Task<R> {
                 tracing::warn!(pid, "output still open after exit; not waiting for it");
             }
         }
+        // An exit during Start waits for the start event to go out first.
+        drop(process.start_gate.lock().await);
         let info = ExitInfo {
             status: exit.status as u32,
             at: exit.at.into(),

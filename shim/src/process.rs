@@ -30,6 +30,9 @@ pub struct Process {
     pub spec: Option<Vec<u8>>,
     state: watch::Sender<ProcState>,
     io: Mutex<Option<Arc<ProcessIo>>>,
+    /// Held while the process is being started: its exit (which may come first) is
+    /// recorded and published only after TaskStart/TaskExecStarted, as containerd does.
+    pub start_gate: tokio::sync::Mutex<()>,
 }
 
 impl Process {
@@ -45,6 +48,7 @@ impl Process {
             spec,
             state,
             io: Mutex::new(None),
+            start_gate: tokio::sync::Mutex::new(()),
         })
     }
 

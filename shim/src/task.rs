@@ -278,6 +278,7 @@ impl<R: RuntimeCli> Task<R> {
 
     pub async fn start_init(self: &Arc<Self>) -> Result<u32, TaskError> {
         let init = self.process(&self.cfg.id, "")?;
+        let _starting = init.start_gate.lock().await;
         let state = init.state();
         if state.status != Status::Created {
             return Err(wrong_state(&init, &state, "start"));

@@ -125,14 +125,18 @@ impl Fixture {
     }
 
     pub fn start_command(&self) -> Command {
+        self.start_command_with(&self.id, &runtime())
+    }
+
+    pub fn start_command_with(&self, id: &str, runtime: &str) -> Command {
         let mut cmd = Command::new(SHIM);
         cmd.arg("start")
-            .args(["--namespace", "testns", "--id", &self.id])
+            .args(["--namespace", "testns", "--id", id])
             .arg("--bundle")
             .arg(&self.bundle)
             .arg("--address")
             .arg(&self.events_sock)
-            .args(["--runtime", &runtime()])
+            .args(["--runtime", runtime])
             .arg("--runtime-root")
             .arg(&self.runtime_root)
             .arg("--debug");

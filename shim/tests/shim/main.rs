@@ -2,6 +2,7 @@
 //! `BERTH_TEST_RUNTIME`) on a busybox bundle. Every test has its own temp dir, runtime
 //! root and cgroup parent, and cleans up on every path.
 
+mod daemon;
 mod harness;
 mod lifecycle;
 mod process;
