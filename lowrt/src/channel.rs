@@ -1,0 +1,89 @@
+//! The one-way report channel from a child (container init or exec process) to the
+//! runtime: a SOCK_SEQPACKET socketpair carrying one JSON message per packet. Both ends
+//! are close-on-exec, so a successful execve shows up in the parent as end-of-file.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("cannot create the sync socketpair: {0}")]
+    Create(#[source] nix::errno::Errno),
+    #[error("sync channel {op}: {source}")]
+    Io {
+        op: &'static str,
+        source: nix::errno::Errno,
+    },
+    #[error("sync channel: bad message: {0}")]
+    Decode(#[source] serde_json::Error),
+}
+
+/// Messages from child to parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Set-up finished; init now waits for `start`.
+    Ready,
+    /// Set-up failed; the text is what `create` prints.
+    Error(String),
+}
+
+/// Creates (parent end, child end).
+pub fn pair() -> Result<(OwnedFd, OwnedFd), ChannelError> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(ChannelError::Create)
+}
+
+pub fn send(fd: &OwnedFd, msg: &Message) -> Result<(), ChannelError> {
+    let data = serde_json::to_vec(msg).map_err(ChannelError::Decode)?;
+    // MSG_NOSIGNAL: a child whose parent is gone must get EPIPE, not die of SIGPIPE.
+    nix::sys::socket::send(
+        fd.as_raw_fd(),
+        &data,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+    )
+    .map_err(|source| ChannelError::Io {
+        op: "write",
+        source,
+    })?;
+    Ok(())
+}
+
+/// Next message, or None at end-of-file (the child exec'd or died).
+pub fn recv(fd: &OwnedFd) -> Result<Option<Message>, ChannelError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(|source| ChannelError::Io { op: "read", source })?,
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    serde_json::from_slice(&buf[..n])
+        .map(Some)
+        .map_err(ChannelError::Decode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_cross_and_eof_is_none() {
+        let (parent, child) = pair().unwrap();
+        send(&child, &Message::Error("boom".into())).unwrap();
+        send(&child, &Message::Ready).unwrap();
+        drop(child);
+        assert_eq!(recv(&parent).unwrap(), Some(Message::Error("boom".into())));
+        assert_eq!(recv(&parent).unwrap(), Some(Message::Ready));
+        assert_eq!(recv(&parent).unwrap(), None);
+    }
+}

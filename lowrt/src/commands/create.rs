@@ -1,0 +1,228 @@
+//! `create`: the runtime side of starting a container. The runtime clones init with its
+//! new namespaces, init builds the container and reports Ready over the sync channel, then
+//! blocks on exec.fifo; the runtime records state.json and the pid file and exits, so
+//! init is reparented to the caller's subreaper (the shim).
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use super::Globals;
+use crate::cgroups::{detect_layout, CgroupConfig, CgroupManager};
+use crate::channel::{self, Message};
+use crate::container::{errno, io_err, ContainerError};
+use crate::init::{self, InitContext};
+use crate::state::{proc_stat, write_atomic, State, FIFO_FILE};
+use crate::sys::{clone_process, Forked};
+use crate::syscall::LinuxSyscall;
+use crate::{namespaces, spec};
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: u32,
+}
+
+/// A created container, still blocked on exec.fifo.
+pub struct Launched {
+    pub pid: Pid,
+    pub pidfd: OwnedFd,
+    pub state: State,
+}
+
+/// Undoes a half-made container on every error path (DESIGN: bad input leaves nothing).
+struct Rollback {
+    dir: Option<PathBuf>,
+    cgroup: Option<Box<dyn CgroupManager>>,
+    child: Option<Pid>,
+}
+
+impl Rollback {
+    fn disarm(&mut self) {
+        self.dir = None;
+        self.cgroup = None;
+        self.child = None;
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.take() {
+            let _ = crate::sys::kill(pid, libc::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.destroy() {
+                tracing::warn!("cleanup after failed create: {e}");
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+pub(crate) fn connect_console(
+    terminal: bool,
+    socket: Option<&Path>,
+) -> Result<Option<UnixStream>, ContainerError> {
+    match (terminal, socket) {
+        (true, None) => Err(ContainerError::TerminalWithoutSocket),
+        (false, Some(_)) => Err(ContainerError::SocketWithoutTerminal),
+        (true, Some(path)) => {
+            UnixStream::connect(path)
+                .map(Some)
+                .map_err(|source| ContainerError::ConsoleSocket {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
+        (false, None) => Ok(None),
+    }
+}
+
+pub(crate) fn write_pid_file(path: Option<&Path>, pid: Pid) -> Result<(), ContainerError> {
+    if let Some(path) = path {
+        write_atomic(path, pid.as_raw().to_string().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `create` as a command: the container stays created, the runtime exits 0.
+pub fn create(g: &Globals, opts: &CreateOptions) -> Result<i32, ContainerError> {
+    launch(g, opts)?;
+    Ok(0)
+}
+
+/// Creates the container and returns with init blocked on exec.fifo.
+pub(crate) fn launch(g: &Globals, opts: &CreateOptions) -> Result<Launched, ContainerError> {
+    spec::validate_id(&opts.id)?;
+    let bundle =
+        std::path::absolute(&opts.bundle).map_err(io_err("resolve bundle", &opts.bundle))?;
+    let config = spec::load(&bundle)?;
+    spec::validate(&config)?;
+    let process = config
+        .process()
+        .clone()
+        .ok_or(spec::SpecError::Missing("process"))?;
+    let linux = config
+        .linux()
+        .clone()
+        .ok_or(spec::SpecError::Missing("linux"))?;
+    let console = connect_console(
+        process.terminal().unwrap_or(false),
+        opts.console_socket.as_deref(),
+    )?;
+
+    g.ensure_root()?;
+    let dir = State::dir(&g.root, &opts.id);
+    let mut rollback = Rollback {
+        dir: None,
+        cgroup: None,
+        child: None,
+    };
+    match std::fs::create_dir(&dir) {
+        Ok(()) => rollback.dir = Some(dir.clone()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(ContainerError::Exists(opts.id.clone()))
+        }
+        Err(e) => return Err(io_err("create state dir", &dir)(e)),
+    }
+    let fifo_path = dir.join(FIFO_FILE);
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
+        .map_err(errno("mkfifo exec.fifo"))?;
+    // The umask may have removed the others-write bit that a non-root init needs.
+    std::fs::set_permissions(&fifo_path, std::fs::Permissions::from_mode(0o622))
+        .map_err(io_err("chmod", &fifo_path))?;
+    let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(errno("open exec.fifo"))?;
+
+    let cg_config = CgroupConfig::resolve(
+        linux.cgroups_path().as_deref(),
+        &opts.id,
+        g.systemd_cgroup,
+        detect_layout()?,
+    )?;
+    let cgroup = cg_config.manager();
+    cgroup.create()?;
+    rollback.cgroup = Some(cg_config.manager());
+    if let Some(res) = linux.resources() {
+        cgroup.apply(res)?;
+    }
+
+    let ns_plan = namespaces::plan(linux.namespaces().as_deref().unwrap_or(&[]))?;
+    if let Some(pid_ns) = &ns_plan.pid_join {
+        pid_ns.enter()?;
+    }
+    let root_path = config
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let rootfs = if root_path.is_absolute() {
+        root_path
+    } else {
+        bundle.join(root_path)
+    };
+    let (parent_end, child_end) = channel::pair()?;
+
+    match clone_process(ns_plan.clone_flags.bits() as libc::c_ulong)
+        .map_err(errno("clone container init"))?
+    {
+        Forked::Child => {
+            drop(parent_end);
+            let mut ctx = InitContext {
+                sys: &LinuxSyscall,
+                spec: &config,
+                process: &process,
+                rootfs,
+                bundle: bundle.clone(),
+                cgroup: cgroup.as_ref(),
+                joins: &ns_plan.joins,
+                unshare_later: ns_plan.unshare_later,
+                console: console.as_ref(),
+                fifo: Some(&fifo),
+                preserve_fds: opts.preserve_fds,
+                sync: &child_end,
+            };
+            let err = match init::run(&mut ctx, init::INIT_PHASES, true) {
+                Err(e) => e,
+                Ok(never) => match never {},
+            };
+            let _ = channel::send(&child_end, &Message::Error(err.to_string()));
+            crate::sys::exit_now(1)
+        }
+        Forked::Parent { pid, pidfd } => {
+            drop(child_end);
+            drop(console);
+            rollback.child = Some(pid);
+            match channel::recv(&parent_end)? {
+                Some(Message::Ready) => {}
+                Some(Message::Error(text)) => return Err(ContainerError::Init(text)),
+                None => return Err(ContainerError::InitDied),
+            }
+            let (_, start) = proc_stat(pid).ok_or(ContainerError::InitDied)?;
+            let state = State::new(
+                &opts.id,
+                pid.as_raw(),
+                start,
+                bundle,
+                cg_config,
+                config.clone(),
+            );
+            state.save(&dir)?;
+            write_pid_file(opts.pid_file.as_deref(), pid)?;
+            rollback.disarm();
+            Ok(Launched { pid, pidfd, state })
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! What runs inside the new process after clone, up to execve: an ordered list of small
+//! phases. Container init (create/run) and exec processes share the process phases at
+//! the end; only init builds the rootfs and waits on exec.fifo for `start`.
+//!
+//! Every failure becomes an [`InitError`] whose text the parent prints; nothing here
+//! logs, since the error is reported exactly once, by the parent.
+
+mod console;
+mod process;
+
+use std::convert::Infallible;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::cgroups::{CgroupError, CgroupManager};
+use crate::channel::{self, Message};
+use crate::namespaces::{self, NamespaceError};
+use crate::rootfs::{self, RootfsError, RootfsPlan};
+use crate::syscall::{Syscall, SyscallError};
+
+pub use process::lookup_executable;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Sys(#[from] SyscallError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error("cannot join cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    /// runc's exact shape (`exec: "x": stat x: no such file or directory`), which docker
+    /// maps to exit codes 126/127.
+    #[error("exec: {name:?}: {reason}")]
+    Exec { name: String, reason: String },
+    #[error("{what}: {}", crate::syscall::errno_text(*source))]
+    Errno {
+        what: String,
+        source: nix::errno::Errno,
+    },
+    #[error("set capabilities ({what}): {source}")]
+    Caps {
+        what: &'static str,
+        source: caps::errors::CapsError,
+    },
+    #[error("set oom_score_adj to {value}: {reason}")]
+    OomScoreAdj { value: i32, reason: String },
+    #[error("chdir to cwd {path:?} set in config.json: {}", crate::syscall::errno_text(*source))]
+    Cwd {
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
+    #[error("write sysctl {key}: {source}")]
+    Sysctl { key: String, source: std::io::Error },
+    #[error("wait for start on exec.fifo: {}", crate::syscall::errno_text(*source))]
+    Fifo { source: nix::errno::Errno },
+    #[error("{0}")]
+    Channel(#[from] crate::channel::ChannelError),
+}
+
+pub(crate) fn errno(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
+    let what = what.into();
+    move |source| InitError::Errno { what, source }
+}
+
+/// Everything the child needs; it is a forked copy of the parent, so plain references
+/// work and nothing is serialized.
+pub struct InitContext<'a> {
+    pub sys: &'a dyn Syscall,
+    pub spec: &'a Spec,
+    pub process: &'a Process,
+    pub rootfs: PathBuf,
+    pub bundle: PathBuf,
+    pub cgroup: &'a dyn CgroupManager,
+    pub joins: &'a [namespaces::Join],
+    pub unshare_later: nix::sched::CloneFlags,
+    pub console: Option<&'a UnixStream>,
+    /// O_PATH fd of exec.fifo (init only).
+    pub fifo: Option<&'a OwnedFd>,
+    pub preserve_fds: u32,
+    pub sync: &'a OwnedFd,
+}
+
+type Phase = (
+    &'static str,
+    fn(&mut InitContext<'_>) -> Result<(), InitError>,
+);
+
+/// Container init, in order. Names are used only in debug output and docs.
+pub const INIT_PHASES: &[Phase] = &[
+    // Into the cgroups first, so every later allocation is accounted to the container
+    // and a cgroup namespace created next is rooted at the container's cgroup.
+    ("join cgroups", join_cgroups),
+    ("join namespaces by path", join_namespaces),
+    ("unshare cgroup namespace", unshare_later),
+    ("bring up loopback", loopback),
+    ("rootfs and pivot_root", rootfs_phase),
+    // After pivot_root: the pty must come from the container's own devpts.
+    ("console", console::setup),
+    ("hostname", hostname),
+    ("sysctl", sysctl),
+    ("read-only and masked paths", finalize_rootfs),
+];
+
+/// Exec processes: join everything of the running container.
+pub const EXEC_PHASES: &[Phase] = &[
+    ("join cgroups", join_cgroups),
+    ("join namespaces", join_namespaces),
+    ("console", console::setup),
+];
+
+/// Runs `phases`, then the process phases, then (init) waits for start, then execs.
+pub fn run(
+    ctx: &mut InitContext<'_>,
+    phases: &[Phase],
+    is_init: bool,
+) -> Result<Infallible, InitError> {
+    process::reset_signals();
+    for (_name, phase) in phases {
+        phase(ctx)?;
+    }
+    let target = process::prepare(ctx)?;
+    if is_init {
+        channel::send(ctx.sync, &Message::Ready)?;
+    }
+    process::close_fds(ctx.preserve_fds)?;
+    if let Some(fifo) = ctx.fifo {
+        process::wait_for_start(fifo)?;
+    }
+    Err(process::exec(&target))
+}
+
+fn join_cgroups(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    Ok(ctx.cgroup.add_process(Pid::from_raw(0))?)
+}
+
+fn join_namespaces(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    for join in ctx.joins {
+        join.enter()?;
+    }
+    Ok(())
+}
+
+fn unshare_later(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    if !ctx.unshare_later.is_empty() {
+        ctx.sys.unshare(ctx.unshare_later)?;
+    }
+    Ok(())
+}
+
+fn namespaces_of(spec: &Spec) -> &[oci_spec::runtime::LinuxNamespace] {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or(&[])
+}
+
+fn loopback(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    if namespaces::is_new(namespaces_of(ctx.spec), LinuxNamespaceType::Network) {
+        crate::sys::loopback_up().map_err(errno("bring up loopback interface lo"))?;
+    }
+    Ok(())
+}
+
+fn rootfs_phase(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    let linux = ctx.spec.linux().as_ref();
+    let propagation = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(rootfs::options::propagation)
+        .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    let ns = namespaces_of(ctx.spec);
+    let plan = RootfsPlan {
+        rootfs: &ctx.rootfs,
+        bundle: &ctx.bundle,
+        mounts: ctx.spec.mounts().as_deref().unwrap_or(&[]),
+        propagation,
+        devices: linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]),
+        cgroup_sources: ctx.cgroup.mount_sources(),
+        new_cgroupns: !ctx.unshare_later.is_empty(),
+        new_netns: namespaces::is_new(ns, LinuxNamespaceType::Network),
+    };
+    rootfs::prepare(ctx.sys, &plan)?;
+    Ok(())
+}
+
+fn hostname(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    if let Some(name) = ctx.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        ctx.sys.sethostname(name)?;
+    }
+    if let Some(name) = ctx.spec.domainname().as_deref().filter(|h| !h.is_empty()) {
+        ctx.sys.setdomainname(name)?;
+    }
+    Ok(())
+}
+
+fn sysctl(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    let Some(map) = ctx.spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else {
+        return Ok(());
+    };
+    for (key, value) in map {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|source| InitError::Sysctl {
+            key: key.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn finalize_rootfs(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    let linux = ctx.spec.linux().as_ref();
+    let ro_root = ctx
+        .spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    let ro = linux
+        .and_then(|l| l.readonly_paths().as_deref())
+        .unwrap_or(&[]);
+    let masked = linux
+        .and_then(|l| l.masked_paths().as_deref())
+        .unwrap_or(&[]);
+    rootfs::finalize(ctx.sys, Path::new("/"), ro_root, ro, masked)?;
+    Ok(())
+}

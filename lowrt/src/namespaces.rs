@@ -1,0 +1,162 @@
+//! Which namespaces a container gets: created at clone time, joined by path, or (cgroup)
+//! unshared only after the process has been moved into its cgroups, so the namespace's
+//! root is the container's cgroup (cgroup_namespaces(7)).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("cannot open namespace {}: {}", path.display(), crate::syscall::errno_text(*source))]
+    Open {
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
+    #[error("cannot join {kind} namespace {}: {}", path.display(), crate::syscall::errno_text(*source))]
+    Join {
+        kind: &'static str,
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
+}
+
+pub fn flag(typ: LinuxNamespaceType) -> CloneFlags {
+    match typ {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+/// The /proc/<pid>/ns/ file name.
+pub fn proc_name(typ: LinuxNamespaceType) -> &'static str {
+    match typ {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+/// An opened namespace to setns(2) into.
+#[derive(Debug)]
+pub struct Join {
+    pub kind: LinuxNamespaceType,
+    pub path: PathBuf,
+    pub fd: OwnedFd,
+}
+
+impl Join {
+    pub fn open(kind: LinuxNamespaceType, path: &Path) -> Result<Self, NamespaceError> {
+        let fd =
+            open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|source| {
+                NamespaceError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        Ok(Self {
+            kind,
+            path: path.to_path_buf(),
+            fd,
+        })
+    }
+
+    pub fn enter(&self) -> Result<(), NamespaceError> {
+        nix::sched::setns(self.fd.as_fd(), flag(self.kind)).map_err(|source| NamespaceError::Join {
+            kind: proc_name(self.kind),
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// The namespace plan of a new container.
+#[derive(Debug)]
+pub struct Plan {
+    /// New namespaces created by clone.
+    pub clone_flags: CloneFlags,
+    /// New namespaces created after the cgroup move (cgroup).
+    pub unshare_later: CloneFlags,
+    /// Namespaces joined by path, in setns order (mount last: it changes what paths mean).
+    pub joins: Vec<Join>,
+    /// A pid namespace to join: entered by the runtime itself before clone, since
+    /// setns(CLONE_NEWPID) only affects children (pid_namespaces(7)).
+    pub pid_join: Option<Join>,
+}
+
+pub fn plan(namespaces: &[LinuxNamespace]) -> Result<Plan, NamespaceError> {
+    let mut plan = Plan {
+        clone_flags: CloneFlags::empty(),
+        unshare_later: CloneFlags::empty(),
+        joins: Vec::new(),
+        pid_join: None,
+    };
+    for ns in namespaces {
+        match (ns.typ(), ns.path()) {
+            (LinuxNamespaceType::Pid, Some(path)) => {
+                plan.pid_join = Some(Join::open(ns.typ(), path)?)
+            }
+            (typ, Some(path)) => plan.joins.push(Join::open(typ, path)?),
+            (LinuxNamespaceType::Cgroup, None) => plan.unshare_later |= CloneFlags::CLONE_NEWCGROUP,
+            (typ, None) => plan.clone_flags |= flag(typ),
+        }
+    }
+    plan.joins
+        .sort_by_key(|j| j.kind == LinuxNamespaceType::Mount);
+    Ok(plan)
+}
+
+pub fn is_new(namespaces: &[LinuxNamespace], typ: LinuxNamespaceType) -> bool {
+    namespaces
+        .iter()
+        .any(|n| n.typ() == typ && n.path().is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_splits_new_joined_and_late() {
+        let list: Vec<LinuxNamespace> = serde_json::from_str(
+            r#"[{"type":"pid"},{"type":"mount"},{"type":"cgroup"},{"type":"network","path":"/proc/self/ns/net"},{"type":"uts","path":"/proc/self/ns/uts"}]"#,
+        )
+        .unwrap();
+        let p = plan(&list).unwrap();
+        assert_eq!(
+            p.clone_flags,
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
+        );
+        assert_eq!(p.unshare_later, CloneFlags::CLONE_NEWCGROUP);
+        let kinds: Vec<_> = p.joins.iter().map(|j| j.kind).collect();
+        assert_eq!(
+            kinds,
+            [LinuxNamespaceType::Network, LinuxNamespaceType::Uts]
+        );
+        assert!(is_new(&list, LinuxNamespaceType::Pid));
+        assert!(!is_new(&list, LinuxNamespaceType::Network));
+    }
+
+    #[test]
+    fn bad_path_is_named() {
+        let list: Vec<LinuxNamespace> =
+            serde_json::from_str(r#"[{"type":"network","path":"/nonexistent/ns"}]"#).unwrap();
+        let err = plan(&list).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ns"), "{err}");
+    }
+}

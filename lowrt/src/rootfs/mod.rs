@@ -1,0 +1,177 @@
+//! Building the container's root filesystem inside its new mount namespace: propagation,
+//! the rootfs bind, every spec mount, /dev, pivot_root; then, after the pivot, read-only
+//! and masked paths and a read-only root. All kernel calls go through [`Syscall`].
+
+mod devices;
+mod mounts;
+pub mod options;
+pub mod paths;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use oci_spec::runtime::{LinuxDevice, Mount};
+
+use crate::syscall::{Syscall, SyscallError};
+
+pub use devices::DEFAULT_DEVICES;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error(transparent)]
+    Sys(#[from] SyscallError),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("too many levels of symbolic links resolving {} in the rootfs", path.display())]
+    SymlinkLoop { path: PathBuf },
+    #[error("bind mount source {} of {}: {source}", src.display(), dest.display())]
+    BindSource {
+        src: PathBuf,
+        dest: PathBuf,
+        source: io::Error,
+    },
+    #[error("mount of type {typ:?} at {} needs a source", dest.display())]
+    NoSource { typ: String, dest: PathBuf },
+}
+
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> RootfsError + 'a {
+    move |source| RootfsError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Everything the rootfs phase needs, already validated.
+pub struct RootfsPlan<'a> {
+    /// The rootfs on the host, absolute.
+    pub rootfs: &'a Path,
+    /// Relative bind sources are relative to the bundle (runc does the same).
+    pub bundle: &'a Path,
+    pub mounts: &'a [Mount],
+    /// rootfsPropagation, default rslave.
+    pub propagation: MsFlags,
+    pub devices: &'a [LinuxDevice],
+    /// Host cgroup directories to expose at a `cgroup` mount: (name, dir).
+    pub cgroup_sources: Vec<(String, PathBuf)>,
+    pub new_cgroupns: bool,
+    pub new_netns: bool,
+}
+
+/// Steps before pivot_root, in order. Each step's comment says why it is where it is.
+pub fn prepare(sys: &dyn Syscall, plan: &RootfsPlan<'_>) -> Result<(), RootfsError> {
+    // 1. Stop our mounts from propagating to the host (and vice versa unless asked for):
+    //    everything below is done in a copy of the host's mount tree.
+    sys.mount(None, Path::new("/"), None, plan.propagation, None)?;
+    // 2. pivot_root(2) needs the new root to be a mount point; the rbind also gives us a
+    //    mount whose flags are the container's own.
+    sys.mount(
+        Some(plan.rootfs),
+        plan.rootfs,
+        Some("bind"),
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    // 3. Spec mounts in config order (later mounts may sit on earlier ones).
+    for m in plan.mounts {
+        mounts::mount_entry(sys, plan, m)?;
+    }
+    // 4. /dev contents, unless the user bind-mounted the host's /dev.
+    let dev_is_bind = plan.mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && options::parse(m.options().as_deref().unwrap_or(&[])).is_bind()
+    });
+    if !dev_is_bind {
+        devices::create_devices(sys, plan.rootfs, plan.devices)?;
+        devices::create_symlinks(sys, plan.rootfs)?;
+    }
+    // 5. Switch roots.
+    pivot_root(sys, plan.rootfs)
+}
+
+/// runc's pivot_root trick: pivot_root(".", ".") stacks the old root on top of the new
+/// one, so no put_old directory is needed inside the container; the old root is then made
+/// rslave (so our unmount does not propagate to the host) and lazily detached.
+pub fn pivot_root(sys: &dyn Syscall, rootfs: &Path) -> Result<(), RootfsError> {
+    sys.chdir(rootfs)?;
+    sys.pivot_root(Path::new("."), Path::new("."))?;
+    sys.mount(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )?;
+    sys.umount2(Path::new("."), MntFlags::MNT_DETACH)?;
+    sys.chdir(Path::new("/"))?;
+    Ok(())
+}
+
+/// Steps after pivot_root (paths are container paths below `root`, "/" in production).
+pub fn finalize(
+    sys: &dyn Syscall,
+    root: &Path,
+    readonly_root: bool,
+    readonly_paths: &[String],
+    masked_paths: &[String],
+) -> Result<(), RootfsError> {
+    if readonly_root {
+        sys.mount(
+            None,
+            root,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )?;
+    }
+    for p in readonly_paths {
+        let path = paths::secure_join(root, Path::new(p))?;
+        if !path.exists() {
+            continue;
+        }
+        sys.mount(
+            Some(&path),
+            &path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
+        sys.mount(Some(&path), &path, None, ro, None)?;
+    }
+    // Masking comes last so a masked path under a read-only one is still masked.
+    for p in masked_paths {
+        let path = paths::secure_join(root, Path::new(p))?;
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                sys.mount(
+                    Some(Path::new("tmpfs")),
+                    &path,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY,
+                    None,
+                )?;
+            }
+            Ok(_) => sys.mount(
+                Some(Path::new("/dev/null")),
+                &path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

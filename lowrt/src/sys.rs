@@ -1,0 +1,166 @@
+//! The only module of lowrt with `unsafe`: thin wrappers over the syscalls that nix does
+//! not wrap (clone3, close_range, pidfd, TIOCSCTTY, SIOCSIFFLAGS, `_exit`). Each wrapper
+//! returns `nix::Result` and keeps pointers local to the call.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// The result of [`clone_process`], seen from each side.
+pub enum Forked {
+    /// We are the new process.
+    Child,
+    /// We are the caller; the child's pid and a pidfd that refers to it.
+    Parent { pid: Pid, pidfd: OwnedFd },
+}
+
+/// `struct clone_args` of clone3(2), version 0 (64 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// Fork-like clone with namespace `flags`, always asking for a pidfd (CLONE_PIDFD) so the
+/// caller can wait for this exact process without a pid-reuse race. Uses clone3(2) and
+/// falls back to clone(2) on kernels without it. With a NULL stack both behave like
+/// fork(2): the child continues on a copy of the caller's stack, which is sound here
+/// because lowrt is single-threaded and the child never returns into the caller's frames
+/// that another thread could be using.
+pub fn clone_process(flags: libc::c_ulong) -> nix::Result<Forked> {
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size we pass and lives across the call;
+    // `pidfd` outlives the call. stack = 0 gives fork semantics (see the doc comment).
+    let mut ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of_mut!(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret == -1 && Errno::last() == Errno::ENOSYS {
+        // SAFETY: legacy clone with a NULL stack is fork-like; with CLONE_PIDFD the kernel
+        // stores the pidfd through the parent_tid argument, which points to `pidfd`.
+        ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                flags | libc::CLONE_PIDFD as libc::c_ulong | libc::SIGCHLD as libc::c_ulong,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::addr_of_mut!(pidfd),
+                std::ptr::null_mut::<libc::c_int>(),
+                0 as libc::c_ulong,
+            )
+        };
+    }
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(Forked::Child),
+        pid => {
+            // SAFETY: the kernel just stored a fresh pidfd that nothing else owns.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            Ok(Forked::Parent {
+                pid: Pid::from_raw(pid as i32),
+                pidfd,
+            })
+        }
+    }
+}
+
+/// pidfd_open(2): a pidfd for a process that is not our child (delete, start).
+pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// kill(2) with a raw signal number, so real-time signals work too.
+pub fn kill(pid: Pid, signal: i32) -> nix::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    Errno::result(unsafe { libc::kill(pid.as_raw(), signal) }).map(drop)
+}
+
+/// Marks every fd from `first` up close-on-exec (close_range(2), CLOSE_RANGE_CLOEXEC), so
+/// nothing of the runtime leaks into the container while we still use them until exec.
+pub fn cloexec_from(first: u32) -> nix::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// Makes the terminal `fd` the controlling terminal of the calling session leader.
+pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal).
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) }).map(drop)
+}
+
+/// setdomainname(2).
+pub fn set_domainname(name: &str) -> nix::Result<()> {
+    // SAFETY: the pointer and length describe `name`, which outlives the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Brings the loopback interface of the current network namespace up, as runc does for a
+/// new network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS on a datagram socket).
+pub fn loopback_up() -> nix::Result<()> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq naming "lo"; the kernel fills ifru_flags.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: reading the union member SIOCGIFFLAGS just wrote.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: as above, with the flags set.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) }).map(drop)
+}
+
+/// Leaves the process at once, without running exit handlers or flushing stdio buffers
+/// that were copied from the parent at clone time (they would print twice).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Restores SIGPIPE to its default action. Rust's runtime ignores SIGPIPE at start-up and
+/// an ignored disposition survives execve(2), so without this `yes | head` in a container
+/// would never end.
+pub fn default_sigpipe() -> nix::Result<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installing SIG_DFL runs no handler code; we are single-threaded.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map(drop)
+}

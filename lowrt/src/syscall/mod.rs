@@ -1,0 +1,59 @@
+//! The seam between the container set-up logic and the kernel. Rootfs, device and
+//! namespace code call these methods instead of nix directly, so unit tests can run that
+//! logic unprivileged against [`RecordingSyscall`] and check the exact calls and order.
+
+mod linux;
+mod recording;
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::stat::{Mode, SFlag};
+
+pub use linux::LinuxSyscall;
+pub use recording::{Call, RecordingSyscall};
+
+/// A failed privileged call, with what was attempted.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {}", target.display(), errno_text(*source))]
+pub struct SyscallError {
+    pub op: &'static str,
+    pub target: PathBuf,
+    #[source]
+    pub source: nix::errno::Errno,
+}
+
+/// Go-style lowercase errno text ("no such file or directory"), the shape runc's
+/// messages have and that docker matches on.
+pub fn errno_text(errno: nix::errno::Errno) -> String {
+    let desc = errno.desc();
+    let mut chars = desc.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+pub type SysResult = Result<(), SyscallError>;
+
+/// Privileged operations used while building the container.
+pub trait Syscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult;
+    fn umount2(&self, target: &Path, flags: MntFlags) -> SysResult;
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult;
+    fn chdir(&self, path: &Path) -> SysResult;
+    fn mknod(&self, path: &Path, kind: SFlag, perm: Mode, dev: u64) -> SysResult;
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> SysResult;
+    fn symlink(&self, target: &Path, link: &Path) -> SysResult;
+    fn sethostname(&self, name: &str) -> SysResult;
+    fn setdomainname(&self, name: &str) -> SysResult;
+    fn unshare(&self, flags: CloneFlags) -> SysResult;
+}
