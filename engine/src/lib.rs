@@ -1,1 +1,20 @@
-//! placeholder
+//! berth-engine: the Docker Engine API (dockerd's job) on top of highd's containerd API.
+
+#![forbid(unsafe_code)]
+// The /info answer is one large json! literal.
+#![recursion_limit = "256"]
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod daemon;
+pub mod jsonlog;
+pub mod names;
+pub mod record;
+pub mod refs;
+pub mod spec;
+pub mod stdcopy;
+pub mod store;
+pub mod types;
+
+pub use config::{run, Config, EngineError};

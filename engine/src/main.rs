@@ -1,1 +1,70 @@
-fn main() {}
+//! berth-engine: parse flags, init tracing, run the engine, map the error to an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The Docker Engine API daemon of Berth (dockerd's job), a client of berth-highd.
+#[derive(Parser, Debug)]
+#[command(name = "berth-engine", version)]
+struct Args {
+    /// Persistent state: container records and logs.
+    #[arg(long, default_value = "/var/lib/berth/engine")]
+    data_root: PathBuf,
+    /// Runtime state: exec FIFOs.
+    #[arg(long, default_value = "/run/berth/engine")]
+    exec_root: PathBuf,
+    /// API socket (only unix:// is supported).
+    #[arg(
+        short = 'H',
+        long = "host",
+        default_value = "unix:///run/berth/engine.sock"
+    )]
+    host: String,
+    /// highd's (or containerd's) gRPC socket.
+    #[arg(long, default_value = "/run/berth/highd.sock")]
+    containerd: PathBuf,
+    /// containerd namespace the engine keeps its images and containers in.
+    #[arg(long, default_value = "berth")]
+    containerd_namespace: String,
+    /// Parent cgroup path of every container.
+    #[arg(long, default_value = "/berth")]
+    cgroup_parent: String,
+    /// trace, debug, info, warn, error.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-engine: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = berth_engine::Config::new(
+        args.data_root,
+        args.exec_root,
+        &args.host,
+        args.containerd,
+        args.containerd_namespace,
+        args.cgroup_parent,
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(berth_engine::run(config))?;
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! The one mapping from engine errors to Docker's `{"message": ...}` responses.
+
+use http::StatusCode;
+
+use crate::backend::BackendError;
+use crate::daemon::DaemonError;
+
+/// An error as the Docker API reports it: an HTTP status and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn page_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "page not found")
+    }
+
+    /// The JSON body dockerd sends with every error.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "message": self.message }).to_string()
+    }
+}
+
+impl From<DaemonError> for ApiError {
+    fn from(err: DaemonError) -> Self {
+        use DaemonError as E;
+        let status = match &err {
+            E::NoSuchContainer { .. } | E::NoSuchImage { .. } | E::NoSuchExec { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            E::AmbiguousPrefix { .. }
+            | E::InvalidName { .. }
+            | E::InvalidParameter { .. }
+            | E::StartFailed { .. }
+            | E::Reference(_) => StatusCode::BAD_REQUEST,
+            E::NameConflict { .. } | E::NotRunning { .. } | E::RemoveRunning { .. } => {
+                StatusCode::CONFLICT
+            }
+            E::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
+            E::Backend(BackendError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            E::Backend(BackendError::AlreadyExists { .. }) => StatusCode::CONFLICT,
+            E::Backend(BackendError::InvalidArgument { .. }) => StatusCode::BAD_REQUEST,
+            E::Backend(_) | E::Store(_) | E::Spec(_) | E::Io { .. } | E::Import(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Self::new(status, err.to_string())
+    }
+}

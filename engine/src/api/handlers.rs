@@ -1,0 +1,377 @@
+//! One function per route: decode the body, call the daemon, shape dockerd's response.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::route::{self, decode_json, ImageCreate, Route};
+use super::version::{MAX_API_VERSION, MIN_API_VERSION};
+use super::{channel_body, empty, error_response, full, json_response, streams, ApiError, Body};
+use crate::backend::Backend;
+use crate::daemon::{self, Daemon, DaemonError};
+use crate::refs::Reference;
+use crate::stdcopy::MULTIPLEXED_CONTENT_TYPE;
+use crate::types::{CreateRequest, ExecConfig, ExecStartConfig};
+
+const ENGINE_VERSION: &str = "28.0.0-berth";
+
+pub async fn handle<B: Backend>(daemon: Arc<Daemon<B>>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = match route::parse(&method, &path, req.uri().query()) {
+        Ok(parsed) => dispatch(daemon, parsed.route, req).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = result.unwrap_or_else(|e| {
+        if e.status.is_server_error() {
+            tracing::error!(%method, %path, error = %e.message, "request failed");
+        } else {
+            tracing::debug!(%method, %path, status = %e.status, error = %e.message, "request refused");
+        }
+        error_response(&e)
+    });
+    let h = resp.headers_mut();
+    h.insert("Api-Version", HeaderValue::from_static("1.50"));
+    h.insert(
+        header::SERVER,
+        HeaderValue::from_static("Docker/28.0.0-berth (linux)"),
+    );
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    resp
+}
+
+async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    req.into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| ApiError::bad_request(format!("read request body: {e}")))
+}
+
+fn no_content() -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+fn not_modified() -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    r
+}
+
+async fn dispatch<B: Backend>(
+    d: Arc<Daemon<B>>,
+    route: Route,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let r = match route {
+        Route::Ping { head } => ping(head),
+        Route::Version => json_response(StatusCode::OK, &version()),
+        Route::Info => json_response(StatusCode::OK, &info(&d).await),
+        Route::ImageCreate(ImageCreate::Pull { image, tag }) => {
+            let r = Reference::parse(&image).map_err(DaemonError::from)?;
+            let r = if tag.is_empty() {
+                r
+            } else {
+                r.with_tag(&tag).map_err(DaemonError::from)?
+            };
+            return Err(DaemonError::NotImplemented {
+                what: format!("pulling {} from a registry", r.with_default_tag()),
+            }
+            .into());
+        }
+        Route::ImageCreate(ImageCreate::Import { src, repo, tag }) => {
+            if src != "-" {
+                return Err(DaemonError::NotImplemented {
+                    what: format!("importing from a URL ({src})"),
+                }
+                .into());
+            }
+            let body = body_bytes(req).await?;
+            let id = d.import_image(&repo, &tag, &body).await?;
+            json_response(StatusCode::OK, &json!({ "status": id }))
+        }
+        Route::ImageList => {
+            let images = d.list_images().await?;
+            let list: Vec<_> = images.iter().map(daemon::image_summary).collect();
+            json_response(StatusCode::OK, &json!(list))
+        }
+        Route::ImageInspect { name } => {
+            let img = d.image(&name).await?;
+            json_response(StatusCode::OK, &daemon::image_inspect(&img))
+        }
+        Route::ContainerCreate { name } => {
+            let body: CreateRequest = decode_json(&body_bytes(req).await?)?;
+            let id = d.create_container(name.as_deref(), body).await?;
+            json_response(StatusCode::CREATED, &json!({"Id": id, "Warnings": []}))
+        }
+        Route::ContainerList { all, limit } => {
+            let now = chrono::Utc::now();
+            let mut recs: Vec<_> = d
+                .store
+                .list()
+                .into_iter()
+                .filter(|r| all || r.state.status.is_running())
+                .collect();
+            recs.sort_by_key(|r| std::cmp::Reverse(r.created));
+            if let Some(l) = limit {
+                recs.truncate(l);
+            }
+            let list: Vec<_> = recs
+                .iter()
+                .map(|r| daemon::container_summary(r, now))
+                .collect();
+            json_response(StatusCode::OK, &json!(list))
+        }
+        Route::ContainerInspect { id } => json_response(
+            StatusCode::OK,
+            &daemon::container_inspect(&d.container(&id)?),
+        ),
+        Route::ContainerStart { id } => {
+            if d.start_container(&id).await? {
+                no_content()
+            } else {
+                not_modified()
+            }
+        }
+        Route::ContainerStop {
+            id,
+            timeout,
+            signal,
+        } => {
+            if d.stop_container(&id, timeout, signal.as_deref()).await? {
+                no_content()
+            } else {
+                not_modified()
+            }
+        }
+        Route::ContainerKill { id, signal } => {
+            d.kill_container(&id, signal.as_deref()).await?;
+            no_content()
+        }
+        Route::ContainerRemove { id, force } => {
+            d.remove_container(&id, force).await?;
+            no_content()
+        }
+        Route::ContainerWait { id, condition } => {
+            // Headers go out at once (the CLI waits for them before starting); the body
+            // follows when the condition holds.
+            let id = d.container(&id)?.id;
+            let (tx, rx) = mpsc::channel(1);
+            let daemon = Arc::clone(&d);
+            tokio::spawn(async move {
+                let Ok(wait) = daemon.wait_container(&id, condition) else {
+                    return;
+                };
+                let out = wait.await;
+                let body = format!(
+                    "{}\n",
+                    json!({"StatusCode": out.status_code, "Error": null})
+                );
+                let _ = tx.send(Bytes::from(body)).await;
+            });
+            let mut r = Response::new(channel_body(rx));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Route::ContainerAttach { id, opts } => {
+            let rec = d.container(&id)?;
+            if opts.stdin {
+                return Err(DaemonError::from(daemon::InvalidParameter::Stdin).into());
+            }
+            let rx = streams::attach(Arc::clone(&d), rec.id, opts);
+            hijack(req, rx)
+        }
+        Route::ContainerLogs { id, opts } => {
+            let rec = d.container(&id)?;
+            let rx = streams::logs(Arc::clone(&d), rec.id, opts);
+            let mut r = Response::new(channel_body(rx));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(MULTIPLEXED_CONTENT_TYPE),
+            );
+            r
+        }
+        Route::ExecCreate { id } => {
+            let cfg: ExecConfig = decode_json(&body_bytes(req).await?)?;
+            let exec_id = d.create_exec(&id, cfg)?;
+            json_response(StatusCode::CREATED, &json!({ "Id": exec_id }))
+        }
+        Route::ExecStart { id } => {
+            let mut req = req;
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            let (parts, body) = req.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ApiError::bad_request(format!("read request body: {e}")))?
+                .to_bytes();
+            let cfg: ExecStartConfig = decode_json(&bytes)?;
+            match d.start_exec(&id, cfg.detach).await? {
+                None => no_content(),
+                Some(rx) => hijack_parts(&parts.headers, on_upgrade, rx),
+            }
+        }
+        Route::ExecInspect { id } => {
+            let e = d.exec(&id)?;
+            let pid = if e.running { e.pid } else { 0 };
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "ID": e.id, "Running": e.running, "ExitCode": e.exit_code,
+                    "ContainerID": e.container_id, "Pid": pid,
+                    "OpenStdin": false, "OpenStdout": e.config.attach_stdout,
+                    "OpenStderr": e.config.attach_stderr, "CanRemove": false, "DetachKeys": "",
+                    "ProcessConfig": {"tty": e.config.tty, "entrypoint": e.config.cmd.as_slice().first(),
+                                      "arguments": e.config.cmd.as_slice().get(1..).unwrap_or(&[]),
+                                      "privileged": e.config.privileged, "user": e.config.user},
+                }),
+            )
+        }
+    };
+    Ok(r)
+}
+
+fn hijack(mut req: Request<Incoming>, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    hijack_parts(req.headers(), on_upgrade, rx)
+}
+
+/// Answers a stream request the way dockerd hijacks it: `101 UPGRADED` with the raw
+/// stream on the connection when the client asked for an upgrade, else a streamed 200.
+fn hijack_parts(
+    headers: &http::HeaderMap,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Response<Body> {
+    if !headers.contains_key(header::UPGRADE) {
+        let mut r = Response::new(channel_body(rx));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(MULTIPLEXED_CONTENT_TYPE),
+        );
+        return r;
+    }
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        while let Some(chunk) = rx.recv().await {
+            if io.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = io.flush().await;
+        let _ = io.shutdown().await;
+    });
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(MULTIPLEXED_CONTENT_TYPE),
+    );
+    r
+}
+
+fn ping(head: bool) -> Response<Body> {
+    let mut r = Response::new(if head { empty() } else { full("OK") });
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    // No BuildKit here: the CLI falls back to the legacy builder protocol.
+    h.insert("Builder-Version", HeaderValue::from_static("1"));
+    h.insert("Swarm", HeaderValue::from_static("inactive"));
+    r
+}
+
+fn kernel_version() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn version() -> serde_json::Value {
+    json!({
+        "Platform": {"Name": "Berth Engine"},
+        "Components": [{"Name": "Engine", "Version": ENGINE_VERSION,
+                        "Details": {"ApiVersion": MAX_API_VERSION.to_string(),
+                                    "MinAPIVersion": MIN_API_VERSION.to_string(),
+                                    "Os": "linux", "Arch": go_arch(), "KernelVersion": kernel_version()}}],
+        "Version": ENGINE_VERSION,
+        "ApiVersion": MAX_API_VERSION.to_string(),
+        "MinAPIVersion": MIN_API_VERSION.to_string(),
+        "GitCommit": "",
+        "GoVersion": "",
+        "Os": "linux",
+        "Arch": go_arch(),
+        "KernelVersion": kernel_version(),
+        "BuildTime": "",
+    })
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+async fn info<B: Backend>(d: &Daemon<B>) -> serde_json::Value {
+    let recs = d.store.list();
+    let running = recs.iter().filter(|r| r.state.status.is_running()).count();
+    let images = d.list_images().await.map(|i| i.len()).unwrap_or(0);
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    json!({
+        "ID": "", "Containers": recs.len(), "ContainersRunning": running, "ContainersPaused": 0,
+        "ContainersStopped": recs.len() - running, "Images": images,
+        "Driver": "overlayfs", "DriverStatus": [],
+        "Plugins": {"Volume": [], "Network": [], "Authorization": null, "Log": ["json-file"]},
+        "MemoryLimit": true, "SwapLimit": false, "CpuCfsPeriod": true, "CpuCfsQuota": true,
+        "CPUShares": true, "CPUSet": true, "PidsLimit": true, "IPv4Forwarding": false,
+        "Debug": false, "NFd": 0, "OomKillDisable": false, "NGoroutines": 0,
+        "SystemTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs", "CgroupVersion": "1",
+        "KernelVersion": kernel_version(), "OperatingSystem": "Berth", "OSVersion": "",
+        "OSType": "linux", "Architecture": std::env::consts::ARCH, "NCPU": ncpu, "MemTotal": 0,
+        "IndexServerAddress": "https://index.docker.io/v1/", "RegistryConfig": null,
+        "DockerRootDir": d.config.data_root.display().to_string(),
+        "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Name": hostname, "Labels": [],
+        "ExperimentalBuild": false, "ServerVersion": ENGINE_VERSION,
+        "Runtimes": {"runc": {"path": "berth-lowrt"}}, "DefaultRuntime": "runc",
+        "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
+        "LiveRestoreEnabled": true, "Isolation": "", "InitBinary": "",
+        "SecurityOptions": [], "Warnings": ["WARNING: seccomp and bridge networking are not implemented yet in berth-engine"],
+    })
+}

@@ -1,0 +1,304 @@
+//! `(method, path, query)` → a typed [`Route`], with no I/O, so routing is unit-tested
+//! without sockets. Bodies are decoded by the handlers with [`decode_json`].
+
+use http::Method;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::version::{split_version, ApiVersion};
+
+/// What the client asked for, with its query parameters parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Ping {
+        head: bool,
+    },
+    Version,
+    Info,
+    ImageCreate(ImageCreate),
+    ImageList,
+    ImageInspect {
+        name: String,
+    },
+    ContainerCreate {
+        name: Option<String>,
+    },
+    ContainerList {
+        all: bool,
+        limit: Option<usize>,
+    },
+    ContainerInspect {
+        id: String,
+    },
+    ContainerStart {
+        id: String,
+    },
+    ContainerStop {
+        id: String,
+        timeout: Option<i64>,
+        signal: Option<String>,
+    },
+    ContainerKill {
+        id: String,
+        signal: Option<String>,
+    },
+    ContainerRemove {
+        id: String,
+        force: bool,
+    },
+    ContainerWait {
+        id: String,
+        condition: WaitCondition,
+    },
+    ContainerAttach {
+        id: String,
+        opts: AttachOptions,
+    },
+    ContainerLogs {
+        id: String,
+        opts: LogOptions,
+    },
+    ExecCreate {
+        id: String,
+    },
+    ExecStart {
+        id: String,
+    },
+    ExecInspect {
+        id: String,
+    },
+}
+
+/// `POST /images/create`: dockerd pulls with `fromImage` and imports with `fromSrc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageCreate {
+    Pull {
+        image: String,
+        tag: String,
+    },
+    Import {
+        src: String,
+        repo: String,
+        tag: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    NotRunning,
+    NextExit,
+    Removed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachOptions {
+    pub stream: bool,
+    pub logs: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    pub stdout: bool,
+    pub stderr: bool,
+    pub follow: bool,
+    pub timestamps: bool,
+    /// `None` means all lines (`tail=all` or absent).
+    pub tail: Option<usize>,
+}
+
+/// A parsed request: the API version it was made with and the route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub version: ApiVersion,
+    pub route: Route,
+}
+
+pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Parsed, ApiError> {
+    let (version, rest) = split_version(path)?;
+    let q = Query::new(query.unwrap_or(""));
+    let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    let route = route(method, rest, &segs, &q)?;
+    Ok(Parsed { version, route })
+}
+
+fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route, ApiError> {
+    let m = method.clone();
+    let id = |s: &str| s.to_string();
+    let r = match (m, segs) {
+        (Method::GET, ["_ping"]) => Route::Ping { head: false },
+        (Method::HEAD, ["_ping"]) => Route::Ping { head: true },
+        (Method::GET, ["version"]) => Route::Version,
+        (Method::GET, ["info"]) => Route::Info,
+        (Method::POST, ["images", "create"]) => Route::ImageCreate(image_create(q)?),
+        (Method::GET, ["images", "json"]) => Route::ImageList,
+        // Image names contain slashes: everything between /images/ and /json is the name.
+        (Method::GET, ["images", .., "json"]) if segs.len() > 2 => Route::ImageInspect {
+            name: rest["/images/".len()..rest.len() - "/json".len()].to_string(),
+        },
+        (Method::POST, ["containers", "create"]) => Route::ContainerCreate {
+            name: q.get("name").filter(|n| !n.is_empty()).map(str::to_string),
+        },
+        (Method::GET, ["containers", "json"]) => Route::ContainerList {
+            all: q.bool("all"),
+            limit: q
+                .get("limit")
+                .and_then(|l| l.parse::<i64>().ok())
+                .and_then(|l| usize::try_from(l).ok().filter(|l| *l > 0)),
+        },
+        (Method::GET, ["containers", c, "json"]) => Route::ContainerInspect { id: id(c) },
+        (Method::POST, ["containers", c, "start"]) => Route::ContainerStart { id: id(c) },
+        (Method::POST, ["containers", c, "stop"]) => Route::ContainerStop {
+            id: id(c),
+            timeout: q.int("t")?,
+            signal: q
+                .get("signal")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        },
+        (Method::POST, ["containers", c, "kill"]) => Route::ContainerKill {
+            id: id(c),
+            signal: q
+                .get("signal")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        },
+        (Method::DELETE, ["containers", c]) => Route::ContainerRemove {
+            id: id(c),
+            force: q.bool("force"),
+        },
+        (Method::POST, ["containers", c, "wait"]) => Route::ContainerWait {
+            id: id(c),
+            condition: wait_condition(q.get("condition"))?,
+        },
+        (Method::POST, ["containers", c, "attach"]) => Route::ContainerAttach {
+            id: id(c),
+            opts: AttachOptions {
+                stream: q.bool("stream"),
+                logs: q.bool("logs"),
+                stdin: q.bool("stdin"),
+                stdout: q.bool("stdout"),
+                stderr: q.bool("stderr"),
+            },
+        },
+        (Method::GET, ["containers", c, "logs"]) => Route::ContainerLogs {
+            id: id(c),
+            opts: log_options(q)?,
+        },
+        (Method::POST, ["containers", c, "exec"]) => Route::ExecCreate { id: id(c) },
+        (Method::POST, ["exec", e, "start"]) => Route::ExecStart { id: id(e) },
+        (Method::GET, ["exec", e, "json"]) => Route::ExecInspect { id: id(e) },
+        _ => return Err(ApiError::page_not_found()),
+    };
+    Ok(r)
+}
+
+fn image_create(q: &Query) -> Result<ImageCreate, ApiError> {
+    let get = |k| q.get(k).unwrap_or("").to_string();
+    if let Some(image) = q.get("fromImage").filter(|s| !s.is_empty()) {
+        return Ok(ImageCreate::Pull {
+            image: image.to_string(),
+            tag: get("tag"),
+        });
+    }
+    match q.get("fromSrc").filter(|s| !s.is_empty()) {
+        Some(src) => Ok(ImageCreate::Import {
+            src: src.to_string(),
+            repo: get("repo"),
+            tag: get("tag"),
+        }),
+        None => Err(ApiError::bad_request(
+            "either fromImage or fromSrc is required",
+        )),
+    }
+}
+
+fn wait_condition(value: Option<&str>) -> Result<WaitCondition, ApiError> {
+    match value.unwrap_or("") {
+        "" | "not-running" => Ok(WaitCondition::NotRunning),
+        "next-exit" => Ok(WaitCondition::NextExit),
+        "removed" => Ok(WaitCondition::Removed),
+        other => Err(ApiError::bad_request(format!(
+            "invalid condition: \"{other}\""
+        ))),
+    }
+}
+
+fn log_options(q: &Query) -> Result<LogOptions, ApiError> {
+    let tail = match q.get("tail").unwrap_or("all") {
+        "all" | "" => None,
+        n => match n.parse::<i64>() {
+            Ok(n) if n < 0 => None,
+            Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            Err(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid value for \"tail\": {n:?}"
+                )))
+            }
+        },
+    };
+    let opts = LogOptions {
+        stdout: q.bool("stdout"),
+        stderr: q.bool("stderr"),
+        follow: q.bool("follow"),
+        timestamps: q.bool("timestamps"),
+        tail,
+    };
+    if !opts.stdout && !opts.stderr {
+        return Err(ApiError::bad_request(
+            "Bad parameters: you must choose at least one stream",
+        ));
+    }
+    Ok(opts)
+}
+
+/// Decodes a JSON request body the way dockerd reports failures: 400 "invalid JSON: ...".
+pub fn decode_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+}
+
+/// Decoded query string. Later keys win, like Go's `Form.Get` returns the first: dockerd
+/// clients never repeat keys, so either is fine.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn new(raw: &str) -> Self {
+        Self(
+            url::form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// moby's `httputils.BoolValue`: anything but "", "0", "no", "false", "none" is true.
+    fn bool(&self, key: &str) -> bool {
+        let v = self.get(key).unwrap_or("").trim().to_ascii_lowercase();
+        !matches!(v.as_str(), "" | "0" | "no" | "false" | "none")
+    }
+
+    fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(key).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("invalid value for \"{key}\": {v:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod tests;

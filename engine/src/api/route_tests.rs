@@ -1,0 +1,220 @@
+use super::*;
+use http::StatusCode;
+
+fn p(method: Method, uri: &str) -> Result<Route, ApiError> {
+    let (path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (uri, None),
+    };
+    parse(&method, path, query).map(|p| p.route)
+}
+
+#[test]
+fn ping_and_system_routes() {
+    assert_eq!(
+        p(Method::HEAD, "/_ping").unwrap(),
+        Route::Ping { head: true }
+    );
+    assert_eq!(
+        p(Method::GET, "/v1.50/_ping").unwrap(),
+        Route::Ping { head: false }
+    );
+    assert_eq!(p(Method::GET, "/v1.24/version").unwrap(), Route::Version);
+    assert_eq!(p(Method::GET, "/info").unwrap(), Route::Info);
+}
+
+#[test]
+fn unknown_paths_and_methods_are_page_not_found() {
+    for (m, u) in [
+        (Method::GET, "/nope"),
+        (Method::DELETE, "/_ping"),
+        (Method::GET, "/containers/abc/start"),
+    ] {
+        let err = p(m, u).unwrap_err();
+        assert_eq!(err.status, StatusCode::NOT_FOUND);
+        assert_eq!(err.message, "page not found");
+    }
+}
+
+#[test]
+fn image_routes() {
+    assert_eq!(
+        p(
+            Method::POST,
+            "/v1.50/images/create?fromSrc=-&repo=busybox&tag=1.0"
+        )
+        .unwrap(),
+        Route::ImageCreate(ImageCreate::Import {
+            src: "-".into(),
+            repo: "busybox".into(),
+            tag: "1.0".into()
+        })
+    );
+    assert_eq!(
+        p(Method::POST, "/images/create?fromImage=busybox&tag=latest").unwrap(),
+        Route::ImageCreate(ImageCreate::Pull {
+            image: "busybox".into(),
+            tag: "latest".into()
+        })
+    );
+    assert_eq!(
+        p(Method::POST, "/images/create").unwrap_err().status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        p(Method::GET, "/images/docker.io/library/busybox:latest/json").unwrap(),
+        Route::ImageInspect {
+            name: "docker.io/library/busybox:latest".into()
+        }
+    );
+    assert_eq!(p(Method::GET, "/images/json").unwrap(), Route::ImageList);
+}
+
+#[test]
+fn container_routes_with_query_parameters() {
+    assert_eq!(
+        p(Method::POST, "/v1.50/containers/create?name=web").unwrap(),
+        Route::ContainerCreate {
+            name: Some("web".into())
+        }
+    );
+    assert_eq!(
+        p(Method::POST, "/containers/create?name=").unwrap(),
+        Route::ContainerCreate { name: None }
+    );
+    assert_eq!(
+        p(Method::GET, "/containers/json?all=1&limit=-1").unwrap(),
+        Route::ContainerList {
+            all: true,
+            limit: None
+        }
+    );
+    assert_eq!(
+        p(Method::POST, "/containers/abc/stop?t=3").unwrap(),
+        Route::ContainerStop {
+            id: "abc".into(),
+            timeout: Some(3),
+            signal: None
+        }
+    );
+    assert_eq!(
+        p(Method::POST, "/containers/abc/stop?t=x")
+            .unwrap_err()
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        p(Method::DELETE, "/containers/abc?force=True&v=1").unwrap(),
+        Route::ContainerRemove {
+            id: "abc".into(),
+            force: true
+        }
+    );
+    assert_eq!(
+        p(Method::POST, "/containers/abc/kill?signal=SIGTERM").unwrap(),
+        Route::ContainerKill {
+            id: "abc".into(),
+            signal: Some("SIGTERM".into())
+        }
+    );
+}
+
+#[test]
+fn wait_conditions() {
+    for (q, c) in [
+        ("", WaitCondition::NotRunning),
+        ("?condition=not-running", WaitCondition::NotRunning),
+        ("?condition=next-exit", WaitCondition::NextExit),
+        ("?condition=removed", WaitCondition::Removed),
+    ] {
+        assert_eq!(
+            p(Method::POST, &format!("/containers/x/wait{q}")).unwrap(),
+            Route::ContainerWait {
+                id: "x".into(),
+                condition: c
+            }
+        );
+    }
+    let err = p(Method::POST, "/containers/x/wait?condition=bogus").unwrap_err();
+    assert_eq!(err.message, "invalid condition: \"bogus\"");
+}
+
+#[test]
+fn attach_and_logs_options() {
+    assert_eq!(
+        p(
+            Method::POST,
+            "/containers/x/attach?stream=1&stdout=1&stderr=1"
+        )
+        .unwrap(),
+        Route::ContainerAttach {
+            id: "x".into(),
+            opts: AttachOptions {
+                stream: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }
+        }
+    );
+    assert_eq!(
+        p(
+            Method::GET,
+            "/containers/x/logs?stdout=1&tail=2&follow=1&timestamps=0"
+        )
+        .unwrap(),
+        Route::ContainerLogs {
+            id: "x".into(),
+            opts: LogOptions {
+                stdout: true,
+                follow: true,
+                tail: Some(2),
+                ..Default::default()
+            }
+        }
+    );
+    let err = p(Method::GET, "/containers/x/logs").unwrap_err();
+    assert_eq!(
+        err.message,
+        "Bad parameters: you must choose at least one stream"
+    );
+    assert_eq!(
+        p(Method::GET, "/containers/x/logs?stdout=1&tail=all").unwrap(),
+        Route::ContainerLogs {
+            id: "x".into(),
+            opts: LogOptions {
+                stdout: true,
+                ..Default::default()
+            }
+        }
+    );
+}
+
+#[test]
+fn exec_routes() {
+    assert_eq!(
+        p(Method::POST, "/v1.50/containers/c/exec").unwrap(),
+        Route::ExecCreate { id: "c".into() }
+    );
+    assert_eq!(
+        p(Method::POST, "/exec/e/start").unwrap(),
+        Route::ExecStart { id: "e".into() }
+    );
+    assert_eq!(
+        p(Method::GET, "/exec/e/json").unwrap(),
+        Route::ExecInspect { id: "e".into() }
+    );
+}
+
+#[test]
+fn decode_json_reports_malformed_bodies() {
+    #[derive(serde::Deserialize, Default, Debug)]
+    struct T {
+        #[allow(dead_code)]
+        a: u32,
+    }
+    let err = decode_json::<T>(b"{bad").unwrap_err();
+    assert_eq!(err.status, StatusCode::BAD_REQUEST);
+    assert!(err.message.starts_with("invalid JSON: "), "{}", err.message);
+    assert!(decode_json::<T>(b"  ").is_ok());
+}

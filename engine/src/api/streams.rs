@@ -1,0 +1,183 @@
+//! Attach and logs output: the container's json log (written by the shim) turned into
+//! docker's multiplexed frames, following the file until the container exits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat};
+use tokio::sync::{broadcast, mpsc};
+
+use super::route::{AttachOptions, LogOptions};
+use crate::backend::Backend;
+use crate::daemon::{ContainerEvent, Daemon};
+use crate::jsonlog::{self, Follower, LogEntry};
+use crate::record::Status;
+use crate::stdcopy::{frame, StdStream};
+
+/// How often a followed log file is re-read while the container runs.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Copy)]
+struct Filter {
+    stdout: bool,
+    stderr: bool,
+    timestamps: bool,
+}
+
+fn encode(e: &LogEntry, f: Filter) -> Option<Bytes> {
+    let wanted = match e.stream {
+        StdStream::Stdout => f.stdout,
+        StdStream::Stderr => f.stderr,
+        StdStream::Stdin => false,
+    };
+    if !wanted {
+        return None;
+    }
+    if f.timestamps {
+        // dockerd prints RFC3339Nano with a fixed 9-digit fraction.
+        let ts = DateTime::parse_from_rfc3339(&e.time)
+            .map(|t| t.to_utc().to_rfc3339_opts(SecondsFormat::Nanos, true))
+            .unwrap_or_else(|_| e.time.clone());
+        return Some(frame(e.stream, format!("{ts} {}", e.log).as_bytes()));
+    }
+    Some(frame(e.stream, e.log.as_bytes()))
+}
+
+async fn send_all(tx: &mpsc::Sender<Bytes>, entries: &[LogEntry], f: Filter) -> bool {
+    for e in entries {
+        if let Some(b) = encode(e, f) {
+            if tx.send(b).await.is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Follows the log until `done` says the container's run is over, then drains it.
+async fn follow<B: Backend>(
+    daemon: &Daemon<B>,
+    id: &str,
+    mut follower: Follower,
+    mut events: broadcast::Receiver<ContainerEvent>,
+    tx: &mpsc::Sender<Bytes>,
+    f: Filter,
+    mut seen_running: bool,
+) {
+    loop {
+        let entries = follower.poll().unwrap_or_default();
+        if !send_all(tx, &entries, f).await {
+            return;
+        }
+        let finished = match daemon.store.get(id) {
+            None => true,
+            Some(r) => seen_running && !r.state.status.is_running(),
+        };
+        if finished {
+            // The shim flushes all output before the exit is published, so one more read
+            // gets the rest.
+            let rest = follower.poll().unwrap_or_default();
+            send_all(tx, &rest, f).await;
+            return;
+        }
+        match tokio::time::timeout(FOLLOW_INTERVAL, events.recv()).await {
+            Ok(Ok(ContainerEvent::Started { id: e })) if e == id => seen_running = true,
+            Ok(Ok(
+                ContainerEvent::Exited { id: e, .. } | ContainerEvent::Removed { id: e, .. },
+            )) if e == id => {
+                seen_running = true;
+            }
+            Ok(Err(broadcast::error::RecvError::Closed)) => return,
+            _ => {}
+        }
+        if tx.is_closed() {
+            return;
+        }
+    }
+}
+
+/// `POST /containers/{id}/attach` output. Streaming attach ends after the container's
+/// next exit (the CLI attaches before it starts the container).
+pub fn attach<B: Backend>(
+    daemon: Arc<Daemon<B>>,
+    id: String,
+    opts: AttachOptions,
+) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(64);
+    let f = Filter {
+        stdout: opts.stdout,
+        stderr: opts.stderr,
+        timestamps: false,
+    };
+    tokio::spawn(async move {
+        let events = daemon.subscribe();
+        let Some(rec) = daemon.store.get(&id) else {
+            return;
+        };
+        let path = std::path::PathBuf::from(&rec.log_path);
+        let follower = if opts.logs {
+            match jsonlog::read_all(&path, None) {
+                Ok((entries, follower)) => {
+                    if !send_all(&tx, &entries, f).await {
+                        return;
+                    }
+                    follower
+                }
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "reading logs for attach failed");
+                    return;
+                }
+            }
+        } else {
+            match Follower::from_end(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "following logs for attach failed");
+                    return;
+                }
+            }
+        };
+        if !opts.stream {
+            return;
+        }
+        let running = rec.state.status.is_running();
+        follow(&daemon, &id, follower, events, &tx, f, running).await;
+    });
+    rx
+}
+
+/// `GET /containers/{id}/logs` output.
+pub fn logs<B: Backend>(
+    daemon: Arc<Daemon<B>>,
+    id: String,
+    opts: LogOptions,
+) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(64);
+    let f = Filter {
+        stdout: opts.stdout,
+        stderr: opts.stderr,
+        timestamps: opts.timestamps,
+    };
+    tokio::spawn(async move {
+        let events = daemon.subscribe();
+        let Some(rec) = daemon.store.get(&id) else {
+            return;
+        };
+        let (entries, follower) =
+            match jsonlog::read_all(std::path::Path::new(&rec.log_path), opts.tail) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "reading logs failed");
+                    return;
+                }
+            };
+        if !send_all(&tx, &entries, f).await {
+            return;
+        }
+        if opts.follow && rec.state.status == Status::Running {
+            follow(&daemon, &id, follower, events, &tx, f, true).await;
+        }
+    });
+    rx
+}

@@ -1,0 +1,390 @@
+//! An in-memory highd for unit tests: content, images, snapshots, containers and tasks are
+//! maps; processes never run, tests end them with [`FakeBackend::exit`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::*;
+
+#[derive(Debug, Clone)]
+struct FakeTask {
+    pid: u32,
+    status: TaskStatus,
+    exit_status: u32,
+    stdio: Stdio,
+    execs: HashMap<String, (TaskStatus, u32)>,
+}
+
+#[derive(Default)]
+struct State {
+    content: HashMap<String, Vec<u8>>,
+    images: HashMap<String, Image>,
+    /// key → (parent, committed)
+    snapshots: HashMap<String, (String, bool)>,
+    containers: HashMap<String, NewContainer>,
+    tasks: HashMap<String, FakeTask>,
+    next_pid: u32,
+    fail_task_create: Option<String>,
+    kills: Vec<(String, String, u32)>,
+}
+
+pub struct FakeBackend {
+    state: Mutex<State>,
+    exits: broadcast::Sender<ExitEvent>,
+}
+
+impl Default for FakeBackend {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                next_pid: 1000,
+                ..Default::default()
+            }),
+            exits: broadcast::channel(64).0,
+        }
+    }
+}
+
+fn not_found(what: &str) -> BackendError {
+    BackendError::NotFound {
+        message: format!("{what}: not found"),
+    }
+}
+
+impl FakeBackend {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().expect("fake state poisoned"))
+    }
+
+    /// Ends a process as if it exited with `status` and publishes `/tasks/exit`.
+    pub fn exit(&self, id: &str, exec_id: &str, status: u32) {
+        let pid = self.with(|s| {
+            let t = s.tasks.get_mut(id).expect("exit of unknown task");
+            if exec_id.is_empty() || exec_id == id {
+                t.status = TaskStatus::Stopped;
+                t.exit_status = status;
+                t.pid
+            } else {
+                let e = t.execs.get_mut(exec_id).expect("exit of unknown exec");
+                *e = (TaskStatus::Stopped, status);
+                t.pid + 1
+            }
+        });
+        let _ = self.exits.send(ExitEvent {
+            container_id: id.to_string(),
+            exec_id: if exec_id.is_empty() { id } else { exec_id }.to_string(),
+            pid,
+            exit_status: status,
+            exited_at: Some(Utc::now()),
+        });
+    }
+
+    pub fn fail_next_task_create(&self, message: &str) {
+        self.with(|s| s.fail_task_create = Some(message.to_string()));
+    }
+
+    pub fn has_container(&self, id: &str) -> bool {
+        self.with(|s| s.containers.contains_key(id))
+    }
+
+    pub fn has_snapshot(&self, key: &str) -> bool {
+        self.with(|s| s.snapshots.contains_key(key))
+    }
+
+    pub fn has_task(&self, id: &str) -> bool {
+        self.with(|s| s.tasks.contains_key(id))
+    }
+
+    pub fn container_spec(&self, id: &str) -> Option<Vec<u8>> {
+        self.with(|s| s.containers.get(id).map(|c| c.spec.clone()))
+    }
+
+    pub fn task_stdio(&self, id: &str) -> Option<Stdio> {
+        self.with(|s| s.tasks.get(id).map(|t| t.stdio.clone()))
+    }
+
+    pub fn kills(&self) -> Vec<(String, String, u32)> {
+        self.with(|s| s.kills.clone())
+    }
+
+    /// Drops a task as if highd lost it (for reconcile tests).
+    pub fn forget_task(&self, id: &str) {
+        self.with(|s| s.tasks.remove(id));
+    }
+}
+
+impl Backend for FakeBackend {
+    async fn content_write(
+        &self,
+        desc: &Descriptor,
+        data: bytes::Bytes,
+        _labels: HashMap<String, String>,
+    ) -> BackendResult<()> {
+        use sha2::Digest;
+        let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
+        if actual != desc.digest {
+            return Err(BackendError::Failed {
+                op: "content write",
+                message: format!(
+                    "unexpected commit digest {actual}, expected {}",
+                    desc.digest
+                ),
+            });
+        }
+        self.with(|s| s.content.insert(actual, data.to_vec()));
+        Ok(())
+    }
+
+    async fn content_read(&self, digest: &str) -> BackendResult<Vec<u8>> {
+        self.with(|s| s.content.get(digest).cloned())
+            .ok_or_else(|| not_found(&format!("content digest {digest}")))
+    }
+
+    async fn image_get(&self, name: &str) -> BackendResult<Image> {
+        self.with(|s| s.images.get(name).cloned())
+            .ok_or_else(|| not_found(&format!("image \"{name}\"")))
+    }
+
+    async fn image_list(&self) -> BackendResult<Vec<Image>> {
+        Ok(self.with(|s| s.images.values().cloned().collect()))
+    }
+
+    async fn image_put(&self, image: Image) -> BackendResult<()> {
+        self.with(|s| s.images.insert(image.name.clone(), image));
+        Ok(())
+    }
+
+    async fn snapshot_exists(&self, key: &str) -> BackendResult<bool> {
+        Ok(self.has_snapshot(key))
+    }
+
+    async fn snapshot_prepare(
+        &self,
+        key: &str,
+        parent: &str,
+        _labels: HashMap<String, String>,
+    ) -> BackendResult<Vec<Mount>> {
+        self.with(|s| {
+            if s.snapshots.contains_key(key) {
+                return Err(BackendError::AlreadyExists {
+                    message: format!("snapshot {key}: already exists"),
+                });
+            }
+            if !parent.is_empty() && !s.snapshots.get(parent).is_some_and(|p| p.1) {
+                return Err(not_found(&format!("parent snapshot {parent}")));
+            }
+            s.snapshots.insert(key.into(), (parent.into(), false));
+            Ok(vec![Mount {
+                kind: "bind".into(),
+                source: format!("/fake/{key}"),
+                target: String::new(),
+                options: vec!["rbind".into(), "rw".into()],
+            }])
+        })
+    }
+
+    async fn snapshot_mounts(&self, key: &str) -> BackendResult<Vec<Mount>> {
+        if !self.has_snapshot(key) {
+            return Err(not_found(&format!("snapshot {key}")));
+        }
+        Ok(vec![Mount {
+            kind: "bind".into(),
+            source: format!("/fake/{key}"),
+            target: String::new(),
+            options: vec!["rbind".into(), "rw".into()],
+        }])
+    }
+
+    async fn snapshot_commit(
+        &self,
+        name: &str,
+        key: &str,
+        _labels: HashMap<String, String>,
+    ) -> BackendResult<()> {
+        self.with(|s| {
+            let (parent, _) = s
+                .snapshots
+                .remove(key)
+                .ok_or_else(|| not_found(&format!("snapshot {key}")))?;
+            s.snapshots.insert(name.into(), (parent, true));
+            Ok(())
+        })
+    }
+
+    async fn snapshot_remove(&self, key: &str) -> BackendResult<()> {
+        self.with(|s| s.snapshots.remove(key))
+            .map(|_| ())
+            .ok_or_else(|| not_found(&format!("snapshot {key}")))
+    }
+
+    async fn diff_apply(
+        &self,
+        layer: &Descriptor,
+        _mounts: Vec<Mount>,
+    ) -> BackendResult<Descriptor> {
+        if !self.with(|s| s.content.contains_key(&layer.digest)) {
+            return Err(not_found(&format!("content digest {}", layer.digest)));
+        }
+        Ok(layer.clone())
+    }
+
+    async fn container_create(&self, c: NewContainer) -> BackendResult<()> {
+        self.with(|s| {
+            if s.containers.contains_key(&c.id) {
+                return Err(BackendError::AlreadyExists {
+                    message: format!("container \"{}\": already exists", c.id),
+                });
+            }
+            s.containers.insert(c.id.clone(), c);
+            Ok(())
+        })
+    }
+
+    async fn container_delete(&self, id: &str) -> BackendResult<()> {
+        self.with(|s| s.containers.remove(id))
+            .map(|_| ())
+            .ok_or_else(|| not_found(&format!("container \"{id}\"")))
+    }
+
+    async fn task_create(&self, id: &str, _rootfs: Vec<Mount>, stdio: Stdio) -> BackendResult<u32> {
+        self.with(|s| {
+            if let Some(message) = s.fail_task_create.take() {
+                return Err(BackendError::Failed {
+                    op: "task create",
+                    message,
+                });
+            }
+            if !s.containers.contains_key(id) {
+                return Err(not_found(&format!("container \"{id}\"")));
+            }
+            s.next_pid += 2;
+            let pid = s.next_pid;
+            s.tasks.insert(
+                id.into(),
+                FakeTask {
+                    pid,
+                    status: TaskStatus::Created,
+                    exit_status: 0,
+                    stdio,
+                    execs: HashMap::new(),
+                },
+            );
+            Ok(pid)
+        })
+    }
+
+    async fn task_start(&self, id: &str, exec_id: &str) -> BackendResult<u32> {
+        self.with(|s| {
+            let t = s
+                .tasks
+                .get_mut(id)
+                .ok_or_else(|| not_found(&format!("task {id}")))?;
+            if exec_id.is_empty() {
+                t.status = TaskStatus::Running;
+                return Ok(t.pid);
+            }
+            let e = t
+                .execs
+                .get_mut(exec_id)
+                .ok_or_else(|| not_found(&format!("process {exec_id}")))?;
+            e.0 = TaskStatus::Running;
+            Ok(t.pid + 1)
+        })
+    }
+
+    async fn task_get(&self, id: &str) -> BackendResult<TaskInfo> {
+        self.with(|s| {
+            s.tasks.get(id).map(|t| TaskInfo {
+                pid: t.pid,
+                status: t.status,
+                exit_status: t.exit_status,
+                exited_at: None,
+            })
+        })
+        .ok_or_else(|| not_found(&format!("task {id}")))
+    }
+
+    async fn task_kill(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+        _all: bool,
+    ) -> BackendResult<()> {
+        if !self.has_task(id) {
+            return Err(not_found(&format!("task {id}")));
+        }
+        self.with(|s| s.kills.push((id.into(), exec_id.into(), signal)));
+        Ok(())
+    }
+
+    async fn task_delete(&self, id: &str) -> BackendResult<TaskInfo> {
+        let info = self.task_get(id).await?;
+        self.with(|s| s.tasks.remove(id));
+        Ok(info)
+    }
+
+    async fn task_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        _process: Vec<u8>,
+        _stdio: Stdio,
+    ) -> BackendResult<()> {
+        self.with(|s| {
+            let t = s
+                .tasks
+                .get_mut(id)
+                .ok_or_else(|| not_found(&format!("task {id}")))?;
+            t.execs.insert(exec_id.into(), (TaskStatus::Created, 0));
+            Ok(())
+        })
+    }
+
+    async fn task_wait(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> BackendResult<(u32, Option<chrono::DateTime<Utc>>)> {
+        let mut rx = self.exits.subscribe();
+        loop {
+            let done = self.with(|s| {
+                let t = s.tasks.get(id)?;
+                let (status, code) = if exec_id.is_empty() {
+                    (t.status, t.exit_status)
+                } else {
+                    *t.execs.get(exec_id)?
+                };
+                (status == TaskStatus::Stopped).then_some(code)
+            });
+            if let Some(code) = done {
+                return Ok((code, Some(Utc::now())));
+            }
+            if rx.recv().await.is_err() {
+                return Err(not_found(&format!("task {id}")));
+            }
+        }
+    }
+
+    async fn task_delete_process(&self, id: &str, exec_id: &str) -> BackendResult<()> {
+        self.with(|s| {
+            s.tasks
+                .get_mut(id)
+                .and_then(|t| t.execs.remove(exec_id))
+                .map(|_| ())
+                .ok_or_else(|| not_found(&format!("process {exec_id}")))
+        })
+    }
+
+    async fn subscribe_exits(&self) -> BackendResult<ExitStream> {
+        let rx = self.exits.subscribe();
+        Ok(Box::pin(
+            BroadcastStream::new(rx).filter_map(|r| async move { r.ok().map(Ok) }),
+        ))
+    }
+}

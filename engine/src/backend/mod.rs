@@ -1,0 +1,203 @@
+//! The engine's view of highd: containerd's v1 services, reduced to the calls the engine
+//! makes, in plain Rust types. [`grpc::GrpcBackend`] talks to a real highd (or containerd);
+//! [`fake::FakeBackend`] keeps everything in memory for unit tests.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+
+#[cfg(test)]
+pub mod fake;
+pub mod grpc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{message}")]
+    NotFound { message: String },
+    #[error("{message}")]
+    AlreadyExists { message: String },
+    #[error("{message}")]
+    InvalidArgument { message: String },
+    /// Any other failure highd reported; `message` is highd's, unchanged, because callers
+    /// (task create) must show the runtime's own words.
+    #[error("{op}: {message}")]
+    Failed { op: &'static str, message: String },
+    #[error("cannot connect to highd at {address}: {message}")]
+    Connect { address: String, message: String },
+    #[error("decode {what} from highd: {message}")]
+    Decode { what: &'static str, message: String },
+}
+
+impl BackendError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mount {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    pub target: String,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    pub annotations: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    pub target: Descriptor,
+    pub labels: HashMap<String, String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewContainer {
+    pub id: String,
+    pub image: String,
+    /// The OCI runtime spec as JSON; sent as an Any with containerd's spec type URL.
+    pub spec: Vec<u8>,
+    pub snapshot_key: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// Stdio strings as ARCHITECTURE.md defines them ("stdio strings").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stdio {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Unknown,
+    Created,
+    Running,
+    Stopped,
+    Paused,
+    Pausing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub pid: u32,
+    pub status: TaskStatus,
+    pub exit_status: u32,
+    pub exited_at: Option<DateTime<Utc>>,
+}
+
+/// `/tasks/exit`: `exec_id` equals `container_id` for the init process, like containerd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub container_id: String,
+    pub exec_id: String,
+    pub pid: u32,
+    pub exit_status: u32,
+    pub exited_at: Option<DateTime<Utc>>,
+}
+
+pub type ExitStream = Pin<Box<dyn Stream<Item = BackendResult<ExitEvent>> + Send>>;
+
+/// The containerd calls the engine makes. Every call is in the engine's namespace.
+pub trait Backend: Send + Sync + 'static {
+    /// Writes a blob and commits it under `desc.digest`, verified by highd. Writing a blob
+    /// that already exists succeeds.
+    fn content_write(
+        &self,
+        desc: &Descriptor,
+        data: bytes::Bytes,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+    fn content_read(&self, digest: &str) -> impl Future<Output = BackendResult<Vec<u8>>> + Send;
+
+    fn image_get(&self, name: &str) -> impl Future<Output = BackendResult<Image>> + Send;
+    fn image_list(&self) -> impl Future<Output = BackendResult<Vec<Image>>> + Send;
+    /// Creates the image, or points an existing name at the new target (a re-import).
+    fn image_put(&self, image: Image) -> impl Future<Output = BackendResult<()>> + Send;
+
+    fn snapshot_exists(&self, key: &str) -> impl Future<Output = BackendResult<bool>> + Send;
+    fn snapshot_prepare(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = BackendResult<Vec<Mount>>> + Send;
+    fn snapshot_mounts(&self, key: &str) -> impl Future<Output = BackendResult<Vec<Mount>>> + Send;
+    fn snapshot_commit(
+        &self,
+        name: &str,
+        key: &str,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+    fn snapshot_remove(&self, key: &str) -> impl Future<Output = BackendResult<()>> + Send;
+    fn diff_apply(
+        &self,
+        layer: &Descriptor,
+        mounts: Vec<Mount>,
+    ) -> impl Future<Output = BackendResult<Descriptor>> + Send;
+
+    fn container_create(&self, c: NewContainer) -> impl Future<Output = BackendResult<()>> + Send;
+    fn container_delete(&self, id: &str) -> impl Future<Output = BackendResult<()>> + Send;
+
+    /// Creates the init task; returns its pid.
+    fn task_create(
+        &self,
+        id: &str,
+        rootfs: Vec<Mount>,
+        stdio: Stdio,
+    ) -> impl Future<Output = BackendResult<u32>> + Send;
+    /// Starts the init process (`exec_id` empty) or an exec process; returns its pid.
+    fn task_start(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> impl Future<Output = BackendResult<u32>> + Send;
+    fn task_get(&self, id: &str) -> impl Future<Output = BackendResult<TaskInfo>> + Send;
+    fn task_kill(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+        all: bool,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Deletes the init task; returns its exit status.
+    fn task_delete(&self, id: &str) -> impl Future<Output = BackendResult<TaskInfo>> + Send;
+    /// Adds an exec process; `process` is an OCI `Process` as JSON.
+    fn task_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: Vec<u8>,
+        stdio: Stdio,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Waits for a process to exit: `(exit status, exited at)`.
+    fn task_wait(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> impl Future<Output = BackendResult<(u32, Option<DateTime<Utc>>)>> + Send;
+    fn task_delete_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+
+    /// Subscribes to `/tasks/exit` events from now on.
+    fn subscribe_exits(&self) -> impl Future<Output = BackendResult<ExitStream>> + Send;
+}

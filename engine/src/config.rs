@@ -1,0 +1,112 @@
+//! The engine's validated configuration and its top-level `run`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::backend::grpc::GrpcBackend;
+use crate::daemon::{Daemon, DaemonConfig, DaemonError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unsupported host {host:?}: only unix:///path sockets are supported")]
+    Host { host: String },
+    #[error("invalid cgroup parent {parent:?}: it must be an absolute path")]
+    CgroupParent { parent: String },
+    #[error("prepare {path}: {source}")]
+    Prepare {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("listen on {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        source: berth_proto::ProtoError,
+    },
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error("serve: {source}")]
+    Serve { source: std::io::Error },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    /// Path of the API socket (from `-H unix://PATH`).
+    pub socket: PathBuf,
+    pub containerd: PathBuf,
+    pub namespace: String,
+    pub cgroup_parent: String,
+}
+
+impl Config {
+    pub fn new(
+        data_root: PathBuf,
+        exec_root: PathBuf,
+        host: &str,
+        containerd: PathBuf,
+        namespace: String,
+        cgroup_parent: String,
+    ) -> Result<Self, EngineError> {
+        let socket = host
+            .strip_prefix("unix://")
+            .filter(|p| p.starts_with('/'))
+            .ok_or_else(|| EngineError::Host { host: host.into() })?;
+        if !cgroup_parent.starts_with('/') {
+            return Err(EngineError::CgroupParent {
+                parent: cgroup_parent,
+            });
+        }
+        Ok(Self {
+            data_root,
+            exec_root,
+            socket: PathBuf::from(socket),
+            containerd,
+            namespace,
+            cgroup_parent,
+        })
+    }
+}
+
+/// Binds the API socket with mode 0660; a stale socket from an earlier run is replaced,
+/// a live one (another engine) is an error.
+fn bind(path: &Path) -> Result<tokio::net::UnixListener, EngineError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::Prepare {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    berth_proto::transport::bind_unix(path).map_err(|source| EngineError::Listen {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs the engine until the listener fails.
+pub async fn run(config: Config) -> Result<(), EngineError> {
+    for dir in [&config.data_root, &config.exec_root] {
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::Prepare {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let backend = Arc::new(
+        GrpcBackend::new(&config.containerd, &config.namespace).map_err(DaemonError::from)?,
+    );
+    let daemon = Arc::new(Daemon::new(
+        backend,
+        DaemonConfig {
+            data_root: config.data_root.clone(),
+            exec_root: config.exec_root.clone(),
+            cgroup_parent: config.cgroup_parent.clone(),
+        },
+    )?);
+    let listener = bind(&config.socket)?;
+    tracing::info!(socket = %config.socket.display(), highd = %config.containerd.display(), "berth-engine listening");
+    let events = Arc::clone(&daemon);
+    tokio::spawn(async move { events.run_event_loop().await });
+    crate::api::serve(listener, daemon)
+        .await
+        .map_err(|source| EngineError::Serve { source })
+}

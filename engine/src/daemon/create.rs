@@ -1,0 +1,219 @@
+//! `POST /containers/create`: image config + user options → record, snapshot, highd
+//! container.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::Utc;
+
+use super::{
+    etc, images::ImageView, random_id, Daemon, DaemonError, DaemonResult, InvalidParameter,
+};
+use crate::backend::{Backend, NewContainer};
+use crate::names;
+use crate::record::{ContainerRecord, State, RECORD_VERSION};
+use crate::spec::{self, SpecInput};
+use crate::store::write_atomic;
+use crate::types::{ContainerConfig, CreateRequest, HostConfig};
+
+/// Label highd sees on every container the engine creates.
+const ENGINE_LABEL: &str = "io.berth.engine";
+
+/// The user's config completed from the image, as dockerd's `merge` does: env merged,
+/// entrypoint/cmd inherited unless overridden (a new entrypoint drops the image's cmd).
+pub fn merge_image_config(user: &ContainerConfig, image: &ImageView) -> ContainerConfig {
+    let img = image.runtime_config();
+    let mut c = user.clone();
+    c.env = spec::merge_env(&img.env, &user.env);
+    if user.entrypoint.0.is_none() {
+        c.entrypoint = img.entrypoint.clone();
+        if user.cmd.0.is_none() {
+            c.cmd = img.cmd.clone();
+        }
+    }
+    if c.working_dir.is_empty() {
+        c.working_dir = img.working_dir.clone();
+    }
+    if c.user.is_empty() {
+        c.user = img.user.clone();
+    }
+    for (k, v) in &img.labels {
+        c.labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if c.stop_signal.is_none() {
+        c.stop_signal = img.stop_signal.clone();
+    }
+    c
+}
+
+/// Files written per container and bind-mounted over the image's.
+pub struct EtcPaths {
+    pub hostname: String,
+    pub hosts: String,
+    pub resolv: String,
+}
+
+fn write_etc_files(dir: &Path, hostname: &str, host: &HostConfig) -> DaemonResult<EtcPaths> {
+    let io = |path: &Path, source| DaemonError::Io {
+        op: "write",
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let files = [
+        ("hostname", etc::hostname_file(hostname)),
+        ("hosts", etc::hosts_file(hostname, &host.extra_hosts)),
+        ("resolv.conf", etc::resolv_conf(&etc::host_resolv_conf())),
+    ];
+    for (name, content) in &files {
+        let p = dir.join(name);
+        write_atomic(&p, content.as_bytes()).map_err(|e| io(&p, e))?;
+    }
+    let s = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    Ok(EtcPaths {
+        hostname: s("hostname"),
+        hosts: s("hosts"),
+        resolv: s("resolv.conf"),
+    })
+}
+
+impl<B: Backend> Daemon<B> {
+    /// Creates a container; returns its ID.
+    pub async fn create_container(
+        &self,
+        name: Option<&str>,
+        req: CreateRequest,
+    ) -> DaemonResult<String> {
+        if let Some(n) = name {
+            if !names::is_valid(n) {
+                return Err(DaemonError::InvalidName { name: n.into() });
+            }
+        }
+        if req.config.open_stdin || req.config.attach_stdin {
+            return Err(InvalidParameter::Stdin.into());
+        }
+        if req.config.tty {
+            return Err(InvalidParameter::Tty.into());
+        }
+        let image = self.image(&req.config.image).await?;
+        let config = merge_image_config(&req.config, &image);
+        let mut argv: Vec<String> = config.entrypoint.as_slice().to_vec();
+        argv.extend_from_slice(config.cmd.as_slice());
+        if argv.is_empty() {
+            return Err(InvalidParameter::NoCommand.into());
+        }
+        let id = random_id();
+        let name = self.reserve_name(name, &id)?;
+        let result = self
+            .create_reserved(&id, &name, config, req.host_config, &image, argv)
+            .await;
+        if result.is_err() {
+            self.store.release_name(&name, &id);
+            let _ = std::fs::remove_dir_all(self.store.container_dir(&id));
+        }
+        result.map(|()| id)
+    }
+
+    fn reserve_name(&self, name: Option<&str>, id: &str) -> DaemonResult<String> {
+        if let Some(n) = name {
+            let n = n.trim_start_matches('/');
+            return self
+                .store
+                .reserve_name(n, id)
+                .map(|()| n.to_string())
+                .map_err(|holder| DaemonError::NameConflict {
+                    name: n.into(),
+                    id: holder,
+                });
+        }
+        let mut attempt = 0;
+        loop {
+            let n = names::generate(attempt);
+            if self.store.reserve_name(&n, id).is_ok() {
+                return Ok(n);
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn create_reserved(
+        &self,
+        id: &str,
+        name: &str,
+        config: ContainerConfig,
+        host_config: HostConfig,
+        image: &ImageView,
+        argv: Vec<String>,
+    ) -> DaemonResult<()> {
+        let dir = self.store.container_dir(id);
+        let hostname = if config.hostname.is_empty() {
+            id[..12].to_string()
+        } else {
+            config.hostname.clone()
+        };
+        let etc = write_etc_files(&dir, &hostname, &host_config)?;
+        let input = SpecInput {
+            id,
+            args: argv.clone(),
+            env: config.env.clone(),
+            cwd: config.working_dir.clone(),
+            user: config.user.clone(),
+            tty: config.tty,
+            hostname,
+            cgroup_parent: &self.config.cgroup_parent,
+            host_config: &host_config,
+            etc_files: vec![
+                ("/etc/resolv.conf", etc.resolv.clone()),
+                ("/etc/hostname", etc.hostname.clone()),
+                ("/etc/hosts", etc.hosts.clone()),
+            ],
+        };
+        let spec = spec::generate(&input)?;
+        let labels = HashMap::from([(ENGINE_LABEL.to_string(), "1".to_string())]);
+        self.backend
+            .snapshot_prepare(id, &image.chain_id(), labels.clone())
+            .await?;
+        let created = self
+            .backend
+            .container_create(NewContainer {
+                id: id.into(),
+                image: image.names.first().cloned().unwrap_or_default(),
+                spec: serde_json::to_vec(&spec).unwrap_or_default(),
+                snapshot_key: id.into(),
+                labels,
+            })
+            .await;
+        if let Err(e) = created {
+            let _ = self.backend.snapshot_remove(id).await;
+            return Err(e.into());
+        }
+        let record = ContainerRecord {
+            record_version: RECORD_VERSION,
+            id: id.into(),
+            name: format!("/{name}"),
+            created: Utc::now(),
+            path: argv[0].clone(),
+            args: argv[1..].to_vec(),
+            config,
+            host_config,
+            image: image.id.clone(),
+            state: State::default(),
+            log_path: dir
+                .join(format!("{id}-json.log"))
+                .to_string_lossy()
+                .into_owned(),
+            hostname_path: etc.hostname,
+            hosts_path: etc.hosts,
+            resolv_conf_path: etc.resolv,
+            snapshot_key: id.into(),
+            restart_count: 0,
+        };
+        if let Err(e) = self.store.insert(record) {
+            let _ = self.backend.container_delete(id).await;
+            let _ = self.backend.snapshot_remove(id).await;
+            return Err(e.into());
+        }
+        tracing::info!(%id, %name, "container created");
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! `docker exec`: exec processes in a running container, with stdout/stderr over FIFOs
+//! under `<exec-root>/<container id>/` (ARCHITECTURE.md, "stdio strings").
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::{random_id, Daemon, DaemonError, DaemonResult, InvalidParameter};
+use crate::backend::{Backend, Stdio};
+use crate::spec::{self, SpecInput};
+use crate::stdcopy::{frame, StdStream};
+use crate::types::ExecConfig;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecRecord {
+    pub id: String,
+    pub container_id: String,
+    pub config: ExecConfig,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub pid: u32,
+}
+
+/// Multiplexed output of an exec; closes after the output is drained and the exit code is
+/// recorded, so an inspect right after EOF sees the exit code.
+pub type ExecStream = mpsc::Receiver<Bytes>;
+
+fn mkfifo(path: &Path) -> DaemonResult<()> {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| {
+        DaemonError::Io {
+            op: "mkfifo",
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    })
+}
+
+/// Copies one FIFO into framed chunks until the writer (the shim) closes it.
+async fn pump(path: PathBuf, stream: StdStream, tx: mpsc::Sender<Bytes>) {
+    // A receiver opened before any writer waits for one instead of reading EOF.
+    let mut rx = match tokio::net::unix::pipe::OpenOptions::new().open_receiver(&path) {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "opening exec fifo failed");
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx.send(frame(stream, &buf[..n])).await.is_err() {
+                    // The client went away; keep draining so the process never blocks on a
+                    // full pipe.
+                    continue;
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+impl<B: Backend> Daemon<B> {
+    pub fn create_exec(&self, reference: &str, config: ExecConfig) -> DaemonResult<String> {
+        let rec = self.container(reference)?;
+        if !rec.state.status.is_running() {
+            return Err(DaemonError::NotRunning { id: rec.id });
+        }
+        if config.cmd.as_slice().is_empty() {
+            return Err(InvalidParameter::NoExecCommand.into());
+        }
+        if config.attach_stdin {
+            return Err(InvalidParameter::Stdin.into());
+        }
+        if config.tty {
+            return Err(InvalidParameter::Tty.into());
+        }
+        let id = random_id();
+        let exec = ExecRecord {
+            id: id.clone(),
+            container_id: rec.id,
+            config,
+            running: false,
+            exit_code: None,
+            pid: 0,
+        };
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), exec);
+        Ok(id)
+    }
+
+    pub fn exec(&self, id: &str) -> DaemonResult<ExecRecord> {
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| DaemonError::NoSuchExec { id: id.into() })
+    }
+
+    fn update_exec(&self, id: &str, f: impl FnOnce(&mut ExecRecord)) {
+        if let Some(e) = self
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(id)
+        {
+            f(e);
+        }
+    }
+
+    pub(super) fn forget_execs(&self, container_id: &str) {
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, e| e.container_id != container_id);
+    }
+
+    /// Starts an exec. Returns its output stream unless `detach`.
+    pub async fn start_exec(
+        self: &Arc<Self>,
+        id: &str,
+        detach: bool,
+    ) -> DaemonResult<Option<ExecStream>> {
+        let exec = self.exec(id)?;
+        let rec = self.container(&exec.container_id)?;
+        if !rec.state.status.is_running() {
+            return Err(DaemonError::NotRunning { id: rec.id });
+        }
+        let cfg = &exec.config;
+        let hostname = if rec.config.hostname.is_empty() {
+            rec.short_id().to_string()
+        } else {
+            rec.config.hostname.clone()
+        };
+        let input = SpecInput {
+            id: &rec.id,
+            args: cfg.cmd.as_slice().to_vec(),
+            env: spec::merge_env(&rec.config.env, &cfg.env),
+            cwd: if cfg.working_dir.is_empty() {
+                rec.config.working_dir.clone()
+            } else {
+                cfg.working_dir.clone()
+            },
+            user: if cfg.user.is_empty() {
+                rec.config.user.clone()
+            } else {
+                cfg.user.clone()
+            },
+            tty: false,
+            hostname,
+            cgroup_parent: &self.config.cgroup_parent,
+            host_config: &rec.host_config,
+            etc_files: Vec::new(),
+        };
+        let process = serde_json::to_vec(&spec::process(&input)?).unwrap_or_default();
+        let dir = self.exec_dir(&rec.id);
+        std::fs::create_dir_all(&dir).map_err(|source| DaemonError::Io {
+            op: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel(64);
+        let mut stdio = Stdio::default();
+        let mut pumps = Vec::new();
+        if !detach {
+            for (wanted, stream, suffix) in [
+                (cfg.attach_stdout, StdStream::Stdout, "stdout"),
+                (cfg.attach_stderr, StdStream::Stderr, "stderr"),
+            ] {
+                if !wanted {
+                    continue;
+                }
+                let path = dir.join(format!("{id}-{suffix}"));
+                mkfifo(&path)?;
+                let s = path.to_string_lossy().into_owned();
+                match stream {
+                    StdStream::Stdout => stdio.stdout = s,
+                    _ => stdio.stderr = s,
+                }
+                pumps.push(tokio::spawn(pump(path, stream, tx.clone())));
+            }
+        }
+        let started = async {
+            self.backend.task_exec(&rec.id, id, process, stdio).await?;
+            self.backend.task_start(&rec.id, id).await
+        }
+        .await;
+        let pid = match started {
+            Ok(pid) => pid,
+            Err(e) => {
+                for p in pumps {
+                    p.abort();
+                }
+                let _ = std::fs::remove_file(dir.join(format!("{id}-stdout")));
+                let _ = std::fs::remove_file(dir.join(format!("{id}-stderr")));
+                let _ = self.backend.task_delete_process(&rec.id, id).await;
+                let message = e.to_string();
+                let code = if message.contains("executable file not found")
+                    || message.contains("no such file or directory")
+                {
+                    127
+                } else {
+                    126
+                };
+                self.update_exec(id, |x| x.exit_code = Some(code));
+                return Err(e.into());
+            }
+        };
+        self.update_exec(id, |x| {
+            x.running = true;
+            x.pid = pid;
+        });
+        let this = Arc::clone(self);
+        let (cid, eid) = (rec.id.clone(), id.to_string());
+        tokio::spawn(async move {
+            let code = match this.backend.task_wait(&cid, &eid).await {
+                Ok((status, _)) => i64::from(status),
+                Err(e) => {
+                    tracing::warn!(exec = %eid, error = %e, "waiting for exec failed");
+                    -1
+                }
+            };
+            // Output is complete once the FIFOs hit EOF; only then report the exit.
+            for p in pumps {
+                let _ = p.await;
+            }
+            this.update_exec(&eid, |x| {
+                x.running = false;
+                x.exit_code = Some(code);
+            });
+            if let Err(e) = this.backend.task_delete_process(&cid, &eid).await {
+                tracing::debug!(exec = %eid, error = %e, "deleting exec process failed");
+            }
+            drop(tx);
+        });
+        Ok((!detach).then_some(rx))
+    }
+}

@@ -1,0 +1,356 @@
+//! Images: `docker import` (blob, config and manifest into highd's content store, then
+//! unpack into snapshots), listing, inspect and reference resolution.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{DaemonError, DaemonResult};
+use crate::backend::{Backend, Descriptor, Image};
+use crate::refs::Reference;
+use crate::spec::DEFAULT_PATH;
+use crate::types::{ImageConfig, ImageRuntimeConfig, RootFs};
+
+pub const MEDIA_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+pub const MEDIA_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const MEDIA_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// dockerd's containerd image store names untagged images this way.
+const DANGLING_PREFIX: &str = "moby-dangling@";
+const SNAPSHOTTER: &str = "overlayfs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("decompress the imported archive: {source}")]
+    Decompress { source: std::io::Error },
+    #[error("the imported archive is not a tar file: {source}")]
+    NotTar { source: std::io::Error },
+    #[error("image {digest}: unsupported manifest media type {media_type}")]
+    ManifestType { digest: String, media_type: String },
+    #[error("image {digest}: decode {what}: {source}")]
+    Decode {
+        digest: String,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+/// An image as the engine sees it: names, ID (config digest), config and unpacked top.
+#[derive(Debug, Clone)]
+pub struct ImageView {
+    pub names: Vec<String>,
+    pub id: String,
+    pub config: ImageConfig,
+    pub target: Descriptor,
+    pub layers: Vec<Descriptor>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl ImageView {
+    pub fn chain_id(&self) -> String {
+        chain_id(&self.config.rootfs.diff_ids)
+    }
+
+    pub fn size(&self) -> i64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+
+    /// Familiar tags (`busybox:latest`), dangling names excluded.
+    pub fn repo_tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .names
+            .iter()
+            .filter_map(|n| Reference::parse(n).ok())
+            .filter(|r| r.tag.is_some())
+            .map(|r| r.familiar())
+            .collect();
+        tags.sort();
+        tags
+    }
+
+    pub fn runtime_config(&self) -> ImageRuntimeConfig {
+        self.config.config.clone().unwrap_or_default()
+    }
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// The snapshot name of a layer stack (OCI image spec "ChainID").
+pub fn chain_id(diff_ids: &[String]) -> String {
+    let mut iter = diff_ids.iter();
+    let Some(first) = iter.next() else {
+        return String::new();
+    };
+    iter.fold(first.clone(), |acc, d| {
+        sha256(format!("{acc} {d}").as_bytes())
+    })
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Turns the uploaded archive into an uncompressed layer tar, checking it is one.
+pub fn layer_from_upload(body: &[u8]) -> Result<Vec<u8>, ImportError> {
+    let tar = if body.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(body)
+            .read_to_end(&mut out)
+            .map_err(|source| ImportError::Decompress { source })?;
+        out
+    } else {
+        body.to_vec()
+    };
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let entries = archive
+        .entries()
+        .map_err(|source| ImportError::NotTar { source })?;
+    for entry in entries {
+        entry.map_err(|source| ImportError::NotTar { source })?;
+    }
+    Ok(tar)
+}
+
+impl<B: Backend> super::Daemon<B> {
+    /// `docker import`: returns the image ID (`sha256:<config digest>`).
+    pub async fn import_image(&self, repo: &str, tag: &str, body: &[u8]) -> DaemonResult<String> {
+        let name = match repo {
+            "" => None,
+            r => {
+                let parsed = Reference::parse(r)?;
+                let parsed = if tag.is_empty() {
+                    parsed
+                } else {
+                    parsed.with_tag(tag)?
+                };
+                Some(parsed.with_default_tag().to_string())
+            }
+        };
+        let layer = layer_from_upload(body)?;
+        let diff_id = sha256(&layer);
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
+        let config = ImageConfig {
+            created: Some(now.clone()),
+            architecture: go_arch().into(),
+            os: "linux".into(),
+            config: Some(ImageRuntimeConfig {
+                env: vec![DEFAULT_PATH.into()],
+                ..Default::default()
+            }),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![diff_id.clone()],
+            },
+            history: vec![json!({"created": now, "created_by": "", "comment": "Imported from -"})],
+            extra: Default::default(),
+        };
+        // Serializing our own types cannot fail.
+        let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
+        let layer_desc = Descriptor {
+            media_type: MEDIA_LAYER_TAR.into(),
+            digest: diff_id.clone(),
+            size: layer.len() as i64,
+            annotations: HashMap::new(),
+        };
+        let config_desc = Descriptor {
+            media_type: MEDIA_CONFIG.into(),
+            digest: sha256(&config_bytes),
+            size: config_bytes.len() as i64,
+            annotations: HashMap::new(),
+        };
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": {"mediaType": MEDIA_CONFIG, "size": config_desc.size, "digest": config_desc.digest},
+            "layers": [{"mediaType": MEDIA_LAYER_TAR, "size": layer_desc.size, "digest": layer_desc.digest}],
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+        let manifest_desc = Descriptor {
+            media_type: MEDIA_MANIFEST.into(),
+            digest: sha256(&manifest_bytes),
+            size: manifest_bytes.len() as i64,
+            annotations: HashMap::new(),
+        };
+        // Labels let highd's garbage collector see what references what (containerd's
+        // gc.ref labels).
+        let b = &self.backend;
+        b.content_write(&layer_desc, Bytes::from(layer), HashMap::new())
+            .await?;
+        let cfg_labels = HashMap::from([(
+            format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+            diff_id.clone(),
+        )]);
+        b.content_write(&config_desc, Bytes::from(config_bytes), cfg_labels)
+            .await?;
+        let man_labels = HashMap::from([
+            (
+                "containerd.io/gc.ref.content.config".to_string(),
+                config_desc.digest.clone(),
+            ),
+            (
+                "containerd.io/gc.ref.content.l.0".to_string(),
+                layer_desc.digest.clone(),
+            ),
+        ]);
+        b.content_write(&manifest_desc, Bytes::from(manifest_bytes), man_labels)
+            .await?;
+        self.unpack(&[layer_desc], &[diff_id]).await?;
+        let name = name.unwrap_or_else(|| format!("{DANGLING_PREFIX}{}", manifest_desc.digest));
+        b.image_put(Image {
+            name,
+            target: manifest_desc,
+            labels: HashMap::new(),
+            created_at: Some(Utc::now()),
+            updated_at: Some(Utc::now()),
+        })
+        .await?;
+        Ok(config_desc.digest)
+    }
+
+    /// Applies each layer on its parent and commits it under its chain ID, skipping
+    /// layers that are already unpacked.
+    async fn unpack(&self, layers: &[Descriptor], diff_ids: &[String]) -> DaemonResult<()> {
+        let mut parent = String::new();
+        for i in 0..layers.len() {
+            let chain = chain_id(&diff_ids[..=i]);
+            if !self.backend.snapshot_exists(&chain).await? {
+                let key = format!(
+                    "extract-{}-{chain}",
+                    Utc::now().timestamp_nanos_opt().unwrap_or(0)
+                );
+                let mounts = self
+                    .backend
+                    .snapshot_prepare(&key, &parent, HashMap::new())
+                    .await?;
+                let applied = async {
+                    self.backend.diff_apply(&layers[i], mounts).await?;
+                    self.backend
+                        .snapshot_commit(&chain, &key, HashMap::new())
+                        .await
+                }
+                .await;
+                if let Err(e) = applied {
+                    // Leave nothing behind: the half-applied snapshot is useless.
+                    let _ = self.backend.snapshot_remove(&key).await;
+                    return Err(e.into());
+                }
+            }
+            parent = chain;
+        }
+        Ok(())
+    }
+
+    async fn load_image(&self, image: &Image) -> DaemonResult<ImageView> {
+        let digest = &image.target.digest;
+        let data = self.backend.content_read(digest).await?;
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Manifest {
+            #[serde(default)]
+            media_type: String,
+            config: Desc,
+            #[serde(default)]
+            layers: Vec<Desc>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Desc {
+            media_type: String,
+            digest: String,
+            size: i64,
+        }
+        let mt = if image.target.media_type.is_empty() {
+            MEDIA_MANIFEST
+        } else {
+            &image.target.media_type
+        };
+        if mt != MEDIA_MANIFEST && mt != MEDIA_OCI_MANIFEST {
+            return Err(ImportError::ManifestType {
+                digest: digest.clone(),
+                media_type: mt.into(),
+            }
+            .into());
+        }
+        let decode = |what, source| ImportError::Decode {
+            digest: digest.clone(),
+            what,
+            source,
+        };
+        let m: Manifest = serde_json::from_slice(&data).map_err(|e| decode("manifest", e))?;
+        let _ = m.media_type;
+        let cfg = self.backend.content_read(&m.config.digest).await?;
+        let config: ImageConfig = serde_json::from_slice(&cfg).map_err(|e| decode("config", e))?;
+        let desc = |d: Desc| Descriptor {
+            media_type: d.media_type,
+            digest: d.digest,
+            size: d.size,
+            annotations: HashMap::new(),
+        };
+        Ok(ImageView {
+            names: vec![image.name.clone()],
+            id: m.config.digest.clone(),
+            config,
+            target: image.target.clone(),
+            layers: m.layers.into_iter().map(desc).collect(),
+            created_at: image.created_at,
+        })
+    }
+
+    /// All images, one entry per image ID with every name pointing at it.
+    pub async fn list_images(&self) -> DaemonResult<Vec<ImageView>> {
+        let mut by_id: BTreeMap<String, ImageView> = BTreeMap::new();
+        for image in self.backend.image_list().await? {
+            let view = match self.load_image(&image).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(image = %image.name, error = %e, "skipping unreadable image");
+                    continue;
+                }
+            };
+            by_id
+                .entry(view.id.clone())
+                .and_modify(|v| v.names.push(image.name.clone()))
+                .or_insert(view);
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    /// Resolves a name (`busybox`, `busybox:1`, full name) or an image ID / ID prefix.
+    pub async fn image(&self, reference: &str) -> DaemonResult<ImageView> {
+        let parsed = Reference::parse(reference).map(Reference::with_default_tag);
+        if let Ok(r) = &parsed {
+            match self.backend.image_get(&r.to_string()).await {
+                Ok(image) => return self.load_image(&image).await,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let hex_part = reference.strip_prefix("sha256:").unwrap_or(reference);
+        if !hex_part.is_empty() && hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut matches: Vec<ImageView> = self
+                .list_images()
+                .await?
+                .into_iter()
+                .filter(|v| v.id["sha256:".len()..].starts_with(hex_part))
+                .collect();
+            if matches.len() == 1 {
+                return Ok(matches.remove(0));
+            }
+        }
+        Err(DaemonError::NoSuchImage {
+            reference: parsed
+                .map(|r| r.familiar())
+                .unwrap_or_else(|_| reference.into()),
+        })
+    }
+}

@@ -1,0 +1,537 @@
+//! Start, stop, kill, remove, wait, and what happens when a task exits (events from highd
+//! and reconciliation after a restart).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::broadcast;
+
+use super::{parse_signal, ContainerEvent, Daemon, DaemonError, DaemonResult};
+use crate::api::route::WaitCondition;
+use crate::backend::{Backend, BackendError, Stdio, TaskStatus};
+use crate::record::Status;
+
+const SIGKILL: u32 = 9;
+const SIGTERM: u32 = 15;
+const DEFAULT_STOP_TIMEOUT: i64 = 10;
+
+/// What `wait` reports: dockerd's `{"StatusCode": N, "Error": null}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitOutcome {
+    pub status_code: i64,
+}
+
+/// dockerd's exit code for a process that could not be started, from the runtime's words.
+fn start_failure_code(message: &str) -> i64 {
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
+        127
+    } else if message.contains("permission denied") {
+        126
+    } else {
+        128
+    }
+}
+
+/// Puts highd's task-create error into dockerd's shape:
+/// `failed to create shim task: OCI runtime create failed: <runtime message>: unknown`.
+fn shim_task_message(err: &BackendError) -> String {
+    let raw = match err {
+        BackendError::Failed { message, .. }
+        | BackendError::NotFound { message }
+        | BackendError::AlreadyExists { message }
+        | BackendError::InvalidArgument { message } => message.clone(),
+        other => other.to_string(),
+    };
+    let mut m = raw;
+    if !m.starts_with("failed to create shim task") {
+        if !m.starts_with("OCI runtime create failed") {
+            m = format!("OCI runtime create failed: {m}");
+        }
+        m = format!("failed to create shim task: {m}");
+    }
+    if !m.ends_with(": unknown") {
+        m.push_str(": unknown");
+    }
+    m
+}
+
+impl<B: Backend> Daemon<B> {
+    /// Starts a container. `Ok(false)` means it was already running (HTTP 304).
+    pub async fn start_container(&self, reference: &str) -> DaemonResult<bool> {
+        let rec = self.container(reference)?;
+        let lock = self.lock_for(&rec.id);
+        let guard = lock.lock().await;
+        let rec = self.container(&rec.id)?;
+        if rec.state.status.is_running() {
+            return Ok(false);
+        }
+        if !rec.state.status.can_start() {
+            return Err(DaemonError::NotRunning { id: rec.id });
+        }
+        let id = rec.id.clone();
+        // A task left from an earlier run (exit recorded but delete failed) is stale.
+        match self.backend.task_delete(&id).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let log_uri = format!("jsonfile://{}", rec.log_path);
+        let stdio = Stdio {
+            stdin: String::new(),
+            stdout: log_uri.clone(),
+            stderr: log_uri,
+            terminal: false,
+        };
+        let started = async {
+            let mounts = self.backend.snapshot_mounts(&rec.snapshot_key).await?;
+            self.backend.task_create(&id, mounts, stdio).await?;
+            match self.backend.task_start(&id, "").await {
+                Ok(pid) => Ok(pid),
+                Err(e) => {
+                    let _ = self.backend.task_delete(&id).await;
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        let pid = match started {
+            Ok(pid) => pid,
+            Err(e) => {
+                let message = shim_task_message(&e);
+                let code = start_failure_code(&message);
+                let auto_remove = rec.host_config.auto_remove;
+                let failed = DaemonError::StartFailed {
+                    message: message.clone(),
+                };
+                self.store.update(&id, |r| {
+                    r.state.error = failed.to_string();
+                    r.state.set_exited(code, Utc::now());
+                })?;
+                drop(guard);
+                tracing::warn!(%id, error = %message, "container start failed");
+                if auto_remove {
+                    self.remove_container_record(&id, code).await?;
+                } else {
+                    self.emit(ContainerEvent::Exited { id, code });
+                }
+                return Err(failed);
+            }
+        };
+        self.store.update(&id, |r| {
+            r.state.status = Status::Running;
+            r.state.pid = pid;
+            r.state.exit_code = 0;
+            r.state.error.clear();
+            r.state.started_at = Some(Utc::now());
+        })?;
+        self.emit(ContainerEvent::Started { id: id.clone() });
+        tracing::info!(%id, pid, "container started");
+        Ok(true)
+    }
+
+    /// Records an exit of the container's init process: state, task deletion, and
+    /// `--rm`. Duplicate or stale events (container not running) are ignored.
+    pub async fn handle_exit(
+        &self,
+        id: &str,
+        exit_status: u32,
+        exited_at: Option<DateTime<Utc>>,
+    ) -> DaemonResult<()> {
+        let lock = self.lock_for(id);
+        let guard = lock.lock().await;
+        let Some(rec) = self.store.get(id) else {
+            return Ok(());
+        };
+        if !rec.state.status.is_running() {
+            return Ok(());
+        }
+        let code = i64::from(exit_status);
+        self.store.update(id, |r| {
+            r.state.set_exited(code, exited_at.unwrap_or_else(Utc::now))
+        })?;
+        match self.backend.task_delete(id).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(%id, error = %e, "deleting the exited task failed"),
+        }
+        drop(guard);
+        tracing::info!(%id, code, "container exited");
+        if rec.host_config.auto_remove {
+            self.remove_container_record(id, code).await
+        } else {
+            self.emit(ContainerEvent::Exited {
+                id: id.into(),
+                code,
+            });
+            Ok(())
+        }
+    }
+
+    /// Sends `signal` and waits up to `timeout` seconds (negative: forever) for the exit,
+    /// then SIGKILLs. `Ok(false)` means it was not running (HTTP 304).
+    pub async fn stop_container(
+        &self,
+        reference: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> DaemonResult<bool> {
+        let rec = self.container(reference)?;
+        if !rec.state.status.is_running() {
+            return Ok(false);
+        }
+        let signal = match signal.or(rec.config.stop_signal.as_deref()) {
+            Some(s) => parse_signal(s)?,
+            None => SIGTERM,
+        };
+        let timeout = timeout
+            .or(rec.config.stop_timeout)
+            .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        let mut events = self.subscribe();
+        self.kill_task(&rec.id, signal).await?;
+        let limit = u64::try_from(timeout).ok().map(Duration::from_secs);
+        if self.wait_exit(&rec.id, &mut events, limit).await {
+            return Ok(true);
+        }
+        tracing::info!(id = %rec.id, timeout, "container did not stop in time; killing it");
+        self.kill_task(&rec.id, SIGKILL).await?;
+        self.wait_exit(&rec.id, &mut events, None).await;
+        Ok(true)
+    }
+
+    pub async fn kill_container(&self, reference: &str, signal: Option<&str>) -> DaemonResult<()> {
+        let rec = self.container(reference)?;
+        let signal = signal.map(parse_signal).transpose()?.unwrap_or(SIGKILL);
+        if !rec.state.status.is_running() {
+            return Err(DaemonError::NotRunning { id: rec.id });
+        }
+        self.kill_task(&rec.id, signal).await
+    }
+
+    async fn kill_task(&self, id: &str, signal: u32) -> DaemonResult<()> {
+        match self
+            .backend
+            .task_kill(id, "", signal, signal == SIGKILL)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Gone already: its exit event is on the way.
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until the container is no longer running. Subscribe before the action whose
+    /// effect is awaited so the event cannot be missed. Returns false on timeout.
+    async fn wait_exit(
+        &self,
+        id: &str,
+        events: &mut broadcast::Receiver<ContainerEvent>,
+        limit: Option<Duration>,
+    ) -> bool {
+        let wait = async {
+            loop {
+                if !self
+                    .store
+                    .get(id)
+                    .is_some_and(|r| r.state.status.is_running())
+                {
+                    return;
+                }
+                match events.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        match limit {
+            Some(d) => tokio::time::timeout(d, wait).await.is_ok(),
+            None => {
+                wait.await;
+                true
+            }
+        }
+    }
+
+    pub async fn remove_container(&self, reference: &str, force: bool) -> DaemonResult<()> {
+        let rec = self.container(reference)?;
+        if rec.state.status.is_running() {
+            if !force {
+                return Err(DaemonError::RemoveRunning {
+                    name: rec.name.trim_start_matches('/').into(),
+                });
+            }
+            let mut events = self.subscribe();
+            self.kill_task(&rec.id, SIGKILL).await?;
+            self.wait_exit(&rec.id, &mut events, None).await;
+        }
+        self.remove_container_record(&rec.id, rec.state.exit_code)
+            .await
+    }
+
+    /// Removes everything of a stopped container: task, highd container, snapshot, exec
+    /// FIFOs, record and logs. Each step tolerates "already gone" so a removal interrupted
+    /// by a crash can be finished later.
+    pub(super) async fn remove_container_record(&self, id: &str, code: i64) -> DaemonResult<()> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let Some(rec) = self.store.get(id) else {
+            return Ok(());
+        };
+        let code = if rec.state.status == Status::Exited {
+            rec.state.exit_code
+        } else {
+            code
+        };
+        self.store
+            .update(id, |r| r.state.status = Status::Removing)?;
+        let ignore_missing = |r: Result<(), BackendError>| match r {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        };
+        ignore_missing(self.backend.task_delete(id).await.map(|_| ()))?;
+        ignore_missing(self.backend.container_delete(id).await)?;
+        ignore_missing(self.backend.snapshot_remove(&rec.snapshot_key).await)?;
+        let exec_dir = self.exec_dir(id);
+        if let Err(e) = std::fs::remove_dir_all(&exec_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(DaemonError::Io {
+                    op: "remove",
+                    path: exec_dir,
+                    source: e,
+                });
+            }
+        }
+        self.store.remove(id)?;
+        self.forget_execs(id);
+        self.forget_lock(id);
+        tracing::info!(%id, "container removed");
+        self.emit(ContainerEvent::Removed {
+            id: id.into(),
+            code,
+        });
+        Ok(())
+    }
+
+    /// `POST /containers/{id}/wait`. Resolves the container now (404 before any body),
+    /// then returns a future that completes when the condition holds.
+    pub fn wait_container(
+        &self,
+        reference: &str,
+        condition: WaitCondition,
+    ) -> DaemonResult<impl std::future::Future<Output = WaitOutcome> + Send + '_> {
+        let mut events = self.subscribe();
+        let rec = self.container(reference)?;
+        let id = rec.id.clone();
+        Ok(async move {
+            let mut last_code = rec.state.exit_code;
+            if condition == WaitCondition::NotRunning && !rec.state.status.is_running() {
+                return WaitOutcome {
+                    status_code: last_code,
+                };
+            }
+            loop {
+                // Events already delivered come first: they carry the exit code of a
+                // container that may be gone from the store by now.
+                let event = match events.try_recv() {
+                    Ok(ev) => Some(ev),
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => None,
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        return WaitOutcome {
+                            status_code: last_code,
+                        };
+                    }
+                    Err(broadcast::error::TryRecvError::Empty) => {
+                        match (condition, self.store.get(&id)) {
+                            (WaitCondition::Removed, None) => {
+                                return WaitOutcome {
+                                    status_code: last_code,
+                                };
+                            }
+                            (WaitCondition::NotRunning, r)
+                                if !r.as_ref().is_some_and(|r| r.state.status.is_running()) =>
+                            {
+                                return WaitOutcome {
+                                    status_code: r.map_or(last_code, |r| r.state.exit_code),
+                                };
+                            }
+                            _ => {}
+                        }
+                        match events.recv().await {
+                            Ok(ev) => Some(ev),
+                            Err(broadcast::error::RecvError::Lagged(_)) => None,
+                            Err(broadcast::error::RecvError::Closed) => {
+                                return WaitOutcome {
+                                    status_code: last_code,
+                                };
+                            }
+                        }
+                    }
+                };
+                match event {
+                    Some(ContainerEvent::Exited { id: e, code }) if e == id => {
+                        last_code = code;
+                        if condition != WaitCondition::Removed {
+                            return WaitOutcome { status_code: code };
+                        }
+                    }
+                    Some(ContainerEvent::Removed { id: e, code }) if e == id => {
+                        return WaitOutcome { status_code: code };
+                    }
+                    _ => {}
+                }
+            }
+        })
+    }
+
+    /// Brings records in line with highd: running tasks keep running with their pid,
+    /// tasks that exited while the engine was away get their exit recorded, removals
+    /// interrupted by a crash are finished. Never kills anything.
+    pub async fn reconcile(&self) -> DaemonResult<()> {
+        for rec in self.store.list() {
+            let id = rec.id.clone();
+            match rec.state.status {
+                Status::Removing => {
+                    self.remove_container_record(&id, rec.state.exit_code)
+                        .await?;
+                    continue;
+                }
+                Status::Running => {}
+                Status::Exited if rec.host_config.auto_remove => {
+                    self.remove_container_record(&id, rec.state.exit_code)
+                        .await?;
+                    continue;
+                }
+                _ => continue,
+            }
+            match self.backend.task_get(&id).await {
+                Ok(t) if t.status == TaskStatus::Stopped => {
+                    self.handle_exit(&id, t.exit_status, t.exited_at).await?;
+                }
+                Ok(t) => {
+                    if t.pid != rec.state.pid {
+                        self.store.update(&id, |r| r.state.pid = t.pid)?;
+                    }
+                }
+                Err(e) if e.is_not_found() => {
+                    tracing::warn!(%id, "highd has no task for a running container; marking it exited");
+                    self.store.update(&id, |r| {
+                        r.state.error = "task not found in highd after restart".into()
+                    })?;
+                    self.handle_exit(&id, 255, None).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows highd's `/tasks/exit` events forever, resubscribing (and reconciling, since
+    /// events may have been missed) whenever the stream breaks.
+    pub async fn run_event_loop(&self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            // Subscribe first, then reconcile: an exit between the two is in the stream.
+            let mut stream = match self.backend.subscribe_exits().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "subscribing to highd events failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "reconciling with highd failed");
+            }
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) if ev.exec_id == ev.container_id || ev.exec_id.is_empty() => {
+                        if let Err(e) = self
+                            .handle_exit(&ev.container_id, ev.exit_status, ev.exited_at)
+                            .await
+                        {
+                            tracing::warn!(id = %ev.container_id, error = %e, "handling task exit failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "highd event stream failed; resubscribing");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// docker's `units.HumanDuration` ("3 seconds", "About a minute", "2 hours").
+pub fn human_duration(d: chrono::Duration) -> String {
+    let secs = d.num_seconds();
+    let mins = d.num_minutes();
+    let hours = d.num_hours();
+    if secs < 1 {
+        "Less than a second".into()
+    } else if secs == 1 {
+        "1 second".into()
+    } else if secs < 60 {
+        format!("{secs} seconds")
+    } else if mins == 1 {
+        "About a minute".into()
+    } else if mins < 60 {
+        format!("{mins} minutes")
+    } else if hours == 1 {
+        "About an hour".into()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", hours / 24 / 365)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_failure_messages_take_dockerds_shape() {
+        let e = BackendError::Failed {
+            op: "task create",
+            message: "exec: \"nope\": executable file not found in $PATH".into(),
+        };
+        let m = shim_task_message(&e);
+        assert_eq!(
+            m,
+            "failed to create shim task: OCI runtime create failed: exec: \"nope\": executable file not found in $PATH: unknown"
+        );
+        assert_eq!(start_failure_code(&m), 127);
+        let e = BackendError::Failed {
+            op: "task create",
+            message: "failed to create shim task: OCI runtime create failed: x: permission denied: unknown".into(),
+        };
+        let m = shim_task_message(&e);
+        assert!(!m.contains("unknown: unknown"));
+        assert_eq!(start_failure_code(&m), 126);
+    }
+
+    #[test]
+    fn human_durations() {
+        let s = chrono::Duration::seconds;
+        assert_eq!(human_duration(s(0)), "Less than a second");
+        assert_eq!(human_duration(s(3)), "3 seconds");
+        assert_eq!(human_duration(s(61)), "About a minute");
+        assert_eq!(human_duration(s(600)), "10 minutes");
+        assert_eq!(human_duration(s(3600)), "About an hour");
+        assert_eq!(human_duration(s(5 * 3600)), "5 hours");
+        assert_eq!(human_duration(s(3 * 86400)), "3 days");
+    }
+}

@@ -1,0 +1,210 @@
+//! The engine's logic (dockerd's `daemon` package): containers, images and execs on top
+//! of a [`Backend`], with records in a [`Store`].
+
+mod create;
+mod etc;
+mod exec;
+mod images;
+mod lifecycle;
+mod views;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::backend::{Backend, BackendError};
+use crate::record::ContainerRecord;
+use crate::refs::ReferenceError;
+use crate::spec::SpecError;
+use crate::store::{Resolved, Store, StoreError};
+
+pub use exec::{ExecRecord, ExecStream};
+pub use images::ImportError;
+pub use lifecycle::{human_duration, WaitOutcome};
+pub use views::{container_inspect, container_summary, image_inspect, image_summary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("No such container: {reference}")]
+    NoSuchContainer { reference: String },
+    #[error("No such image: {reference}")]
+    NoSuchImage { reference: String },
+    #[error("No such exec instance: {id}")]
+    NoSuchExec { id: String },
+    #[error("multiple IDs found with provided prefix: {prefix}")]
+    AmbiguousPrefix { prefix: String },
+    #[error("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName { name: String },
+    #[error("{what}")]
+    InvalidParameter { what: InvalidParameter },
+    #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    NameConflict { name: String, id: String },
+    #[error("Container {id} is not running")]
+    NotRunning { id: String },
+    #[error("cannot remove container \"{name}\": container is running: stop the container before removing or force remove")]
+    RemoveRunning { name: String },
+    /// dockerd's start failure shape; `message` is what highd/the runtime said.
+    #[error("failed to create task for container: {message}")]
+    StartFailed { message: String },
+    #[error("{what} is not implemented yet in berth-engine")]
+    NotImplemented { what: String },
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Bad user input that is not about names or references.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidParameter {
+    #[error("No command specified")]
+    NoCommand,
+    #[error("No exec command specified")]
+    NoExecCommand,
+    #[error("Invalid signal: {0}")]
+    Signal(String),
+    #[error("interactive containers and stdin are not implemented yet")]
+    Stdin,
+    #[error("terminals (-t) are not implemented yet")]
+    Tty,
+}
+
+impl From<InvalidParameter> for DaemonError {
+    fn from(what: InvalidParameter) -> Self {
+        Self::InvalidParameter { what }
+    }
+}
+
+pub type DaemonResult<T> = Result<T, DaemonError>;
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    pub cgroup_parent: String,
+}
+
+/// A container state change, broadcast to waiters (`wait`, `stop`, attach, logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerEvent {
+    Started { id: String },
+    Exited { id: String, code: i64 },
+    Removed { id: String, code: i64 },
+}
+
+impl ContainerEvent {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Started { id } | Self::Exited { id, .. } | Self::Removed { id, .. } => id,
+        }
+    }
+}
+
+pub struct Daemon<B> {
+    pub backend: Arc<B>,
+    pub store: Store,
+    pub config: DaemonConfig,
+    events: broadcast::Sender<ContainerEvent>,
+    /// Serializes state transitions of one container (start vs. its exit event vs. remove).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    execs: Mutex<HashMap<String, ExecRecord>>,
+}
+
+impl<B: Backend> Daemon<B> {
+    pub fn new(backend: Arc<B>, config: DaemonConfig) -> DaemonResult<Self> {
+        let store = Store::open(&config.data_root)?;
+        std::fs::create_dir_all(&config.exec_root).map_err(|source| DaemonError::Io {
+            op: "create",
+            path: config.exec_root.clone(),
+            source,
+        })?;
+        Ok(Self {
+            backend,
+            store,
+            config,
+            events: broadcast::channel(1024).0,
+            locks: Mutex::new(HashMap::new()),
+            execs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: ContainerEvent) {
+        // No receivers is fine: nobody is waiting.
+        let _ = self.events.send(event);
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: &str) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Resolves a user's container reference (ID, name, or unique ID prefix).
+    pub fn container(&self, reference: &str) -> DaemonResult<ContainerRecord> {
+        match self.store.resolve(reference) {
+            Resolved::Found(r) => Ok(*r),
+            Resolved::Ambiguous => Err(DaemonError::AmbiguousPrefix {
+                prefix: reference.into(),
+            }),
+            Resolved::Missing => Err(DaemonError::NoSuchContainer {
+                reference: reference.into(),
+            }),
+        }
+    }
+
+    pub fn exec_dir(&self, container_id: &str) -> PathBuf {
+        self.config.exec_root.join(container_id)
+    }
+}
+
+/// Parses docker's signal spellings: `SIGKILL`, `KILL`, `kill`, `9`.
+pub fn parse_signal(s: &str) -> DaemonResult<u32> {
+    let bad = || DaemonError::from(InvalidParameter::Signal(s.into()));
+    if let Ok(n) = s.parse::<u32>() {
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad())
+        };
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|sig| sig as u32)
+        .map_err(|_| bad())
+}
+
+fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}

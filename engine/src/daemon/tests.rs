@@ -1,0 +1,403 @@
+//! Daemon logic against the in-memory fake highd.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::api::route::WaitCondition;
+use crate::backend::fake::FakeBackend;
+use crate::record::Status;
+use crate::types::{ContainerConfig, CreateRequest, HostConfig, StrSlice};
+
+pub struct Env {
+    pub _dir: tempfile::TempDir,
+    pub fake: Arc<FakeBackend>,
+    pub daemon: Arc<Daemon<FakeBackend>>,
+}
+
+pub fn tar_with(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+pub async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeBackend::default());
+    let daemon = Arc::new(
+        Daemon::new(
+            Arc::clone(&fake),
+            DaemonConfig {
+                data_root: dir.path().join("data"),
+                exec_root: dir.path().join("exec"),
+                cgroup_parent: "/berth-test".into(),
+            },
+        )
+        .unwrap(),
+    );
+    let d = Arc::clone(&daemon);
+    tokio::spawn(async move { d.run_event_loop().await });
+    daemon
+        .import_image("busybox", "", &tar_with(&[("bin/sh", b"x")]))
+        .await
+        .unwrap();
+    Env {
+        _dir: dir,
+        fake,
+        daemon,
+    }
+}
+
+pub fn req(cmd: &[&str], auto_remove: bool) -> CreateRequest {
+    CreateRequest {
+        config: ContainerConfig {
+            image: "busybox".into(),
+            cmd: StrSlice(Some(cmd.iter().map(|s| s.to_string()).collect())),
+            ..Default::default()
+        },
+        host_config: HostConfig {
+            auto_remove,
+            ..Default::default()
+        },
+        networking_config: None,
+    }
+}
+
+/// Polls `f` until it holds, failing after a generous deadline.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn import_creates_image_snapshot_and_normalized_name() {
+    let e = env().await;
+    let img = e.daemon.image("busybox").await.unwrap();
+    assert_eq!(img.repo_tags(), ["busybox:latest"]);
+    assert!(e.fake.has_snapshot(&img.chain_id()));
+    assert_eq!(img.config.os, "linux");
+    assert!(img.runtime_config().env[0].starts_with("PATH="));
+    // By ID and by ID prefix, too.
+    assert_eq!(e.daemon.image(&img.id).await.unwrap().id, img.id);
+    assert_eq!(e.daemon.image(&img.id[7..19]).await.unwrap().id, img.id);
+    let err = e.daemon.image("nothere").await.unwrap_err();
+    assert_eq!(err.to_string(), "No such image: nothere:latest");
+    let err = e
+        .daemon
+        .import_image("x", "", b"definitely not a tar archive at all, no sir")
+        .await;
+    assert!(err.is_err());
+}
+
+#[tokio::test]
+async fn create_errors_match_dockerd() {
+    let e = env().await;
+    let mut r = req(&["true"], false);
+    r.config.image = "busybox:1.0".into();
+    let err = e.daemon.create_container(None, r).await.unwrap_err();
+    assert_eq!(err.to_string(), "No such image: busybox:1.0");
+    let id = e
+        .daemon
+        .create_container(Some("web"), req(&["true"], false))
+        .await
+        .unwrap();
+    let err = e
+        .daemon
+        .create_container(Some("web"), req(&["true"], false))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("Conflict. The container name \"/web\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")
+    );
+    let err = e
+        .daemon
+        .create_container(Some("-x"), req(&["true"], false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DaemonError::InvalidName { .. }));
+    let err = e
+        .daemon
+        .create_container(None, req(&[], false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "No command specified");
+    // Failed creates leave nothing behind.
+    assert_eq!(e.daemon.store.list().len(), 1);
+}
+
+#[tokio::test]
+async fn create_start_exit_records_state_and_spec() {
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(Some("c1"), req(&["echo", "hi"], false))
+        .await
+        .unwrap();
+    let rec = e.daemon.container("c1").unwrap();
+    assert_eq!(rec.state.status, Status::Created);
+    assert_eq!(
+        (rec.path.as_str(), rec.args.as_slice()),
+        ("echo", &["hi".to_string()][..])
+    );
+    let spec: serde_json::Value =
+        serde_json::from_slice(&e.fake.container_spec(&id).unwrap()).unwrap();
+    assert_eq!(spec["hostname"], id[..12]);
+    assert_eq!(spec["linux"]["cgroupsPath"], format!("/berth-test/{id}"));
+    assert!(std::path::Path::new(&rec.hosts_path).exists());
+
+    let wait = e
+        .daemon
+        .wait_container(&id, WaitCondition::NextExit)
+        .unwrap();
+    assert!(e.daemon.start_container(&id).await.unwrap());
+    assert!(
+        !e.daemon.start_container(&id).await.unwrap(),
+        "second start is 304"
+    );
+    let stdio = e.fake.task_stdio(&id).unwrap();
+    assert_eq!(stdio.stdout, format!("jsonfile://{}", rec.log_path));
+    assert_eq!(stdio.stdout, stdio.stderr);
+    let rec = e.daemon.container(&id[..8]).unwrap();
+    assert_eq!(rec.state.status, Status::Running);
+    assert!(rec.state.pid > 0);
+
+    e.fake.exit(&id, "", 3);
+    assert_eq!(wait.await.status_code, 3);
+    let rec = e.daemon.container(&id).unwrap();
+    assert_eq!(
+        (rec.state.status, rec.state.exit_code, rec.state.pid),
+        (Status::Exited, 3, 0)
+    );
+    assert!(rec.state.finished_at.is_some());
+    assert!(!e.fake.has_task(&id), "the exited task is deleted");
+    let out = e
+        .daemon
+        .wait_container(&id, WaitCondition::NotRunning)
+        .unwrap()
+        .await;
+    assert_eq!(out.status_code, 3);
+}
+
+#[tokio::test]
+async fn auto_remove_removes_everything_after_exit() {
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(None, req(&["true"], true))
+        .await
+        .unwrap();
+    let wait = e
+        .daemon
+        .wait_container(&id, WaitCondition::Removed)
+        .unwrap();
+    e.daemon.start_container(&id).await.unwrap();
+    e.fake.exit(&id, "", 0);
+    assert_eq!(wait.await.status_code, 0);
+    assert!(matches!(
+        e.daemon.container(&id),
+        Err(DaemonError::NoSuchContainer { .. })
+    ));
+    assert!(!e.fake.has_container(&id));
+    assert!(!e.fake.has_snapshot(&id));
+    assert!(!e.daemon.store.container_dir(&id).exists());
+}
+
+#[tokio::test]
+async fn start_failure_has_dockerds_shape_and_auto_removes() {
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(None, req(&["nope"], true))
+        .await
+        .unwrap();
+    let wait = e
+        .daemon
+        .wait_container(&id, WaitCondition::Removed)
+        .unwrap();
+    e.fake
+        .fail_next_task_create("exec: \"nope\": executable file not found in $PATH");
+    let err = e.daemon.start_container(&id).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "failed to create task for container: failed to create shim task: OCI runtime create failed: exec: \"nope\": executable file not found in $PATH: unknown"
+    );
+    assert_eq!(wait.await.status_code, 127);
+    assert!(!e.fake.has_container(&id));
+
+    let id = e
+        .daemon
+        .create_container(None, req(&["nope"], false))
+        .await
+        .unwrap();
+    e.fake.fail_next_task_create("open /x: permission denied");
+    e.daemon.start_container(&id).await.unwrap_err();
+    let rec = e.daemon.container(&id).unwrap();
+    assert_eq!(
+        (rec.state.status, rec.state.exit_code),
+        (Status::Exited, 126)
+    );
+    assert!(rec.state.error.contains("permission denied"));
+}
+
+#[tokio::test]
+async fn stop_kill_and_remove() {
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(Some("sv"), req(&["sleep", "1000"], false))
+        .await
+        .unwrap();
+    assert!(matches!(
+        e.daemon.kill_container("sv", None).await,
+        Err(DaemonError::NotRunning { .. })
+    ));
+    assert!(
+        !e.daemon.stop_container("sv", Some(1), None).await.unwrap(),
+        "stop of a created container is 304"
+    );
+    e.daemon.start_container("sv").await.unwrap();
+    let err = e.daemon.remove_container("sv", false).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot remove container \"sv\": container is running: stop the container before removing or force remove"
+    );
+    assert!(e.daemon.kill_container("sv", Some("bogus")).await.is_err());
+    e.daemon.kill_container("sv", Some("USR1")).await.unwrap();
+    let (fake, cid) = (Arc::clone(&e.fake), id.clone());
+    // The fake process "exits" on SIGTERM.
+    let stopper = tokio::spawn(async move {
+        loop {
+            if fake.kills().iter().any(|k| k.2 == 15) {
+                fake.exit(&cid, "", 143);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(e.daemon.stop_container("sv", Some(30), None).await.unwrap());
+    stopper.await.unwrap();
+    let kills: Vec<u32> = e.fake.kills().iter().map(|k| k.2).collect();
+    assert_eq!(kills, [10, 15]);
+    assert_eq!(e.daemon.container("sv").unwrap().state.exit_code, 143);
+    e.daemon.remove_container("sv", false).await.unwrap();
+    assert!(!e.fake.has_snapshot(&id));
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_after_the_timeout() {
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(None, req(&["sleep", "1000"], false))
+        .await
+        .unwrap();
+    e.daemon.start_container(&id).await.unwrap();
+    let (fake, cid) = (Arc::clone(&e.fake), id.clone());
+    let killer = tokio::spawn(async move {
+        loop {
+            if fake.kills().iter().any(|k| k.2 == 9) {
+                fake.exit(&cid, "", 137);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    e.daemon.stop_container(&id, Some(0), None).await.unwrap();
+    killer.await.unwrap();
+    assert_eq!(e.daemon.container(&id).unwrap().state.exit_code, 137);
+}
+
+#[tokio::test]
+async fn reconcile_keeps_running_tasks_and_records_missed_exits() {
+    let e = env().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = e
+            .daemon
+            .create_container(None, req(&["sleep", "1"], false))
+            .await
+            .unwrap();
+        e.daemon.start_container(&id).await.unwrap();
+        ids.push(id);
+    }
+    // A new engine over the same data root, while highd changed underneath it.
+    let dir = e.daemon.config.clone();
+    let fresh = Daemon::new(Arc::clone(&e.fake), dir).unwrap();
+    // ids[1] exited while the engine was down; nobody deleted its task.
+    e.fake.exit(&ids[1], "", 7);
+    e.fake.forget_task(&ids[2]);
+    fresh.reconcile().await.unwrap();
+    let r0 = fresh.container(&ids[0]).unwrap();
+    assert_eq!(r0.state.status, Status::Running);
+    assert!(r0.state.pid > 0);
+    assert!(e.fake.kills().is_empty(), "reconcile never kills");
+    let r1 = fresh.container(&ids[1]).unwrap();
+    assert_eq!((r1.state.status, r1.state.exit_code), (Status::Exited, 7));
+    assert!(!e.fake.has_task(&ids[1]));
+    let r2 = fresh.container(&ids[2]).unwrap();
+    assert_eq!((r2.state.status, r2.state.exit_code), (Status::Exited, 255));
+}
+
+#[tokio::test]
+async fn exec_lifecycle() {
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(None, req(&["sleep", "1000"], false))
+        .await
+        .unwrap();
+    let exec_cfg = crate::types::ExecConfig {
+        cmd: StrSlice(Some(vec!["true".into()])),
+        ..Default::default()
+    };
+    assert!(matches!(
+        e.daemon.create_exec(&id, exec_cfg.clone()),
+        Err(DaemonError::NotRunning { .. })
+    ));
+    e.daemon.start_container(&id).await.unwrap();
+    let empty = crate::types::ExecConfig::default();
+    assert_eq!(
+        e.daemon.create_exec(&id, empty).unwrap_err().to_string(),
+        "No exec command specified"
+    );
+    let exec_id = e.daemon.create_exec(&id, exec_cfg).unwrap();
+    assert!(e.daemon.start_exec(&exec_id, true).await.unwrap().is_none());
+    assert!(e.daemon.exec(&exec_id).unwrap().running);
+    e.fake.exit(&id, &exec_id, 4);
+    let d = Arc::clone(&e.daemon);
+    let x = exec_id.clone();
+    eventually("exec exit code", move || {
+        d.exec(&x).unwrap().exit_code == Some(4)
+    })
+    .await;
+    assert!(!e.daemon.exec(&exec_id).unwrap().running);
+    assert!(matches!(
+        e.daemon.exec("nope"),
+        Err(DaemonError::NoSuchExec { .. })
+    ));
+}
+
+#[test]
+fn signals() {
+    assert_eq!(parse_signal("SIGKILL").unwrap(), 9);
+    assert_eq!(parse_signal("term").unwrap(), 15);
+    assert_eq!(parse_signal("10").unwrap(), 10);
+    assert!(parse_signal("0").is_err());
+    assert_eq!(
+        parse_signal("SIGBOGUS").unwrap_err().to_string(),
+        "Invalid signal: SIGBOGUS"
+    );
+}

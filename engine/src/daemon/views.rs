@@ -1,0 +1,146 @@
+//! The JSON dockerd answers for inspect and list calls, built from records.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use super::images::ImageView;
+use super::lifecycle::human_duration;
+use crate::record::{ContainerRecord, Status};
+
+/// Go's zero time, which dockerd prints for "never".
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || ZERO_TIME.to_string(),
+        |t| t.to_rfc3339_opts(SecondsFormat::Nanos, true),
+    )
+}
+
+/// `docker ps` status text.
+pub fn status_text(rec: &ContainerRecord, now: DateTime<Utc>) -> String {
+    let s = &rec.state;
+    match s.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", human_duration(now - s.started_at.unwrap_or(now))),
+        Status::Exited if s.finished_at.is_none() => format!("Exited ({})", s.exit_code),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            s.exit_code,
+            human_duration(now - s.finished_at.unwrap_or(now))
+        ),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+/// `GET /containers/json` entry.
+pub fn container_summary(rec: &ContainerRecord, now: DateTime<Utc>) -> Value {
+    let mut command = rec.path.clone();
+    for a in &rec.args {
+        command.push(' ');
+        command.push_str(a);
+    }
+    json!({
+        "Id": rec.id,
+        "Names": [rec.name],
+        "Image": rec.config.image,
+        "ImageID": rec.image,
+        "Command": command,
+        "Created": rec.created.timestamp(),
+        "Ports": [],
+        "Labels": rec.config.labels,
+        "State": rec.state.status.as_str(),
+        "Status": status_text(rec, now),
+        "HostConfig": {"NetworkMode": if rec.host_config.network_mode.is_empty() { "default" } else { &rec.host_config.network_mode }},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": [],
+    })
+}
+
+/// `GET /containers/{id}/json`.
+pub fn container_inspect(rec: &ContainerRecord) -> Value {
+    let s = &rec.state;
+    json!({
+        "Id": rec.id,
+        "Created": time(Some(rec.created)),
+        "Path": rec.path,
+        "Args": rec.args,
+        "State": {
+            "Status": s.status.as_str(),
+            "Running": s.status == Status::Running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": s.oom_killed,
+            "Dead": s.status == Status::Dead,
+            "Pid": s.pid,
+            "ExitCode": s.exit_code,
+            "Error": s.error,
+            "StartedAt": time(s.started_at),
+            "FinishedAt": time(s.finished_at),
+        },
+        "Image": rec.image,
+        "ResolvConfPath": rec.resolv_conf_path,
+        "HostnamePath": rec.hostname_path,
+        "HostsPath": rec.hosts_path,
+        "LogPath": rec.log_path,
+        "Name": rec.name,
+        "RestartCount": rec.restart_count,
+        "Driver": "overlayfs",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": null,
+        "HostConfig": rec.host_config,
+        "GraphDriver": {"Name": "overlayfs", "Data": null},
+        "Mounts": [],
+        "Config": rec.config,
+        "NetworkSettings": {"Networks": {}, "Ports": {}, "SandboxKey": ""},
+    })
+}
+
+/// `GET /images/json` entry.
+pub fn image_summary(img: &ImageView) -> Value {
+    json!({
+        "Id": img.id,
+        "ParentId": "",
+        "RepoTags": img.repo_tags(),
+        "RepoDigests": [],
+        "Created": created(img).map_or(0, |t| t.timestamp()),
+        "Size": img.size(),
+        "SharedSize": -1,
+        "Labels": img.runtime_config().labels,
+        "Containers": -1,
+    })
+}
+
+fn created(img: &ImageView) -> Option<DateTime<Utc>> {
+    img.config
+        .created
+        .as_deref()
+        .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .or(img.created_at)
+}
+
+/// `GET /images/{name}/json`.
+pub fn image_inspect(img: &ImageView) -> Value {
+    json!({
+        "Id": img.id,
+        "RepoTags": img.repo_tags(),
+        "RepoDigests": [],
+        "Parent": "",
+        "Comment": "",
+        "Created": time(created(img)),
+        "DockerVersion": "",
+        "Author": "",
+        "Config": img.config.config,
+        "Architecture": img.config.architecture,
+        "Os": img.config.os,
+        "Size": img.size(),
+        "GraphDriver": {"Name": "overlayfs", "Data": null},
+        "RootFS": {"Type": "layers", "Layers": img.config.rootfs.diff_ids},
+        "Metadata": {"LastTagTime": time(img.created_at)},
+    })
+}

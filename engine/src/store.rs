@@ -1,0 +1,230 @@
+//! Container records on disk (`<data-root>/containers/<id>/config.v2.json`, written
+//! atomically) with the in-memory name and ID index used to resolve references.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::record::{ContainerRecord, RECORD_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("decode {path}: {source}")]
+    Decode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("container record {path} has version {found}, this engine reads {RECORD_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("no container record for {id}")]
+    Missing { id: String },
+}
+
+/// Writes `data` to `path` so a crash leaves the old or the new content, never a torn
+/// file: temp file in the same directory, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), std::io::Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// How a user's container reference resolved.
+#[derive(Debug)]
+pub enum Resolved {
+    Found(Box<ContainerRecord>),
+    Ambiguous,
+    Missing,
+}
+
+#[derive(Default)]
+struct Index {
+    records: HashMap<String, ContainerRecord>,
+    /// name without slash → id
+    names: HashMap<String, String>,
+}
+
+pub struct Store {
+    root: PathBuf,
+    index: Mutex<Index>,
+}
+
+impl Store {
+    /// Loads every record under `<root>/containers`. Directories without a readable record
+    /// (a crash between mkdir and the first write) are removed: nothing was acknowledged.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let dir = root.join("containers");
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut index = Index::default();
+        let entries = std::fs::read_dir(&dir).map_err(|source| StoreError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path().join("config.v2.json");
+            match std::fs::read(&path) {
+                Ok(data) => {
+                    let rec: ContainerRecord =
+                        serde_json::from_slice(&data).map_err(|source| StoreError::Decode {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    if rec.record_version != RECORD_VERSION {
+                        return Err(StoreError::Version {
+                            path,
+                            found: rec.record_version,
+                        });
+                    }
+                    index
+                        .names
+                        .insert(rec.name.trim_start_matches('/').into(), rec.id.clone());
+                    index.records.insert(rec.id.clone(), rec);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(dir = %entry.path().display(), "removing container directory without a record");
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+                Err(source) => return Err(StoreError::Read { path, source }),
+            }
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            index: Mutex::new(index),
+        })
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        // A panic while holding the lock leaves the index as consistent as the last
+        // completed operation, so keep serving.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `name` for `id`; returns the holder's ID on conflict.
+    pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), String> {
+        let mut idx = self.lock();
+        if let Some(holder) = idx.names.get(name) {
+            return Err(holder.clone());
+        }
+        idx.names.insert(name.into(), id.into());
+        Ok(())
+    }
+
+    pub fn release_name(&self, name: &str, id: &str) {
+        let mut idx = self.lock();
+        if idx.names.get(name).is_some_and(|h| h == id) {
+            idx.names.remove(name);
+        }
+    }
+
+    fn persist(&self, rec: &ContainerRecord) -> Result<(), StoreError> {
+        let dir = self.container_dir(&rec.id);
+        let path = dir.join("config.v2.json");
+        let write_err = |source| StoreError::Write {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(write_err)?;
+        // Serializing our own types cannot fail.
+        let data = serde_json::to_vec_pretty(rec).unwrap_or_default();
+        write_atomic(&path, &data).map_err(write_err)
+    }
+
+    /// Persists a new record and indexes it (its name must be reserved).
+    pub fn insert(&self, rec: ContainerRecord) -> Result<(), StoreError> {
+        self.persist(&rec)?;
+        self.lock().records.insert(rec.id.clone(), rec);
+        Ok(())
+    }
+
+    /// Applies `f` to the record and persists it before anyone sees the change.
+    pub fn update(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord, StoreError> {
+        let mut idx = self.lock();
+        let mut rec = idx
+            .records
+            .get(id)
+            .cloned()
+            .ok_or_else(|| StoreError::Missing { id: id.into() })?;
+        f(&mut rec);
+        self.persist(&rec)?;
+        idx.records.insert(id.into(), rec.clone());
+        Ok(rec)
+    }
+
+    /// Removes the record and everything in its directory (logs, hosts, ...).
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let dir = self.container_dir(id);
+        let mut idx = self.lock();
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Write { path: dir, source }),
+        }
+        if let Some(rec) = idx.records.remove(id) {
+            let name = rec.name.trim_start_matches('/');
+            if idx.names.get(name).is_some_and(|h| h == id) {
+                idx.names.remove(name);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<ContainerRecord> {
+        self.lock().records.get(id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<ContainerRecord> {
+        self.lock().records.values().cloned().collect()
+    }
+
+    /// dockerd's order: full ID, then name, then a unique ID prefix.
+    pub fn resolve(&self, reference: &str) -> Resolved {
+        let idx = self.lock();
+        if reference.is_empty() {
+            return Resolved::Missing;
+        }
+        if let Some(r) = idx.records.get(reference) {
+            return Resolved::Found(Box::new(r.clone()));
+        }
+        let name = reference.strip_prefix('/').unwrap_or(reference);
+        if let Some(r) = idx.names.get(name).and_then(|id| idx.records.get(id)) {
+            return Resolved::Found(Box::new(r.clone()));
+        }
+        let mut matches = idx.records.values().filter(|r| r.id.starts_with(reference));
+        match (matches.next(), matches.next()) {
+            (Some(r), None) => Resolved::Found(Box::new(r.clone())),
+            (Some(_), Some(_)) => Resolved::Ambiguous,
+            _ => Resolved::Missing,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
