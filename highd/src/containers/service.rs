@@ -259,10 +259,9 @@ impl Containers for ContainersService {
         let ns = namespace(&req)?;
         let id = req.into_inner().id;
         validate_id(&id)?;
-        if self.tasks.exists(&ns, &id) {
-            return Err(ContainerError::HasTask { id }.into());
-        }
-        self.store.delete(&ns, &id)?;
+        self.tasks
+            .unless_task(&ns, &id, || self.store.delete(&ns, &id))
+            .ok_or_else(|| ContainerError::HasTask { id: id.clone() })??;
         self.events
             .emit(&ns, "/containers/delete", pack(&ContainerDelete { id }));
         Ok(Response::new(()))

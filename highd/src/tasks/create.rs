@@ -83,42 +83,46 @@ impl TaskManager {
                 what: "runtime_path (configure runtimes in the config file)",
             });
         }
-        let container = self
-            .containers
-            .get(ns, &id)?
-            .ok_or_else(|| TaskError::ContainerNotFound { id: id.clone() })?;
-        let spec = container
-            .spec
-            .as_ref()
-            .ok_or_else(|| TaskError::NoSpec { id: id.clone() })?;
-        let spec =
-            hex::decode(&spec.value_hex).map_err(|_| TaskError::NoSpec { id: id.clone() })?;
-        let runtime = self
-            .cfg
-            .runtimes
-            .get(&container.runtime_name)
-            .ok_or_else(|| TaskError::UnknownRuntime {
-                name: container.runtime_name.clone(),
-                known: self
-                    .cfg
-                    .runtimes
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
-        let runtime_root = self.cfg.runtime_root(runtime, ns);
-
         let key = (ns.to_string(), id.clone());
-        {
+        let container = {
+            // Read the record under the registry lock: containers.Delete checks for a
+            // task under the same lock, so the container cannot vanish in between.
             let mut reg = self.registry();
+            let container = self
+                .containers
+                .get(ns, &id)?
+                .ok_or_else(|| TaskError::ContainerNotFound { id: id.clone() })?;
             if reg.tasks.contains_key(&key) || !reg.creating.insert(key.clone()) {
                 return Err(TaskError::AlreadyExists { id });
             }
+            container
+        };
+        let result = async {
+            let spec = container
+                .spec
+                .as_ref()
+                .ok_or_else(|| TaskError::NoSpec { id: id.clone() })?;
+            let spec =
+                hex::decode(&spec.value_hex).map_err(|_| TaskError::NoSpec { id: id.clone() })?;
+            let runtime = self
+                .cfg
+                .runtimes
+                .get(&container.runtime_name)
+                .ok_or_else(|| TaskError::UnknownRuntime {
+                    name: container.runtime_name.clone(),
+                    known: self
+                        .cfg
+                        .runtimes
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            let runtime_root = self.cfg.runtime_root(runtime, ns);
+            self.create_locked(ns, &id, &spec, runtime, runtime_root, &req, &container)
+                .await
         }
-        let result = self
-            .create_locked(ns, &id, &spec, runtime, runtime_root, &req, &container)
-            .await;
+        .await;
         let mut reg = self.registry();
         reg.creating.remove(&key);
         let task = result?;

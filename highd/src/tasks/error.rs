@@ -22,6 +22,8 @@ pub enum TaskError {
     InvalidArgument { what: &'static str, reason: String },
     #[error("{what} is not implemented by berth-highd")]
     Unimplemented { what: &'static str },
+    #[error("the shim of task {id} did not answer within {seconds}s")]
+    Unresponsive { id: String, seconds: u64 },
     #[error("process already finished: the shim of task {id} is gone")]
     ShimGone { id: String },
     #[error("task {id}")]
@@ -67,6 +69,7 @@ impl From<TaskError> for tonic::Status {
                 ..
             } => Code::InvalidArgument,
             TaskError::Unimplemented { .. } => Code::Unimplemented,
+            TaskError::Unresponsive { .. } => Code::DeadlineExceeded,
             TaskError::Bundle { .. } | TaskError::RuntimeRoot { .. } | TaskError::Shim { .. } => {
                 Code::Internal
             }

@@ -156,11 +156,15 @@ impl TaskManager {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True if a task exists (or is being created) for the container.
-    pub fn exists(&self, ns: &str, id: &str) -> bool {
+    /// Runs `f` (a containers-table delete) only if the container has no task, with
+    /// task creation locked out meanwhile; `None` if there is a task.
+    pub fn unless_task<R>(&self, ns: &str, id: &str, f: impl FnOnce() -> R) -> Option<R> {
         let key = (ns.to_string(), id.to_string());
         let reg = self.registry();
-        reg.tasks.contains_key(&key) || reg.creating.contains(&key)
+        if reg.tasks.contains_key(&key) || reg.creating.contains(&key) {
+            return None;
+        }
+        Some(f())
     }
 
     fn task(&self, ns: &str, id: &str) -> Result<Arc<Task>, TaskError> {

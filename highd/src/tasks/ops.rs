@@ -1,10 +1,16 @@
 //! Operations on an existing task: each is one call to its shim.
 
+use std::time::Duration;
+
 use berth_proto::containerd::services::tasks::v1 as api;
 use berth_proto::containerd::task::v2 as shim;
 use berth_proto::containerd::v1::types::{Process, ProcessInfo};
 
 use super::{Task, TaskError, TaskManager};
+
+/// State is answered from the shim's memory; a shim slower than this is stuck, and one
+/// stuck shim must not hang tasks.List for everyone.
+const STATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn check_exec_id(exec_id: &str) -> Result<(), TaskError> {
     berth_proto::namespace::validate_identifier(exec_id).map_err(|e| TaskError::InvalidArgument {
@@ -40,7 +46,14 @@ impl TaskManager {
             id: task.id.clone(),
             exec_id: exec_id.to_string(),
         };
-        match shim.rpc().state(req).await {
+        let mut rpc = shim.rpc();
+        let Ok(state) = tokio::time::timeout(STATE_TIMEOUT, rpc.state(req)).await else {
+            return Err(TaskError::Unresponsive {
+                id: task.id.clone(),
+                seconds: STATE_TIMEOUT.as_secs(),
+            });
+        };
+        match state {
             Ok(r) => {
                 let s = r.into_inner();
                 Ok(Process {
