@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,9 @@ pub struct ContentStore {
     db: Db,
     /// Refs with a live writer, as "ns/ref": containerd allows one writer per ref.
     locks: Arc<Mutex<HashSet<String>>>,
+    /// Commits hold it shared from rename to DB record; blob sweeps hold it exclusively, so
+    /// a sweep never sees a renamed-in blob whose record is not written yet.
+    blob_lock: Arc<RwLock<()>>,
 }
 
 impl ContentStore {
@@ -144,6 +147,7 @@ impl ContentStore {
             root,
             db,
             locks: Arc::default(),
+            blob_lock: Arc::default(),
         })
     }
 
@@ -252,23 +256,52 @@ impl ContentStore {
 
     /// Deletes the blob file if no namespace has a record of it.
     pub fn remove_blob_if_unused(&self, digest: &str) -> Result<(), StoreError> {
-        let used = self.db.view(|tx| -> Result<bool, StoreError> {
-            for ns in tx.namespaces(CONTENT)? {
-                if tx.get::<ContentRecord>(CONTENT, &ns, digest)?.is_some() {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        })?;
-        if !used {
-            let path = self.blob_path(digest)?;
-            match std::fs::remove_file(&path) {
-                Ok(()) => tracing::debug!(%digest, "removed unreferenced blob"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("remove blob", &path)(e)),
-            }
+        let _sweep = self.blob_lock.write().unwrap_or_else(|p| p.into_inner());
+        if !self.recorded()?.contains(digest) {
+            self.remove_blob(digest)?;
         }
         Ok(())
+    }
+
+    /// Deletes every blob file no namespace has a record of; returns how many.
+    pub fn remove_unreferenced_blobs(&self) -> Result<usize, StoreError> {
+        let _sweep = self.blob_lock.write().unwrap_or_else(|p| p.into_inner());
+        let recorded = self.recorded()?;
+        let mut n = 0;
+        for d in self.blobs_on_disk()? {
+            if !recorded.contains(&d) {
+                self.remove_blob(&d)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Digests some namespace has a record of.
+    fn recorded(&self) -> Result<HashSet<String>, StoreError> {
+        self.db.view(|tx| {
+            let mut all = HashSet::new();
+            for ns in tx.namespaces(CONTENT)? {
+                all.extend(
+                    tx.list::<ContentRecord>(CONTENT, &ns)?
+                        .into_iter()
+                        .map(|(d, _)| d),
+                );
+            }
+            Ok(all)
+        })
+    }
+
+    fn remove_blob(&self, digest: &str) -> Result<(), StoreError> {
+        let path = self.blob_path(digest)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::debug!(%digest, "removed unreferenced blob");
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("remove blob", &path)(e)),
+        }
     }
 
     /// Digests of all blobs on disk.
@@ -278,7 +311,10 @@ impl ContentStore {
         for e in std::fs::read_dir(&dir).map_err(StoreError::io("read directory", &dir))? {
             let e = e.map_err(StoreError::io("read directory", &dir))?;
             if let Some(name) = e.file_name().to_str() {
-                out.push(format!("sha256:{name}"));
+                let d = format!("sha256:{name}");
+                if digest_hex(&d).is_ok() {
+                    out.push(d);
+                }
             }
         }
         Ok(out)

@@ -357,6 +357,7 @@ impl Writer {
             });
         }
         let blob = store.blob_path(&actual)?;
+        let _publishing = store.blob_lock.read().unwrap_or_else(|p| p.into_inner());
         let exists_here = store
             .db
             .get::<ContentRecord>(CONTENT, &self.ns, &actual)?
@@ -395,6 +396,7 @@ impl Writer {
             {
                 return Err(StoreError::exists("content", &actual));
             }
+            crate::namespaces::ensure(tx, &self.ns)?;
             tx.put(CONTENT, &self.ns, &actual, &rec)?;
             Ok(())
         })?;

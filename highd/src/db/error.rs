@@ -116,6 +116,8 @@ pub enum StoreError {
     },
     #[error("metadata database")]
     Db(#[from] DbError),
+    #[error("storage worker failed")]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 impl StoreError {
@@ -178,7 +180,8 @@ impl StoreError {
             StoreError::Io { .. }
             | StoreError::Sys { .. }
             | StoreError::Layer { .. }
-            | StoreError::Db(_) => Code::Internal,
+            | StoreError::Db(_)
+            | StoreError::Worker(_) => Code::Internal,
         }
     }
 }

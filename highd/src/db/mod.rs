@@ -286,5 +286,31 @@ impl WriteTxn {
     }
 }
 
+/// Runs blocking storage work (DB commits, file I/O) off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// A protobuf timestamp of `t`.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A time from an optional protobuf timestamp (unset or invalid: now).
+pub fn from_timestamp(t: Option<&prost_types::Timestamp>) -> chrono::DateTime<chrono::Utc> {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+        .unwrap_or_else(chrono::Utc::now)
+}
+
+/// The paths of an optional field mask.
+pub fn mask_paths(mask: Option<prost_types::FieldMask>) -> Vec<String> {
+    mask.map(|m| m.paths).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests;

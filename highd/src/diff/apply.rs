@@ -57,12 +57,10 @@ pub(crate) fn apply_tar(layers: &Layers, reader: impl Read) -> Result<(), StoreE
                 remove_any(&path, &md)?;
             }
         }
-        let mode = header.mode().map_err(tar_err)?;
-        let (uid, gid) = (
-            header.uid().map_err(tar_err)?,
-            header.gid().map_err(tar_err)?,
-        );
-        let mtime = i64::try_from(header.mtime().map_err(tar_err)?).unwrap_or(0);
+        // Like Go's archive/tar (containerd), empty numeric fields read as zero.
+        let mode = header.mode().unwrap_or(0o644);
+        let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+        let mtime = i64::try_from(header.mtime().unwrap_or(0)).unwrap_or(0);
         let as_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         if kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse() {
             let mut f =

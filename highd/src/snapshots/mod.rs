@@ -245,6 +245,7 @@ impl Snapshotter {
             self.db.update(|tx| {
                 // Re-checked: the parent may have gone while the directory was made.
                 Self::check_new(tx, ns, key, parent)?;
+                crate::namespaces::ensure(tx, ns)?;
                 tx.put(SNAPSHOTS, ns, key, &rec)?;
                 Ok(())
             })
