@@ -27,6 +27,8 @@ use crate::prereq;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client command may run before it counts as hung.
 const CMD_TIMEOUT: Duration = Duration::from_secs(90);
+/// The daemons' `--log-level` (an EnvFilter directive list).
+const LOG_FILTER: &str = "debug,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info";
 /// Lines of each daemon log kept for the failure report.
 const LOG_TAIL_LINES: usize = 60;
 
@@ -185,7 +187,8 @@ impl Stack {
                 .arg("--cgroup-parent")
                 .arg(format!("/{}", self.cgroup_name)),
         };
-        cmd.arg("--log-level").arg("debug");
+        // Debug for Berth's own crates; the gRPC/HTTP plumbing at debug drowns everything.
+        cmd.arg("--log-level").arg(LOG_FILTER);
         cmd
     }
 

@@ -40,7 +40,7 @@ fn unknown_container() -> Result<()> {
 }
 
 fn malformed_body() -> Result<()> {
-    let s = Stack::with_busybox()?;
+    let s = Stack::start()?;
     let sock = s.engine_sock();
     for body in [&b"{not json"[..], br#"{"Image": 5}"#] {
         let r = http::request(&sock, "POST", "/v1.50/containers/create", body)?;
