@@ -55,6 +55,10 @@ async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("read request body: {e}")))
 }
 
+fn log_error(e: crate::jsonlog::JsonLogError) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
 fn no_content() -> Response<Body> {
     let mut r = Response::new(empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
@@ -190,12 +194,12 @@ async fn dispatch<B: Backend>(
             if opts.stdin {
                 return Err(DaemonError::from(daemon::InvalidParameter::Stdin).into());
             }
-            let rx = streams::attach(Arc::clone(&d), rec.id, opts);
+            let rx = streams::attach(Arc::clone(&d), &rec, opts).map_err(log_error)?;
             hijack(req, rx)
         }
         Route::ContainerLogs { id, opts } => {
             let rec = d.container(&id)?;
-            let rx = streams::logs(Arc::clone(&d), rec.id, opts);
+            let rx = streams::logs(Arc::clone(&d), &rec, opts).map_err(log_error)?;
             let mut r = Response::new(channel_body(rx));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -84,3 +84,6 @@ pub async fn serve<B: Backend>(
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

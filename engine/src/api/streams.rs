@@ -11,8 +11,8 @@ use tokio::sync::{broadcast, mpsc};
 use super::route::{AttachOptions, LogOptions};
 use crate::backend::Backend;
 use crate::daemon::{ContainerEvent, Daemon};
-use crate::jsonlog::{self, Follower, LogEntry};
-use crate::record::Status;
+use crate::jsonlog::{self, Follower, JsonLogError, LogEntry};
+use crate::record::{ContainerRecord, Status};
 use crate::stdcopy::{frame, StdStream};
 
 /// How often a followed log file is re-read while the container runs.
@@ -98,86 +98,60 @@ async fn follow<B: Backend>(
 }
 
 /// `POST /containers/{id}/attach` output. Streaming attach ends after the container's
-/// next exit (the CLI attaches before it starts the container).
+/// next exit (the CLI attaches before it starts the container). The log position is taken
+/// before this returns, so output of a start that follows the response is never missed.
 pub fn attach<B: Backend>(
     daemon: Arc<Daemon<B>>,
-    id: String,
+    rec: &ContainerRecord,
     opts: AttachOptions,
-) -> mpsc::Receiver<Bytes> {
+) -> Result<mpsc::Receiver<Bytes>, JsonLogError> {
     let (tx, rx) = mpsc::channel(64);
     let f = Filter {
         stdout: opts.stdout,
         stderr: opts.stderr,
         timestamps: false,
     };
+    let events = daemon.subscribe();
+    let path = std::path::PathBuf::from(&rec.log_path);
+    let (replay, follower) = if opts.logs {
+        jsonlog::read_all(&path, None)?
+    } else {
+        (Vec::new(), Follower::from_end(&path)?)
+    };
+    let id = rec.id.clone();
+    let running = rec.state.status.is_running();
     tokio::spawn(async move {
-        let events = daemon.subscribe();
-        let Some(rec) = daemon.store.get(&id) else {
-            return;
-        };
-        let path = std::path::PathBuf::from(&rec.log_path);
-        let follower = if opts.logs {
-            match jsonlog::read_all(&path, None) {
-                Ok((entries, follower)) => {
-                    if !send_all(&tx, &entries, f).await {
-                        return;
-                    }
-                    follower
-                }
-                Err(e) => {
-                    tracing::warn!(%id, error = %e, "reading logs for attach failed");
-                    return;
-                }
-            }
-        } else {
-            match Follower::from_end(&path) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!(%id, error = %e, "following logs for attach failed");
-                    return;
-                }
-            }
-        };
-        if !opts.stream {
+        if !send_all(&tx, &replay, f).await || !opts.stream {
             return;
         }
-        let running = rec.state.status.is_running();
         follow(&daemon, &id, follower, events, &tx, f, running).await;
     });
-    rx
+    Ok(rx)
 }
 
 /// `GET /containers/{id}/logs` output.
 pub fn logs<B: Backend>(
     daemon: Arc<Daemon<B>>,
-    id: String,
+    rec: &ContainerRecord,
     opts: LogOptions,
-) -> mpsc::Receiver<Bytes> {
+) -> Result<mpsc::Receiver<Bytes>, JsonLogError> {
     let (tx, rx) = mpsc::channel(64);
     let f = Filter {
         stdout: opts.stdout,
         stderr: opts.stderr,
         timestamps: opts.timestamps,
     };
+    let events = daemon.subscribe();
+    let (entries, follower) = jsonlog::read_all(std::path::Path::new(&rec.log_path), opts.tail)?;
+    let id = rec.id.clone();
+    let follow_on = opts.follow && rec.state.status == Status::Running;
     tokio::spawn(async move {
-        let events = daemon.subscribe();
-        let Some(rec) = daemon.store.get(&id) else {
-            return;
-        };
-        let (entries, follower) =
-            match jsonlog::read_all(std::path::Path::new(&rec.log_path), opts.tail) {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(%id, error = %e, "reading logs failed");
-                    return;
-                }
-            };
         if !send_all(&tx, &entries, f).await {
             return;
         }
-        if opts.follow && rec.state.status == Status::Running {
+        if follow_on {
             follow(&daemon, &id, follower, events, &tx, f, true).await;
         }
     });
-    rx
+    Ok(rx)
 }

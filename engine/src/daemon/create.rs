@@ -2,6 +2,7 @@
 //! container.
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use chrono::Utc;
@@ -187,6 +188,19 @@ impl<B: Backend> Daemon<B> {
             let _ = self.backend.snapshot_remove(id).await;
             return Err(e.into());
         }
+        // The log exists from now on, so an attach made before start holds it open and
+        // reads everything even if `--rm` unlinks it right after a fast exit.
+        let log_path = dir.join(format!("{id}-json.log"));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&log_path)
+            .map_err(|source| DaemonError::Io {
+                op: "create",
+                path: log_path.clone(),
+                source,
+            })?;
         let record = ContainerRecord {
             record_version: RECORD_VERSION,
             id: id.into(),

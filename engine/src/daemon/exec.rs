@@ -243,3 +243,42 @@ impl<B: Backend> Daemon<B> {
         Ok((!detach).then_some(rx))
     }
 }
+
+#[cfg(test)]
+mod fifo_tests {
+    use super::*;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn pump_waits_for_the_writer_and_ends_at_its_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x-stdout");
+        mkfifo(&path).unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let pumping = tokio::spawn(pump(path.clone(), StdStream::Stderr, tx));
+        // No writer yet: the pump must wait rather than report EOF.
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_err());
+        let writer_path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(writer_path)
+                .unwrap();
+            w.write_all(b"hi\n").unwrap();
+        })
+        .await
+        .unwrap();
+        let got = rx.recv().await.unwrap();
+        assert_eq!(
+            crate::stdcopy::demux(&got).unwrap(),
+            vec![(2, b"hi\n".to_vec())]
+        );
+        assert!(
+            rx.recv().await.is_none(),
+            "the stream ends once the writer closed"
+        );
+        pumping.await.unwrap();
+        assert!(!path.exists(), "the fifo is removed after use");
+    }
+}
