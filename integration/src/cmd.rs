@@ -59,12 +59,26 @@ impl std::fmt::Display for Output {
 }
 
 /// Runs `cmd` with its output in `scratch`, killing it (by PID) after `timeout`.
-pub fn run(mut cmd: Command, scratch: &Path, timeout: Duration) -> Result<Output> {
+pub fn run(cmd: Command, scratch: &Path, timeout: Duration) -> Result<Output> {
+    run_with_stdin(cmd, None, scratch, timeout)
+}
+
+/// Like [`run`], with stdin read from the file `stdin` (else /dev/null).
+pub fn run_with_stdin(
+    mut cmd: Command,
+    stdin: Option<&Path>,
+    scratch: &Path,
+    timeout: Duration,
+) -> Result<Output> {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let out_path = scratch.join(format!("cmd-{n}.out"));
     let err_path = scratch.join(format!("cmd-{n}.err"));
     let command = describe(&cmd);
-    cmd.stdin(Stdio::null())
+    let stdin = match stdin {
+        Some(p) => Stdio::from(File::open(p).with_context(|| format!("open {}", p.display()))?),
+        None => Stdio::null(),
+    };
+    cmd.stdin(stdin)
         .stdout(File::create(&out_path).context("create stdout file")?)
         .stderr(File::create(&err_path).context("create stderr file")?);
     let mut child = cmd.spawn().with_context(|| format!("spawn `{command}`"))?;

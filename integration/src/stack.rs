@@ -314,11 +314,16 @@ impl Stack {
 
     /// Runs the `berth` CLI against this stack (host given through `BERTH_HOST`).
     pub fn berth(&self, args: &[&str]) -> Result<Output> {
+        self.berth_with_stdin(args, None)
+    }
+
+    /// Runs `berth` with stdin read from a file.
+    pub fn berth_with_stdin(&self, args: &[&str], stdin: Option<&Path>) -> Result<Output> {
         let mut cmd = Command::new(self.bins.join("berth"));
         cmd.args(args)
             .env("BERTH_HOST", self.engine_host())
             .env_remove("DOCKER_HOST");
-        cmd::run(cmd, &self.dir, CMD_TIMEOUT)
+        cmd::run_with_stdin(cmd, stdin, &self.dir, CMD_TIMEOUT)
     }
 
     /// Tears everything down; also what `Drop` does. Returns what could not be cleaned.

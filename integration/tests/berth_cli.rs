@@ -20,17 +20,22 @@ pub fn tests() -> Vec<Spec> {
     ]
 }
 
-fn import_with_berth(s: &Stack) -> Result<String> {
+/// Imports the busybox tar (from the file, or through stdin with `-`); returns the image ID.
+fn import_with_berth(s: &Stack, via_stdin: bool) -> Result<String> {
     let tar = s.busybox_tar()?;
-    let out = s
-        .berth(&["import", &tar.to_string_lossy(), "busybox"])?
-        .ok()?;
+    let out = if via_stdin {
+        s.berth_with_stdin(&["import", "-", "busybox"], Some(&tar))?
+    } else {
+        s.berth(&["import", &tar.to_string_lossy(), "busybox"])?
+    }
+    .ok()?;
+    let id = out.out().lines().last().unwrap_or("").to_string();
     ensure!(
-        out.out().starts_with("sha256:"),
+        id.starts_with("sha256:"),
         "berth import printed {:?}",
         out.out()
     );
-    Ok(out.out().to_string())
+    Ok(id)
 }
 
 fn import_images_run_ps() -> Result<()> {
@@ -38,7 +43,7 @@ fn import_images_run_ps() -> Result<()> {
     let version = s.berth(&["version"])?.ok()?;
     expect_contains("berth version", &version.stdout, "Server")?;
 
-    let image_id = import_with_berth(&s)?;
+    let image_id = import_with_berth(&s, false)?;
     let images = s.berth(&["images"])?.ok()?;
     expect_contains("berth images", &images.stdout, "REPOSITORY")?;
     expect_contains("berth images", &images.stdout, "busybox")?;
@@ -97,7 +102,7 @@ fn import_images_run_ps() -> Result<()> {
 
 fn detached_logs_stop_rm() -> Result<()> {
     let s = Stack::start()?;
-    import_with_berth(&s)?;
+    import_with_berth(&s, true)?;
     let id = container_id(
         &s.berth(&[
             "run",
