@@ -10,7 +10,7 @@ use berth_proto::containerd::task::v2::{
 };
 use berth_proto::transport::connect_unix;
 
-use crate::harness::{pid_alive, poll, skip_unless_root, FakeEvents, Fixture, SHIM};
+use crate::harness::{pid_alive, poll, skip_unless_root, FakeEvents, Fixture};
 
 fn stat_field(pid: u32, index: usize) -> Option<i64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -35,7 +35,11 @@ async fn shim_survives_its_parent_being_killed() -> anyhow::Result<()> {
         .map(|a| format!("'{}'", a.to_string_lossy()))
         .collect();
     // A parent that runs `start` and then lingers, like a daemon that will be SIGKILLed.
-    let script = format!("'{SHIM}' {} >/dev/null && exec sleep 1000", args.join(" "));
+    let script = format!(
+        "'{}' {} >/dev/null && exec sleep 1000",
+        crate::harness::shim(),
+        args.join(" ")
+    );
     let mut parent = Command::new("/bin/sh")
         .args(["-c", &script])
         .stdin(Stdio::null())

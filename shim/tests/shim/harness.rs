@@ -18,7 +18,12 @@ use berth_proto::transport::{bind_unix, connect_unix, serve_unix};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-pub const SHIM: &str = env!("CARGO_BIN_EXE_berth-shim");
+const BUILT_SHIM: &str = env!("CARGO_BIN_EXE_berth-shim");
+
+/// The shim under test: `BERTH_TEST_SHIM` (e.g. a release build), else this build's.
+pub fn shim() -> String {
+    std::env::var("BERTH_TEST_SHIM").unwrap_or_else(|_| BUILT_SHIM.to_owned())
+}
 
 /// Prints a visible skip and returns true when the test cannot run here.
 pub fn skip_unless_root(name: &str) -> bool {
@@ -129,7 +134,7 @@ impl Fixture {
     }
 
     pub fn start_command_with(&self, id: &str, runtime: &str) -> Command {
-        let mut cmd = Command::new(SHIM);
+        let mut cmd = Command::new(shim());
         cmd.arg("start")
             .args(["--namespace", "testns", "--id", id])
             .arg("--bundle")
