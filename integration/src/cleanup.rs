@@ -35,19 +35,29 @@ pub fn shim_pids(state_dir: &Path) -> Vec<i32> {
     pids
 }
 
-/// PIDs of live processes whose command line mentions `needle` (the stack's temp dir).
-pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+/// PIDs of live processes that belong to the stack in `dir`: their command line names a
+/// path under it (daemons, shims, runtimes), or their root directory is under it (container
+/// processes, should one have escaped the stack's cgroups).
+pub fn processes_under(dir: &Path) -> Vec<i32> {
+    let prefix = format!("{}/", dir.display());
+    let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| cmdline(pid).is_some_and(|c| c.contains(needle)))
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            cmdline(pid).is_some_and(|c| c.contains(&prefix))
+                || std::fs::read_link(format!("/proc/{pid}/root"))
+                    .is_ok_and(|r| r.to_string_lossy().starts_with(&prefix))
+        })
         .collect()
 }
 
-fn cmdline(pid: i32) -> Option<String> {
+/// The command line of `pid`, arguments joined by spaces.
+pub fn cmdline(pid: i32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     Some(String::from_utf8_lossy(&raw).replace('\0', " "))
 }

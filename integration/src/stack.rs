@@ -331,7 +331,7 @@ impl Stack {
         let _ = self.stop_daemon(Daemon::Engine, Signal::SIGTERM);
         let _ = self.stop_daemon(Daemon::Highd, Signal::SIGTERM);
         let mut pids = cleanup::shim_pids(&self.highd_state());
-        pids.extend(cleanup::processes_mentioning(&self.dir.to_string_lossy()));
+        pids.extend(cleanup::processes_under(&self.dir));
         for pid in pids {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }

@@ -40,14 +40,17 @@ fn nothing_left() -> Result<()> {
     s.docker(&["rm", "-f", &running, "done", &killed])?.ok()?;
     wait_no_containers(&s)?;
 
-    let dir = s.dir.to_string_lossy().into_owned();
     wait_until(
         "every shim of the stack to exit",
         Duration::from_secs(20),
         || {
-            let shims: Vec<i32> = cleanup::processes_mentioning(&dir)
+            let shims: Vec<i32> = cleanup::processes_under(&s.dir)
                 .into_iter()
-                .filter(|&p| crate::common::cmdline(p).contains("berth-shim"))
+                .filter(|&p| {
+                    cleanup::cmdline(p)
+                        .unwrap_or_default()
+                        .contains("berth-shim")
+                })
                 .collect();
             Ok(shims.is_empty().then_some(()))
         },
