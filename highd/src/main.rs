@@ -35,8 +35,21 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A bare level applies to our crates only: h2/hyper at debug drown everything else.
+    // Anything else is taken as a full tracing filter.
+    let directive = match args.log_level.as_str() {
+        l @ ("error" | "warn" | "info" | "debug" | "trace") => {
+            format!("warn,berth_highd={l},berth_proto={l}")
+        }
+        other => other.to_string(),
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&directive) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("berth-highd: invalid --log-level {:?}: {e}", args.log_level);
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

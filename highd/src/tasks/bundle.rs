@@ -53,19 +53,26 @@ impl Bundle {
         }
     }
 
-    /// Creates the directory with `config.json` (the spec, `root.path` set to "rootfs"
-    /// since the shim mounts the rootfs there) and an empty `rootfs/`. Fails if the
-    /// directory exists: a leftover belongs to a task we still track.
-    pub fn create(&self, spec_json: &[u8]) -> Result<(), BundleError> {
+    /// Creates the directory with `config.json` and an empty `rootfs/`. With rootfs
+    /// mounts, `root.path` becomes "rootfs" since the shim mounts them there; without,
+    /// an absolute `root.path` is kept (`ctr run --rootfs DIR`, as containerd does).
+    /// Fails if the directory exists: a leftover belongs to a task we still track.
+    pub fn create(&self, spec_json: &[u8], has_mounts: bool) -> Result<(), BundleError> {
         let mut spec: serde_json::Value =
             serde_json::from_slice(spec_json).map_err(|source| BundleError::SpecJson { source })?;
         let obj = spec.as_object_mut().ok_or(BundleError::SpecNotObject)?;
         let root = obj.entry("root").or_insert_with(|| serde_json::json!({}));
-        match root.as_object_mut() {
-            Some(root) => {
-                root.insert("path".into(), "rootfs".into());
+        let absolute = root
+            .get("path")
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| p.starts_with('/'));
+        if has_mounts || !absolute {
+            match root.as_object_mut() {
+                Some(root) => {
+                    root.insert("path".into(), "rootfs".into());
+                }
+                None => *root = serde_json::json!({ "path": "rootfs" }),
             }
-            None => *root = serde_json::json!({ "path": "rootfs" }),
         }
         if let Some(parent) = self.dir.parent() {
             std::fs::create_dir_all(parent).map_err(io("create", parent))?;
@@ -186,25 +193,43 @@ mod tests {
     fn create_sets_rootfs_and_cleans_up_on_bad_spec() {
         let dir = tempfile::tempdir().unwrap();
         let b = Bundle::at(dir.path(), "ns", "c1");
-        assert!(matches!(b.create(b"[1]"), Err(BundleError::SpecNotObject)));
+        assert!(matches!(
+            b.create(b"[1]", true),
+            Err(BundleError::SpecNotObject)
+        ));
         assert!(!b.dir.exists());
-        b.create(br#"{"ociVersion":"1.0.2","root":{"path":"/elsewhere","readonly":true}}"#)
-            .unwrap();
+        b.create(
+            br#"{"ociVersion":"1.0.2","root":{"path":"/elsewhere","readonly":true}}"#,
+            true,
+        )
+        .unwrap();
         let spec: serde_json::Value =
             serde_json::from_slice(&std::fs::read(b.dir.join("config.json")).unwrap()).unwrap();
         assert_eq!(spec["root"]["path"], "rootfs");
         assert_eq!(spec["root"]["readonly"], true);
         assert!(b.dir.join("rootfs").is_dir());
-        assert!(b.create(b"{}").is_err(), "existing dir must not be reused");
+        assert!(
+            b.create(b"{}", true).is_err(),
+            "existing dir must not be reused"
+        );
         b.remove().unwrap();
         assert!(!b.dir.exists());
+        b.create(br#"{"root":{"path":"/elsewhere"}}"#, false)
+            .unwrap();
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(b.dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(
+            spec["root"]["path"], "/elsewhere",
+            "no mounts: keep the given root"
+        );
+        b.remove().unwrap();
     }
 
     #[test]
     fn reads_shim_files() {
         let dir = tempfile::tempdir().unwrap();
         let b = Bundle::at(dir.path(), "ns", "c2");
-        b.create(b"{}").unwrap();
+        b.create(b"{}", false).unwrap();
         assert_eq!(b.address(), None);
         assert_eq!(b.exit_record(), None);
         std::fs::write(b.dir.join("address"), "unix:///tmp/x.sock\n").unwrap();

@@ -146,10 +146,12 @@ impl TaskManager {
         container: &crate::containers::Record,
     ) -> Result<Arc<Task>, TaskError> {
         let bundle = Bundle::at(&self.cfg.state, ns, id);
-        bundle.create(spec).map_err(|source| TaskError::Bundle {
-            id: id.to_string(),
-            source,
-        })?;
+        bundle
+            .create(spec, !req.rootfs.is_empty())
+            .map_err(|source| TaskError::Bundle {
+                id: id.to_string(),
+                source,
+            })?;
         let mut cleanup = Cleanup {
             bundle: &bundle,
             shim: None,

@@ -272,3 +272,59 @@ async fn exec_kill_and_exit_event() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_without_mounts_keeps_absolute_root() -> anyhow::Result<()> {
+    if skip_unless_root("task_without_mounts_keeps_absolute_root") {
+        return Ok(());
+    }
+    // What `ctr run --rootfs DIR` sends: no rootfs mounts, root.path = DIR.
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    let rootfs = stack.rootfs();
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&stack.spec("a1", &["sh", "-c", "exit 9"]))?;
+    spec["root"]["path"] = rootfs.to_string_lossy().into_owned().into();
+    let container = berth_proto::containerd::services::containers::v1::Container {
+        id: "a1".into(),
+        runtime: Some(
+            berth_proto::containerd::services::containers::v1::container::Runtime {
+                name: crate::common::RUNTIME_NAME.into(),
+                options: None,
+            },
+        ),
+        spec: Some(pack_json(
+            berth_proto::any::SPEC_TYPE_URL,
+            serde_json::to_vec(&spec)?,
+        )),
+        ..Default::default()
+    };
+    ContainersClient::new(ch.clone())
+        .create(req(
+            berth_proto::containerd::services::containers::v1::CreateContainerRequest {
+                container: Some(container),
+            },
+        ))
+        .await?;
+    let mut tasks = TasksClient::new(ch.clone());
+    tasks
+        .create(req(CreateTaskRequest {
+            container_id: "a1".into(),
+            ..Default::default()
+        }))
+        .await?;
+    tasks.start(start_req("a1")).await?;
+    let waited = tasks
+        .wait(req(WaitRequest {
+            container_id: "a1".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    assert_eq!(waited.into_inner().exit_status, 9);
+    tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "a1".into(),
+        }))
+        .await?;
+    Ok(())
+}
