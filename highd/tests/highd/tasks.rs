@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use berth_proto::any::{pack_json, unpack, PROCESS_TYPE_URL};
-use berth_proto::containerd::events::TaskExit;
+use berth_proto::containerd::events::{TaskDelete, TaskExit};
 use berth_proto::containerd::services::containers::v1::{
     containers_client::ContainersClient, DeleteContainerRequest,
 };
@@ -110,8 +110,21 @@ async fn task_lifecycle_with_jsonfile_log() -> anyhow::Result<()> {
         }))
         .await?;
     assert_eq!(waited.into_inner().exit_status, 3);
-    let exit = next_exit(&mut events, "t1").await?;
-    assert_eq!((exit.pid, exit.exit_status), (pid, 3));
+    let mut topics = Vec::new();
+    let exit = loop {
+        let env = tokio::time::timeout(Duration::from_secs(20), events.message())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("event stream ended"))?;
+        topics.push(env.topic.clone());
+        if env.topic == "/tasks/exit" {
+            break unpack::<TaskExit>(env.event.as_ref().unwrap())?;
+        }
+    };
+    assert_eq!(topics, ["/tasks/create", "/tasks/start", "/tasks/exit"]);
+    assert_eq!(
+        (exit.container_id.as_str(), exit.pid, exit.exit_status),
+        ("t1", pid, 3)
+    );
 
     let got = tasks
         .get(req(GetRequest {
@@ -154,6 +167,21 @@ async fn task_lifecycle_with_jsonfile_log() -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    let deleted_event = loop {
+        let env = tokio::time::timeout(Duration::from_secs(20), events.message())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("event stream ended"))?;
+        if env.topic == "/tasks/delete" {
+            break unpack::<TaskDelete>(env.event.as_ref().unwrap())?;
+        }
+    };
+    assert_eq!(
+        (
+            deleted_event.container_id.as_str(),
+            deleted_event.exit_status
+        ),
+        ("t1", 3)
+    );
     ContainersClient::new(ch)
         .delete(req(DeleteContainerRequest { id: "t1".into() }))
         .await?;
