@@ -20,6 +20,8 @@ pub mod state_files;
 pub mod stdio;
 mod sys;
 pub mod task;
+#[cfg(test)]
+mod task_tests;
 
 /// An error and its causes as one line, `a: b: c`.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -132,6 +132,11 @@ impl Drop for Subscription {
     }
 }
 
+/// Every reaper reaps every child of the process: unit tests that start one (or spawn
+/// children) hold this so parallel tests do not reap each other's children.
+#[cfg(test)]
+pub(crate) static TEST_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +146,7 @@ mod tests {
     #[allow(clippy::zombie_processes)]
     #[tokio::test(flavor = "current_thread")]
     async fn exit_codes_and_signals_reach_every_subscriber() {
+        let _serial = TEST_LOCK.lock().await;
         let reaper = Reaper::start().expect("reaper");
         let mut a = reaper.subscribe();
         let mut b = reaper.subscribe();

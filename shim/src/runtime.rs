@@ -297,3 +297,82 @@ fn last_line(output: &[u8]) -> Option<String> {
         .rfind(|l| !l.is_empty())
         .map(str::to_owned)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reaper::TEST_LOCK;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fake runtime: a shell script that logs like runc and fails on `create`.
+    fn fake(dir: &Path) -> PathBuf {
+        let script = dir.join("fake-runtime");
+        let body = r#"#!/bin/sh
+log=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --log) log="$2"; shift 2;;
+    --root|--log-format) shift 2;;
+    *) break;;
+  esac
+done
+case "$1" in
+  create)
+    echo '{"level":"info","msg":"starting","time":"t"}' >> "$log"
+    echo '{"level":"error","msg":"container rootfs is missing","time":"t"}' >> "$log"
+    echo 'noise on stderr' >&2
+    exit 1;;
+  ps) echo '[101,102]';;
+  kill) echo "usage" >&2; exit 2;;
+  *) exit 0;;
+esac
+"#;
+        std::fs::write(&script, body).expect("write script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        script
+    }
+
+    fn null_stdio() -> RuntimeStdio {
+        let null = |w: bool| -> OwnedFd {
+            std::fs::OpenOptions::new()
+                .read(!w)
+                .write(w)
+                .open("/dev/null")
+                .expect("/dev/null")
+                .into()
+        };
+        RuntimeStdio {
+            stdin: null(false),
+            stdout: null(true),
+            stderr: null(true),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reports_the_runtime_error_line_not_the_exit_status() {
+        let _serial = TEST_LOCK.lock().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log.json");
+        std::fs::write(&log, "{\"level\":\"error\",\"msg\":\"an older failure\"}\n").expect("log");
+        let rt = ProcessRuntime {
+            binary: fake(dir.path()),
+            root: Some(dir.path().join("root")),
+            log,
+            reaper: Reaper::start().expect("reaper"),
+        };
+        let opts = CreateOpts {
+            id: "c1",
+            bundle: dir.path(),
+            pid_file: &dir.path().join("init.pid"),
+            console_socket: None,
+            stdio: null_stdio(),
+        };
+        let err = rt.create(opts).await.expect_err("create fails");
+        assert_eq!(err.to_string(), "container rootfs is missing");
+        // Without a log line, the last stderr line is the message.
+        let err = rt.kill("c1", 9, false).await.expect_err("kill fails");
+        assert_eq!(err.to_string(), "usage");
+        assert_eq!(rt.ps("c1").await.expect("ps"), vec![101, 102]);
+        rt.start("c1").await.expect("start");
+    }
+}
