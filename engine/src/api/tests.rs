@@ -265,6 +265,36 @@ async fn docker_cli_runs_against_the_engine() {
     let out = docker(&s.sock, &cfg, &["rm", "keep"]).await;
     assert!(out.status.success(), "{out:?}");
 
+    // exec needs a running container: stop the fake "echo" from ending it.
+    echo.abort();
+    let id = s
+        .env
+        .daemon
+        .create_container(Some("ex"), req(&["sleep", "1000"], false))
+        .await
+        .unwrap();
+    s.env.daemon.start_container(&id).await.unwrap();
+    let out = docker(&s.sock, &cfg, &["exec", "ex", "echo", "hi", "there"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hi there\n",
+        "{out:?}"
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = docker(&s.sock, &cfg, &["exec", "ex", "sh", "-c", "exit 4"]).await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let out = docker(&s.sock, &cfg, &["exec", "nosuch", "true"]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such container: nosuch"),
+        "{out:?}"
+    );
+    s.env.fake.exit(&id, "", 0);
+    let out = docker(&s.sock, &cfg, &["wait", "ex"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{out:?}");
+    let out = docker(&s.sock, &cfg, &["rm", "ex"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let echo = fake_echo(Arc::clone(&s.env.daemon), Arc::clone(&s.env.fake));
+
     let out = docker(&s.sock, &cfg, &["run", "--rm", "busybox:nope", "true"]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

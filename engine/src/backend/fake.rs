@@ -2,7 +2,7 @@
 //! maps; processes never run, tests end them with [`FakeBackend::exit`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -18,6 +18,7 @@ struct FakeTask {
     exit_status: u32,
     stdio: Stdio,
     execs: HashMap<String, (TaskStatus, u32)>,
+    exec_io: HashMap<String, (Vec<String>, Stdio)>,
 }
 
 #[derive(Default)]
@@ -34,20 +35,82 @@ struct State {
 }
 
 pub struct FakeBackend {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     exits: broadcast::Sender<ExitEvent>,
 }
 
 impl Default for FakeBackend {
     fn default() -> Self {
         Self {
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 next_pid: 1000,
                 ..Default::default()
-            }),
+            })),
             exits: broadcast::channel(64).0,
         }
     }
+}
+
+/// Marks a process exited and publishes `/tasks/exit`, as the shim would.
+fn exit_in(
+    state: &Mutex<State>,
+    exits: &broadcast::Sender<ExitEvent>,
+    id: &str,
+    exec_id: &str,
+    status: u32,
+) {
+    let pid = {
+        let mut s = state.lock().expect("fake state poisoned");
+        let t = s.tasks.get_mut(id).expect("exit of unknown task");
+        if exec_id.is_empty() || exec_id == id {
+            t.status = TaskStatus::Stopped;
+            t.exit_status = status;
+            t.pid
+        } else {
+            let e = t.execs.get_mut(exec_id).expect("exit of unknown exec");
+            *e = (TaskStatus::Stopped, status);
+            t.pid + 1
+        }
+    };
+    let _ = exits.send(ExitEvent {
+        container_id: id.to_string(),
+        exec_id: if exec_id.is_empty() { id } else { exec_id }.to_string(),
+        pid,
+        exit_status: status,
+        exited_at: Some(Utc::now()),
+    });
+}
+
+/// Plays an exec process like a shim would: writes its args (like `echo`) to its stdout
+/// FIFO, closes it, and exits with N for `sh -c "exit N"`, else 0.
+fn run_exec(
+    state: Arc<Mutex<State>>,
+    exits: broadcast::Sender<ExitEvent>,
+    id: String,
+    exec_id: String,
+    args: Vec<String>,
+    stdio: Stdio,
+) {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        if !stdio.stdout.is_empty() {
+            if let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(&stdio.stdout) {
+                let _ = writeln!(w, "{}", args.get(1..).unwrap_or(&[]).join(" "));
+            }
+        }
+        if !stdio.stderr.is_empty() {
+            // Opening and closing the writer ends the reader's stream.
+            let _ = std::fs::OpenOptions::new().write(true).open(&stdio.stderr);
+        }
+        let code = match args.as_slice() {
+            [sh, c, cmd] if sh == "sh" && c == "-c" => cmd
+                .strip_prefix("exit ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        exit_in(&state, &exits, &id, &exec_id, code);
+    });
 }
 
 fn not_found(what: &str) -> BackendError {
@@ -63,25 +126,7 @@ impl FakeBackend {
 
     /// Ends a process as if it exited with `status` and publishes `/tasks/exit`.
     pub fn exit(&self, id: &str, exec_id: &str, status: u32) {
-        let pid = self.with(|s| {
-            let t = s.tasks.get_mut(id).expect("exit of unknown task");
-            if exec_id.is_empty() || exec_id == id {
-                t.status = TaskStatus::Stopped;
-                t.exit_status = status;
-                t.pid
-            } else {
-                let e = t.execs.get_mut(exec_id).expect("exit of unknown exec");
-                *e = (TaskStatus::Stopped, status);
-                t.pid + 1
-            }
-        });
-        let _ = self.exits.send(ExitEvent {
-            container_id: id.to_string(),
-            exec_id: if exec_id.is_empty() { id } else { exec_id }.to_string(),
-            pid,
-            exit_status: status,
-            exited_at: Some(Utc::now()),
-        });
+        exit_in(&self.state, &self.exits, id, exec_id, status);
     }
 
     pub fn fail_next_task_create(&self, message: &str) {
@@ -272,6 +317,7 @@ impl Backend for FakeBackend {
                     exit_status: 0,
                     stdio,
                     execs: HashMap::new(),
+                    exec_io: HashMap::new(),
                 },
             );
             Ok(pid)
@@ -286,14 +332,30 @@ impl Backend for FakeBackend {
                 .ok_or_else(|| not_found(&format!("task {id}")))?;
             if exec_id.is_empty() {
                 t.status = TaskStatus::Running;
-                return Ok(t.pid);
+                return Ok((t.pid, None));
             }
             let e = t
                 .execs
                 .get_mut(exec_id)
                 .ok_or_else(|| not_found(&format!("process {exec_id}")))?;
             e.0 = TaskStatus::Running;
-            Ok(t.pid + 1)
+            let io = t.exec_io.remove(exec_id);
+            Ok((t.pid + 1, io))
+        })
+        .map(|(pid, io)| {
+            if let Some((args, stdio)) = io {
+                if !stdio.stdout.is_empty() || !stdio.stderr.is_empty() {
+                    run_exec(
+                        Arc::clone(&self.state),
+                        self.exits.clone(),
+                        id.into(),
+                        exec_id.into(),
+                        args,
+                        stdio,
+                    );
+                }
+            }
+            pid
         })
     }
 
@@ -333,15 +395,21 @@ impl Backend for FakeBackend {
         &self,
         id: &str,
         exec_id: &str,
-        _process: Vec<u8>,
-        _stdio: Stdio,
+        process: Vec<u8>,
+        stdio: Stdio,
     ) -> BackendResult<()> {
+        let p: serde_json::Value =
+            serde_json::from_slice(&process).map_err(|e| BackendError::InvalidArgument {
+                message: format!("process spec: {e}"),
+            })?;
+        let args: Vec<String> = serde_json::from_value(p["args"].clone()).unwrap_or_default();
         self.with(|s| {
             let t = s
                 .tasks
                 .get_mut(id)
                 .ok_or_else(|| not_found(&format!("task {id}")))?;
             t.execs.insert(exec_id.into(), (TaskStatus::Created, 0));
+            t.exec_io.insert(exec_id.into(), (args, stdio));
             Ok(())
         })
     }
