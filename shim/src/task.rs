@@ -262,7 +262,14 @@ impl<R: RuntimeCli> Task<R> {
         let mut master = None;
         let pid = loop {
             tokio::select! {
-                m = &mut receive, if master.is_none() => master = Some(m?),
+                m = &mut receive, if master.is_none() => match m {
+                    Ok(m) => master = Some(m),
+                    // The runtime's own error, if it fails, says more than ours.
+                    Err(err) => {
+                        call.await?;
+                        return Err(err.into());
+                    }
+                },
                 r = &mut call => break r?,
             }
         };
