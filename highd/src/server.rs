@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_proto::containerd::services::events::v1::events_server::EventsServer;
+use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
 use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
+use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
+use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
 use berth_proto::ProtoError;
@@ -15,10 +18,18 @@ use tonic::{Request, Status};
 
 use crate::config::Config;
 use crate::containers::{ContainerStore, ContainersService};
-use crate::db::{Db, DbError};
+use crate::content::ContentStore;
+use crate::db::{Db, DbError, StoreError};
 use crate::events::service::EventsService;
 use crate::events::Exchange;
-use crate::introspection::{IntrospectionError, IntrospectionService, PluginEntry, GRPC, RUNTIME};
+use crate::gc::Gc;
+use crate::images::ImagesService;
+use crate::introspection::{
+    IntrospectionError, IntrospectionService, PluginEntry, GRPC, RUNTIME, SNAPSHOTTER,
+};
+use crate::leases::LeasesService;
+use crate::namespaces::NamespacesService;
+use crate::snapshots::Snapshotter;
 use crate::tasks::{TaskManager, TasksService};
 use crate::version::VersionService;
 
@@ -33,6 +44,11 @@ pub enum ServerError {
     Db(#[from] DbError),
     #[error(transparent)]
     Uuid(#[from] IntrospectionError),
+    #[error("cannot open the {what}")]
+    Store {
+        what: &'static str,
+        source: StoreError,
+    },
     #[error("cannot listen on {path}")]
     Bind { path: PathBuf, source: ProtoError },
     #[error("grpc server failed")]
@@ -77,9 +93,17 @@ fn plugins() -> Vec<PluginEntry> {
     vec![
         grpc("containers"),
         grpc("events"),
+        grpc("images"),
         grpc("introspection"),
+        grpc("leases"),
+        grpc("namespaces"),
         grpc("tasks"),
         grpc("version"),
+        PluginEntry {
+            kind: SNAPSHOTTER,
+            id: crate::snapshots::SNAPSHOTTER,
+            platform: true,
+        },
         PluginEntry {
             kind: RUNTIME,
             id: "task",
@@ -100,7 +124,19 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), ServerError> {
     let db = Db::open(&cfg.root)?;
     let uuid = crate::introspection::server_uuid(&cfg.root)?;
     let exchange = Exchange::new();
+    let content =
+        ContentStore::open(&cfg.root, db.clone()).map_err(|source| ServerError::Store {
+            what: "content store",
+            source,
+        })?;
+    let snapshotter =
+        Snapshotter::open(&cfg.root, db.clone(), None).map_err(|source| ServerError::Store {
+            what: "snapshotter",
+            source,
+        })?;
     let containers = ContainerStore::new(db.clone());
+    let gc = Arc::new(Gc::new(db.clone(), content.clone(), snapshotter.clone()));
+    gc.set_container_refs(Arc::new(containers.clone()));
     let tasks = Arc::new(TaskManager::new(
         cfg.clone(),
         containers.clone(),
@@ -134,6 +170,15 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), ServerError> {
             tasks.clone(),
         )))
         .add_service(TasksServer::new(TasksService::new(tasks.clone())))
+        .add_service(NamespacesServer::new(NamespacesService::new(db.clone())))
+        .add_service(ImagesServer::new(ImagesService::new(
+            db.clone(),
+            gc.clone(),
+        )))
+        .add_service(LeasesServer::new(LeasesService::new(
+            db.clone(),
+            gc.clone(),
+        )))
         .add_service(EventsServer::new(EventsService::new(exchange, tasks)));
 
     tracing::info!(address = %cfg.address.display(), "serving");

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use berth_proto::containerd::services::containers::v1::{container::Runtime, Container};
 
 use super::ContainerError;
-use crate::db::{table, Db, Table};
+use crate::db::{table, Db, DbError, Table};
+use crate::gc::ContainerRefs;
 
 pub const CONTAINERS: Table = table("containers");
 const RECORD_VERSION: u32 = 1;
@@ -132,11 +133,13 @@ impl ContainerStore {
     }
 
     /// Inserts a new record; fails with `AlreadyExists` inside the same transaction.
+    /// Like every first write, it creates the namespace (containerd does the same).
     pub fn create(&self, ns: &str, id: &str, rec: &Record) -> Result<(), ContainerError> {
         self.db.update(|tx| {
             if tx.get::<Record>(CONTAINERS, ns, id)?.is_some() {
                 return Err(ContainerError::AlreadyExists { id: id.to_string() });
             }
+            crate::namespaces::ensure(tx, ns)?;
             tx.put(CONTAINERS, ns, id, rec)?;
             Ok(())
         })
@@ -166,5 +169,18 @@ impl ContainerStore {
             }
             Ok(())
         })
+    }
+}
+
+/// Containers keep their snapshots alive through garbage collection.
+impl ContainerRefs for ContainerStore {
+    fn snapshot_refs(&self, ns: &str) -> Result<Vec<(String, String)>, DbError> {
+        Ok(self
+            .db
+            .list::<Record>(CONTAINERS, ns)?
+            .into_iter()
+            .filter(|(_, r)| !r.snapshot_key.is_empty())
+            .map(|(_, r)| (r.snapshotter, r.snapshot_key))
+            .collect())
     }
 }
