@@ -11,16 +11,21 @@
 //! snapshots are deleted, then blobs no namespace records.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use crate::content::{ContentRecord, ContentStore};
+use crate::content::{ContentRecord, ContentService, ContentStore};
 use crate::db::{Db, DbError, StoreError, CONTENT, IMAGES, LEASES, SNAPSHOTS};
+use crate::diff::{Applier, DiffService};
 use crate::images::ImageRecord;
+use crate::images::ImagesService;
+use crate::leases::LeasesService;
 use crate::leases::{LeaseRecord, EXPIRE_LABEL};
-use crate::snapshots::{Kind, SnapshotRecord, Snapshotter, SNAPSHOTTER};
+use crate::namespaces::NamespacesService;
+use crate::snapshots::{Kind, SnapshotRecord, SnapshotsService, Snapshotter, SNAPSHOTTER};
 
 const ROOT_LABEL: &str = "containerd.io/gc.root";
 const REF_CONTENT: &str = "containerd.io/gc.ref.content";
@@ -32,6 +37,60 @@ const MAX_JSON: u64 = 4 << 20;
 pub trait ContainerRefs: Send + Sync {
     /// `(snapshotter, key)` of every container of `ns`.
     fn snapshot_refs(&self, ns: &str) -> Result<Vec<(String, String)>, DbError>;
+}
+
+/// All of highd's storage, opened once at start: the stores, the collector spanning them,
+/// and constructors for their gRPC services.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub db: Db,
+    pub content: ContentStore,
+    pub snapshots: Snapshotter,
+    pub gc: Arc<Gc>,
+}
+
+impl Storage {
+    /// Opens content and snapshots under `root` (probing overlayfs and removing leftovers of
+    /// interrupted operations). `mode` None probes; tests force a mode.
+    pub fn open(
+        root: &Path,
+        db: Db,
+        mode: Option<crate::snapshots::Mode>,
+    ) -> Result<Storage, StoreError> {
+        let content = ContentStore::open(root, db.clone())?;
+        let snapshots = Snapshotter::open(root, db.clone(), mode)?;
+        let gc = Arc::new(Gc::new(db.clone(), content.clone(), snapshots.clone()));
+        Ok(Storage {
+            db,
+            content,
+            snapshots,
+            gc,
+        })
+    }
+
+    pub fn namespaces_service(&self) -> NamespacesService {
+        NamespacesService::new(self.db.clone())
+    }
+
+    pub fn content_service(&self) -> ContentService {
+        ContentService::new(self.content.clone(), self.gc.clone())
+    }
+
+    pub fn images_service(&self) -> ImagesService {
+        ImagesService::new(self.db.clone(), self.gc.clone())
+    }
+
+    pub fn snapshots_service(&self) -> SnapshotsService {
+        SnapshotsService::new(self.snapshots.clone())
+    }
+
+    pub fn diff_service(&self) -> DiffService {
+        DiffService::new(Applier::new(self.content.clone()))
+    }
+
+    pub fn leases_service(&self) -> LeasesService {
+        LeasesService::new(self.db.clone(), self.gc.clone())
+    }
 }
 
 /// What one collection removed.
@@ -329,5 +388,7 @@ impl Gc {
     }
 }
 
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 mod tests;

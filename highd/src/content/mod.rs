@@ -5,8 +5,10 @@
 //! in the metadata DB. Writes go through `<root>/content/ingest/` (see [`writer`]) and become
 //! visible only after their size and digest verified.
 
+mod service;
 mod writer;
 
+pub use service::ContentService;
 pub use writer::{IngestStatus, Writer};
 
 use std::collections::{BTreeMap, HashSet};

@@ -7,6 +7,9 @@
 
 mod apply;
 mod resolve;
+mod service;
+
+pub use service::DiffService;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;

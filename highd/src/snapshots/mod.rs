@@ -15,9 +15,11 @@
 
 mod copy;
 mod mounts;
+mod service;
 
 pub(crate) use copy::{chmod, disk_usage, lchown, make_node, set_times};
 pub use mounts::Mount;
+pub use service::SnapshotsService;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -143,6 +145,10 @@ impl Snapshotter {
         let s = Snapshotter { root, db, mode };
         s.cleanup()?;
         Ok(s)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     pub fn mode(&self) -> Mode {

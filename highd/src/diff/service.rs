@@ -1,0 +1,61 @@
+//! `containerd.services.diff.v1.Diff`: Apply unpacks a layer; Diff (creating a layer from
+//! two mounts) is not implemented yet and says so.
+
+use berth_proto::containerd::services::diff::v1 as pb;
+use pb::diff_server::Diff;
+use tonic::{Request, Response, Status};
+
+use super::Applier;
+use crate::db::{blocking, StoreError};
+use crate::images::{desc_from_pb, desc_to_pb};
+use crate::snapshots::Mount;
+
+/// The diff service.
+#[derive(Clone, Debug)]
+pub struct DiffService {
+    applier: Applier,
+}
+
+impl DiffService {
+    pub fn new(applier: Applier) -> DiffService {
+        DiffService { applier }
+    }
+}
+
+#[tonic::async_trait]
+impl Diff for DiffService {
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let ns = berth_proto::namespace_from_request(&req)?;
+        let req = req.into_inner();
+        let desc = desc_from_pb(req.diff);
+        let mounts: Vec<Mount> = req
+            .mounts
+            .into_iter()
+            .map(|m| Mount {
+                kind: m.r#type,
+                source: m.source,
+                target: m.target,
+                options: m.options,
+            })
+            .collect();
+        let applier = self.applier.clone();
+        let applied = blocking(move || applier.apply(&ns, &desc, &mounts)).await?;
+        Ok(Response::new(pb::ApplyResponse {
+            applied: Some(desc_to_pb(applied)),
+        }))
+    }
+
+    async fn diff(
+        &self,
+        req: Request<pb::DiffRequest>,
+    ) -> Result<Response<pb::DiffResponse>, Status> {
+        berth_proto::namespace_from_request(&req)?;
+        Err(StoreError::Unimplemented {
+            what: "creating a layer from two mounts (Diff.Diff)",
+        }
+        .into())
+    }
+}
