@@ -6,5 +6,6 @@
 
 mod basics;
 mod common;
+mod ctr;
 mod restart;
 mod tasks;
