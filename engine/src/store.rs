@@ -132,6 +132,11 @@ impl Store {
         Ok(())
     }
 
+    /// True while a create holds a name for `id` (its record may not be written yet).
+    pub fn is_reserved(&self, id: &str) -> bool {
+        self.lock().names.values().any(|v| v == id)
+    }
+
     pub fn release_name(&self, name: &str, id: &str) {
         let mut idx = self.lock();
         if idx.names.get(name).is_some_and(|h| h == id) {

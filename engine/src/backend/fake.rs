@@ -296,6 +296,15 @@ impl Backend for FakeBackend {
             .ok_or_else(|| not_found(&format!("container \"{id}\"")))
     }
 
+    async fn container_list(&self) -> BackendResult<Vec<(String, HashMap<String, String>)>> {
+        Ok(self.with(|s| {
+            s.containers
+                .values()
+                .map(|c| (c.id.clone(), c.labels.clone()))
+                .collect()
+        }))
+    }
+
     async fn task_create(&self, id: &str, _rootfs: Vec<Mount>, stdio: Stdio) -> BackendResult<u32> {
         self.with(|s| {
             if let Some(message) = s.fail_task_create.take() {

@@ -455,6 +455,21 @@ impl Backend for GrpcBackend {
             .map_err(self.err("container delete"))
     }
 
+    async fn container_list(&self) -> BackendResult<Vec<(String, HashMap<String, String>)>> {
+        use svc::containers::v1::ListContainersRequest;
+        let resp = self
+            .containers()
+            .list(ListContainersRequest { filters: vec![] })
+            .await
+            .map_err(self.err("container list"))?;
+        Ok(resp
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| (c.id, c.labels))
+            .collect())
+    }
+
     async fn task_create(&self, id: &str, rootfs: Vec<Mount>, stdio: Stdio) -> BackendResult<u32> {
         use svc::tasks::v1::CreateTaskRequest;
         let req = CreateTaskRequest {

@@ -154,6 +154,10 @@ pub trait Backend: Send + Sync + 'static {
 
     fn container_create(&self, c: NewContainer) -> impl Future<Output = BackendResult<()>> + Send;
     fn container_delete(&self, id: &str) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Every container in the namespace: `(id, labels)`.
+    fn container_list(
+        &self,
+    ) -> impl Future<Output = BackendResult<Vec<(String, HashMap<String, String>)>>> + Send;
 
     /// Creates the init task; returns its pid.
     fn task_create(

@@ -18,7 +18,7 @@ use crate::store::write_atomic;
 use crate::types::{ContainerConfig, CreateRequest, HostConfig};
 
 /// Label highd sees on every container the engine creates.
-const ENGINE_LABEL: &str = "io.berth.engine";
+pub(super) const ENGINE_LABEL: &str = "io.berth.engine";
 
 /// The user's config completed from the image, as dockerd's `merge` does: env merged,
 /// entrypoint/cmd inherited unless overridden (a new entrypoint drops the image's cmd).

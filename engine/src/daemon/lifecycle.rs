@@ -15,6 +15,8 @@ use crate::record::Status;
 const SIGKILL: u32 = 9;
 const SIGTERM: u32 = 15;
 const DEFAULT_STOP_TIMEOUT: i64 = 10;
+/// How long a SIGKILL is given to take effect before `kill` answers anyway.
+const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// What `wait` reports: dockerd's `{"StatusCode": N, "Error": null}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +209,13 @@ impl<B: Backend> Daemon<B> {
         if !rec.state.status.is_running() {
             return Err(DaemonError::NotRunning { id: rec.id });
         }
-        self.kill_task(&rec.id, signal).await
+        let mut events = self.subscribe();
+        self.kill_task(&rec.id, signal).await?;
+        if signal == SIGKILL {
+            // dockerd's kill waits for a SIGKILLed container to be gone.
+            self.wait_exit(&rec.id, &mut events, Some(KILL_WAIT)).await;
+        }
+        Ok(())
     }
 
     async fn kill_task(&self, id: &str, signal: u32) -> DaemonResult<()> {
@@ -390,6 +398,9 @@ impl<B: Backend> Daemon<B> {
     /// tasks that exited while the engine was away get their exit recorded, removals
     /// interrupted by a crash are finished. Never kills anything.
     pub async fn reconcile(&self) -> DaemonResult<()> {
+        if let Err(e) = self.collect_orphans().await {
+            tracing::warn!(error = %e, "collecting orphaned highd containers failed");
+        }
         for rec in self.store.list() {
             let id = rec.id.clone();
             match rec.state.status {
@@ -399,6 +410,10 @@ impl<B: Backend> Daemon<B> {
                     continue;
                 }
                 Status::Running => {}
+                Status::Created => {
+                    self.adopt_started(&id).await?;
+                    continue;
+                }
                 Status::Exited if rec.host_config.auto_remove => {
                     self.remove_container_record(&id, rec.state.exit_code)
                         .await?;
@@ -424,6 +439,59 @@ impl<B: Backend> Daemon<B> {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        Ok(())
+    }
+
+    /// A record still `created` may have a task: the engine died between `tasks.Start`
+    /// and writing `running`. Adopt it as running (and record its exit if it is over).
+    async fn adopt_started(&self, id: &str) -> DaemonResult<()> {
+        let task = match self.backend.task_get(id).await {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        match task.status {
+            TaskStatus::Running
+            | TaskStatus::Paused
+            | TaskStatus::Pausing
+            | TaskStatus::Stopped => {
+                self.store.update(id, |r| {
+                    r.state.status = Status::Running;
+                    r.state.pid = task.pid;
+                    r.state.started_at = Some(Utc::now());
+                })?;
+                if task.status == TaskStatus::Stopped {
+                    self.handle_exit(id, task.exit_status, task.exited_at)
+                        .await?;
+                }
+            }
+            // Created but never started: drop it, the next start makes a fresh one.
+            TaskStatus::Created | TaskStatus::Unknown => {
+                if let Err(e) = self.backend.task_delete(id).await {
+                    tracing::warn!(%id, error = %e, "deleting a never-started task failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes highd containers and snapshots the engine created but never recorded
+    /// (it died between `containers.Create` and writing the record).
+    async fn collect_orphans(&self) -> DaemonResult<()> {
+        for (id, labels) in self.backend.container_list().await? {
+            // A reserved name means a create is still in flight, not an orphan.
+            if !labels.contains_key(super::create::ENGINE_LABEL) || self.store.is_reserved(&id) {
+                continue;
+            }
+            tracing::info!(%id, "removing a highd container without an engine record");
+            let _ = self.backend.task_delete(&id).await;
+            let gone = |r: Result<(), BackendError>| match r {
+                Err(e) if !e.is_not_found() => Err(e),
+                _ => Ok(()),
+            };
+            gone(self.backend.container_delete(&id).await)?;
+            gone(self.backend.snapshot_remove(&id).await)?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::api::route::WaitCondition;
 use crate::backend::fake::FakeBackend;
+use crate::backend::Backend;
 use crate::record::Status;
 use crate::types::{ContainerConfig, CreateRequest, HostConfig, StrSlice};
 
@@ -400,4 +401,41 @@ fn signals() {
         parse_signal("SIGBOGUS").unwrap_err().to_string(),
         "Invalid signal: SIGBOGUS"
     );
+}
+
+#[tokio::test]
+async fn reconcile_adopts_started_tasks_and_collects_orphans() {
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(None, req(&["sleep", "1"], false))
+        .await
+        .unwrap();
+    // The engine died after tasks.Start but before recording "running".
+    e.fake
+        .task_create(&id, vec![], Default::default())
+        .await
+        .unwrap();
+    e.fake.task_start(&id, "").await.unwrap();
+    // ... and another one after containers.Create but before writing its record.
+    let orphan = "f".repeat(64);
+    e.fake
+        .snapshot_prepare(&orphan, "", Default::default())
+        .await
+        .unwrap();
+    e.fake
+        .container_create(crate::backend::NewContainer {
+            id: orphan.clone(),
+            labels: [(create::ENGINE_LABEL.to_string(), "1".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    e.daemon.reconcile().await.unwrap();
+    let r = e.daemon.container(&id).unwrap();
+    assert_eq!(r.state.status, Status::Running);
+    assert!(r.state.pid > 0);
+    assert!(!e.fake.has_container(&orphan));
+    assert!(!e.fake.has_snapshot(&orphan));
+    assert!(e.fake.has_container(&id));
 }
