@@ -210,4 +210,48 @@ mod tests {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         assert!(!mounts.contains(&rootfs.display().to_string()));
     }
+
+    #[test]
+    fn overlay_mount_writes_to_upper_and_unmounts() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED overlay_mount_writes_to_upper_and_unmounts: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let [lower, upper, work] = ["lower", "upper", "work"].map(|d| dir.path().join(d));
+        for d in [&lower, &upper, &work] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        std::fs::write(lower.join("from-lower"), b"l").expect("write");
+        let rootfs = dir.path().join("rootfs");
+        let m = RootfsMount {
+            fstype: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: vec![
+                format!("lowerdir={}", lower.display()),
+                format!("upperdir={}", upper.display()),
+                format!("workdir={}", work.display()),
+            ],
+        };
+        mount_all(&[m], &rootfs).expect("mount overlay");
+        assert!(rootfs.join("from-lower").exists());
+        std::fs::write(rootfs.join("new"), b"n").expect("write through overlay");
+        unmount_all(&rootfs).expect("unmount");
+        assert!(upper.join("new").exists(), "write did not land in upperdir");
+        assert!(!rootfs.join("from-lower").exists());
+    }
+
+    #[test]
+    fn a_target_escaping_the_rootfs_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = RootfsMount {
+            fstype: "bind".into(),
+            source: "/".into(),
+            target: "../../etc".into(),
+            options: vec!["rbind".into()],
+        };
+        let err = mount_all(&[m], &dir.path().join("rootfs")).expect_err("escape");
+        assert!(matches!(err, MountError::Target { .. }), "{err}");
+    }
 }

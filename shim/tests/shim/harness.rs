@@ -81,12 +81,22 @@ pub struct Fixture {
 impl Fixture {
     /// A bundle whose init runs `args` (busybox applets) with no terminal.
     pub fn new(args: &[&str]) -> Result<Fixture> {
+        Self::with_bundle_at(args, "bundle")
+    }
+
+    /// Like `new`, with the bundle so deep that `<bundle>/shim.sock` exceeds sun_path.
+    pub fn deep(args: &[&str]) -> Result<Fixture> {
+        let long = format!("{0}/{0}/bundle", "d".repeat(60));
+        Self::with_bundle_at(args, &long)
+    }
+
+    fn with_bundle_at(args: &[&str], bundle_rel: &str) -> Result<Fixture> {
         let dir = tempfile::tempdir()?;
         let rand: u32 =
             std::process::id() ^ (Instant::now().elapsed().subsec_nanos() << 8) ^ rand_u32();
         let id = format!("t{rand:08x}");
-        let bundle = dir.path().join("bundle");
-        std::fs::create_dir(&bundle)?;
+        let bundle = dir.path().join(bundle_rel);
+        std::fs::create_dir_all(&bundle)?;
         let image = dir.path().join("image");
         make_busybox_rootfs(&image)?;
         let cgroup_parent = format!("berth-test-{rand:08x}");

@@ -198,7 +198,20 @@ async fn terminal_task_gets_a_pty_and_resizes() -> anyhow::Result<()> {
     if skip_unless_root("terminal_task_gets_a_pty_and_resizes") {
         return Ok(());
     }
-    let mut fx = Fixture::new(&[])?;
+    terminal_round_trip(Fixture::new(&[])?).await
+}
+
+#[tokio::test]
+async fn deep_bundle_paths_work_for_sockets() -> anyhow::Result<()> {
+    if skip_unless_root("deep_bundle_paths_work_for_sockets") {
+        return Ok(());
+    }
+    let fx = Fixture::deep(&[])?;
+    assert!(fx.bundle.join("shim.sock").as_os_str().len() > 107);
+    terminal_round_trip(fx).await
+}
+
+async fn terminal_round_trip(mut fx: Fixture) -> anyhow::Result<()> {
     fx.write_config(&["sh", "-c", "sleep 0.3; stty size; exit 4"], true)?;
     let mut client = fx.start_shim().await?;
     let out = fx.path("tty.out");
