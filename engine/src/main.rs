@@ -31,14 +31,22 @@ struct Args {
     /// Parent cgroup path of every container.
     #[arg(long, default_value = "/berth")]
     cgroup_parent: String,
-    /// trace, debug, info, warn, error.
+    /// trace, debug, info, warn, error (for berth's crates), or a full tracing filter.
     #[arg(long, default_value = "info")]
     log_level: String,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+    // A bare level is for our own crates; gRPC/HTTP internals stay at warn unless a full
+    // filter (`h2=debug,...`) asks for them.
+    let directive = if args.log_level.contains(['=', ',']) {
+        args.log_level.clone()
+    } else {
+        let l = &args.log_level;
+        format!("warn,berth_engine={l},berth_proto={l}")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directive)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

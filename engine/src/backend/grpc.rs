@@ -37,7 +37,12 @@ pub struct GrpcBackend {
 }
 
 fn status_err(op: &'static str, address: &str, s: tonic::Status) -> BackendError {
-    let message = s.message().to_string();
+    // Some failures (an unserved method) carry no message; the code still says what.
+    let message = if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        s.message().to_string()
+    };
     match s.code() {
         tonic::Code::NotFound => BackendError::NotFound { message },
         tonic::Code::AlreadyExists => BackendError::AlreadyExists { message },
