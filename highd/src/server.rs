@@ -5,31 +5,30 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
+use berth_proto::containerd::services::content::v1::content_server::ContentServer;
+use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
 use berth_proto::containerd::services::events::v1::events_server::EventsServer;
 use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
 use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
 use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
+use berth_proto::transport::MAX_MESSAGE_SIZE;
 use berth_proto::ProtoError;
 use tokio::signal::unix::{signal, SignalKind};
 use tonic::{Request, Status};
 
 use crate::config::Config;
 use crate::containers::{ContainerStore, ContainersService};
-use crate::content::ContentStore;
 use crate::db::{Db, DbError, StoreError};
 use crate::events::service::EventsService;
 use crate::events::Exchange;
-use crate::gc::Gc;
-use crate::images::ImagesService;
+use crate::gc::Storage;
 use crate::introspection::{
     IntrospectionError, IntrospectionService, PluginEntry, GRPC, RUNTIME, SNAPSHOTTER,
 };
-use crate::leases::LeasesService;
-use crate::namespaces::NamespacesService;
-use crate::snapshots::Snapshotter;
 use crate::tasks::{TaskManager, TasksService};
 use crate::version::VersionService;
 
@@ -92,11 +91,14 @@ fn plugins() -> Vec<PluginEntry> {
     };
     vec![
         grpc("containers"),
+        grpc("content"),
+        grpc("diff"),
         grpc("events"),
         grpc("images"),
         grpc("introspection"),
         grpc("leases"),
         grpc("namespaces"),
+        grpc("snapshots"),
         grpc("tasks"),
         grpc("version"),
         PluginEntry {
@@ -124,19 +126,13 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), ServerError> {
     let db = Db::open(&cfg.root)?;
     let uuid = crate::introspection::server_uuid(&cfg.root)?;
     let exchange = Exchange::new();
-    let content =
-        ContentStore::open(&cfg.root, db.clone()).map_err(|source| ServerError::Store {
-            what: "content store",
-            source,
-        })?;
-    let snapshotter =
-        Snapshotter::open(&cfg.root, db.clone(), None).map_err(|source| ServerError::Store {
-            what: "snapshotter",
+    let storage =
+        Storage::open(&cfg.root, db.clone(), None).map_err(|source| ServerError::Store {
+            what: "content store and snapshotter",
             source,
         })?;
     let containers = ContainerStore::new(db.clone());
-    let gc = Arc::new(Gc::new(db.clone(), content.clone(), snapshotter.clone()));
-    gc.set_container_refs(Arc::new(containers.clone()));
+    storage.gc.set_container_refs(Arc::new(containers.clone()));
     let tasks = Arc::new(TaskManager::new(
         cfg.clone(),
         containers.clone(),
@@ -170,15 +166,15 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), ServerError> {
             tasks.clone(),
         )))
         .add_service(TasksServer::new(TasksService::new(tasks.clone())))
-        .add_service(NamespacesServer::new(NamespacesService::new(db.clone())))
-        .add_service(ImagesServer::new(ImagesService::new(
-            db.clone(),
-            gc.clone(),
-        )))
-        .add_service(LeasesServer::new(LeasesService::new(
-            db.clone(),
-            gc.clone(),
-        )))
+        .add_service(NamespacesServer::new(storage.namespaces_service()))
+        .add_service(
+            ContentServer::new(storage.content_service())
+                .max_decoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .add_service(ImagesServer::new(storage.images_service()))
+        .add_service(SnapshotsServer::new(storage.snapshots_service()))
+        .add_service(DiffServer::new(storage.diff_service()))
+        .add_service(LeasesServer::new(storage.leases_service()))
         .add_service(EventsServer::new(EventsService::new(exchange, tasks)));
 
     tracing::info!(address = %cfg.address.display(), "serving");
