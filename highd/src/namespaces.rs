@@ -23,9 +23,9 @@ pub struct NamespaceRecord {
 const CONTENTS: [(Table, &str); 5] = [
     (db::IMAGES, "images"),
     (db::CONTENT, "blobs"),
-    (db::SNAPSHOTS, "snapshots"),
     (table("containers"), "containers"),
     (db::LEASES, "leases"),
+    (db::SNAPSHOTS, "snapshots on \"overlayfs\" snapshotter"),
 ];
 
 /// Checks a namespace name like containerd's identifiers.Validate.

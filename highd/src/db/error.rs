@@ -73,7 +73,9 @@ pub enum StoreError {
     SnapshotHasChildren { key: String },
     #[error("snapshot {key:?} is not active")]
     SnapshotNotActive { key: String },
-    #[error("parent snapshot {parent:?} is not committed")]
+    /// containerd answers NotFound ("parent snapshot does not exist") for a parent that is
+    /// not committed; so do we, with a clearer message.
+    #[error("parent snapshot {parent:?} does not exist as a committed snapshot")]
     ParentNotCommitted { parent: String },
     #[error("unexpected commit digest {actual}, expected {expected}")]
     DigestMismatch { expected: String, actual: String },
@@ -159,11 +161,11 @@ impl StoreError {
     pub fn code(&self) -> tonic::Code {
         use tonic::Code;
         match self {
-            StoreError::NotFound { .. } => Code::NotFound,
+            StoreError::NotFound { .. } | StoreError::ParentNotCommitted { .. } => Code::NotFound,
             StoreError::AlreadyExists { .. } => Code::AlreadyExists,
-            StoreError::InvalidArgument { .. }
-            | StoreError::ParentNotCommitted { .. }
-            | StoreError::UnsafeEntry { .. } => Code::InvalidArgument,
+            StoreError::InvalidArgument { .. } | StoreError::UnsafeEntry { .. } => {
+                Code::InvalidArgument
+            }
             StoreError::NamespaceNotEmpty { .. }
             | StoreError::SnapshotHasChildren { .. }
             | StoreError::SnapshotNotActive { .. }

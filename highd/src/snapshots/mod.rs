@@ -413,7 +413,8 @@ impl Snapshotter {
             .db
             .get(SNAPSHOTS, ns, key)?
             .ok_or_else(|| not_found(key))?;
-        if r.kind == Kind::Committed {
+        // As containerd: only active snapshots are measured live; views own nothing.
+        if r.kind != Kind::Active {
             return Ok(Usage {
                 size: r.size,
                 inodes: r.inodes,

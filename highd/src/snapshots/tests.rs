@@ -125,7 +125,7 @@ fn containerd_errors_for_keys_parents_and_children() -> anyhow::Result<()> {
     );
     assert_eq!(
         code(s.prepare("ns", "b", "a", none())),
-        Err(tonic::Code::InvalidArgument)
+        Err(tonic::Code::NotFound)
     );
     assert_eq!(
         code(s.prepare("ns", "b", "nope", none())),
