@@ -3,7 +3,7 @@
 use http::StatusCode;
 
 use crate::backend::BackendError;
-use crate::daemon::DaemonError;
+use crate::daemon::{DaemonError, ImportError};
 
 /// An error as the Docker API reports it: an HTTP status and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +46,8 @@ impl From<DaemonError> for ApiError {
             | E::InvalidName { .. }
             | E::InvalidParameter { .. }
             | E::StartFailed { .. }
+            | E::Spec(_)
+            | E::Import(ImportError::NotTar { .. } | ImportError::Decompress { .. })
             | E::Reference(_) => StatusCode::BAD_REQUEST,
             E::NameConflict { .. } | E::NotRunning { .. } | E::RemoveRunning { .. } => {
                 StatusCode::CONFLICT
@@ -54,7 +56,7 @@ impl From<DaemonError> for ApiError {
             E::Backend(BackendError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Backend(BackendError::AlreadyExists { .. }) => StatusCode::CONFLICT,
             E::Backend(BackendError::InvalidArgument { .. }) => StatusCode::BAD_REQUEST,
-            E::Backend(_) | E::Store(_) | E::Spec(_) | E::Io { .. } | E::Import(_) => {
+            E::Backend(_) | E::NoExitEvent { .. } | E::Store(_) | E::Io { .. } | E::Import(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

@@ -199,7 +199,9 @@ impl<B: Backend> Daemon<B> {
         }
         tracing::info!(id = %rec.id, timeout, "container did not stop in time; killing it");
         self.kill_task(&rec.id, SIGKILL).await?;
-        self.wait_exit(&rec.id, &mut events, None).await;
+        if !self.wait_exit(&rec.id, &mut events, Some(KILL_WAIT)).await {
+            return Err(DaemonError::NoExitEvent { id: rec.id });
+        }
         Ok(true)
     }
 
@@ -273,7 +275,9 @@ impl<B: Backend> Daemon<B> {
             }
             let mut events = self.subscribe();
             self.kill_task(&rec.id, SIGKILL).await?;
-            self.wait_exit(&rec.id, &mut events, None).await;
+            if !self.wait_exit(&rec.id, &mut events, Some(KILL_WAIT)).await {
+                return Err(DaemonError::NoExitEvent { id: rec.id });
+            }
         }
         self.remove_container_record(&rec.id, rec.state.exit_code)
             .await

@@ -46,6 +46,8 @@ pub enum DaemonError {
     NameConflict { name: String, id: String },
     #[error("Container {id} is not running")]
     NotRunning { id: String },
+    #[error("tried to kill container {id}, but did not receive an exit event")]
+    NoExitEvent { id: String },
     #[error("cannot remove container \"{name}\": container is running: stop the container before removing or force remove")]
     RemoveRunning { name: String },
     /// dockerd's start failure shape; `message` is what highd/the runtime said.
