@@ -274,3 +274,53 @@ impl TaskManager {
         }
     }
 }
+
+impl TaskManager {
+    /// Resource updates go to the shim, which runs the runtime's `update`.
+    pub async fn update(&self, ns: &str, req: api::UpdateTaskRequest) -> Result<(), TaskError> {
+        let task = self.task(ns, &req.container_id)?;
+        let req = shim::UpdateTaskRequest {
+            id: req.container_id,
+            resources: req.resources,
+            annotations: req.annotations,
+        };
+        match self.client(&task)?.update(req).await {
+            Ok(_) => Ok(()),
+            Err(s) => Err(self.shim_failed(&task, s).await),
+        }
+    }
+
+    /// Stats of the namespace's tasks matching `filters` (`id`), one Metric each. Tasks
+    /// whose shim is gone or fails are left out, as containerd does.
+    pub async fn metrics(
+        &self,
+        ns: &str,
+        filters: &[String],
+    ) -> Result<Vec<berth_proto::containerd::types::Metric>, TaskError> {
+        let filters = crate::events::Filters::parse(filters, |f| f == "id").map_err(|e| {
+            TaskError::InvalidArgument {
+                what: "metrics filter",
+                reason: e.to_string(),
+            }
+        })?;
+        let mut out = Vec::new();
+        for task in self.tasks_in(ns) {
+            if !filters.matches(|f| (f == "id").then_some(task.id.as_str())) {
+                continue;
+            }
+            let Some(shim) = task.shim() else { continue };
+            let req = shim::StatsRequest {
+                id: task.id.clone(),
+            };
+            match shim.rpc().stats(req).await {
+                Ok(r) => out.push(berth_proto::containerd::types::Metric {
+                    timestamp: Some(crate::containers::store::timestamp(chrono::Utc::now())),
+                    id: task.id.clone(),
+                    data: r.into_inner().stats,
+                }),
+                Err(s) => tracing::warn!(id = %task.id, error = %s.message(), "collecting metrics"),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -6,7 +6,10 @@ use berth_proto::containerd::services::tasks::v1::tasks_server::Tasks;
 use berth_proto::containerd::services::tasks::v1::*;
 use tonic::{Request, Response, Status};
 
+use berth_proto::containerd::v1::types::Status as ProcStatus;
+
 use super::{TaskError, TaskManager};
+use crate::events::Filters;
 use crate::server::namespace;
 
 pub struct TasksService {
@@ -81,12 +84,28 @@ impl Tasks for TasksService {
         req: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
         let ns = namespace(&req)?;
-        if !req.get_ref().filter.is_empty() {
-            return Err(unimplemented("filtering the task list"));
-        }
-        Ok(Response::new(ListTasksResponse {
-            tasks: self.tasks.list(&ns).await?,
-        }))
+        // containerd ignores this field; we honour `id` and `status` (e.g. status==running).
+        let filter = &req.get_ref().filter;
+        let filters = Filters::parse(std::slice::from_ref(filter), |f| f == "id" || f == "status")
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let tasks = self
+            .tasks
+            .list(&ns)
+            .await?
+            .into_iter()
+            .filter(|p| {
+                let status = ProcStatus::try_from(p.status)
+                    .unwrap_or(ProcStatus::Unknown)
+                    .as_str_name()
+                    .to_ascii_lowercase();
+                filters.matches(|f| match f {
+                    "id" => Some(p.container_id.as_str()),
+                    "status" => Some(status.as_str()),
+                    _ => None,
+                })
+            })
+            .collect();
+        Ok(Response::new(ListTasksResponse { tasks }))
     }
 
     async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
@@ -148,15 +167,19 @@ impl Tasks for TasksService {
         Err(unimplemented("Checkpoint"))
     }
 
-    async fn update(&self, _req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
-        Err(unimplemented("Update of a running task's resources"))
+    async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        self.tasks.update(&ns, req.into_inner()).await?;
+        Ok(Response::new(()))
     }
 
     async fn metrics(
         &self,
-        _req: Request<MetricsRequest>,
+        req: Request<MetricsRequest>,
     ) -> Result<Response<MetricsResponse>, Status> {
-        Err(unimplemented("Metrics"))
+        let ns = namespace(&req)?;
+        let metrics = self.tasks.metrics(&ns, &req.get_ref().filters).await?;
+        Ok(Response::new(MetricsResponse { metrics }))
     }
 
     async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {

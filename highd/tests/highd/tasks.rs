@@ -252,6 +252,22 @@ async fn exec_kill_and_exit_event() -> anyhow::Result<()> {
         .into_inner()
         .tasks;
     assert_eq!(listed.len(), 1);
+    let list = |filter: &str| {
+        let mut tasks = tasks.clone();
+        let filter = filter.to_string();
+        async move {
+            tasks
+                .list(req(ListTasksRequest { filter }))
+                .await
+                .map(|r| r.into_inner().tasks.len())
+        }
+    };
+    assert_eq!(list("status==running,id==t2").await?, 1);
+    assert_eq!(list("status==stopped").await?, 0);
+    assert_eq!(
+        list("bogus==1").await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     assert_eq!(
         (listed[0].pid, listed[0].status),
         (pid, ProcStatus::Running as i32)
