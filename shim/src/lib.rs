@@ -2,7 +2,7 @@
 //!
 //! `berth-shim start` daemonizes ([`daemon`]); the daemon reaps ([`reaper`]), runs the
 //! OCI runtime ([`runtime`]), copies stdio ([`stdio`]), records exits ([`state_files`])
-//! and serves containerd's shim task API ([`service`] over [`task`]).
+//! and OOMs, and serves containerd's shim task API ([`service`] over [`task`]).
 
 pub mod config;
 pub mod console;
@@ -12,6 +12,7 @@ pub mod events;
 mod exec;
 mod exits;
 pub mod mount;
+pub mod oom;
 pub mod process;
 pub mod reaper;
 pub mod runtime;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use berth_proto::containerd::events::{
-    TaskCreate, TaskDelete, TaskIo, TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskIo, TaskOom, TaskPaused, TaskResumed, TaskStart,
 };
 use berth_proto::containerd::v1::types::Status;
 use tokio::sync::Notify;
@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     /// Runtime calls under way that will start a process. While there are any, exits of
     /// unknown pids are kept: they may belong to a process whose pid is not known yet.
     pub(crate) pending_launches: usize,
+    /// Publishes TaskOOM while the task exists.
+    oom_watch: Option<tokio::task::AbortHandle>,
     pub(crate) unmatched: HashMap<i32, Exit>,
 }
 
@@ -140,6 +142,7 @@ impl<R: RuntimeCli> Task<R> {
             Ok(process) => {
                 let pid = process.pid();
                 inner.init = Some(process);
+                inner.oom_watch = self.watch_oom(pid);
                 drop(inner);
                 self.events.publish(TaskCreate {
                     container_id: self.cfg.id.clone(),
@@ -193,6 +196,31 @@ impl<R: RuntimeCli> Task<R> {
         })
         .await?;
         Ok(process)
+    }
+
+    fn watch_oom(&self, pid: u32) -> Option<tokio::task::AbortHandle> {
+        let watcher = match crate::oom::OomWatcher::for_pid(pid) {
+            Ok(Some(w)) => w,
+            Ok(None) => {
+                tracing::debug!(pid, "no cgroup v1 memory controller; no OOM events");
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(error = %crate::error_chain(&err), "cannot watch for OOM");
+                return None;
+            }
+        };
+        let events = self.events.clone();
+        let container_id = self.cfg.id.clone();
+        let task = tokio::spawn(async move {
+            while watcher.next().await.is_some() {
+                tracing::info!("container hit its memory limit");
+                events.publish(TaskOom {
+                    container_id: container_id.clone(),
+                });
+            }
+        });
+        Some(task.abort_handle())
     }
 
     /// Runs a runtime call that starts `process` (create or exec) and adopts the pid it
@@ -351,6 +379,9 @@ impl<R: RuntimeCli> Task<R> {
             inner.rootfs_mounted = false;
         }
         inner.init = None;
+        if let Some(watch) = inner.oom_watch.take() {
+            watch.abort();
+        }
         for exec in inner.execs.drain() {
             exec.1.close_io();
         }

@@ -135,6 +135,15 @@ impl Fixture {
         Ok(())
     }
 
+    /// Limits the container's memory (and memory+swap) to `bytes`.
+    pub fn set_memory_limit(&self, bytes: u64) -> Result<()> {
+        let path = self.bundle.join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": bytes, "swap": bytes});
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
+        Ok(())
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -266,7 +275,7 @@ fn make_busybox_rootfs(root: &Path) -> Result<()> {
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("copy busybox")?;
     for applet in [
-        "sh", "echo", "sleep", "cat", "true", "ls", "kill", "stty", "head",
+        "sh", "echo", "sleep", "cat", "true", "ls", "kill", "stty", "head", "tail",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }

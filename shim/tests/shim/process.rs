@@ -269,3 +269,38 @@ async fn runtime_failure_reports_the_runtime_message() -> anyhow::Result<()> {
     assert!(gone.is_some(), "shim still running");
     Ok(())
 }
+
+#[tokio::test]
+async fn oom_kill_is_reported() -> anyhow::Result<()> {
+    if skip_unless_root("oom_kill_is_reported") {
+        return Ok(());
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/memory/memory.oom_control").exists() {
+        eprintln!("SKIPPED oom_kill_is_reported: no cgroup v1 memory controller");
+        return Ok(());
+    }
+    // busybox tail buffers a newline-free input whole: it grows until the limit.
+    let mut fx = Fixture::new(&["tail", "/dev/zero"])?;
+    fx.set_memory_limit(16 * 1024 * 1024)?;
+    let events = FakeEvents::default();
+    events.serve(&fx.events_sock)?;
+    let mut client = fx.start_shim().await?;
+    client.create(fx.create_request("", "")).await?;
+    client.start(start_req(&fx, "")).await?;
+    let exit = client.wait(wait_req(&fx, "")).await?.into_inner();
+    assert_eq!(exit.exit_status, 128 + 9, "not OOM-killed");
+    let topics = poll(Duration::from_secs(10), || {
+        let t = events.topics();
+        t.contains(&"/tasks/exit".to_owned()).then_some(t)
+    })
+    .await
+    .unwrap_or_else(|| events.topics());
+    let oom = topics.iter().position(|t| t == "/tasks/oom");
+    let exited = topics.iter().position(|t| t == "/tasks/exit");
+    assert!(
+        oom.is_some() && oom < exited,
+        "want oom before exit: {topics:?}"
+    );
+    fx.delete_and_shutdown(&mut client).await?;
+    Ok(())
+}
