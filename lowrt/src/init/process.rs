@@ -207,11 +207,13 @@ fn user_and_caps(p: &Process) -> Result<(), InitError> {
         what: "ambient",
         source,
     })?;
+    // The kernel raises an ambient capability only if it is both permitted and
+    // inheritable; runc (whose default spec dropped inheritable for CVE-2022-29162)
+    // warns and continues, and so do we.
     for cap in to_caps(c.ambient()) {
-        caps::raise(None, CapSet::Ambient, cap).map_err(|source| InitError::Caps {
-            what: "ambient",
-            source,
-        })?;
+        if let Err(e) = caps::raise(None, CapSet::Ambient, cap) {
+            tracing::debug!("cannot raise ambient capability {cap}: {e}");
+        }
     }
     Ok(())
 }
