@@ -11,9 +11,9 @@ use berth_proto::containerd::services::events::v1::{
     events_client::EventsClient, SubscribeRequest,
 };
 use berth_proto::containerd::services::tasks::v1::{
-    tasks_client::TasksClient, CreateTaskRequest, DeleteProcessRequest, DeleteTaskRequest,
-    ExecProcessRequest, GetRequest, KillRequest, ListPidsRequest, ListTasksRequest, StartRequest,
-    WaitRequest,
+    tasks_client::TasksClient, CloseIoRequest, CreateTaskRequest, DeleteProcessRequest,
+    DeleteTaskRequest, ExecProcessRequest, GetRequest, KillRequest, ListPidsRequest,
+    ListTasksRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
 };
 use berth_proto::containerd::v1::types::Status as ProcStatus;
 use tonic::transport::Channel;
@@ -273,6 +273,37 @@ async fn exec_kill_and_exit_event() -> anyhow::Result<()> {
         (pid, ProcStatus::Running as i32)
     );
 
+    tasks
+        .pause(req(PauseTaskRequest {
+            container_id: "t2".into(),
+        }))
+        .await?;
+    let p = tasks
+        .get(req(GetRequest {
+            container_id: "t2".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    assert_eq!(
+        p.into_inner().process.unwrap().status,
+        ProcStatus::Paused as i32
+    );
+    tasks
+        .resume(req(ResumeTaskRequest {
+            container_id: "t2".into(),
+        }))
+        .await?;
+    let p = tasks
+        .get(req(GetRequest {
+            container_id: "t2".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    assert_eq!(
+        p.into_inner().process.unwrap().status,
+        ProcStatus::Running as i32
+    );
+
     let err = ContainersClient::new(ch.clone())
         .delete(req(DeleteContainerRequest { id: "t2".into() }))
         .await
@@ -368,6 +399,62 @@ async fn task_without_mounts_keeps_absolute_root() -> anyhow::Result<()> {
     tasks
         .delete(req(DeleteTaskRequest {
             container_id: "a1".into(),
+        }))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifo_stdin_and_close_io() -> anyhow::Result<()> {
+    if skip_unless_root("fifo_stdin_and_close_io") {
+        return Ok(());
+    }
+    // What ctr does: stdin is a FIFO the client writes, CloseIO ends the input.
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    let fifo = stack.dir.path().join("stdin.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    let out = stack.dir.path().join("cat.out");
+    stack.create_container(&ch, "c1", &["cat"]).await?;
+    // Opening a FIFO for writing blocks until the shim opens it for reading.
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&fifo)?;
+            f.write_all(b"through-the-fifo\n")
+        })
+    };
+    let mut tasks = TasksClient::new(ch.clone());
+    tasks
+        .create(req(CreateTaskRequest {
+            container_id: "c1".into(),
+            rootfs: stack.rootfs_mounts(),
+            stdin: fifo.to_string_lossy().into_owned(),
+            stdout: format!("file://{}", out.display()),
+            ..Default::default()
+        }))
+        .await?;
+    tasks.start(start_req("c1")).await?;
+    writer.join().expect("writer thread")?;
+    tasks
+        .close_io(req(CloseIoRequest {
+            container_id: "c1".into(),
+            exec_id: String::new(),
+            stdin: true,
+        }))
+        .await?;
+    let waited = tasks
+        .wait(req(WaitRequest {
+            container_id: "c1".into(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    assert_eq!(waited.into_inner().exit_status, 0);
+    assert_eq!(std::fs::read_to_string(&out)?, "through-the-fifo\n");
+    tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "c1".into(),
         }))
         .await?;
     Ok(())
