@@ -10,87 +10,37 @@
 //! an unpack creates). Snapshots keep their parents. Unmarked content records and committed
 //! snapshots are deleted, then blobs no namespace records.
 
+mod storage;
+
+pub use storage::Storage;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use crate::content::{ContentRecord, ContentService, ContentStore};
+use crate::content::{ContentRecord, ContentStore};
 use crate::db::{Db, DbError, StoreError, CONTENT, IMAGES, LEASES, SNAPSHOTS};
-use crate::diff::{Applier, DiffService};
 use crate::images::ImageRecord;
-use crate::images::ImagesService;
-use crate::leases::LeasesService;
 use crate::leases::{LeaseRecord, EXPIRE_LABEL};
-use crate::namespaces::NamespacesService;
-use crate::snapshots::{Kind, SnapshotRecord, SnapshotsService, Snapshotter, SNAPSHOTTER};
+use crate::snapshots::{Kind, SnapshotRecord, Snapshotter, SNAPSHOTTER};
 
 const ROOT_LABEL: &str = "containerd.io/gc.root";
 const REF_CONTENT: &str = "containerd.io/gc.ref.content";
 const REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
 /// JSON documents larger than this are not parsed for references.
 const MAX_JSON: u64 = 4 << 20;
+/// Unreferenced content and committed snapshots younger than this are kept (and collected
+/// by a later run): a client that takes no lease writes an image's blobs before the image
+/// record that references them, and a collection in between must not eat them.
+pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Supplied by the containers service: the snapshots its containers use.
 pub trait ContainerRefs: Send + Sync {
     /// `(snapshotter, key)` of every container of `ns`.
     fn snapshot_refs(&self, ns: &str) -> Result<Vec<(String, String)>, DbError>;
-}
-
-/// All of highd's storage, opened once at start: the stores, the collector spanning them,
-/// and constructors for their gRPC services.
-#[derive(Debug, Clone)]
-pub struct Storage {
-    pub db: Db,
-    pub content: ContentStore,
-    pub snapshots: Snapshotter,
-    pub gc: Arc<Gc>,
-}
-
-impl Storage {
-    /// Opens content and snapshots under `root` (probing overlayfs and removing leftovers of
-    /// interrupted operations). `mode` None probes; tests force a mode.
-    pub fn open(
-        root: &Path,
-        db: Db,
-        mode: Option<crate::snapshots::Mode>,
-    ) -> Result<Storage, StoreError> {
-        let content = ContentStore::open(root, db.clone())?;
-        let snapshots = Snapshotter::open(root, db.clone(), mode)?;
-        let gc = Arc::new(Gc::new(db.clone(), content.clone(), snapshots.clone()));
-        Ok(Storage {
-            db,
-            content,
-            snapshots,
-            gc,
-        })
-    }
-
-    pub fn namespaces_service(&self) -> NamespacesService {
-        NamespacesService::new(self.db.clone())
-    }
-
-    pub fn content_service(&self) -> ContentService {
-        ContentService::new(self.content.clone(), self.gc.clone())
-    }
-
-    pub fn images_service(&self) -> ImagesService {
-        ImagesService::new(self.db.clone(), self.gc.clone())
-    }
-
-    pub fn snapshots_service(&self) -> SnapshotsService {
-        SnapshotsService::new(self.snapshots.clone())
-    }
-
-    pub fn diff_service(&self) -> DiffService {
-        DiffService::new(Applier::new(self.content.clone()))
-    }
-
-    pub fn leases_service(&self) -> LeasesService {
-        LeasesService::new(self.db.clone(), self.gc.clone())
-    }
 }
 
 /// What one collection removed.
@@ -100,6 +50,8 @@ pub struct GcReport {
     pub snapshots: usize,
     pub blobs: usize,
     pub leases: usize,
+    /// Unreferenced objects kept because they are younger than the grace period.
+    pub deferred: usize,
 }
 
 /// The collector (one per daemon, shared by the services).
@@ -109,6 +61,8 @@ pub struct Gc {
     snapshots: Snapshotter,
     containers: RwLock<Option<Arc<dyn ContainerRefs>>>,
     running: Mutex<()>,
+    grace: std::time::Duration,
+    rerun_scheduled: AtomicBool,
 }
 
 impl std::fmt::Debug for Gc {
@@ -148,7 +102,15 @@ impl Gc {
             snapshots,
             containers: RwLock::new(None),
             running: Mutex::new(()),
+            grace: DEFAULT_GRACE,
+            rerun_scheduled: AtomicBool::new(false),
         }
+    }
+
+    /// Sets the grace period of young unreferenced objects (tests use zero).
+    pub fn with_grace(mut self, grace: std::time::Duration) -> Gc {
+        self.grace = grace;
+        self
     }
 
     /// Installs the containers service's hook.
@@ -161,17 +123,34 @@ impl Gc {
         let gc = self.clone();
         let run = tokio::task::spawn_blocking(move || gc.collect());
         if sync {
-            run.await??;
+            let report = run.await??;
+            self.schedule_rerun(&report);
         } else {
+            let gc = self.clone();
             tokio::spawn(async move {
                 match run.await {
-                    Ok(Ok(r)) => tracing::debug!(?r, "garbage collected"),
+                    Ok(Ok(r)) => gc.schedule_rerun(&r),
                     Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection failed"),
                     Err(e) => tracing::warn!(error = %e, "garbage collection panicked"),
                 }
             });
         }
         Ok(())
+    }
+
+    /// Collects again once deferred objects are past their grace period.
+    fn schedule_rerun(self: &Arc<Self>, report: &GcReport) {
+        if report.deferred == 0 || self.rerun_scheduled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let gc = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(gc.grace + std::time::Duration::from_secs(1)).await;
+            gc.rerun_scheduled.store(false, Ordering::SeqCst);
+            if let Err(e) = gc.after_delete(false).await {
+                tracing::warn!(error = %e, "deferred garbage collection failed");
+            }
+        });
     }
 
     /// One full mark-and-sweep.
@@ -187,9 +166,10 @@ impl Gc {
             Ok(all.into_iter().collect())
         })?;
         for ns in namespaces {
-            let (c, s) = self.collect_namespace(&ns)?;
+            let (c, s, d) = self.collect_namespace(&ns)?;
             report.content += c;
             report.snapshots += s;
+            report.deferred += d;
         }
         report.blobs = self.content.remove_unreferenced_blobs()?;
         if report != GcReport::default() {
@@ -312,18 +292,20 @@ impl Gc {
         }
     }
 
-    fn collect_namespace(&self, ns: &str) -> Result<(usize, usize), StoreError> {
-        let content: BTreeMap<String, ContentRecord> =
-            self.db.list(CONTENT, ns)?.into_iter().collect();
-        let snaps: BTreeMap<String, SnapshotRecord> =
-            self.db.list(SNAPSHOTS, ns)?.into_iter().collect();
-        let mut m = self.roots(ns, &snaps)?;
+    /// Marks everything reachable from `m`'s roots.
+    fn mark(
+        &self,
+        ns: &str,
+        content: &BTreeMap<String, ContentRecord>,
+        snaps: &BTreeMap<String, SnapshotRecord>,
+        m: &mut Marks,
+    ) {
         while let Some(d) = m.todo.pop() {
             if !m.content.insert(d.clone()) {
                 continue;
             }
             if let Some(rec) = content.get(&d) {
-                self.follow(ns, &d, rec, &mut m);
+                self.follow(ns, &d, rec, m);
             }
         }
         // Parents of kept snapshots are kept.
@@ -338,6 +320,33 @@ impl Gc {
                     todo.push(p);
                 }
             }
+        }
+    }
+
+    fn collect_namespace(&self, ns: &str) -> Result<(usize, usize, usize), StoreError> {
+        let content: BTreeMap<String, ContentRecord> =
+            self.db.list(CONTENT, ns)?.into_iter().collect();
+        let snaps: BTreeMap<String, SnapshotRecord> =
+            self.db.list(SNAPSHOTS, ns)?.into_iter().collect();
+        let mut m = self.roots(ns, &snaps)?;
+        self.mark(ns, &content, &snaps, &mut m);
+        // Young unreferenced objects become roots for this run (with what they reference).
+        let cutoff = Utc::now() - chrono::TimeDelta::from_std(self.grace).unwrap_or_default();
+        let young_content: Vec<String> = content
+            .iter()
+            .filter(|(d, c)| !m.content.contains(*d) && c.created_at > cutoff)
+            .map(|(d, _)| d.clone())
+            .collect();
+        let young_snaps: Vec<String> = snaps
+            .iter()
+            .filter(|(k, s)| !m.snapshots.contains(*k) && s.created_at > cutoff)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let deferred = young_content.len() + young_snaps.len();
+        if deferred > 0 {
+            m.todo.extend(young_content);
+            m.snapshots.extend(young_snaps);
+            self.mark(ns, &content, &snaps, &mut m);
         }
         let dead_content: Vec<&String> =
             content.keys().filter(|d| !m.content.contains(*d)).collect();
@@ -384,7 +393,7 @@ impl Gc {
                 }
             }
         }
-        Ok((removed_content, removed))
+        Ok((removed_content, removed, deferred))
     }
 }
 

@@ -2,6 +2,7 @@
 //! (the engine's path: write blobs, create the image, unpack, delete, collect).
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use berth_proto::containerd::services::content::v1::{self as cpb, content_client::ContentClient};
 use berth_proto::containerd::services::diff::v1::{self as dpb, diff_client::DiffClient};
@@ -107,7 +108,8 @@ async fn engine_flow_over_grpc() -> anyhow::Result<()> {
         dir.path(),
         Db::open(dir.path())?,
         Some(Mode::Overlay { index_off: false }),
-    )?;
+    )?
+    .with_gc_grace(std::time::Duration::ZERO);
     let ch = serve(&storage, &dir.path().join("highd.sock")).await?;
     let mut content = ContentClient::new(ch.clone());
 

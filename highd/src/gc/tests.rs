@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::*;
 use crate::content::Descriptor;
@@ -23,7 +24,7 @@ fn env() -> anyhow::Result<Env> {
         db.clone(),
         Some(Mode::Overlay { index_off: false }),
     )?;
-    let gc = Gc::new(db.clone(), content.clone(), snaps.clone());
+    let gc = Gc::new(db.clone(), content.clone(), snaps.clone()).with_grace(Duration::ZERO);
     Ok(Env {
         _dir: dir,
         db,
@@ -168,6 +169,23 @@ fn chain_ids_follow_the_oci_definition() {
         hex::encode(Sha256::digest(b"sha256:a sha256:b"))
     );
     assert_eq!(ids, ["sha256:a".to_string(), second]);
+}
+
+#[test]
+fn young_unreferenced_objects_wait_for_their_grace() -> anyhow::Result<()> {
+    let mut env = env()?;
+    env.gc = Gc::new(env.db.clone(), env.content.clone(), env.snaps.clone());
+    let d = put(&env, "ns", b"fresh", BTreeMap::new())?;
+    env.snaps.prepare("ns", "a", "", BTreeMap::new())?;
+    env.snaps.commit("ns", "fresh", "a", BTreeMap::new())?;
+    let r = env.gc.collect()?;
+    assert_eq!((r.content, r.snapshots, r.deferred), (0, 0, 2), "{r:?}");
+    env.content.info("ns", &d)?;
+    env.gc =
+        Gc::new(env.db.clone(), env.content.clone(), env.snaps.clone()).with_grace(Duration::ZERO);
+    let r = env.gc.collect()?;
+    assert_eq!((r.content, r.snapshots, r.deferred), (1, 1, 0), "{r:?}");
+    Ok(())
 }
 
 #[test]

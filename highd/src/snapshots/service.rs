@@ -7,19 +7,23 @@ use berth_proto::containerd::types::Mount as PbMount;
 use pb::snapshots_server::Snapshots;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use super::{Info, Kind, Mount, Snapshotter, SNAPSHOTTER};
 use crate::db::filter::Filter;
 use crate::db::{self, blocking, StoreError};
+use crate::gc::Gc;
 
 /// The snapshots service (one snapshotter: "overlayfs").
 #[derive(Clone, Debug)]
 pub struct SnapshotsService {
     snapshotter: Snapshotter,
+    gc: Arc<Gc>,
 }
 
 impl SnapshotsService {
-    pub fn new(snapshotter: Snapshotter) -> SnapshotsService {
-        SnapshotsService { snapshotter }
+    pub fn new(snapshotter: Snapshotter, gc: Arc<Gc>) -> SnapshotsService {
+        SnapshotsService { snapshotter, gc }
     }
 
     /// The snapshotter a request names, checked like containerd's "snapshotter not loaded".
@@ -140,6 +144,9 @@ impl Snapshots for SnapshotsService {
         let req = req.into_inner();
         let s = self.pick(&req.snapshotter)?;
         blocking(move || s.remove(&ns, &req.key)).await?;
+        // Parents only this snapshot kept alive may go now (containerd collects after
+        // removals too).
+        self.gc.after_delete(false).await?;
         Ok(Response::new(()))
     }
 
