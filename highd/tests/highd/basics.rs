@@ -26,6 +26,9 @@ async fn version_introspection_and_graceful_shutdown() -> anyhow::Result<()> {
     }
     let mut stack = Stack::new();
     let ch = stack.start().await?;
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&stack.address)?.permissions());
+    assert_eq!(mode & 0o777, 0o660, "socket must not be world-accessible");
     let v = VersionClient::new(ch.clone())
         .version(())
         .await?
