@@ -55,6 +55,8 @@ pub enum TaskError {
     },
     #[error("the runtime did not send a pty master in time")]
     ConsoleTimeout,
+    #[error("the operation failed inside the shim")]
+    Aborted(#[source] tokio::task::JoinError),
     #[error("{what} is not implemented by berth-shim")]
     Unimplemented { what: &'static str },
     #[error(transparent)]

@@ -31,6 +31,17 @@ fn ok<T>(value: T) -> RpcResult<T> {
     Ok(Response::new(value))
 }
 
+/// Runs a state-changing operation as its own task, so a client that cancels the call
+/// (dropping this future) cannot leave a create, start or delete half done.
+async fn detached<T: Send + 'static>(
+    op: impl std::future::Future<Output = Result<T, TaskError>> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::spawn(op).await {
+        Ok(result) => Ok(result?),
+        Err(join) => Err(TaskError::Aborted(join).into()),
+    }
+}
+
 fn unimplemented(what: &'static str) -> Status {
     TaskError::Unimplemented { what }.into()
 }
@@ -84,29 +95,38 @@ impl<R: RuntimeCli> task_server::Task for TaskService<R> {
                 terminal: req.terminal,
             },
         };
-        let pid = self.task.create(create).await?;
+        let task = Arc::clone(&self.task);
+        let pid = detached(async move { task.create(create).await }).await?;
         ok(api::CreateTaskResponse { pid })
     }
 
     async fn start(&self, req: Request<api::StartRequest>) -> RpcResult<api::StartResponse> {
         let req = req.into_inner();
         self.task.check_id(&req.id)?;
-        let pid = if req.exec_id.is_empty() {
-            self.task.start_init().await?
-        } else {
-            self.task.start_exec(&req.exec_id).await?
-        };
+        let task = Arc::clone(&self.task);
+        let pid = detached(async move {
+            if req.exec_id.is_empty() {
+                task.start_init().await
+            } else {
+                task.start_exec(&req.exec_id).await
+            }
+        })
+        .await?;
         ok(api::StartResponse { pid })
     }
 
     async fn delete(&self, req: Request<api::DeleteRequest>) -> RpcResult<api::DeleteResponse> {
         let req = req.into_inner();
         self.task.check_id(&req.id)?;
-        let (pid, exit) = if req.exec_id.is_empty() {
-            self.task.delete_init().await?
-        } else {
-            self.task.delete_exec(&req.exec_id)?
-        };
+        let task = Arc::clone(&self.task);
+        let (pid, exit) = detached(async move {
+            if req.exec_id.is_empty() {
+                task.delete_init().await
+            } else {
+                task.delete_exec(&req.exec_id)
+            }
+        })
+        .await?;
         ok(api::DeleteResponse {
             pid,
             exit_status: exit.status,
@@ -128,13 +148,15 @@ impl<R: RuntimeCli> task_server::Task for TaskService<R> {
 
     async fn pause(&self, req: Request<api::PauseRequest>) -> RpcResult<()> {
         self.task.check_id(&req.get_ref().id)?;
-        self.task.pause().await?;
+        let task = Arc::clone(&self.task);
+        detached(async move { task.pause().await }).await?;
         ok(())
     }
 
     async fn resume(&self, req: Request<api::ResumeRequest>) -> RpcResult<()> {
         self.task.check_id(&req.get_ref().id)?;
-        self.task.resume().await?;
+        let task = Arc::clone(&self.task);
+        detached(async move { task.resume().await }).await?;
         ok(())
     }
 
@@ -145,7 +167,8 @@ impl<R: RuntimeCli> task_server::Task for TaskService<R> {
     async fn kill(&self, req: Request<api::KillRequest>) -> RpcResult<()> {
         let req = req.into_inner();
         self.task.check_id(&req.id)?;
-        self.task.kill(&req.exec_id, req.signal, req.all).await?;
+        let task = Arc::clone(&self.task);
+        detached(async move { task.kill(&req.exec_id, req.signal, req.all).await }).await?;
         ok(())
     }
 
