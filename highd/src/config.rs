@@ -118,6 +118,9 @@ impl Config {
                 Some(p) => p,
                 None => find_binary(RUNTIME_BIN, exe, "runtime")?,
             };
+            // Shims start in the task dir and run the runtime from theirs, so a path
+            // like `./bin/x` must not depend on the cwd; bare names go through $PATH.
+            let (shim, runtime) = (anchored(shim), anchored(runtime));
             let runtime_root = entry.runtime_root.take();
             if let Some(rr) = &runtime_root {
                 absolute("runtime_root", rr)?;
@@ -146,6 +149,16 @@ impl Config {
             None => self.state.join("runtime").join(ns),
         }
     }
+}
+
+/// Makes a relative path with a directory part absolute against our cwd.
+fn anchored(path: PathBuf) -> PathBuf {
+    if path.is_relative() && path.components().count() > 1 {
+        if let Ok(cwd) = std::env::current_dir() {
+            return cwd.join(path);
+        }
+    }
+    path
 }
 
 fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -187,8 +200,17 @@ pub fn find_binary(
     exe: &Path,
     flag: &'static str,
 ) -> Result<PathBuf, ConfigError> {
+    find_binary_in(name, exe, flag, std::env::var_os("PATH"))
+}
+
+fn find_binary_in(
+    name: &'static str,
+    exe: &Path,
+    flag: &'static str,
+    path: Option<std::ffi::OsString>,
+) -> Result<PathBuf, ConfigError> {
     let beside = exe.parent().map(|dir| dir.join(name));
-    let in_path = std::env::var_os("PATH")
+    let in_path = path
         .map(|p| {
             std::env::split_paths(&p)
                 .map(|d| d.join(name))
@@ -289,13 +311,29 @@ mod tests {
     }
 
     #[test]
-    fn missing_binary_is_named() {
+    fn relative_binaries_are_anchored() {
         let flags = Flags {
-            runtime: Some("/usr/sbin/runc".into()),
+            shim: Some("./bin/shim".into()),
+            runtime: Some("runc".into()),
             ..Flags::default()
         };
-        std::env::set_var("PATH", "/nonexistent-berth");
-        let err = Config::load(flags, Path::new("/nonexistent/h"))
+        let cfg = Config::load(flags, Path::new("/x/h")).unwrap();
+        let rt = &cfg.runtimes[DEFAULT_RUNTIMES[0]];
+        assert!(
+            rt.shim.is_absolute() && rt.shim.ends_with("bin/shim"),
+            "{rt:?}"
+        );
+        assert_eq!(
+            rt.runtime,
+            PathBuf::from("runc"),
+            "bare names stay for $PATH"
+        );
+    }
+
+    #[test]
+    fn missing_binary_is_named() {
+        let path = Some("/nonexistent-berth".into());
+        let err = find_binary_in(SHIM_BIN, Path::new("/nonexistent/h"), "shim", path)
             .unwrap_err()
             .to_string();
         assert!(

@@ -1,5 +1,6 @@
 //! Creating and deleting tasks: the two operations that start and end a shim.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ struct Cleanup<'a> {
     bundle: &'a Bundle,
     shim: Option<ShimClient>,
     id: &'a str,
+    runtime: &'a Path,
+    runtime_root: &'a Path,
 }
 
 impl Cleanup<'_> {
@@ -46,9 +49,32 @@ impl Cleanup<'_> {
         if let Some(pid) = read_pid(&self.bundle.dir.join("shim.pid")) {
             wait_gone(pid, SHIM_EXIT_GRACE).await;
         }
+        // A shim killed half-way may leave a created container (init blocked before
+        // exec) and the runtime's state behind.
+        runtime_delete(self.runtime, self.runtime_root, self.id).await;
         if let Err(e) = self.bundle.remove() {
             tracing::error!(dir = %self.bundle.dir.display(), error = %crate::shims::client::error_chain(&e), "cannot remove task dir of failed create");
         }
+    }
+}
+
+/// `RUNTIME --root R delete --force ID`, best effort: usually there is nothing to delete.
+async fn runtime_delete(runtime: &Path, root: &Path, id: &str) {
+    let out = tokio::process::Command::new(runtime)
+        .arg("--root")
+        .arg(root)
+        .args(["delete", "--force", id])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    match out {
+        Ok(o) if !o.status.success() => {
+            tracing::debug!(id, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "runtime delete")
+        }
+        Err(e) => {
+            tracing::warn!(id, runtime = %runtime.display(), error = %e, "cannot run runtime delete")
+        }
+        Ok(_) => {}
     }
 }
 
@@ -156,6 +182,8 @@ impl TaskManager {
             bundle: &bundle,
             shim: None,
             id,
+            runtime: &runtime.runtime,
+            runtime_root: &runtime_root,
         };
         let outcome = async {
             std::fs::create_dir_all(&runtime_root).map_err(|source| TaskError::RuntimeRoot {
@@ -301,20 +329,7 @@ impl TaskManager {
     async fn cleanup_dead(&self, task: &Task) -> ExitInfo {
         let info = self.shim_gone(task);
         shims::kill_from_pidfile(&task.bundle.dir);
-        let out = tokio::process::Command::new(&task.runtime)
-            .arg("--root")
-            .arg(&task.runtime_root)
-            .args(["delete", "--force", &task.id])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await;
-        match out {
-            Ok(o) if !o.status.success() => {
-                tracing::debug!(id = %task.id, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "runtime delete after shim death")
-            }
-            Err(e) => tracing::warn!(id = %task.id, error = %e, "cannot run runtime delete"),
-            Ok(_) => {}
-        }
+        runtime_delete(&task.runtime, &task.runtime_root, &task.id).await;
         info
     }
 }
