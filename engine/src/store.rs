@@ -63,6 +63,9 @@ struct Index {
 pub struct Store {
     root: PathBuf,
     index: Mutex<Index>,
+    /// Serializes file writes and removals (never held by readers), so a slow fsync
+    /// does not stall `ps` or `inspect`, and a write never resurrects a removed record.
+    writes: Mutex<()>,
 }
 
 impl Store {
@@ -109,6 +112,7 @@ impl Store {
         Ok(Self {
             root: root.to_path_buf(),
             index: Mutex::new(index),
+            writes: Mutex::new(()),
         })
     }
 
@@ -157,34 +161,60 @@ impl Store {
         write_atomic(&path, &data).map_err(write_err)
     }
 
-    /// Persists a new record and indexes it (its name must be reserved).
+    fn write_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Persists a new record, then indexes it (its name must be reserved).
     pub fn insert(&self, rec: ContainerRecord) -> Result<(), StoreError> {
+        let _w = self.write_guard();
         self.persist(&rec)?;
         self.lock().records.insert(rec.id.clone(), rec);
         Ok(())
     }
 
-    /// Applies `f` to the record and persists it before anyone sees the change.
-    pub fn update(
+    /// Applies `f` to the in-memory record only; [`Store::sync`] makes it durable. For
+    /// changes that others may see before they are on disk because a crash in between is
+    /// repaired from highd (an exit: the task is deleted only after the sync).
+    pub fn update_in_memory(
         &self,
         id: &str,
         f: impl FnOnce(&mut ContainerRecord),
     ) -> Result<ContainerRecord, StoreError> {
         let mut idx = self.lock();
-        let mut rec = idx
+        let rec = idx
             .records
-            .get(id)
-            .cloned()
+            .get_mut(id)
             .ok_or_else(|| StoreError::Missing { id: id.into() })?;
-        f(&mut rec);
-        self.persist(&rec)?;
-        idx.records.insert(id.into(), rec.clone());
+        f(rec);
+        Ok(rec.clone())
+    }
+
+    /// Writes the current in-memory record atomically. Always the latest version, so
+    /// concurrent syncs cannot leave an older one on disk. A removed record stays removed.
+    pub fn sync(&self, id: &str) -> Result<(), StoreError> {
+        let _w = self.write_guard();
+        match self.get(id) {
+            Some(rec) => self.persist(&rec),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies `f` and makes it durable before returning.
+    pub fn update(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord, StoreError> {
+        let rec = self.update_in_memory(id, f)?;
+        self.sync(id)?;
         Ok(rec)
     }
 
     /// Removes the record and everything in its directory (logs, hosts, ...).
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
         let dir = self.container_dir(id);
+        let _w = self.write_guard();
         let mut idx = self.lock();
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}

@@ -46,6 +46,7 @@ impl From<DaemonError> for ApiError {
             | E::InvalidName { .. }
             | E::InvalidParameter { .. }
             | E::StartFailed { .. }
+            | E::ExecFailed { .. }
             | E::Spec(_)
             | E::Import(ImportError::NotTar { .. } | ImportError::Decompress { .. })
             | E::Reference(_) => StatusCode::BAD_REQUEST,

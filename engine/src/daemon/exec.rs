@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::{random_id, Daemon, DaemonError, DaemonResult, InvalidParameter};
-use crate::backend::{Backend, Stdio};
+use crate::backend::{Backend, BackendError, Stdio};
 use crate::spec::{self, SpecInput};
 use crate::stdcopy::{frame, StdStream};
 use crate::types::ExecConfig;
@@ -36,6 +36,24 @@ fn mkfifo(path: &Path) -> DaemonResult<()> {
             source: e.into(),
         }
     })
+}
+
+/// dockerd's shape: `OCI runtime exec failed: <runtime message>: unknown`.
+fn exec_failure_message(err: &BackendError) -> String {
+    let mut m = match err {
+        BackendError::Failed { message, .. }
+        | BackendError::NotFound { message }
+        | BackendError::AlreadyExists { message }
+        | BackendError::InvalidArgument { message } => message.clone(),
+        other => other.to_string(),
+    };
+    if !m.starts_with("OCI runtime exec failed") {
+        m = format!("OCI runtime exec failed: {m}");
+    }
+    if !m.ends_with(": unknown") {
+        m.push_str(": unknown");
+    }
+    m
 }
 
 /// Copies one FIFO into framed chunks until the writer (the shim) closes it.
@@ -201,7 +219,7 @@ impl<B: Backend> Daemon<B> {
                 let _ = std::fs::remove_file(dir.join(format!("{id}-stdout")));
                 let _ = std::fs::remove_file(dir.join(format!("{id}-stderr")));
                 let _ = self.backend.task_delete_process(&rec.id, id).await;
-                let message = e.to_string();
+                let message = exec_failure_message(&e);
                 let code = if message.contains("executable file not found")
                     || message.contains("no such file or directory")
                 {
@@ -210,7 +228,17 @@ impl<B: Backend> Daemon<B> {
                     126
                 };
                 self.update_exec(id, |x| x.exit_code = Some(code));
-                return Err(e.into());
+                if detach {
+                    return Err(DaemonError::ExecFailed { message });
+                }
+                // dockerd reports a failed exec inside the already hijacked stream (as
+                // stdout text) and lets the client read the exit code from inspect.
+                let (tx, rx) = mpsc::channel(1);
+                let _ = tx.try_send(frame(
+                    StdStream::Stdout,
+                    format!("{message}\r\n").as_bytes(),
+                ));
+                return Ok(Some(rx));
             }
         };
         self.update_exec(id, |x| {

@@ -151,25 +151,28 @@ impl<B: Backend> Daemon<B> {
             return Ok(());
         }
         let code = i64::from(exit_status);
-        self.store.update(id, |r| {
+        self.store.update_in_memory(id, |r| {
             r.state.set_exited(code, exited_at.unwrap_or_else(Utc::now))
         })?;
+        tracing::info!(%id, code, "container exited");
+        // Waiters (stop, wait, attach) hear of the exit before the fsync and the task
+        // delete, both of which can be slow; the task is deleted only after the record is
+        // durable, so a crash in between is repaired by reconcile.
+        self.emit(ContainerEvent::Exited {
+            id: id.into(),
+            code,
+        });
+        self.store.sync(id)?;
         match self.backend.task_delete(id).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => tracing::warn!(%id, error = %e, "deleting the exited task failed"),
         }
         drop(guard);
-        tracing::info!(%id, code, "container exited");
         if rec.host_config.auto_remove {
-            self.remove_container_record(id, code).await
-        } else {
-            self.emit(ContainerEvent::Exited {
-                id: id.into(),
-                code,
-            });
-            Ok(())
+            self.remove_container_record(id, code).await?;
         }
+        Ok(())
     }
 
     /// Sends `signal` and waits up to `timeout` seconds (negative: forever) for the exit,
@@ -522,6 +525,7 @@ impl<B: Backend> Daemon<B> {
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(ev) if ev.exec_id == ev.container_id || ev.exec_id.is_empty() => {
+                        tracing::debug!(id = %ev.container_id, status = ev.exit_status, "task exit event");
                         if let Err(e) = self
                             .handle_exit(&ev.container_id, ev.exit_status, ev.exited_at)
                             .await

@@ -53,6 +53,8 @@ pub enum DaemonError {
     /// dockerd's start failure shape; `message` is what highd/the runtime said.
     #[error("failed to create task for container: {message}")]
     StartFailed { message: String },
+    #[error("{message}")]
+    ExecFailed { message: String },
     #[error("{what} is not implemented yet in berth-engine")]
     NotImplemented { what: String },
     #[error(transparent)]
