@@ -108,7 +108,7 @@ fn detached_logs_stop_rm() -> Result<()> {
             "run",
             "-d",
             "--name",
-            "b",
+            "bb",
             "busybox",
             "sh",
             "-c",
@@ -128,17 +128,17 @@ fn detached_logs_stop_rm() -> Result<()> {
         "berth logs to show up",
         std::time::Duration::from_secs(20),
         || {
-            let out = s.berth(&["logs", "b"])?;
+            let out = s.berth(&["logs", "bb"])?;
             Ok((out.code == 0 && out.stdout == "up\n").then_some(()))
         },
     )?;
 
-    s.berth(&["stop", "-t", "1", "b"])?.ok()?;
+    s.berth(&["stop", "-t", "1", "bb"])?.ok()?;
     let all = s.berth(&["ps", "-a"])?.ok()?;
     expect_contains("berth ps -a", &all.stdout, "Exited (137)")?;
-    let out = s.berth(&["rm", "b"])?.ok()?;
-    ensure!(out.out() == "b", "berth rm printed {:?}", out.out());
-    let out = s.berth(&["rm", "b"])?.expect_code(1)?;
+    let out = s.berth(&["rm", "bb"])?.ok()?;
+    ensure!(out.out() == "bb", "berth rm printed {:?}", out.out());
+    let out = s.berth(&["rm", "bb"])?.expect_code(1)?;
     expect_contains(
         "berth rm stderr",
         &out.stderr,

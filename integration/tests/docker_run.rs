@@ -70,15 +70,15 @@ fn nonexistent_command() -> Result<()> {
     wait_no_containers(&s)?;
 
     // Without --rm the container stays, never started, with the failure recorded.
-    s.docker(&["run", "--name", "n", "busybox", "/nonexistent"])?
+    s.docker(&["run", "--name", "failed", "busybox", "/nonexistent"])?
         .expect_code(127)?;
-    let v = inspect(&s, "n")?;
+    let v = inspect(&s, "failed")?;
     anyhow::ensure!(
         v["State"]["Running"] == false && v["State"]["ExitCode"] == 127,
         "State after failed start: {}",
         v["State"]
     );
-    s.docker(&["rm", "n"])?.ok()?;
+    s.docker(&["rm", "failed"])?.ok()?;
     wait_no_containers(&s)
 }
 
