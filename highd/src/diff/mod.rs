@@ -6,13 +6,16 @@
 //! result is described by the digest and size of the uncompressed tar (the diff ID).
 
 mod apply;
+mod create;
 mod resolve;
 mod service;
 
 pub use service::DiffService;
 
-use std::io::{BufRead, BufReader, Read};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -27,11 +30,25 @@ pub const MEDIA_TYPE_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
-/// Hashes and counts everything read through it.
+/// Hashes and counts everything read or written through it.
 struct Hashing<R> {
     inner: R,
     hash: Sha256,
     size: u64,
+}
+
+impl<R> Hashing<R> {
+    fn new(inner: R) -> Hashing<R> {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hash.clone().finalize()))
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -42,6 +59,39 @@ impl<R: Read> Read for Hashing<R> {
         Ok(n)
     }
 }
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Appends to an ingest.
+struct IngestSink(crate::content::Writer);
+
+impl Write for IngestSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let at = self.0.offset();
+        self.0.write_at(at, buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Label containerd puts on a compressed layer: the digest of its uncompressed tar.
+pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
+/// Media type of Diff's output unless the request names one.
+pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// Applies layers from a content store.
 #[derive(Debug, Clone)]
@@ -156,11 +206,7 @@ impl Applier {
         } else {
             Box::new(buf)
         };
-        let mut hashing = Hashing {
-            inner: plain,
-            hash: Sha256::new(),
-            size: 0,
-        };
+        let mut hashing = Hashing::new(plain);
         apply::apply_tar(&layers, &mut hashing).map_err(|e| match e {
             StoreError::Layer { source, .. } => layer_err(source),
             other => other,
@@ -170,9 +216,124 @@ impl Applier {
         tracing::debug!(digest = %desc.digest, target = %layers.upper.display(), "applied layer");
         Ok(Descriptor {
             media_type: MEDIA_TYPE_LAYER.to_string(),
-            digest: format!("sha256:{}", hex::encode(hashing.hash.finalize())),
+            digest: hashing.digest(),
             size: i64::try_from(hashing.size).unwrap_or(i64::MAX),
             annotations: Default::default(),
+        })
+    }
+}
+
+/// The directory trees a Diff request compares: `(lower, upper, upper is an overlay upper)`.
+fn diff_dirs(
+    left: &[Mount],
+    right: &[Mount],
+) -> Result<(Option<PathBuf>, PathBuf, bool), StoreError> {
+    let unsupported = || {
+        StoreError::invalid(
+            "diff mounts",
+            format!("{left:?} -> {right:?}"),
+            "supported: an overlay with upperdir, or bind mounts (lower may be empty)",
+        )
+    };
+    match right {
+        [m] if m.kind == "overlay" => {
+            // The upper dir holds exactly the changes over its lower dirs, which are what
+            // the client passes as `left`.
+            let upper = option(m, "upperdir").ok_or_else(unsupported)?;
+            Ok((None, PathBuf::from(upper), true))
+        }
+        [m] if m.kind == "bind" || m.kind == "rbind" => {
+            let lower = match left {
+                [] => None,
+                [l] if l.kind == "bind" || l.kind == "rbind" => Some(PathBuf::from(&l.source)),
+                _ => return Err(unsupported()),
+            };
+            Ok((lower, PathBuf::from(&m.source), false))
+        }
+        _ => Err(unsupported()),
+    }
+}
+
+static DIFF_REFS: AtomicU64 = AtomicU64::new(0);
+
+impl Applier {
+    /// containerd's Diff.Diff: writes the changes from `left` to `right` as a layer into the
+    /// content store (gzip unless `media_type` names a plain tar) and returns its descriptor.
+    pub fn diff(
+        &self,
+        ns: &str,
+        left: &[Mount],
+        right: &[Mount],
+        media_type: &str,
+        reference: &str,
+        mut labels: BTreeMap<String, String>,
+    ) -> Result<Descriptor, StoreError> {
+        let media_type = if media_type.is_empty() {
+            MEDIA_TYPE_LAYER_GZIP
+        } else {
+            media_type
+        };
+        let gzip = match media_type {
+            MEDIA_TYPE_LAYER_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => true,
+            MEDIA_TYPE_LAYER | "application/vnd.docker.image.rootfs.diff.tar" => false,
+            other => {
+                return Err(StoreError::invalid(
+                    "diff media type",
+                    other,
+                    "only tar and tar+gzip layers can be created",
+                ))
+            }
+        };
+        let (lower, upper, overlay) = diff_dirs(left, right)?;
+        let changes = if overlay {
+            create::overlay_changes(&upper)?
+        } else {
+            create::compare_changes(lower.as_deref(), &upper)?
+        };
+        let reference = if reference.is_empty() {
+            let n = DIFF_REFS.fetch_add(1, Ordering::Relaxed);
+            format!(
+                "berth-diff-{}-{}-{n}",
+                std::process::id(),
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+            )
+        } else {
+            reference.to_string()
+        };
+        let writer = self.content.writer(ns, &reference, 0, "")?;
+        let out = Hashing::new(IngestSink(writer));
+        let write_err = |source| StoreError::Io {
+            op: "write layer",
+            path: upper.clone(),
+            source,
+        };
+        let (diff_id, out) = if gzip {
+            let mut tar = Hashing::new(flate2::write::GzEncoder::new(
+                out,
+                flate2::Compression::default(),
+            ));
+            create::write_tar(&upper, &changes, &mut tar)?;
+            let diff_id = tar.digest();
+            (diff_id, tar.inner.finish().map_err(write_err)?)
+        } else {
+            let mut out = out;
+            create::write_tar(&upper, &changes, &mut out)?;
+            (out.digest(), out)
+        };
+        let (digest, size) = (out.digest(), out.size);
+        if gzip {
+            labels.insert(UNCOMPRESSED_LABEL.to_string(), diff_id);
+        }
+        match out.inner.0.commit(size, &digest, labels) {
+            // The same layer was made before: containerd answers with it too.
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            annotations: BTreeMap::new(),
         })
     }
 }

@@ -1,12 +1,11 @@
-//! `containerd.services.diff.v1.Diff`: Apply unpacks a layer; Diff (creating a layer from
-//! two mounts) is not implemented yet and says so.
+//! `containerd.services.diff.v1.Diff`: Apply unpacks a layer, Diff creates one.
 
 use berth_proto::containerd::services::diff::v1 as pb;
 use pb::diff_server::Diff;
 use tonic::{Request, Response, Status};
 
 use super::Applier;
-use crate::db::{blocking, StoreError};
+use crate::db::blocking;
 use crate::images::{desc_from_pb, desc_to_pb};
 use crate::snapshots::Mount;
 
@@ -22,6 +21,17 @@ impl DiffService {
     }
 }
 
+fn mounts_from_pb(m: Vec<berth_proto::containerd::types::Mount>) -> Vec<Mount> {
+    m.into_iter()
+        .map(|m| Mount {
+            kind: m.r#type,
+            source: m.source,
+            target: m.target,
+            options: m.options,
+        })
+        .collect()
+}
+
 #[tonic::async_trait]
 impl Diff for DiffService {
     async fn apply(
@@ -31,16 +41,7 @@ impl Diff for DiffService {
         let ns = berth_proto::namespace_from_request(&req)?;
         let req = req.into_inner();
         let desc = desc_from_pb(req.diff);
-        let mounts: Vec<Mount> = req
-            .mounts
-            .into_iter()
-            .map(|m| Mount {
-                kind: m.r#type,
-                source: m.source,
-                target: m.target,
-                options: m.options,
-            })
-            .collect();
+        let mounts = mounts_from_pb(req.mounts);
         let applier = self.applier.clone();
         let applied = blocking(move || applier.apply(&ns, &desc, &mounts)).await?;
         Ok(Response::new(pb::ApplyResponse {
@@ -52,10 +53,16 @@ impl Diff for DiffService {
         &self,
         req: Request<pb::DiffRequest>,
     ) -> Result<Response<pb::DiffResponse>, Status> {
-        berth_proto::namespace_from_request(&req)?;
-        Err(StoreError::Unimplemented {
-            what: "creating a layer from two mounts (Diff.Diff)",
-        }
-        .into())
+        let ns = berth_proto::namespace_from_request(&req)?;
+        let req = req.into_inner();
+        let (left, right) = (mounts_from_pb(req.left), mounts_from_pb(req.right));
+        let applier = self.applier.clone();
+        let labels = req.labels.into_iter().collect();
+        let desc =
+            blocking(move || applier.diff(&ns, &left, &right, &req.media_type, &req.r#ref, labels))
+                .await?;
+        Ok(Response::new(pb::DiffResponse {
+            diff: Some(desc_to_pb(desc)),
+        }))
     }
 }

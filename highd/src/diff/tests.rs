@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -334,5 +335,130 @@ fn path_traversal_is_refused_or_contained() -> anyhow::Result<()> {
         code(env.applier.apply("ns", &store(&env, &tricky, "")?, &ro)),
         Err(tonic::Code::InvalidArgument)
     );
+    Ok(())
+}
+
+fn tar_names(env: &Env, desc: &Descriptor) -> anyhow::Result<(Vec<String>, String)> {
+    let raw = env.content.read_at("ns", &desc.digest, 0, 0)?;
+    let plain = if raw.starts_with(GZIP_MAGIC) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out)?;
+        out
+    } else {
+        raw
+    };
+    let mut names = Vec::new();
+    for e in tar::Archive::new(plain.as_slice()).entries()? {
+        names.push(e?.path()?.display().to_string());
+    }
+    Ok((names, sha(&plain)))
+}
+
+#[test]
+fn overlay_diff_turns_the_upper_dir_into_a_layer() -> anyhow::Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let env = env(Mode::Overlay { index_off: false })?;
+    let m = env.snaps.prepare("ns", "l1", "", BTreeMap::new())?;
+    let base = layer(&[
+        E::File("gone", "x"),
+        E::Dir("opq/", 0o755),
+        E::File("opq/old", "o"),
+    ])?;
+    env.applier.apply("ns", &store(&env, &base, "")?, &m)?;
+    env.snaps.commit("ns", "c1", "l1", BTreeMap::new())?;
+    let m = env.snaps.prepare("ns", "l2", "c1", BTreeMap::new())?;
+    // Change it through a real overlay mount, as a container would.
+    let target = env.snaps.fs_path(0).with_file_name("mnt-diff");
+    std::fs::create_dir_all(&target)?;
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let data = m[0].options.join(",");
+    mount(
+        Some("overlay"),
+        &target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )?;
+    let changed = (|| -> std::io::Result<()> {
+        std::fs::write(target.join("new"), "n")?;
+        std::fs::remove_file(target.join("gone"))?;
+        std::fs::remove_dir_all(target.join("opq"))?;
+        std::fs::create_dir(target.join("opq"))?;
+        std::fs::write(target.join("opq/fresh"), "f")
+    })();
+    umount2(&target, MntFlags::MNT_DETACH)?;
+    changed?;
+    let view = env.snaps.view("ns", "v", "c1", BTreeMap::new())?;
+    let desc = env.applier.diff("ns", &view, &m, "", "", BTreeMap::new())?;
+    assert_eq!(desc.media_type, MEDIA_TYPE_LAYER_GZIP);
+    let (names, diff_id) = tar_names(&env, &desc)?;
+    assert!(names.contains(&".wh.gone".to_string()), "{names:?}");
+    assert!(names.contains(&"new".to_string()) && names.contains(&"opq/fresh".to_string()));
+    let info = env.content.info("ns", &desc.digest)?;
+    assert_eq!(info.labels.get(UNCOMPRESSED_LABEL), Some(&diff_id));
+    // The kernel may record the re-created dir as opaque or with per-entry whiteouts;
+    // either way the old entry must not come back.
+    let opaque = names.contains(&"opq/.wh..wh..opq".to_string());
+    assert!(
+        opaque || names.contains(&"opq/.wh.old".to_string()),
+        "{names:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn bind_diff_round_trips_through_apply() -> anyhow::Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let env = env(Mode::Copy)?;
+    let m = env.snaps.prepare("ns", "l1", "", BTreeMap::new())?;
+    let base = layer(&[
+        E::File("keep", "same"),
+        E::File("edit", "before"),
+        E::File("gone", "x"),
+        E::Dir("d/", 0o755),
+        E::File("d/inner", "i"),
+    ])?;
+    env.applier.apply("ns", &store(&env, &base, "")?, &m)?;
+    env.snaps.commit("ns", "c1", "l1", BTreeMap::new())?;
+    let child = env.snaps.prepare("ns", "l2", "c1", BTreeMap::new())?;
+    let root = fs(&env, "l2")?;
+    std::fs::write(root.join("edit"), "after, longer")?;
+    std::fs::remove_file(root.join("gone"))?;
+    std::fs::remove_dir_all(root.join("d"))?;
+    std::os::unix::fs::symlink("keep", root.join("link"))?;
+    std::fs::hard_link(root.join("edit"), root.join("edit2"))?;
+    let parent = env.snaps.view("ns", "v", "c1", BTreeMap::new())?;
+    let tar_type = MEDIA_TYPE_LAYER;
+    let desc = env
+        .applier
+        .diff("ns", &parent, &child, tar_type, "ref", BTreeMap::new())?;
+    let (names, _) = tar_names(&env, &desc)?;
+    assert!(
+        !names.contains(&"keep".to_string()),
+        "unchanged files stay out: {names:?}"
+    );
+    for want in [".wh.gone", ".wh.d", "edit", "edit2", "link"] {
+        assert!(
+            names.contains(&want.to_string()),
+            "{want} missing from {names:?}"
+        );
+    }
+    // Applying the diff to another child of the same parent gives the same tree.
+    let again = env.snaps.prepare("ns", "l3", "c1", BTreeMap::new())?;
+    env.applier.apply("ns", &desc, &again)?;
+    let copy = fs(&env, "l3")?;
+    assert_eq!(std::fs::read_to_string(copy.join("edit"))?, "after, longer");
+    assert!(!copy.join("gone").exists() && !copy.join("d").exists());
+    assert_eq!(std::fs::read_link(copy.join("link"))?, Path::new("keep"));
+    assert_eq!(std::fs::metadata(copy.join("edit2"))?.nlink(), 2);
+    // A second identical diff is the same blob.
+    let twice = env
+        .applier
+        .diff("ns", &parent, &child, tar_type, "", BTreeMap::new())?;
+    assert_eq!(twice.digest, desc.digest);
     Ok(())
 }
