@@ -174,6 +174,9 @@ fn empty_file() -> tar::Header {
     h.set_size(0);
     h.set_mode(0o644);
     h.set_mtime(0);
+    // Every numeric field filled: some readers refuse empty ones.
+    h.set_uid(0);
+    h.set_gid(0);
     h
 }
 
