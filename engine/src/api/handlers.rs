@@ -117,13 +117,18 @@ async fn dispatch<B: Backend>(
             let id = d.create_container(name.as_deref(), body).await?;
             json_response(StatusCode::CREATED, &json!({"Id": id, "Warnings": []}))
         }
-        Route::ContainerList { all, limit } => {
+        Route::ContainerList {
+            all,
+            limit,
+            filters,
+        } => {
+            let all = all || filters.has_status();
             let now = chrono::Utc::now();
             let mut recs: Vec<_> = d
                 .store
                 .list()
                 .into_iter()
-                .filter(|r| all || r.state.status.is_running())
+                .filter(|r| (all || r.state.status.is_running()) && filters.matches(r))
                 .collect();
             recs.sort_by_key(|r| std::cmp::Reverse(r.created));
             if let Some(l) = limit {

@@ -2,6 +2,7 @@
 //! attach and exec).
 
 pub mod error;
+mod filters;
 mod handlers;
 pub mod route;
 mod streams;

@@ -5,6 +5,7 @@ use http::Method;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::filters::ContainerFilters;
 use super::version::{split_version, ApiVersion};
 
 /// What the client asked for, with its query parameters parsed.
@@ -26,6 +27,7 @@ pub enum Route {
     ContainerList {
         all: bool,
         limit: Option<usize>,
+        filters: ContainerFilters,
     },
     ContainerInspect {
         id: String,
@@ -147,6 +149,7 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
                 .get("limit")
                 .and_then(|l| l.parse::<i64>().ok())
                 .and_then(|l| usize::try_from(l).ok().filter(|l| *l > 0)),
+            filters: ContainerFilters::parse(q.get("filters").unwrap_or(""))?,
         },
         (Method::GET, ["containers", c, "json"]) => Route::ContainerInspect { id: id(c) },
         (Method::POST, ["containers", c, "start"]) => Route::ContainerStart { id: id(c) },

@@ -86,7 +86,8 @@ fn container_routes_with_query_parameters() {
         p(Method::GET, "/containers/json?all=1&limit=-1").unwrap(),
         Route::ContainerList {
             all: true,
-            limit: None
+            limit: None,
+            filters: Default::default(),
         }
     );
     assert_eq!(

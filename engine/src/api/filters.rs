@@ -1,0 +1,144 @@
+//! `GET /containers/json?filters=...`: docker's filter argument, parsed without I/O and
+//! applied to records.
+
+use std::collections::BTreeMap;
+
+use super::error::ApiError;
+use crate::record::ContainerRecord;
+
+const KEYS: &[&str] = &["id", "name", "status", "label", "exited"];
+
+/// Filter key → accepted values; a record must match one value of every key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerFilters(BTreeMap<String, Vec<String>>);
+
+impl ContainerFilters {
+    /// Accepts both encodings docker clients send: `{"k":["v"]}` and the older
+    /// `{"k":{"v":true}}`.
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        if raw.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let value: serde_json::Value = serde_json::from_str(raw)
+            .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
+        let Some(map) = value.as_object() else {
+            return Err(ApiError::bad_request(
+                "invalid filter: expected a JSON object",
+            ));
+        };
+        let mut out = BTreeMap::new();
+        for (key, values) in map {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
+            }
+            let list: Vec<String> = match values {
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                serde_json::Value::Object(o) => o
+                    .iter()
+                    .filter(|(_, b)| b.as_bool() == Some(true))
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+                _ => return Err(ApiError::bad_request(format!("invalid filter '{key}'"))),
+            };
+            if key == "status" {
+                for s in &list {
+                    if !matches!(
+                        s.as_str(),
+                        "created"
+                            | "restarting"
+                            | "running"
+                            | "removing"
+                            | "paused"
+                            | "exited"
+                            | "dead"
+                    ) {
+                        return Err(ApiError::bad_request(format!(
+                            "invalid filter 'status={s}'"
+                        )));
+                    }
+                }
+            }
+            out.insert(key.clone(), list);
+        }
+        Ok(Self(out))
+    }
+
+    /// Whether a status filter was given (it makes `all` implicit, as in dockerd).
+    pub fn has_status(&self) -> bool {
+        self.0.contains_key("status")
+    }
+
+    pub fn matches(&self, rec: &ContainerRecord) -> bool {
+        self.0.iter().all(|(key, values)| {
+            values.is_empty()
+                || values.iter().any(|v| match key.as_str() {
+                    "id" => rec.id.starts_with(v.as_str()),
+                    "name" => rec
+                        .name
+                        .trim_start_matches('/')
+                        .contains(v.trim_start_matches('/')),
+                    "status" => rec.state.status.as_str() == v,
+                    "exited" => {
+                        rec.state.status.as_str() == "exited"
+                            && rec.state.exit_code.to_string() == *v
+                    }
+                    "label" => match v.split_once('=') {
+                        Some((k, val)) => rec.config.labels.get(k).is_some_and(|x| x == val),
+                        None => rec.config.labels.contains_key(v),
+                    },
+                    _ => false,
+                })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Status;
+
+    fn rec(id: &str, name: &str, status: Status, code: i64) -> ContainerRecord {
+        let mut r = crate::store::tests::record(id, name);
+        r.state.status = status;
+        r.state.exit_code = code;
+        r.config.labels.insert("app".into(), "web".into());
+        r
+    }
+
+    #[test]
+    fn parses_both_encodings_and_rejects_unknown_keys() {
+        let a = ContainerFilters::parse(r#"{"status":["exited"]}"#).unwrap();
+        let b = ContainerFilters::parse(r#"{"status":{"exited":true}}"#).unwrap();
+        assert_eq!(a, b);
+        assert!(a.has_status());
+        assert_eq!(
+            ContainerFilters::parse(r#"{"bogus":["x"]}"#)
+                .unwrap_err()
+                .message,
+            "invalid filter 'bogus'"
+        );
+        assert!(ContainerFilters::parse(r#"{"status":["sleepy"]}"#).is_err());
+        assert_eq!(
+            ContainerFilters::parse("").unwrap(),
+            ContainerFilters::default()
+        );
+    }
+
+    #[test]
+    fn matching() {
+        let running = rec("abc", "web1", Status::Running, 0);
+        let exited = rec("def", "db", Status::Exited, 3);
+        let f = |s: &str| ContainerFilters::parse(s).unwrap();
+        assert!(f(r#"{"status":["running"]}"#).matches(&running));
+        assert!(!f(r#"{"status":["running"]}"#).matches(&exited));
+        assert!(f(r#"{"exited":["3"]}"#).matches(&exited));
+        assert!(f(r#"{"name":["web"]}"#).matches(&running));
+        assert!(f(r#"{"id":["de"]}"#).matches(&exited));
+        assert!(f(r#"{"label":["app=web"]}"#).matches(&exited));
+        assert!(!f(r#"{"label":["app=db"]}"#).matches(&exited));
+        assert!(f(r#"{"label":["app"],"status":["exited","running"]}"#).matches(&running));
+    }
+}
