@@ -16,6 +16,7 @@ pub mod init;
 pub mod logging;
 pub mod namespaces;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;

@@ -116,9 +116,6 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
             return Err(SpecError::RelativeMountDestination(m.destination().clone()));
         }
     }
-    if linux.seccomp().is_some() {
-        return Err(SpecError::Unsupported("linux.seccomp"));
-    }
     if spec.hooks().is_some_and_non_empty() {
         return Err(SpecError::Unsupported("hooks"));
     }

@@ -164,3 +164,9 @@ pub fn default_sigpipe() -> nix::Result<()> {
     // SAFETY: installing SIG_DFL runs no handler code; we are single-threaded.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map(drop)
 }
+
+/// Sets FD_CLOEXEC on a raw fd number we do not own (fds inherited from our caller).
+pub fn set_cloexec(fd: RawFd) -> nix::Result<()> {
+    // SAFETY: F_SETFD with an integer flag; an invalid fd only yields EBADF.
+    Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
+}

@@ -62,6 +62,8 @@ pub enum InitError {
     Fifo { source: nix::errno::Errno },
     #[error("{0}")]
     Channel(#[from] crate::channel::ChannelError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 pub(crate) fn errno(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
@@ -132,6 +134,10 @@ pub fn run(
     process::close_fds(ctx.preserve_fds)?;
     if let Some(fifo) = ctx.fifo {
         process::wait_for_start(fifo)?;
+    }
+    // With no_new_privs the filter goes in last, so it never sees the runtime's calls.
+    if let Some(filter) = &target.seccomp {
+        crate::seccomp::load(filter)?;
     }
     Err(process::exec(&target))
 }

@@ -26,6 +26,8 @@ pub struct Target {
     name: String,
     args: Vec<CString>,
     env: Vec<CString>,
+    /// A seccomp filter still to load right before execve (no_new_privs case).
+    pub seccomp: Option<libseccomp::ScmpFilterContext>,
 }
 
 pub(super) fn reset_signals() {
@@ -39,9 +41,22 @@ pub(super) fn prepare(ctx: &mut InitContext<'_>) -> Result<Target, InitError> {
     let p = ctx.process;
     oom_score_adj(p)?;
     rlimits(p)?;
-    if p.no_new_privileges() == Some(true) {
+    let nnp = p.no_new_privileges() == Some(true);
+    if nnp {
         nix::sys::prctl::set_no_new_privs().map_err(errno("set no_new_privs"))?;
     }
+    let filter = match ctx.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(cfg) => Some(crate::seccomp::build(cfg)?),
+        None => None,
+    };
+    // Without no_new_privs, loading needs CAP_SYS_ADMIN, so it must precede the drop.
+    let seccomp = match filter {
+        Some(f) if !nnp => {
+            crate::seccomp::load(&f)?;
+            None
+        }
+        other => other,
+    };
     user_and_caps(p)?;
     let umask = p.user().umask().unwrap_or(0o022);
     nix::sys::stat::umask(Mode::from_bits_truncate(umask));
@@ -79,6 +94,7 @@ pub(super) fn prepare(ctx: &mut InitContext<'_>) -> Result<Target, InitError> {
             .map(|e| cstr(e.as_bytes()))
             .collect::<Result<_, _>>()?,
         name: name.clone(),
+        seccomp,
     })
 }
 
@@ -274,7 +290,27 @@ pub fn lookup_executable(name: &str, path_var: &str) -> Result<PathBuf, InitErro
 }
 
 pub(super) fn close_fds(preserve: u32) -> Result<(), InitError> {
-    crate::sys::cloexec_from(3 + preserve).map_err(errno("close inherited fds"))
+    let first = 3 + preserve;
+    match crate::sys::cloexec_from(first) {
+        Ok(()) => Ok(()),
+        // A seccomp profile loaded earlier may refuse close_range; walk /proc instead.
+        Err(_) => {
+            let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+                .map_err(|e| InitError::Errno {
+                    what: format!("list /proc/self/fd: {e}"),
+                    source: nix::errno::Errno::EIO,
+                })?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .filter(|fd| *fd >= first as i32)
+                .collect();
+            for fd in fds {
+                // The fd of the directory listing itself is already closed; EBADF is fine.
+                let _ = crate::sys::set_cloexec(fd);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Blocks until `start` opens exec.fifo for reading. The fd we hold is O_PATH (opened on

@@ -13,7 +13,8 @@ both_runtimes!(
     proc_and_masked_paths,
     no_fd_leaks,
     readonly_root,
-    memory_limit_visible
+    memory_limit_visible,
+    seccomp_denies_mkdir
 );
 
 fn run_args(env: &Env, id: &str, args: &[&str]) -> std::process::Output {
@@ -194,4 +195,37 @@ fn init_runs_from_sealed_memfd() {
     let seals = nix::fcntl::fcntl(&exe_file, nix::fcntl::FcntlArg::F_GET_SEALS).unwrap();
     assert_ne!(seals & libc::F_SEAL_WRITE, 0, "seals {seals:#x}");
     assert_ne!(seals & libc::F_SEAL_SEAL, 0, "seals {seals:#x}");
+}
+
+/// A profile that allows everything but mkdir/mkdirat (EPERM).
+fn seccomp_denies_mkdir(rt: &Runtime) {
+    let env = Env::new(rt);
+    let mut config = env.config(
+        "sec",
+        &[
+            "sh",
+            "-c",
+            "mkdir /tmp/a 2>&1; echo rc=$?; touch /tmp/b && echo touched",
+        ],
+    );
+    config["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    // Both load points: before exec (no_new_privs) and before dropping capabilities.
+    for nnp in [true, false] {
+        config["process"]["noNewPrivileges"] = serde_json::json!(nnp);
+        env.write_config(&config);
+        let out = env.run(&["run", "sec"]);
+        let text = stdout(&out);
+        assert!(
+            text.contains("Operation not permitted")
+                && text.contains("rc=1")
+                && text.contains("touched"),
+            "{} nnp={nnp}: {text} {}",
+            rt.name,
+            stderr(&out)
+        );
+    }
 }
