@@ -141,6 +141,14 @@ pub fn resources(db: &Db, ns: &str, id: &str) -> Result<Vec<Resource>, StoreErro
     Ok(r.resources)
 }
 
+/// Fails with NotFound unless lease `id` exists (checked before work that would be leased).
+pub fn check(db: &Db, ns: &str, id: &str) -> Result<(), StoreError> {
+    match db.get::<LeaseRecord>(LEASES, ns, id)? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::not_found("lease", id)),
+    }
+}
+
 /// Adds what a request created to the request's lease, if it names one.
 pub fn attach<T>(
     db: &Db,

@@ -77,9 +77,12 @@ async fn write_loop(
         return Ok(());
     };
     if first.r#ref.is_empty() {
-        return Err(Status::invalid_argument(
-            "first message must have a reference",
-        ));
+        return Err(
+            StoreError::invalid("ref", "", "the first write message must name a ref").into(),
+        );
+    }
+    if let Some(lease) = &lease {
+        crate::leases::check(store.db(), &ns, lease)?;
     }
     let (s, n, r, total, expected) = (
         store.clone(),
@@ -93,7 +96,11 @@ async fn write_loop(
     let mut next = Some(first);
     while let Some(req) = next.take() {
         let action = WriteAction::try_from(req.action).map_err(|_| {
-            Status::invalid_argument(format!("unknown write action {}", req.action))
+            StoreError::invalid(
+                "write action",
+                req.action.to_string(),
+                "expected STAT, WRITE or COMMIT",
+            )
         })?;
         let (w, result) = tokio::task::spawn_blocking(move || {
             let mut w = writer;

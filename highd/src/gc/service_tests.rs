@@ -299,3 +299,139 @@ async fn engine_flow_over_grpc() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn resumed_writes_and_leases_over_grpc() -> anyhow::Result<()> {
+    use berth_proto::containerd::services::leases::v1::{self as lpb, leases_client::LeasesClient};
+    let dir = tempfile::tempdir()?;
+    let storage = Storage::open(dir.path(), Db::open(dir.path())?, Some(Mode::Copy))?;
+    let ch = serve(&storage, &dir.path().join("highd.sock")).await?;
+    let mut content = ContentClient::new(ch.clone());
+    let data = b"0123456789abcdefghij".to_vec();
+    let part = |offset: usize, bytes: &[u8], action| cpb::WriteContentRequest {
+        action: action as i32,
+        r#ref: "resume".into(),
+        offset: offset as i64,
+        data: bytes.to_vec(),
+        total: 20,
+        ..Default::default()
+    };
+    // First connection writes 10 bytes and goes away.
+    let first = vec![part(0, &data[..10], cpb::WriteAction::Write)];
+    let mut out = content
+        .write(with_namespace(tokio_stream::iter(first), "ns")?)
+        .await?
+        .into_inner();
+    while out.message().await?.is_some() {}
+    let status = |c: &mut ContentClient<Channel>| {
+        let req = with_namespace(
+            cpb::StatusRequest {
+                r#ref: "resume".into(),
+            },
+            "ns",
+        );
+        let mut c = c.clone();
+        async move {
+            anyhow::Ok(
+                c.status(req?)
+                    .await?
+                    .into_inner()
+                    .status
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    // The ingest is released once the stream is gone; poll for it with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while status(&mut content).await?.offset != 10 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "ingest never reached offset 10"
+        );
+        tokio::task::yield_now().await;
+    }
+    // The second connection asks where to go on and finishes.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut out = content
+        .write(with_namespace(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            "ns",
+        )?)
+        .await?
+        .into_inner();
+    tx.send(part(0, b"", cpb::WriteAction::Stat)).await?;
+    let stat = out.message().await?.unwrap_or_default();
+    assert_eq!((stat.offset, stat.total), (10, 20));
+    let offset = usize::try_from(stat.offset)?;
+    tx.send(part(offset, &data[offset..], cpb::WriteAction::Write))
+        .await?;
+    out.message().await?;
+    let mut commit = part(20, b"", cpb::WriteAction::Commit);
+    commit.expected = sha(&data);
+    tx.send(commit).await?;
+    assert_eq!(out.message().await?.unwrap_or_default().digest, sha(&data));
+    let list = content
+        .list_statuses(with_namespace(cpb::ListStatusesRequest::default(), "ns")?)
+        .await?;
+    assert!(list.into_inner().statuses.is_empty());
+    let abort = content
+        .abort(with_namespace(
+            cpb::AbortRequest {
+                r#ref: "resume".into(),
+            },
+            "ns",
+        )?)
+        .await;
+    assert_eq!(abort.err().map(|s| s.code()), Some(tonic::Code::NotFound));
+
+    // Work done under a lease is held by it; an unknown lease is refused before any work.
+    let mut leases = LeasesClient::new(ch.clone());
+    leases
+        .create(with_namespace(
+            lpb::CreateRequest {
+                id: "pull".into(),
+                ..Default::default()
+            },
+            "ns",
+        )?)
+        .await?;
+    let mut req = with_namespace(
+        tokio_stream::iter(write_msgs("leased", b"leased data", "")),
+        "ns",
+    )?;
+    req.metadata_mut()
+        .insert("containerd-lease", "pull".parse()?);
+    let mut out = content.write(req).await?.into_inner();
+    while out.message().await?.is_some() {}
+    let res = leases
+        .list_resources(with_namespace(
+            lpb::ListResourcesRequest { id: "pull".into() },
+            "ns",
+        )?)
+        .await?;
+    let res: Vec<_> = res
+        .into_inner()
+        .resources
+        .into_iter()
+        .map(|r| (r.id, r.r#type))
+        .collect();
+    assert_eq!(res, [(sha(b"leased data"), "content".to_string())]);
+    let mut snaps = SnapshotsClient::new(ch.clone());
+    let prep = spb::PrepareSnapshotRequest {
+        snapshotter: "overlayfs".into(),
+        key: "k".into(),
+        ..Default::default()
+    };
+    let mut req = with_namespace(prep, "ns")?;
+    req.metadata_mut()
+        .insert("containerd-lease", "nope".parse()?);
+    assert_eq!(
+        snaps.prepare(req).await.err().map(|s| s.code()),
+        Some(tonic::Code::NotFound)
+    );
+    assert!(
+        storage.snapshots.stat("ns", "k").is_err(),
+        "nothing created"
+    );
+    Ok(())
+}

@@ -87,6 +87,9 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
         let ns = berth_proto::namespace_from_request(&req)?;
         let s = self.pick(&req.get_ref().snapshotter)?;
+        if let Some(lease) = crate::leases::from_request(&req) {
+            crate::leases::check(s.db(), &ns, &lease)?;
+        }
         let r = req.get_ref().clone();
         let (s2, n2) = (s.clone(), ns.clone());
         let mounts = blocking(move || s2.prepare(&n2, &r.key, &r.parent, labels(r.labels))).await?;
@@ -102,6 +105,9 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<pb::ViewSnapshotResponse>, Status> {
         let ns = berth_proto::namespace_from_request(&req)?;
         let s = self.pick(&req.get_ref().snapshotter)?;
+        if let Some(lease) = crate::leases::from_request(&req) {
+            crate::leases::check(s.db(), &ns, &lease)?;
+        }
         let r = req.get_ref().clone();
         let (s2, n2) = (s.clone(), ns.clone());
         let mounts = blocking(move || s2.view(&n2, &r.key, &r.parent, labels(r.labels))).await?;
@@ -129,6 +135,9 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<()>, Status> {
         let ns = berth_proto::namespace_from_request(&req)?;
         let s = self.pick(&req.get_ref().snapshotter)?;
+        if let Some(lease) = crate::leases::from_request(&req) {
+            crate::leases::check(s.db(), &ns, &lease)?;
+        }
         let r = req.get_ref().clone();
         let (s2, n2) = (s.clone(), ns.clone());
         blocking(move || s2.commit(&n2, &r.name, &r.key, labels(r.labels))).await?;
