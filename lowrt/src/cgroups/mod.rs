@@ -32,7 +32,7 @@ pub enum CgroupError {
     NoHierarchy,
     #[error("invalid cgroupsPath {0:?}: it must not contain \"..\"")]
     InvalidPath(PathBuf),
-    #[error("systemd cgroup paths (\"{0}\") are not supported yet; use a cgroupfs path like /berth/<id>")]
+    #[error("systemd cgroup paths (\"{0}\", slice:prefix:name) are not supported yet; use a cgroupfs path like /berth/<id>")]
     Systemd(String),
     #[error("cgroup v2 controller {controller} is not available under {}; cannot apply {what}", root.display())]
     ControllerMissing {
@@ -87,7 +87,9 @@ impl CgroupConfig {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(id));
         let text = raw.to_string_lossy();
-        if systemd || (text.contains(':') && !text.starts_with('/')) {
+        // "slice:prefix:name" is the systemd driver's form; a plain path under
+        // --systemd-cgroup is still managed through cgroupfs (documented).
+        if text.contains(':') && (systemd || !text.starts_with('/')) {
             return Err(CgroupError::Systemd(text.into_owned()));
         }
         if raw
@@ -236,4 +238,27 @@ pub(crate) fn remove_dir(path: &Path) -> Result<(), CgroupError> {
 /// `path` (absolute cgroup path) below a hierarchy mounted at `root`.
 pub(crate) fn under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroups_path_resolution() {
+        let l = CgroupLayout::default();
+        let c = CgroupConfig::resolve(Some(Path::new("/a/b")), "id", false, l.clone()).unwrap();
+        assert_eq!(c.path, Path::new("/a/b"));
+        let c = CgroupConfig::resolve(None, "id", true, l.clone()).unwrap();
+        assert_eq!(c.path, Path::new("/id"));
+        let err = CgroupConfig::resolve(
+            Some(Path::new("system.slice:berth:id")),
+            "id",
+            true,
+            l.clone(),
+        );
+        assert!(matches!(err, Err(CgroupError::Systemd(_))));
+        let err = CgroupConfig::resolve(Some(Path::new("/a/../../etc")), "id", false, l);
+        assert!(matches!(err, Err(CgroupError::InvalidPath(_))));
+    }
 }

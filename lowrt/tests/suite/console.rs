@@ -1,11 +1,9 @@
 //! `--console-socket`: the pty master arrives over the socket with SCM_RIGHTS.
 
-use std::io::{IoSliceMut, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
-
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use super::harness::{both_runtimes, stderr, Env, Runtime};
 
@@ -20,26 +18,9 @@ fn terminal_over_console_socket(rt: &Runtime) {
     let listener = UnixListener::bind(&sock_path).unwrap();
     let accept = std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::empty(),
-        )
-        .unwrap();
-        let fd = msg
-            .cmsgs()
+        berth_lowrt::sys::recv_fd(stream.as_fd())
             .unwrap()
-            .find_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                _ => None,
-            })
-            .expect("no fd in console message");
-        // SAFETY: the fd was just received and is owned by nobody else.
-        unsafe { OwnedFd::from_raw_fd(fd) }
+            .expect("no fd in console message")
     });
     let out = env.run(&[
         "create",

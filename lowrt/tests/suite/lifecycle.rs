@@ -100,3 +100,66 @@ fn list_shows_containers(rt: &Runtime) {
     assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
     env.assert_nothing_left("l1");
 }
+
+const SUBREAPER_ENV: &str = "LOWRT_TEST_SUBREAPER_HELPER";
+
+/// Like the shim: a child subreaper runs `create` and `start`, the runtime exits, and
+/// init must then be the subreaper's own child (so it can reap it). The subreaper bit is
+/// process-wide, so the check runs in a child copy of this test binary.
+#[test]
+fn init_is_reparented_to_subreaper() {
+    if super::harness::skip_unless_root("init_is_reparented_to_subreaper") {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = super::harness::output_with_deadline(
+        {
+            let mut c = std::process::Command::new(exe);
+            c.args([
+                "--exact",
+                "suite::lifecycle::subreaper_helper",
+                "--nocapture",
+                "--test-threads=1",
+            ]);
+            c.env(SUBREAPER_ENV, "1");
+            c
+        },
+        std::time::Duration::from_secs(60),
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "helper failed: {text}");
+    assert!(text.contains("SUBREAPER-OK"), "helper did not run: {text}");
+}
+
+/// Runs only inside `init_is_reparented_to_subreaper`'s child process.
+#[test]
+fn subreaper_helper() {
+    if std::env::var_os(SUBREAPER_ENV).is_none() {
+        return;
+    }
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let env = Env::new(&super::harness::berth());
+    env.write_config(&env.config("reap", &["sh", "-c", "exit 5"]));
+    let pid_file = env.tmp.path().join("init.pid");
+    let out = env.run(&["create", "--pid-file", pid_file.to_str().unwrap(), "reap"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ppid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap()
+        .trim();
+    assert_eq!(ppid, std::process::id().to_string(), "init's parent");
+    assert!(env.run(&["start", "reap"]).status.success());
+    // waitpid works only on our own child: this is what the shim relies on.
+    let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+    assert_eq!(
+        st,
+        nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 5)
+    );
+    assert_eq!(env.status("reap").as_deref(), Some("stopped"));
+    assert!(env.run(&["delete", "reap"]).status.success());
+    env.assert_nothing_left("reap");
+    println!("SUBREAPER-OK");
+}
