@@ -2,19 +2,20 @@
 //!
 //! A request carries several filter strings: an object matches if ANY of them matches. Each
 //! string is a comma-separated list of selectors that must ALL match. A selector is
-//! `field`, `field==value` or `field!=value`, where field is a plain name (`name`,
+//! `field`, `field==value`, `field!=value` or `field~=regexp`, where field is a plain name (`name`,
 //! `kind`, `parent`, `digest`, ...) or `labels.KEY` / `labels."KEY"`; values may be quoted.
 
 use super::StoreError;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Op {
     Exists,
     Eq(String),
     Ne(String),
+    Matches(regex::Regex),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Selector {
     field: Vec<String>,
     op: Op,
@@ -70,19 +71,18 @@ fn parse_field(raw: &str) -> Vec<String> {
 }
 
 fn parse_selector(raw: &str, whole: &str) -> Result<Selector, StoreError> {
-    if split_unquoted(raw, "~=").len() > 1 {
-        return Err(StoreError::invalid(
-            "filter",
-            whole,
-            "regular-expression matches (~=) are not supported",
-        ));
-    }
+    let re = split_unquoted(raw, "~=");
     let eq = split_unquoted(raw, "==");
     let ne = split_unquoted(raw, "!=");
-    let (field, op) = match (eq.as_slice(), ne.as_slice()) {
-        ([f, v], [_]) => (f, Op::Eq(unquote(v))),
-        ([_], [f, v]) => (f, Op::Ne(unquote(v))),
-        ([f], [_]) => (f, Op::Exists),
+    let (field, op) = match (re.as_slice(), eq.as_slice(), ne.as_slice()) {
+        ([f, v], [_], [_]) => {
+            let re = regex::Regex::new(&unquote(v))
+                .map_err(|_| StoreError::invalid("filter", whole, "invalid regular expression"))?;
+            (f, Op::Matches(re))
+        }
+        ([_], [f, v], [_]) => (f, Op::Eq(unquote(v))),
+        ([_], [_], [f, v]) => (f, Op::Ne(unquote(v))),
+        ([f], [_], [_]) => (f, Op::Exists),
         _ => return Err(StoreError::invalid("filter", whole, "malformed selector")),
     };
     if field.trim().is_empty() {
@@ -118,6 +118,7 @@ impl Filter {
                         Op::Exists => v.is_some(),
                         Op::Eq(want) => v.as_deref() == Some(want.as_str()),
                         Op::Ne(want) => v.as_deref() != Some(want.as_str()),
+                        Op::Matches(re) => v.is_some_and(|v| re.is_match(&v)),
                     }
                 })
             })
@@ -164,7 +165,9 @@ mod tests {
         );
         assert!(!Filter::parse(&["name!=busybox".into()])?.matches(&o));
         assert!(Filter::parse(&["name==other".into(), "name==busybox".into()])?.matches(&o));
-        assert!(Filter::parse(&["name~=bus".into()]).is_err());
+        assert!(Filter::parse(&["name~=^bus".into()])?.matches(&o));
+        assert!(!Filter::parse(&["name~=^box".into()])?.matches(&o));
+        assert!(Filter::parse(&["name~=(".into()]).is_err());
         Ok(())
     }
 }
