@@ -3,6 +3,7 @@
 
 mod create;
 mod etc;
+mod events;
 mod exec;
 mod images;
 mod lifecycle;
@@ -25,8 +26,10 @@ use crate::store::{Resolved, Store, StoreError};
 
 pub use exec::{ExecRecord, ExecStream};
 pub use images::ImportError;
-pub use lifecycle::{human_duration, WaitOutcome};
-pub use views::{container_inspect, container_summary, image_inspect, image_summary};
+pub use lifecycle::WaitOutcome;
+pub use views::{
+    container_inspect, container_summary, human_duration, image_inspect, image_summary,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

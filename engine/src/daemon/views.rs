@@ -4,7 +4,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use super::images::ImageView;
-use super::lifecycle::human_duration;
 use crate::record::{ContainerRecord, Status};
 
 /// Go's zero time, which dockerd prints for "never".
@@ -143,4 +142,51 @@ pub fn image_inspect(img: &ImageView) -> Value {
         "RootFS": {"Type": "layers", "Layers": img.config.rootfs.diff_ids},
         "Metadata": {"LastTagTime": time(img.created_at)},
     })
+}
+
+/// docker's `units.HumanDuration` ("3 seconds", "About a minute", "2 hours").
+pub fn human_duration(d: chrono::Duration) -> String {
+    let secs = d.num_seconds();
+    let mins = d.num_minutes();
+    let hours = d.num_hours();
+    if secs < 1 {
+        "Less than a second".into()
+    } else if secs == 1 {
+        "1 second".into()
+    } else if secs < 60 {
+        format!("{secs} seconds")
+    } else if mins == 1 {
+        "About a minute".into()
+    } else if mins < 60 {
+        format!("{mins} minutes")
+    } else if hours == 1 {
+        "About an hour".into()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", hours / 24 / 365)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        let s = chrono::Duration::seconds;
+        assert_eq!(human_duration(s(0)), "Less than a second");
+        assert_eq!(human_duration(s(3)), "3 seconds");
+        assert_eq!(human_duration(s(61)), "About a minute");
+        assert_eq!(human_duration(s(600)), "10 minutes");
+        assert_eq!(human_duration(s(3600)), "About an hour");
+        assert_eq!(human_duration(s(5 * 3600)), "5 hours");
+        assert_eq!(human_duration(s(3 * 86400)), "3 days");
+    }
 }

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use berth_proto::containerd::services as svc;
-use berth_proto::containerd::types as pb;
 use berth_proto::NamespaceInterceptor;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -22,6 +21,11 @@ use svc::tasks::v1::tasks_client::TasksClient;
 
 use super::*;
 
+mod convert;
+use convert::{
+    desc_from, desc_to, image_from, mount_from, mount_to, status_err, task_status, to_ts, ts,
+};
+
 type Svc = InterceptedService<Channel, NamespaceInterceptor>;
 
 const SNAPSHOTTER: &str = "overlayfs";
@@ -34,95 +38,6 @@ pub struct GrpcBackend {
     interceptor: NamespaceInterceptor,
     namespace: String,
     address: String,
-}
-
-fn status_err(op: &'static str, address: &str, s: tonic::Status) -> BackendError {
-    // Some failures (an unserved method) carry no message; the code still says what.
-    let message = if s.message().is_empty() {
-        format!("{:?}", s.code())
-    } else {
-        s.message().to_string()
-    };
-    match s.code() {
-        tonic::Code::NotFound => BackendError::NotFound { message },
-        tonic::Code::AlreadyExists => BackendError::AlreadyExists { message },
-        tonic::Code::InvalidArgument => BackendError::InvalidArgument { message },
-        tonic::Code::Unavailable => BackendError::Connect {
-            address: address.into(),
-            message,
-        },
-        _ => BackendError::Failed { op, message },
-    }
-}
-
-fn ts(t: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let t = t?;
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-}
-
-fn to_ts(t: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
-    t.map(|t| prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    })
-}
-
-fn mount_from(m: pb::Mount) -> Mount {
-    Mount {
-        kind: m.r#type,
-        source: m.source,
-        target: m.target,
-        options: m.options,
-    }
-}
-
-fn mount_to(m: Mount) -> pb::Mount {
-    pb::Mount {
-        r#type: m.kind,
-        source: m.source,
-        target: m.target,
-        options: m.options,
-    }
-}
-
-fn desc_from(d: pb::Descriptor) -> Descriptor {
-    Descriptor {
-        media_type: d.media_type,
-        digest: d.digest,
-        size: d.size,
-        annotations: d.annotations,
-    }
-}
-
-fn desc_to(d: &Descriptor) -> pb::Descriptor {
-    pb::Descriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size,
-        annotations: d.annotations.clone(),
-    }
-}
-
-fn image_from(i: svc::images::v1::Image) -> Image {
-    Image {
-        name: i.name,
-        target: i.target.map(desc_from).unwrap_or_default(),
-        labels: i.labels,
-        created_at: ts(i.created_at),
-        updated_at: ts(i.updated_at),
-    }
-}
-
-fn task_status(s: i32) -> TaskStatus {
-    use berth_proto::containerd::v1::types::Status as S;
-    match S::try_from(s) {
-        Ok(S::Created) => TaskStatus::Created,
-        Ok(S::Running) => TaskStatus::Running,
-        Ok(S::Stopped) => TaskStatus::Stopped,
-        Ok(S::Paused) => TaskStatus::Paused,
-        Ok(S::Pausing) => TaskStatus::Pausing,
-        _ => TaskStatus::Unknown,
-    }
 }
 
 impl GrpcBackend {

@@ -1,0 +1,196 @@
+//! What happens when a task exits (highd's `/tasks/exit` events), and reconciliation
+//! with highd after the engine (re)connects.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use super::{ContainerEvent, Daemon, DaemonResult};
+use crate::backend::{Backend, BackendError, TaskStatus};
+use crate::record::Status;
+
+impl<B: Backend> Daemon<B> {
+    /// Records an exit of the container's init process: state, task deletion, and
+    /// `--rm`. Duplicate or stale events (container not running) are ignored.
+    pub async fn handle_exit(
+        &self,
+        id: &str,
+        exit_status: u32,
+        exited_at: Option<DateTime<Utc>>,
+    ) -> DaemonResult<()> {
+        let lock = self.lock_for(id);
+        let guard = lock.lock().await;
+        let Some(rec) = self.store.get(id) else {
+            return Ok(());
+        };
+        if !rec.state.status.is_running() {
+            return Ok(());
+        }
+        let code = i64::from(exit_status);
+        self.store.update_in_memory(id, |r| {
+            r.state.set_exited(code, exited_at.unwrap_or_else(Utc::now))
+        })?;
+        tracing::info!(%id, code, "container exited");
+        // Waiters (stop, wait, attach) hear of the exit before the fsync and the task
+        // delete, both of which can be slow; the task is deleted only after the record is
+        // durable, so a crash in between is repaired by reconcile.
+        self.emit(ContainerEvent::Exited {
+            id: id.into(),
+            code,
+        });
+        self.store.sync(id)?;
+        match self.backend.task_delete(id).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(%id, error = %e, "deleting the exited task failed"),
+        }
+        drop(guard);
+        if rec.host_config.auto_remove {
+            self.remove_container_record(id, code).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings records in line with highd: running tasks keep running with their pid,
+    /// tasks that exited while the engine was away get their exit recorded, removals
+    /// interrupted by a crash are finished. Never kills anything.
+    pub async fn reconcile(&self) -> DaemonResult<()> {
+        if let Err(e) = self.collect_orphans().await {
+            tracing::warn!(error = %e, "collecting orphaned highd containers failed");
+        }
+        for rec in self.store.list() {
+            let id = rec.id.clone();
+            match rec.state.status {
+                Status::Removing => {
+                    self.remove_container_record(&id, rec.state.exit_code)
+                        .await?;
+                    continue;
+                }
+                Status::Running => {}
+                Status::Created => {
+                    self.adopt_started(&id).await?;
+                    continue;
+                }
+                Status::Exited if rec.host_config.auto_remove => {
+                    self.remove_container_record(&id, rec.state.exit_code)
+                        .await?;
+                    continue;
+                }
+                _ => continue,
+            }
+            match self.backend.task_get(&id).await {
+                Ok(t) if t.status == TaskStatus::Stopped => {
+                    self.handle_exit(&id, t.exit_status, t.exited_at).await?;
+                }
+                Ok(t) => {
+                    if t.pid != rec.state.pid {
+                        self.store.update(&id, |r| r.state.pid = t.pid)?;
+                    }
+                }
+                Err(e) if e.is_not_found() => {
+                    tracing::warn!(%id, "highd has no task for a running container; marking it exited");
+                    self.store.update(&id, |r| {
+                        r.state.error = "task not found in highd after restart".into()
+                    })?;
+                    self.handle_exit(&id, 255, None).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A record still `created` may have a task: the engine died between `tasks.Start`
+    /// and writing `running`. Adopt it as running (and record its exit if it is over).
+    async fn adopt_started(&self, id: &str) -> DaemonResult<()> {
+        let task = match self.backend.task_get(id).await {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        match task.status {
+            TaskStatus::Running
+            | TaskStatus::Paused
+            | TaskStatus::Pausing
+            | TaskStatus::Stopped => {
+                self.store.update(id, |r| {
+                    r.state.status = Status::Running;
+                    r.state.pid = task.pid;
+                    r.state.started_at = Some(Utc::now());
+                })?;
+                if task.status == TaskStatus::Stopped {
+                    self.handle_exit(id, task.exit_status, task.exited_at)
+                        .await?;
+                }
+            }
+            // Created but never started: drop it, the next start makes a fresh one.
+            TaskStatus::Created | TaskStatus::Unknown => {
+                if let Err(e) = self.backend.task_delete(id).await {
+                    tracing::warn!(%id, error = %e, "deleting a never-started task failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes highd containers and snapshots the engine created but never recorded
+    /// (it died between `containers.Create` and writing the record).
+    async fn collect_orphans(&self) -> DaemonResult<()> {
+        for (id, labels) in self.backend.container_list().await? {
+            // A reserved name means a create is still in flight, not an orphan.
+            if !labels.contains_key(super::create::ENGINE_LABEL) || self.store.is_reserved(&id) {
+                continue;
+            }
+            tracing::info!(%id, "removing a highd container without an engine record");
+            let _ = self.backend.task_delete(&id).await;
+            let gone = |r: Result<(), BackendError>| match r {
+                Err(e) if !e.is_not_found() => Err(e),
+                _ => Ok(()),
+            };
+            gone(self.backend.container_delete(&id).await)?;
+            gone(self.backend.snapshot_remove(&id).await)?;
+        }
+        Ok(())
+    }
+
+    /// Follows highd's `/tasks/exit` events forever, resubscribing (and reconciling, since
+    /// events may have been missed) whenever the stream breaks.
+    pub async fn run_event_loop(&self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            // Subscribe first, then reconcile: an exit between the two is in the stream.
+            let mut stream = match self.backend.subscribe_exits().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "subscribing to highd events failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "reconciling with highd failed");
+            }
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) if ev.exec_id == ev.container_id || ev.exec_id.is_empty() => {
+                        tracing::debug!(id = %ev.container_id, status = ev.exit_status, "task exit event");
+                        if let Err(e) = self
+                            .handle_exit(&ev.container_id, ev.exit_status, ev.exited_at)
+                            .await
+                        {
+                            tracing::warn!(id = %ev.container_id, error = %e, "handling task exit failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "highd event stream failed; resubscribing");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
