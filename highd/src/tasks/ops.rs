@@ -90,10 +90,13 @@ impl TaskManager {
         Ok(task.stopped_process(&info))
     }
 
+    /// All tasks of the namespace, asking their shims concurrently (in id order).
     pub async fn list(&self, ns: &str) -> Result<Vec<Process>, TaskError> {
-        let mut out = Vec::new();
-        for task in self.tasks_in(ns) {
-            match self.state(&task, "").await {
+        let tasks = self.tasks_in(ns);
+        let states = futures::future::join_all(tasks.iter().map(|t| self.state(t, ""))).await;
+        let mut out = Vec::with_capacity(states.len());
+        for (task, state) in tasks.iter().zip(states) {
+            match state {
                 Ok(p) => out.push(p),
                 // One broken shim must not hide the other tasks.
                 Err(e) => {

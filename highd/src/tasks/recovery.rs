@@ -40,7 +40,7 @@ fn subdirs(dir: &Path) -> Vec<(String, PathBuf)> {
 
 impl TaskManager {
     pub async fn recover(&self) -> RecoveryReport {
-        let mut report = RecoveryReport::default();
+        let mut found = Vec::new();
         for (ns, ns_dir) in subdirs(&self.cfg.state) {
             if ns == "runtime" {
                 continue;
@@ -50,14 +50,20 @@ impl TaskManager {
                     tracing::warn!(dir = %dir.display(), "ignoring task dir without config.json");
                     continue;
                 }
-                let task = self.recover_one(&ns, &id).await;
-                if task.shim().is_some() {
-                    report.live += 1;
-                } else {
-                    report.stopped += 1;
-                }
-                self.insert(task);
+                found.push((ns.clone(), id));
             }
+        }
+        // Concurrently: a few hung shims must not add their timeouts up at start-up.
+        let recovered =
+            futures::future::join_all(found.iter().map(|(ns, id)| self.recover_one(ns, id))).await;
+        let mut report = RecoveryReport::default();
+        for task in recovered {
+            if task.shim().is_some() {
+                report.live += 1;
+            } else {
+                report.stopped += 1;
+            }
+            self.insert(task);
         }
         tracing::info!(
             live = report.live,
