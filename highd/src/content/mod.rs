@@ -145,12 +145,33 @@ impl ContentStore {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(StoreError::io("create directory", &p))?;
         }
-        Ok(ContentStore {
+        let store = ContentStore {
             root,
             db,
             locks: Arc::default(),
             blob_lock: Arc::default(),
-        })
+        };
+        store.repair()?;
+        Ok(store)
+    }
+
+    /// Removes what a crash can leave: a blob renamed in before its record was written, an
+    /// ingest directory created but never given its data file.
+    fn repair(&self) -> Result<(), StoreError> {
+        let blobs = self.remove_unreferenced_blobs()?;
+        let ingest = self.ingest_root();
+        let mut ingests = 0;
+        for e in std::fs::read_dir(&ingest).map_err(StoreError::io("read directory", &ingest))? {
+            let dir = e.map_err(StoreError::io("read directory", &ingest))?.path();
+            if !dir.join("data").is_file() || !dir.join("namespace").is_file() {
+                std::fs::remove_dir_all(&dir).map_err(StoreError::io("remove", &dir))?;
+                ingests += 1;
+            }
+        }
+        if blobs + ingests > 0 {
+            tracing::info!(blobs, ingests, "removed content leftovers");
+        }
+        Ok(())
     }
 
     pub fn db(&self) -> &Db {

@@ -149,3 +149,23 @@ fn labels_update_with_field_paths_and_filters() -> anyhow::Result<()> {
     assert!(cs.info("ns", "sha256:bad").is_err());
     Ok(())
 }
+
+#[test]
+fn leftovers_of_a_crash_are_removed_at_open() -> anyhow::Result<()> {
+    let (dir, cs) = store()?;
+    let mut w = cs.writer("ns", "kept", 0, "")?;
+    w.write_at(0, b"resumable")?;
+    drop(w);
+    let orphan = digest_of(b"renamed in, never recorded");
+    std::fs::write(cs.blob_path(&orphan)?, b"renamed in, never recorded")?;
+    let half = dir.path().join("content/ingest/half-created");
+    std::fs::create_dir_all(&half)?;
+    let cs = ContentStore::open(dir.path(), cs.db().clone())?;
+    assert!(!cs.blob_path(&orphan)?.exists() && !half.exists());
+    assert_eq!(
+        cs.status("ns", "kept")?.offset,
+        9,
+        "resumable ingests survive"
+    );
+    Ok(())
+}
