@@ -26,6 +26,8 @@ pub enum EngineError {
     Daemon(#[from] DaemonError),
     #[error("serve: {source}")]
     Serve { source: std::io::Error },
+    #[error("install signal handler: {source}")]
+    Signal { source: std::io::Error },
 }
 
 #[derive(Debug, Clone)]
@@ -106,7 +108,24 @@ pub async fn run(config: Config) -> Result<(), EngineError> {
     tracing::info!(socket = %config.socket.display(), highd = %config.containerd.display(), "berth-engine listening");
     let events = Arc::clone(&daemon);
     tokio::spawn(async move { events.run_event_loop().await });
-    crate::api::serve(listener, daemon)
-        .await
-        .map_err(|source| EngineError::Serve { source })
+    let result = tokio::select! {
+        r = crate::api::serve(listener, daemon) => r.map_err(|source| EngineError::Serve { source }),
+        r = shutdown_signal() => r,
+    };
+    // Containers live on under their shims; only the socket goes away.
+    let _ = std::fs::remove_file(&config.socket);
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT: the engine stops serving and exits 0.
+async fn shutdown_signal() -> Result<(), EngineError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let err = |source| EngineError::Signal { source };
+    let mut term = signal(SignalKind::terminate()).map_err(err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    Ok(())
 }
