@@ -314,3 +314,52 @@ async fn failed_shim_start_leaves_nothing_behind() -> anyhow::Result<()> {
     assert!(err.message().contains("io.example.nope"), "{err:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shim_killed_under_a_running_task() -> anyhow::Result<()> {
+    if skip_unless_root("shim_killed_under_a_running_task") {
+        return Ok(());
+    }
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    let pid = stack.create_task(&ch, "k1", &["sleep", "1000"], "").await?;
+    let mut tasks = TasksClient::new(ch.clone());
+    tasks.start(start_req("k1")).await?;
+    let mut events = subscribe_tasks(&ch).await?;
+    let dir = stack.state.join(NS).join("k1");
+    let shim_pid: i32 = std::fs::read_to_string(dir.join("shim.pid"))?
+        .trim()
+        .parse()?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    poll("the shim to die", Duration::from_secs(10), || {
+        (!alive(shim_pid as u32)).then_some(())
+    })
+    .await?;
+
+    // No exit.json: the container did not exit, its supervisor did.
+    let p = tasks.get(get("k1")).await?.into_inner().process.unwrap();
+    assert_eq!((p.status, p.exit_status), (ProcStatus::Stopped as i32, 255));
+    let exit = next_exit(&mut events, "k1").await?;
+    assert_eq!(
+        exit.exit_status, 255,
+        "highd announces the exit the shim could not"
+    );
+    let deleted = tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "k1".into(),
+        }))
+        .await?;
+    assert_eq!(deleted.into_inner().exit_status, 255);
+    assert!(!dir.exists(), "task dir left behind");
+    // The runtime's delete --force took the orphaned container down with it.
+    poll(
+        "the orphaned container to be killed",
+        Duration::from_secs(10),
+        || (!alive(pid)).then_some(()),
+    )
+    .await?;
+    Ok(())
+}
