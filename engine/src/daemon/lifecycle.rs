@@ -107,9 +107,11 @@ impl<B: Backend> Daemon<B> {
                 let failed = DaemonError::StartFailed {
                     message: message.clone(),
                 };
+                // Like dockerd: the status stays what it was ("created" for a container
+                // that never ran); the error and exit code say what happened.
                 self.store.update(&id, |r| {
                     r.state.error = failed.to_string();
-                    r.state.set_exited(code, Utc::now());
+                    r.state.exit_code = code;
                 })?;
                 drop(guard);
                 tracing::warn!(%id, error = %message, "container start failed");

@@ -248,7 +248,7 @@ async fn start_failure_has_dockerds_shape_and_auto_removes() {
     let rec = e.daemon.container(&id).unwrap();
     assert_eq!(
         (rec.state.status, rec.state.exit_code),
-        (Status::Exited, 126)
+        (Status::Created, 126)
     );
     assert!(rec.state.error.contains("permission denied"));
 }
