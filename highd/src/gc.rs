@@ -3,12 +3,13 @@
 //!
 //! Per namespace, everything reachable from a root is kept: roots are image targets, lease
 //! resources, objects labelled `containerd.io/gc.root`, the snapshots of containers (through
-//! [`ContainerRefs`]) and, until every client takes leases, all active and view snapshots.
+//! [`ContainerRefs`]) and, for clients that take no leases, anything younger than the grace
+//! period.
 //! From content, references are followed through containerd's `containerd.io/gc.ref.content*`
 //! and `containerd.io/gc.ref.snapshot.overlayfs` labels and, for manifests, indexes and image
 //! configs, through the JSON itself (a config's layer chain IDs name the committed snapshots
-//! an unpack creates). Snapshots keep their parents. Unmarked content records and committed
-//! snapshots are deleted, then blobs no namespace records.
+//! an unpack creates). Snapshots keep their parents. Unmarked content records and snapshots
+//! are deleted (children first), then blobs no namespace records.
 
 mod storage;
 
@@ -25,16 +26,17 @@ use crate::content::{ContentRecord, ContentStore};
 use crate::db::{Db, DbError, StoreError, CONTENT, IMAGES, LEASES, SNAPSHOTS};
 use crate::images::ImageRecord;
 use crate::leases::{LeaseRecord, EXPIRE_LABEL};
-use crate::snapshots::{Kind, SnapshotRecord, Snapshotter, SNAPSHOTTER};
+use crate::snapshots::{SnapshotRecord, Snapshotter, SNAPSHOTTER};
 
 const ROOT_LABEL: &str = "containerd.io/gc.root";
 const REF_CONTENT: &str = "containerd.io/gc.ref.content";
 const REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
 /// JSON documents larger than this are not parsed for references.
 const MAX_JSON: u64 = 4 << 20;
-/// Unreferenced content and committed snapshots younger than this are kept (and collected
-/// by a later run): a client that takes no lease writes an image's blobs before the image
-/// record that references them, and a collection in between must not eat them.
+/// Unreferenced content and snapshots younger than this are kept (and collected by a later
+/// run): a client that takes no lease writes an image's blobs before the image record that
+/// references them, or prepares a snapshot before the container that uses it, and a
+/// collection in between must not eat them.
 pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Supplied by the containers service: the snapshots its containers use.
@@ -227,7 +229,7 @@ impl Gc {
             Ok(())
         })?;
         for (k, s) in snaps {
-            if s.kind != Kind::Committed || s.labels.contains_key(ROOT_LABEL) {
+            if s.labels.contains_key(ROOT_LABEL) {
                 m.snapshots.insert(k.clone());
             }
         }

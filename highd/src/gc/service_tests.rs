@@ -97,6 +97,15 @@ fn sha(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
+/// A container using snapshot "ctr".
+struct OneContainer;
+
+impl ContainerRefs for OneContainer {
+    fn snapshot_refs(&self, _ns: &str) -> Result<Vec<(String, String)>, DbError> {
+        Ok(vec![("overlayfs".into(), "ctr".into())])
+    }
+}
+
 #[tokio::test]
 async fn engine_flow_over_grpc() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
@@ -110,6 +119,7 @@ async fn engine_flow_over_grpc() -> anyhow::Result<()> {
         Some(Mode::Overlay { index_off: false }),
     )?
     .with_gc_grace(std::time::Duration::ZERO);
+    storage.gc.set_container_refs(Arc::new(OneContainer));
     let ch = serve(&storage, &dir.path().join("highd.sock")).await?;
     let mut content = ContentClient::new(ch.clone());
 

@@ -69,7 +69,10 @@ struct Pinned;
 impl ContainerRefs for Pinned {
     fn snapshot_refs(&self, ns: &str) -> Result<Vec<(String, String)>, DbError> {
         Ok(if ns == "ns" {
-            vec![("overlayfs".into(), "pinned".into())]
+            vec![
+                ("overlayfs".into(), "pinned".into()),
+                ("overlayfs".into(), "ctr".into()),
+            ]
         } else {
             Vec::new()
         })
@@ -153,6 +156,7 @@ fn keeps_what_images_leases_and_containers_reach() -> anyhow::Result<()> {
     assert!(!env.content.blob_path(&m)?.exists() && !env.content.blob_path(&g)?.exists());
     // The container's snapshot still holds its parent layer.
     assert!(snapshot_names(&env)?.contains(&diff_id));
+    // Once the container's snapshot goes, so does the layer.
     env.snaps.remove("ns", "ctr")?;
     env.gc.collect()?;
     assert_eq!(snapshot_names(&env)?, ["pinned"]);
@@ -178,13 +182,15 @@ fn young_unreferenced_objects_wait_for_their_grace() -> anyhow::Result<()> {
     let d = put(&env, "ns", b"fresh", BTreeMap::new())?;
     env.snaps.prepare("ns", "a", "", BTreeMap::new())?;
     env.snaps.commit("ns", "fresh", "a", BTreeMap::new())?;
+    // An unpack that crashed midway leaves an active snapshot nobody references.
+    env.snaps.prepare("ns", "stale-extract", "fresh", BTreeMap::new())?;
     let r = env.gc.collect()?;
-    assert_eq!((r.content, r.snapshots, r.deferred), (0, 0, 2), "{r:?}");
+    assert_eq!((r.content, r.snapshots, r.deferred), (0, 0, 3), "{r:?}");
     env.content.info("ns", &d)?;
     env.gc =
         Gc::new(env.db.clone(), env.content.clone(), env.snaps.clone()).with_grace(Duration::ZERO);
     let r = env.gc.collect()?;
-    assert_eq!((r.content, r.snapshots, r.deferred), (1, 1, 0), "{r:?}");
+    assert_eq!((r.content, r.snapshots, r.deferred), (1, 2, 0), "{r:?}");
     Ok(())
 }
 
