@@ -1,5 +1,6 @@
 //! One spec mount: pick the mount(2) calls for its type and options.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -22,6 +23,9 @@ pub(super) fn mount_entry(
     if opts.is_bind() {
         bind(sys, plan, m, &opts, &dest)?;
     } else {
+        let existing_mode = std::fs::metadata(&dest)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777);
         std::fs::create_dir_all(&dest).map_err(io_err("mkdir", &dest))?;
         match typ {
             "cgroup" | "cgroup2" => cgroup(sys, plan, &opts, &dest)?,
@@ -30,6 +34,16 @@ pub(super) fn mount_entry(
                 let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
                 let data = opts.data_string();
                 sys.mount(Some(&source), &dest, Some(typ), opts.flags, data.as_deref())?;
+                // runc gives a tmpfs the mode of the directory it covers (an image's
+                // 0755 /tmp stays 0755); images and tests rely on that.
+                if let (Some(mode), "tmpfs") = (existing_mode, typ) {
+                    match std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)) {
+                        Err(e) if e.raw_os_error() != Some(libc::EROFS) => {
+                            return Err(io_err("chmod", &dest)(e))
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
     }

@@ -5,7 +5,8 @@ use super::harness::{both_runtimes, poll_until, stderr, stdout, Env, Runtime};
 both_runtimes!(
     exec_joins_namespaces,
     exec_detach_writes_pid_file,
-    exec_missing_binary_fails
+    exec_missing_binary_fails,
+    exec_with_process_json
 );
 
 fn running(env: &Env, id: &str) {
@@ -93,4 +94,36 @@ fn exec_missing_binary_fails(rt: &Runtime) {
         stderr(&out)
     );
     assert_eq!(env.status("exm").as_deref(), Some("running"));
+}
+
+/// The shim's form: `exec --process P.json --detach --pid-file F`.
+fn exec_with_process_json(rt: &Runtime) {
+    let env = Env::new(rt);
+    running(&env, "exp");
+    let process = serde_json::json!({
+        "terminal": false,
+        "user": {"uid": 65534, "gid": 65534},
+        "args": ["sh", "-c", "echo $X $(id -u) $(pwd) > /tmp/out; cat /proc/self/status | grep CapEff"],
+        "env": ["PATH=/bin", "X=from-json"],
+        "cwd": "/tmp"
+    });
+    let p = env.tmp.path().join("process.json");
+    std::fs::write(&p, serde_json::to_vec(&process).unwrap()).unwrap();
+    let out = env.run(&["exec", "--process", p.to_str().unwrap(), "exp"]);
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    assert_eq!(
+        stdout(&out).split_whitespace().collect::<Vec<_>>(),
+        ["CapEff:", "0000000000000000"],
+        "{}: {}",
+        rt.name,
+        stderr(&out)
+    );
+    let out = env.run(&["exec", "exp", "cat", "/tmp/out"]);
+    assert_eq!(
+        stdout(&out),
+        "from-json 65534 /tmp\n",
+        "{}: {}",
+        rt.name,
+        stderr(&out)
+    );
 }

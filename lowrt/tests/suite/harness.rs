@@ -318,6 +318,12 @@ pub fn build_busybox_rootfs(rootfs: &Path) {
     for d in ["proc", "sys", "dev", "etc", "tmp", "root"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
+    // Like real images: a world-writable sticky /tmp (a tmpfs mounted there takes this mode).
+    std::fs::set_permissions(
+        rootfs.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
     std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {

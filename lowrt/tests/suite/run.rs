@@ -14,7 +14,8 @@ both_runtimes!(
     no_fd_leaks,
     readonly_root,
     memory_limit_visible,
-    seccomp_denies_mkdir
+    seccomp_denies_mkdir,
+    preserve_fds_passes_fd_3
 );
 
 fn run_args(env: &Env, id: &str, args: &[&str]) -> std::process::Output {
@@ -228,4 +229,35 @@ fn seccomp_denies_mkdir(rt: &Runtime) {
             stderr(&out)
         );
     }
+}
+
+/// `--preserve-fds 1` hands the caller's fd 3 to the container and nothing else.
+fn preserve_fds_passes_fd_3(rt: &Runtime) {
+    let env = Env::new(rt);
+    env.write_config(&env.config(
+        "pf",
+        &[
+            "sh",
+            "-c",
+            "echo preserved >&3; ls /proc/self/fd | tr '\\n' ' '",
+        ],
+    ));
+    let file = env.tmp.path().join("fd3.txt");
+    let script = format!(
+        "exec 3>{}; exec {} --root {} run --preserve-fds 1 pf",
+        file.display(),
+        rt.bin.display(),
+        env.root.display()
+    );
+    let mut cmd = std::process::Command::new("/bin/busybox");
+    cmd.args(["sh", "-c", &script]).current_dir(&env.bundle);
+    let out = output_with_deadline(cmd, Duration::from_secs(30));
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "preserved\n",
+        "{}",
+        rt.name
+    );
+    assert_eq!(stdout(&out), "0 1 2 3 4 ", "{}", rt.name);
 }
