@@ -140,6 +140,20 @@ impl Gc {
         Ok(())
     }
 
+    /// Collects now and then every `every` in the background (call once, inside the
+    /// runtime): crash leftovers and expired leases go without waiting for a delete.
+    pub fn spawn_periodic(self: &Arc<Self>, every: std::time::Duration) {
+        let gc = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = gc.after_delete(true).await {
+                    tracing::warn!(error = %e, "periodic garbage collection failed");
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
     /// Collects again once deferred objects are past their grace period.
     fn schedule_rerun(self: &Arc<Self>, report: &GcReport) {
         if report.deferred == 0 || self.rerun_scheduled.swap(true, Ordering::SeqCst) {
