@@ -147,10 +147,15 @@ impl<B: Backend> Daemon<B> {
         argv: Vec<String>,
     ) -> DaemonResult<()> {
         let dir = self.store.container_dir(id);
-        let hostname = if config.hostname.is_empty() {
-            id[..12].to_string()
-        } else {
+        let hostname = if !config.hostname.is_empty() {
             config.hostname.clone()
+        } else if host_config.network_mode == "host" {
+            // dockerd gives host-network containers the host's name.
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| id[..12].to_string())
+        } else {
+            id[..12].to_string()
         };
         let etc = write_etc_files(&dir, &hostname, &host_config)?;
         let input = SpecInput {
