@@ -53,6 +53,23 @@ impl V1Manager {
     }
 }
 
+/// Device rules runc always allows: mknod of any char/block device, the default devices,
+/// /dev/console, /dev/pts/*, /dev/ptmx and /dev/net/tun.
+pub const RUNC_ALLOWED_DEVICES: [&str; 12] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:8 rwm",
+    "c 1:7 rwm",
+    "c 5:0 rwm",
+    "c 1:5 rwm",
+    "c 1:9 rwm",
+    "c 5:1 rwm",
+    "c 136:* rwm",
+    "c 5:2 rwm",
+    "c 10:200 rwm",
+];
+
 /// One line for devices.allow / devices.deny, e.g. "c 1:3 rwm".
 pub(crate) fn device_rule(rule: &LinuxDeviceCgroup) -> String {
     let kind = match rule.typ() {
@@ -150,6 +167,11 @@ impl CgroupManager for V1Manager {
                     "devices.deny"
                 };
                 write_file(&dir.join(file), &device_rule(rule))?;
+            }
+            // runc appends these to every container's rules (libcontainer/specconv
+            // AllowedDevices); images and docker expect them.
+            for rule in RUNC_ALLOWED_DEVICES {
+                write_file(&dir.join("devices.allow"), rule)?;
             }
         }
         Ok(())

@@ -15,7 +15,8 @@ both_runtimes!(
     readonly_root,
     memory_limit_visible,
     seccomp_denies_mkdir,
-    preserve_fds_passes_fd_3
+    preserve_fds_passes_fd_3,
+    docker_like_config
 );
 
 fn run_args(env: &Env, id: &str, args: &[&str]) -> std::process::Output {
@@ -260,4 +261,80 @@ fn preserve_fds_passes_fd_3(rt: &Runtime) {
         rt.name
     );
     assert_eq!(stdout(&out), "0 1 2 3 4 ", "{}", rt.name);
+}
+
+/// The shape of config dockerd generates: device cgroup rules, sysctls, a cgroup
+/// namespace, docker's masked/readonly paths, binds of files from the host. /dev/port
+/// (1:4) is not in the allow list: mknod is allowed (runc's implicit `c *:* m`), reading is not.
+fn docker_like_config(rt: &Runtime) {
+    let env = Env::new(rt);
+    let hosts = env.tmp.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+    let script = "cat /etc/hosts; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; \
+                  echo x > /dev/null && echo null-ok; head -c 4 /dev/zero | wc -c; \
+                  mknod /tmp/m c 1 4 && (head -c 1 /tmp/m >/dev/null 2>&1 && echo read-allowed || echo read-denied); \
+                  grep -c ':memory:/$' /proc/self/cgroup";
+    let mut config = env.config("dock", &["sh", "-c", script]);
+    config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "cgroup"}));
+    config["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_unprivileged_port_start": "0"});
+    let allow = |t: &str, major: i64, minor: i64| serde_json::json!({"allow": true, "type": t, "major": major, "minor": minor, "access": "rwm"});
+    config["linux"]["resources"] = serde_json::json!({
+        "devices": [{"allow": false, "access": "rwm"}, allow("c", 1, 3), allow("c", 1, 5), allow("c", 1, 7), allow("c", 1, 8), allow("c", 1, 9), allow("c", 5, 0), allow("c", 5, 2), allow("c", 136, -1)]
+    });
+    config["linux"]["maskedPaths"] = serde_json::json!([
+        "/proc/asound",
+        "/proc/acpi",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap"
+    ]);
+    config["linux"]["readonlyPaths"] = serde_json::json!([
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger"
+    ]);
+    config["mounts"].as_array_mut().unwrap().push(serde_json::json!({"destination": "/etc/hosts", "type": "bind", "source": hosts, "options": ["rbind", "rprivate"]}));
+    config["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!("CAP_MKNOD"));
+    config["process"]["capabilities"]["effective"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!("CAP_MKNOD"));
+    config["process"]["capabilities"]["permitted"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!("CAP_MKNOD"));
+    env.write_config(&config);
+    let out = env.run(&["run", "dock"]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    // With a cgroup namespace the container sees itself at the root of its hierarchy.
+    assert_eq!(
+        lines,
+        [
+            "127.0.0.1 localhost",
+            "0",
+            "null-ok",
+            "4",
+            "read-denied",
+            "1"
+        ],
+        "{}: {}",
+        rt.name,
+        stderr(&out)
+    );
+    env.assert_nothing_left("dock");
 }
