@@ -129,3 +129,91 @@ async fn ctr_runs_execs_and_kills() -> Result<()> {
     ensure!(left.trim().is_empty(), "{left}");
     Ok(())
 }
+
+/// An OCI image archive (`ctr images import` format) of the test rootfs, one layer.
+fn oci_archive(stack: &Stack, name: &str) -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let digest = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let mut layer = tar::Builder::new(Vec::new());
+    layer.follow_symlinks(false);
+    layer.append_dir_all(".", stack.rootfs())?;
+    let layer = layer.into_inner()?;
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", digest(&layer))]}
+    }))?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": format!("sha256:{}", digest(&config)), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": format!("sha256:{}", digest(&layer)), "size": layer.len()}]
+    }))?;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": format!("sha256:{}", digest(&manifest)), "size": manifest.len(),
+                       "annotations": {"io.containerd.image.name": name}}]
+    }))?;
+    let path = stack.dir.path().join("image.tar");
+    let mut archive = tar::Builder::new(std::fs::File::create(&path)?);
+    let mut add = |name: String, data: &[u8]| -> std::io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive.append_data(&mut header, name, data)
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    add("index.json".into(), &index)?;
+    for blob in [&layer, &config, &manifest] {
+        add(format!("blobs/sha256/{}", digest(blob)), blob)?;
+    }
+    archive.finish()?;
+    Ok(path)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctr_imports_and_runs_an_image() -> Result<()> {
+    if skip_unless_root("ctr_imports_and_runs_an_image") {
+        return Ok(());
+    }
+    let Some(bin) = find_ctr() else {
+        eprintln!(
+            "SKIPPED ctr_imports_and_runs_an_image: no ctr (set BERTH_CTR or put ctr in PATH)"
+        );
+        return Ok(());
+    };
+    let mut stack = Stack::new();
+    stack.start().await?;
+    let ctr = Ctr {
+        bin,
+        address: stack.address.clone(),
+    };
+    let image = "docker.io/library/bhtest:latest";
+    let archive = oci_archive(&stack, image)?;
+    ctr.ok(&["images", "import", &archive.to_string_lossy()])?;
+    // Content, snapshots (overlay or copy) and the task's rootfs mounts, end to end.
+    let cg = format!("{}/i1", stack.cgroup_parent);
+    let out = ctr.ok(&[
+        "run",
+        "--rm",
+        "--cgroup",
+        &cg,
+        image,
+        "i1",
+        "/bin/sh",
+        "-c",
+        "echo from-image; ls /bin/busybox",
+    ])?;
+    ensure!(
+        out.contains("from-image") && out.contains("/bin/busybox"),
+        "{out}"
+    );
+    ctr.ok(&["images", "rm", "--sync", image])?;
+    let images = ctr.ok(&["images", "ls", "-q"])?;
+    ensure!(images.trim().is_empty(), "{images}");
+    Ok(())
+}
