@@ -52,6 +52,9 @@ pub struct Writer {
     expected: String,
     started_at: DateTime<Utc>,
     lock_key: String,
+    /// Running hash of `data` when this writer saw every byte of it (a fresh or restarted
+    /// ingest); a resumed ingest is hashed from the file at commit instead.
+    running: Option<Sha256>,
 }
 
 fn read_small(dir: &Path, name: &str) -> Option<String> {
@@ -239,6 +242,7 @@ impl ContentStore {
             expected: st.expected,
             started_at: st.started_at,
             lock_key,
+            running: (st.offset == 0).then(Sha256::new),
         })
     }
 }
@@ -296,6 +300,7 @@ impl Writer {
             .set_len(size)
             .map_err(StoreError::io("truncate ingest data", &data))?;
         self.offset = size;
+        self.running = (size == 0).then(Sha256::new);
         Ok(())
     }
 
@@ -316,6 +321,9 @@ impl Writer {
             .write_all(data)
             .map_err(StoreError::io("write ingest data", &path))?;
         self.offset += data.len() as u64;
+        if let Some(h) = &mut self.running {
+            h.update(data);
+        }
         Ok(())
     }
 
@@ -339,7 +347,10 @@ impl Writer {
                 actual: self.offset,
             });
         }
-        let actual = sha256_file(&data)?;
+        let actual = match &self.running {
+            Some(h) => format!("sha256:{}", hex::encode(h.clone().finalize())),
+            None => sha256_file(&data)?,
+        };
         let expected = if expected.is_empty() {
             self.expected.as_str()
         } else {
