@@ -47,12 +47,30 @@ pub async fn handle<B: Backend>(daemon: Arc<Daemon<B>>, req: Request<Incoming>) 
     resp
 }
 
-async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    req.into_body()
+/// JSON request bodies are small; anything bigger is a mistake or an attack.
+const JSON_BODY_LIMIT: usize = 16 << 20;
+/// `docker import` bodies are held in memory until streaming import lands.
+const IMPORT_BODY_LIMIT: usize = 2 << 30;
+
+async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    http_body_util::Limited::new(body, limit)
         .collect()
         .await
         .map(|c| c.to_bytes())
-        .map_err(|e| ApiError::bad_request(format!("read request body: {e}")))
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {limit} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("read request body: {e}"))
+            }
+        })
+}
+
+async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    read_limited(req.into_body(), JSON_BODY_LIMIT).await
 }
 
 fn log_error(e: crate::jsonlog::JsonLogError) -> ApiError {
@@ -99,7 +117,7 @@ async fn dispatch<B: Backend>(
                 }
                 .into());
             }
-            let body = body_bytes(req).await?;
+            let body = read_limited(req.into_body(), IMPORT_BODY_LIMIT).await?;
             let id = d.import_image(&repo, &tag, &body).await?;
             json_response(StatusCode::OK, &json!({ "status": id }))
         }
@@ -221,11 +239,7 @@ async fn dispatch<B: Backend>(
             let mut req = req;
             let on_upgrade = hyper::upgrade::on(&mut req);
             let (parts, body) = req.into_parts();
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| ApiError::bad_request(format!("read request body: {e}")))?
-                .to_bytes();
+            let bytes = read_limited(body, JSON_BODY_LIMIT).await?;
             let cfg: ExecStartConfig = decode_json(&bytes)?;
             match d.start_exec(&id, cfg.detach).await? {
                 None => no_content(),

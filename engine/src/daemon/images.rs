@@ -256,8 +256,6 @@ impl<B: Backend> super::Daemon<B> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Manifest {
-            #[serde(default)]
-            media_type: String,
             config: Desc,
             #[serde(default)]
             layers: Vec<Desc>,
@@ -287,7 +285,6 @@ impl<B: Backend> super::Daemon<B> {
             source,
         };
         let m: Manifest = serde_json::from_slice(&data).map_err(|e| decode("manifest", e))?;
-        let _ = m.media_type;
         let cfg = self.backend.content_read(&m.config.digest).await?;
         let config: ImageConfig = serde_json::from_slice(&cfg).map_err(|e| decode("config", e))?;
         let desc = |d: Desc| Descriptor {
