@@ -16,7 +16,10 @@ both_runtimes!(
     memory_limit_visible,
     seccomp_denies_mkdir,
     preserve_fds_passes_fd_3,
-    docker_like_config
+    docker_like_config,
+    process_attributes,
+    join_network_namespace_by_path,
+    spec_writes_default_config
 );
 
 fn run_args(env: &Env, id: &str, args: &[&str]) -> std::process::Output {
@@ -337,4 +340,91 @@ fn docker_like_config(rt: &Runtime) {
         stderr(&out)
     );
     env.assert_nothing_left("dock");
+}
+
+/// rlimits, capability sets, no_new_privs, uid/gid/additionalGids, umask, oom_score_adj.
+fn process_attributes(rt: &Runtime) {
+    let env = Env::new(rt);
+    let script = "ulimit -n; grep -E '^(CapBnd|CapEff|CapPrm|NoNewPrivs)' /proc/self/status | tr -s '\\t' ' '; \
+                  id -u; id -g; id -G; umask; cat /proc/self/oom_score_adj";
+    let mut config = env.config("attrs", &["sh", "-c", script]);
+    config["process"]["rlimits"] =
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
+    config["process"]["user"] =
+        serde_json::json!({"uid": 1000, "gid": 1001, "additionalGids": [1002, 1003], "umask": 63});
+    config["process"]["oomScoreAdj"] = serde_json::json!(100);
+    config["process"]["capabilities"] = serde_json::json!({
+        "bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]
+    });
+    env.write_config(&config);
+    let out = env.run(&["run", "attrs"]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    // CAP_CHOWN is bit 0, CAP_KILL bit 5. A non-root uid keeps no permitted capabilities
+    // across execve without ambient ones (capabilities(7)); runc behaves the same.
+    assert_eq!(
+        lines,
+        [
+            "256",
+            "CapPrm: 0000000000000000",
+            "CapEff: 0000000000000000",
+            "CapBnd: 0000000000000021",
+            "NoNewPrivs: 1",
+            "1000",
+            "1001",
+            "1001 1002 1003",
+            "0077",
+            "100"
+        ],
+        "{}: {}",
+        rt.name,
+        stderr(&out)
+    );
+}
+
+/// A namespace given by path is joined, not created.
+fn join_network_namespace_by_path(rt: &Runtime) {
+    let env = Env::new(rt);
+    env.write_config(&env.config("owner", &["sleep", "60"]));
+    assert!(env.run(&["run", "--detach", "owner"]).status.success());
+    env.wait_status("owner", "running");
+    let owner_pid = env.state("owner").unwrap()["pid"].as_i64().unwrap();
+    let ns_path = format!("/proc/{owner_pid}/ns/net");
+    let mut config = env.config("joiner", &["readlink", "/proc/self/ns/net"]);
+    for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "network" {
+            ns["path"] = serde_json::json!(ns_path);
+        }
+    }
+    env.write_config(&config);
+    let out = env.run(&["run", "joiner"]);
+    let want = std::fs::read_link(&ns_path).unwrap();
+    assert_eq!(
+        stdout(&out).trim(),
+        want.to_str().unwrap(),
+        "{}: {}",
+        rt.name,
+        stderr(&out)
+    );
+}
+
+/// `spec` writes a config.json this runtime accepts, and refuses to overwrite it.
+fn spec_writes_default_config(rt: &Runtime) {
+    let env = Env::new(rt);
+    let dir = env.tmp.path().join("specdir");
+    std::fs::create_dir(&dir).unwrap();
+    let out = env.run(&["spec", "--bundle", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(v["process"]["terminal"], true);
+    assert_eq!(v["root"]["path"], "rootfs");
+    let out = env.run(&["spec", "--bundle", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("exists"),
+        "{}: {}",
+        rt.name,
+        stderr(&out)
+    );
 }
