@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::stat::SFlag;
 
-use super::resolve::{clean, Layers};
+use super::resolve::{clean, is_whiteout, set_opaque, Layers};
 use crate::db::StoreError;
 use crate::snapshots::{chmod, lchown, make_node, set_times};
 
@@ -51,6 +51,8 @@ pub(crate) fn apply_tar(layers: &Layers, reader: impl Read) -> Result<(), StoreE
         let header = entry.header().clone();
         let kind = header.entry_type();
         let existing = std::fs::symlink_metadata(&path).ok();
+        // A directory re-created where this layer put a whiteout hides the old contents.
+        let over_whiteout = layers.overlay && existing.as_ref().is_some_and(is_whiteout);
         if let Some(md) = existing {
             // A directory over a directory merges; anything else replaces what was there.
             if !(kind.is_dir() && md.is_dir()) {
@@ -69,6 +71,9 @@ pub(crate) fn apply_tar(layers: &Layers, reader: impl Read) -> Result<(), StoreE
         } else if kind.is_dir() {
             if !path.is_dir() {
                 std::fs::create_dir(&path).map_err(StoreError::io("create directory", &path))?;
+            }
+            if over_whiteout {
+                set_opaque(&path)?;
             }
         } else if kind.is_symlink() {
             let target =
@@ -177,8 +182,7 @@ fn opaque(
         }
     }
     if layers.overlay {
-        xattr::set(&path, "trusted.overlay.opaque", b"y")
-            .map_err(StoreError::io("set opaque xattr on", &path))?;
+        set_opaque(&path)?;
     }
     Ok(())
 }

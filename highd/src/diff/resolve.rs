@@ -32,6 +32,12 @@ pub(crate) fn is_whiteout(md: &std::fs::Metadata) -> bool {
     md.file_type().is_char_device() && md.rdev() == 0
 }
 
+/// Marks an upper directory as hiding everything below it.
+pub(crate) fn set_opaque(dir: &Path) -> Result<(), StoreError> {
+    xattr::set(dir, "trusted.overlay.opaque", b"y")
+        .map_err(StoreError::io("set opaque xattr on", dir))
+}
+
 /// Splits an archive path into normal components, rejecting `..` and absolute paths.
 pub(crate) fn clean(entry: &Path) -> Result<Vec<String>, StoreError> {
     let shown = || entry.display().to_string();
@@ -132,12 +138,17 @@ impl Layers {
                 Some(_) => return Err(unsafe_entry("a parent path is not a directory")),
                 None if create => {
                     let p = self.upper.join(&next);
-                    // Whatever hid the path (an overlay whiteout) gives way to the new dir.
-                    if std::fs::symlink_metadata(&p).is_ok() {
+                    // Whatever hid the path (an overlay whiteout) gives way to the new dir,
+                    // which must not show what the whiteout hid.
+                    let hid = std::fs::symlink_metadata(&p).is_ok();
+                    if hid {
                         std::fs::remove_file(&p).map_err(StoreError::io("remove", &p))?;
                     }
                     std::fs::create_dir(&p).map_err(StoreError::io("create directory", &p))?;
                     chmod(&p, 0o755)?;
+                    if hid && self.overlay {
+                        set_opaque(&p)?;
+                    }
                     cur = next;
                 }
                 None => return Ok(None),

@@ -462,3 +462,50 @@ fn bind_diff_round_trips_through_apply() -> anyhow::Result<()> {
     assert_eq!(twice.digest, desc.digest);
     Ok(())
 }
+
+#[test]
+fn overlay_dir_recreated_after_its_whiteout_hides_the_old_one() -> anyhow::Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let env = env(Mode::Overlay { index_off: false })?;
+    let m = env.snaps.prepare("ns", "l1", "", BTreeMap::new())?;
+    let base = layer(&[
+        E::Dir("d/", 0o755),
+        E::File("d/old", "o"),
+        E::File("e/old", "o"),
+    ])?;
+    env.applier.apply("ns", &store(&env, &base, "")?, &m)?;
+    env.snaps.commit("ns", "c1", "l1", BTreeMap::new())?;
+    let m = env.snaps.prepare("ns", "l2", "c1", BTreeMap::new())?;
+    // "d" comes back with a directory entry, "e" only implied by its new child.
+    let top = layer(&[
+        E::File(".wh.d", ""),
+        E::Dir("d/", 0o755),
+        E::File("d/new", "n"),
+        E::File(".wh.e", ""),
+        E::File("e/new", "n"),
+    ])?;
+    env.applier.apply("ns", &store(&env, &top, "")?, &m)?;
+    let target = env.snaps.fs_path(0).with_file_name("mnt-redo");
+    std::fs::create_dir_all(&target)?;
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let data = m[0].options.join(",");
+    mount(
+        Some("overlay"),
+        &target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )?;
+    let list = |d: &str| -> std::io::Result<Vec<std::ffi::OsString>> {
+        std::fs::read_dir(target.join(d))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect()
+    };
+    let seen = (list("d"), list("e"));
+    umount2(&target, MntFlags::MNT_DETACH)?;
+    assert_eq!(seen.0?, ["new"]);
+    assert_eq!(seen.1?, ["new"]);
+    Ok(())
+}
