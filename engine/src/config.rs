@@ -107,7 +107,7 @@ pub async fn run(config: Config) -> Result<(), EngineError> {
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), highd = %config.containerd.display(), "berth-engine listening");
     let events = Arc::clone(&daemon);
-    tokio::spawn(async move { events.run_event_loop().await });
+    tokio::spawn(events.run_event_loop());
     let result = tokio::select! {
         r = crate::api::serve(listener, daemon) => r.map_err(|source| EngineError::Serve { source }),
         r = shutdown_signal() => r,

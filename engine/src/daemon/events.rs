@@ -1,6 +1,7 @@
 //! What happens when a task exits (highd's `/tasks/exit` events), and reconciliation
 //! with highd after the engine (re)connects.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -156,20 +157,31 @@ impl<B: Backend> Daemon<B> {
 
     /// Follows highd's `/tasks/exit` events forever, resubscribing (and reconciling, since
     /// events may have been missed) whenever the stream breaks.
-    pub async fn run_event_loop(&self) {
+    pub async fn run_event_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
+        let mut failures = 0u32;
         loop {
             // Subscribe first, then reconcile: an exit between the two is in the stream.
             let mut stream = match self.backend.subscribe_exits().await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "subscribing to highd events failed; retrying");
+                    // Once is news; repeating it every few seconds while highd is down is not.
+                    if failures == 0 {
+                        tracing::warn!(error = %e, "subscribing to highd events failed; retrying");
+                    } else {
+                        tracing::debug!(error = %e, "subscribing to highd events failed again");
+                    }
+                    failures += 1;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
             backoff = Duration::from_millis(100);
+            if failures > 0 {
+                tracing::info!("subscribed to highd events");
+                failures = 0;
+            }
             if let Err(e) = self.reconcile().await {
                 tracing::warn!(error = %e, "reconciling with highd failed");
             }
@@ -177,12 +189,18 @@ impl<B: Backend> Daemon<B> {
                 match item {
                     Ok(ev) if ev.exec_id == ev.container_id || ev.exec_id.is_empty() => {
                         tracing::debug!(id = %ev.container_id, status = ev.exit_status, "task exit event");
-                        if let Err(e) = self
-                            .handle_exit(&ev.container_id, ev.exit_status, ev.exited_at)
-                            .await
-                        {
-                            tracing::warn!(id = %ev.container_id, error = %e, "handling task exit failed");
-                        }
+                        // Exits are handled side by side: deleting a task and removing a
+                        // `--rm` container take a while, and one container must not hold
+                        // up the next. The per-container lock keeps each one in order.
+                        let this = Arc::clone(&self);
+                        tokio::spawn(async move {
+                            if let Err(e) = this
+                                .handle_exit(&ev.container_id, ev.exit_status, ev.exited_at)
+                                .await
+                            {
+                                tracing::warn!(id = %ev.container_id, error = %e, "handling task exit failed");
+                            }
+                        });
                     }
                     Ok(_) => {}
                     Err(e) => {

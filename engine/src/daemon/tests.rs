@@ -43,7 +43,7 @@ pub async fn env() -> Env {
         .unwrap(),
     );
     let d = Arc::clone(&daemon);
-    tokio::spawn(async move { d.run_event_loop().await });
+    tokio::spawn(d.run_event_loop());
     daemon
         .import_image("busybox", "", &tar_with(&[("bin/sh", b"x")]))
         .await
