@@ -160,6 +160,15 @@ impl Applier {
         Applier { content }
     }
 
+    /// Flushes the filesystem holding the mounts' writable directory (Apply's `sync_fs`), so
+    /// the unpacked files survive a power loss before the client commits the snapshot.
+    pub fn sync_fs(&self, mounts: &[Mount]) -> Result<(), StoreError> {
+        let layers = target(mounts)?;
+        let dir =
+            std::fs::File::open(&layers.upper).map_err(StoreError::io("open", &layers.upper))?;
+        nix::unistd::syncfs(&dir).map_err(StoreError::sys("syncfs", &layers.upper))
+    }
+
     /// containerd's Diff.Apply: returns the applied layer's descriptor (digest = diff ID).
     pub fn apply(
         &self,

@@ -43,7 +43,15 @@ impl Diff for DiffService {
         let desc = desc_from_pb(req.diff);
         let mounts = mounts_from_pb(req.mounts);
         let applier = self.applier.clone();
-        let applied = blocking(move || applier.apply(&ns, &desc, &mounts)).await?;
+        let sync = req.sync_fs;
+        let applied = blocking(move || {
+            let applied = applier.apply(&ns, &desc, &mounts)?;
+            if sync {
+                applier.sync_fs(&mounts)?;
+            }
+            Ok(applied)
+        })
+        .await?;
         Ok(Response::new(pb::ApplyResponse {
             applied: Some(desc_to_pb(applied)),
         }))

@@ -450,6 +450,7 @@ fn bind_diff_round_trips_through_apply() -> anyhow::Result<()> {
     // Applying the diff to another child of the same parent gives the same tree.
     let again = env.snaps.prepare("ns", "l3", "c1", BTreeMap::new())?;
     env.applier.apply("ns", &desc, &again)?;
+    env.applier.sync_fs(&again)?;
     let copy = fs(&env, "l3")?;
     assert_eq!(std::fs::read_to_string(copy.join("edit"))?, "after, longer");
     assert!(!copy.join("gone").exists() && !copy.join("d").exists());
