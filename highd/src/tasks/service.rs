@@ -1,5 +1,6 @@
 //! containerd's Tasks service on top of [`TaskManager`].
 
+use std::future::Future;
 use std::sync::Arc;
 
 use berth_proto::containerd::services::tasks::v1::tasks_server::Tasks;
@@ -22,6 +23,17 @@ impl TasksService {
     }
 }
 
+/// Runs a state-changing operation to completion even if the client goes away: a
+/// cancelled Create would otherwise leave a reserved id, a task dir and maybe a shim.
+async fn detached<T: Send + 'static>(
+    op: impl Future<Output = Result<T, TaskError>> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::spawn(op).await {
+        Ok(result) => result.map_err(Status::from),
+        Err(e) => Err(Status::internal(format!("task operation failed: {e}"))),
+    }
+}
+
 fn unimplemented(what: &'static str) -> Status {
     TaskError::Unimplemented { what }.into()
 }
@@ -35,13 +47,18 @@ impl Tasks for TasksService {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         crate::containers::validate_id(&req.container_id)?;
-        Ok(Response::new(self.tasks.create(&ns, req).await?))
+        let tasks = self.tasks.clone();
+        Ok(Response::new(
+            detached(async move { tasks.create(&ns, req).await }).await?,
+        ))
     }
 
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let pid = self.tasks.start(&ns, &r.container_id, &r.exec_id).await?;
+        let tasks = self.tasks.clone();
+        let pid =
+            detached(async move { tasks.start(&ns, &r.container_id, &r.exec_id).await }).await?;
         Ok(Response::new(StartResponse { pid }))
     }
 
@@ -50,10 +67,10 @@ impl Tasks for TasksService {
         req: Request<DeleteTaskRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let ns = namespace(&req)?;
+        let id = req.into_inner().container_id;
+        let tasks = self.tasks.clone();
         Ok(Response::new(
-            self.tasks
-                .delete(&ns, &req.into_inner().container_id)
-                .await?,
+            detached(async move { tasks.delete(&ns, &id).await }).await?,
         ))
     }
 
@@ -63,9 +80,9 @@ impl Tasks for TasksService {
     ) -> Result<Response<DeleteResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
+        let tasks = self.tasks.clone();
         Ok(Response::new(
-            self.tasks
-                .delete_process(&ns, &r.container_id, &r.exec_id)
+            detached(async move { tasks.delete_process(&ns, &r.container_id, &r.exec_id).await })
                 .await?,
         ))
     }
@@ -110,13 +127,15 @@ impl Tasks for TasksService {
 
     async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
-        self.tasks.kill(&ns, req.into_inner()).await?;
+        let (tasks, r) = (self.tasks.clone(), req.into_inner());
+        detached(async move { tasks.kill(&ns, r).await }).await?;
         Ok(Response::new(()))
     }
 
     async fn exec(&self, req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
-        self.tasks.exec(&ns, req.into_inner()).await?;
+        let (tasks, r) = (self.tasks.clone(), req.into_inner());
+        detached(async move { tasks.exec(&ns, r).await }).await?;
         Ok(Response::new(()))
     }
 

@@ -363,3 +363,50 @@ async fn shim_killed_under_a_running_task() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_cancelled_by_the_client_still_cleans_up() -> anyhow::Result<()> {
+    if skip_unless_root("create_cancelled_by_the_client_still_cleans_up") {
+        return Ok(());
+    }
+    let mut stack = Stack::new();
+    let slow_shim = stack.dir.path().join("slow-shim");
+    std::fs::write(
+        &slow_shim,
+        "#!/bin/sh\nsleep 1\necho 'slow shim gave up' >&2\nexit 1\n",
+    )?;
+    std::fs::set_permissions(
+        &slow_shim,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    stack.extra_args = vec!["--shim".into(), slow_shim.to_string_lossy().into_owned()];
+    let ch = stack.start().await?;
+    stack.create_container(&ch, "x1", &["true"]).await?;
+    let mut client = TasksClient::new(ch.clone());
+    let create = client.create(req(CreateTaskRequest {
+        container_id: "x1".into(),
+        rootfs: stack.rootfs_mounts(),
+        ..Default::default()
+    }));
+    // The client gives up while the shim is still starting.
+    assert!(tokio::time::timeout(Duration::from_millis(200), create)
+        .await
+        .is_err());
+    let dir = stack.state.join(NS).join("x1");
+    poll(
+        "the abandoned create to clean up",
+        Duration::from_secs(10),
+        || (!dir.exists()).then_some(()),
+    )
+    .await?;
+    // The id is free again: the next attempt fails for the shim's reason, not AlreadyExists.
+    let err = TasksClient::new(ch)
+        .create(req(CreateTaskRequest {
+            container_id: "x1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("slow shim gave up"), "{err:?}");
+    Ok(())
+}
