@@ -145,7 +145,7 @@ impl TaskManager {
                         .join(", "),
                 })?;
             let runtime_root = self.cfg.runtime_root(runtime, ns);
-            self.create_locked(ns, &id, &spec, runtime, runtime_root, &req, &container)
+            self.create_reserved(ns, &id, &spec, runtime, runtime_root, &req, &container)
                 .await
         }
         .await;
@@ -161,7 +161,7 @@ impl TaskManager {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn create_locked(
+    async fn create_reserved(
         &self,
         ns: &str,
         id: &str,
