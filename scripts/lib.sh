@@ -32,13 +32,16 @@ wait_socket() {
     done
 }
 
-# pid_is PIDFILE NAME: prints the PID in PIDFILE if that process is alive and is NAME.
+# pid_is PIDFILE NAME: prints the PID in PIDFILE if that process is alive and runs the
+# binary NAME (judged by /proc/PID/exe: the shim re-executes itself as /proc/self/exe).
 pid_is() {
     local pidfile=$1 name=$2 pid
     [[ -r $pidfile ]] || return 1
     pid=$(<"$pidfile")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name" || return 1
+    local exe
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+    [[ ${exe##*/} == "$name" || ${exe##*/} == "$name (deleted)" ]] || return 1
     echo "$pid"
 }
 

@@ -15,7 +15,7 @@ use crate::poll::wait_until;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// PIDs of live `berth-shim` processes whose pid file lies under `state_dir`
-/// (`<state>/<ns>/<id>/shim.pid`). A pid is only trusted if its command line still names
+/// (`<state>/<ns>/<id>/shim.pid`). A pid is only trusted if its executable still is
 /// berth-shim, so a recycled PID is never signalled.
 pub fn shim_pids(state_dir: &Path) -> Vec<i32> {
     let mut pids = Vec::new();
@@ -27,7 +27,7 @@ pub fn shim_pids(state_dir: &Path) -> Vec<i32> {
             let Ok(pid) = text.trim().parse::<i32>() else {
                 continue;
             };
-            if cmdline(pid).is_some_and(|c| c.contains("berth-shim")) {
+            if exe_name(pid).is_some_and(|n| n == "berth-shim") {
                 pids.push(pid);
             }
         }
@@ -54,6 +54,14 @@ pub fn processes_under(dir: &Path) -> Vec<i32> {
                     .is_ok_and(|r| r.to_string_lossy().starts_with(&prefix))
         })
         .collect()
+}
+
+/// File name of the binary `pid` runs, from `/proc/PID/exe` (argv[0] is no guide: the
+/// shim re-executes itself as `/proc/self/exe`).
+pub fn exe_name(pid: i32) -> Option<String> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let name = exe.file_name()?.to_string_lossy().into_owned();
+    Some(name.trim_end_matches(" (deleted)").to_string())
 }
 
 /// The command line of `pid`, arguments joined by spaces.

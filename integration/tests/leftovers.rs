@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
+use berth_integration::stack::Daemon;
 use berth_integration::{cleanup, wait_until, Stack};
 
 use crate::common::{container_id, wait_no_containers, wait_status, Spec, DOCKER};
@@ -40,21 +41,20 @@ fn nothing_left() -> Result<()> {
     s.docker(&["rm", "-f", &running, "done", &killed])?.ok()?;
     wait_no_containers(&s)?;
 
-    wait_until(
-        "every shim of the stack to exit",
-        Duration::from_secs(20),
-        || {
-            let shims: Vec<i32> = cleanup::processes_under(&s.dir)
-                .into_iter()
-                .filter(|&p| {
-                    cleanup::cmdline(p)
-                        .unwrap_or_default()
-                        .contains("berth-shim")
-                })
-                .collect();
-            Ok(shims.is_empty().then_some(()))
-        },
-    )?;
+    // Besides the two daemons, nothing may run from the stack's dirs: no shim (found by
+    // its --bundle), runtime or container process.
+    let daemons = [s.pid(Daemon::Highd), s.pid(Daemon::Engine)];
+    let stray = || -> Vec<(i32, String)> {
+        cleanup::processes_under(&s.dir)
+            .into_iter()
+            .filter(|&p| !daemons.contains(&u32::try_from(p).ok()))
+            .map(|p| (p, cleanup::cmdline(p).unwrap_or_default()))
+            .collect()
+    };
+    let waited = wait_until("the stack's shims to exit", Duration::from_secs(20), || {
+        Ok(stray().is_empty().then_some(()))
+    });
+    ensure!(waited.is_ok(), "processes left: {:?}", stray());
     let mounts = cleanup::mounts_under(&s.dir)?;
     ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
     for top in cleanup::cgroup_dirs(&s.cgroup_name) {
