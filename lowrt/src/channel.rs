@@ -27,6 +27,10 @@ pub enum Message {
     Ready,
     /// Set-up failed; the text is what `create` prints.
     Error(String),
+    /// Init has made its namespaces and mounts: run prestart/createRuntime hooks now
+    /// and answer [`Message::HooksDone`] (the only parent-to-child message).
+    Hooks,
+    HooksDone,
 }
 
 /// Creates (parent end, child end).

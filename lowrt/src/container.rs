@@ -27,6 +27,8 @@ pub enum ContainerError {
     Channel(#[from] crate::channel::ChannelError),
     #[error(transparent)]
     ClonedBinary(#[from] crate::cloned_binary::ClonedBinaryError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     /// The child's own report, printed as runc prints it.
     #[error("unable to start container process: {0}")]
     Init(String),
@@ -169,9 +171,18 @@ pub fn destroy(root: &Path, state: &State) -> Result<(), ContainerError> {
     cg.destroy()?;
     let dir = State::dir(root, &state.id);
     match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &dir)(e)),
-        _ => Ok(()),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &dir)(e)),
+        _ => {}
     }
+    // runtime-spec: a failing poststop hook is logged; delete still succeeds.
+    let poststop = crate::hooks::at(&state.config, crate::hooks::Point::Poststop);
+    if !poststop.is_empty() {
+        let doc = crate::hooks::state_json(&state.config, &state.id, "stopped", 0, &state.bundle);
+        if let Err(e) = crate::hooks::run(crate::hooks::Point::Poststop, poststop, &doc) {
+            tracing::warn!("{e}");
+        }
+    }
+    Ok(())
 }
 
 /// The signals a foreground `run`/`exec` forwards to the container.

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cloned_binary;
 pub mod commands;
 pub mod container;
+pub mod hooks;
 pub mod init;
 pub mod logging;
 pub mod namespaces;

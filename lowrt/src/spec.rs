@@ -116,34 +116,10 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
             return Err(SpecError::RelativeMountDestination(m.destination().clone()));
         }
     }
-    if spec.hooks().is_some_and_non_empty() {
-        return Err(SpecError::Unsupported("hooks"));
-    }
     if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(SpecError::Unsupported("linux.uidMappings"));
     }
     Ok(())
-}
-
-trait HooksExt {
-    fn is_some_and_non_empty(&self) -> bool;
-}
-
-impl HooksExt for Option<oci_spec::runtime::Hooks> {
-    fn is_some_and_non_empty(&self) -> bool {
-        self.as_ref().is_some_and(|h| {
-            let n = |v: &Option<Vec<oci_spec::runtime::Hook>>| v.as_ref().map_or(0, Vec::len);
-            #[allow(deprecated)]
-            let prestart = n(h.prestart());
-            prestart
-                + n(h.create_runtime())
-                + n(h.create_container())
-                + n(h.start_container())
-                + n(h.poststart())
-                + n(h.poststop())
-                > 0
-        })
-    }
 }
 
 /// The config.json that `spec` writes: oci-spec's defaults adjusted to runc's (terminal

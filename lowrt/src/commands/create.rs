@@ -17,6 +17,7 @@ use super::Globals;
 use crate::cgroups::{detect_layout, CgroupConfig, CgroupManager};
 use crate::channel::{self, Message};
 use crate::container::{errno, io_err, ContainerError};
+use crate::hooks::{self, Point};
 use crate::init::{self, InitContext};
 use crate::state::{proc_stat, write_atomic, State, FIFO_FILE};
 use crate::sys::{clone_process, Forked};
@@ -181,6 +182,7 @@ pub(crate) fn launch(g: &Globals, opts: &CreateOptions) -> Result<Launched, Cont
         Forked::Child => {
             drop(parent_end);
             let mut ctx = InitContext {
+                id: &opts.id,
                 sys: &LinuxSyscall,
                 spec: &config,
                 process: &process,
@@ -205,10 +207,20 @@ pub(crate) fn launch(g: &Globals, opts: &CreateOptions) -> Result<Launched, Cont
             drop(child_end);
             drop(console);
             rollback.child = Some(pid);
-            match channel::recv(&parent_end)? {
-                Some(Message::Ready) => {}
-                Some(Message::Error(text)) => return Err(ContainerError::Init(text)),
-                None => return Err(ContainerError::InitDied),
+            loop {
+                match channel::recv(&parent_end)? {
+                    Some(Message::Ready) => break,
+                    Some(Message::Hooks) => {
+                        let state =
+                            hooks::state_json(&config, &opts.id, "creating", pid.as_raw(), &bundle);
+                        for point in [Point::Prestart, Point::CreateRuntime] {
+                            hooks::run(point, hooks::at(&config, point), &state)?;
+                        }
+                        channel::send(&parent_end, &Message::HooksDone)?;
+                    }
+                    Some(Message::Error(text)) => return Err(ContainerError::Init(text)),
+                    Some(Message::HooksDone) | None => return Err(ContainerError::InitDied),
+                }
             }
             let (_, start) = proc_stat(pid).ok_or(ContainerError::InitDied)?;
             let state = State::new(

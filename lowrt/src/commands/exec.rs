@@ -119,6 +119,7 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
         Forked::Child => {
             drop(parent_end);
             let mut ctx = InitContext {
+                id: &opts.id,
                 sys: &LinuxSyscall,
                 spec: &st.config,
                 process: &process,

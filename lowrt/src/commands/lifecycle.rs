@@ -59,6 +59,14 @@ pub fn start(g: &Globals, id: &str) -> Result<i32, ContainerError> {
         }
     }
     std::fs::remove_file(&fifo_path).map_err(io_err("remove", &fifo_path))?;
+    // runtime-spec: a failing poststart hook is logged; start still succeeds.
+    let poststart = crate::hooks::at(&state.config, crate::hooks::Point::Poststart);
+    if !poststart.is_empty() {
+        let doc = crate::hooks::state_json(&state.config, id, "running", state.pid, &state.bundle);
+        if let Err(e) = crate::hooks::run(crate::hooks::Point::Poststart, poststart, &doc) {
+            tracing::warn!("{e}");
+        }
+    }
     Ok(0)
 }
 

@@ -64,6 +64,10 @@ pub enum InitError {
     Channel(#[from] crate::channel::ChannelError),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    #[error("runtime did not confirm the createRuntime hooks")]
+    HookSync,
 }
 
 pub(crate) fn errno(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
@@ -74,6 +78,7 @@ pub(crate) fn errno(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -
 /// Everything the child needs; it is a forked copy of the parent, so plain references
 /// work and nothing is serialized.
 pub struct InitContext<'a> {
+    pub id: &'a str,
     pub sys: &'a dyn Syscall,
     pub spec: &'a Spec,
     pub process: &'a Process,
@@ -102,7 +107,11 @@ pub const INIT_PHASES: &[Phase] = &[
     ("join namespaces by path", join_namespaces),
     ("unshare cgroup namespace", unshare_later),
     ("bring up loopback", loopback),
-    ("rootfs and pivot_root", rootfs_phase),
+    ("rootfs mounts and devices", rootfs_phase),
+    // Namespaces and mounts exist, the old root is still reachable: the runtime runs
+    // prestart/createRuntime, we run createContainer (runtime-spec "Lifecycle" 5-7).
+    ("createRuntime and createContainer hooks", create_hooks),
+    ("pivot_root", pivot_root),
     // After pivot_root: the pty must come from the container's own devpts.
     ("console", console::setup),
     ("hostname", hostname),
@@ -134,6 +143,11 @@ pub fn run(
     process::close_fds(ctx.preserve_fds)?;
     if let Some(fifo) = ctx.fifo {
         process::wait_for_start(fifo)?;
+        let hooks = crate::hooks::at(ctx.spec, crate::hooks::Point::StartContainer);
+        if !hooks.is_empty() {
+            let state = crate::hooks::state_json(ctx.spec, ctx.id, "created", 1, &ctx.bundle);
+            crate::hooks::run(crate::hooks::Point::StartContainer, hooks, &state)?;
+        }
     }
     // With no_new_privs the filter goes in last, so it never sees the runtime's calls.
     if let Some(filter) = &target.seccomp {
@@ -193,6 +207,28 @@ fn rootfs_phase(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
     };
     rootfs::prepare(ctx.sys, &plan)?;
     Ok(())
+}
+
+fn create_hooks(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    use crate::hooks::{self, Point};
+    let runtime_side = !hooks::at(ctx.spec, Point::Prestart).is_empty()
+        || !hooks::at(ctx.spec, Point::CreateRuntime).is_empty();
+    if runtime_side {
+        channel::send(ctx.sync, &Message::Hooks)?;
+        if channel::recv(ctx.sync)? != Some(Message::HooksDone) {
+            return Err(InitError::HookSync);
+        }
+    }
+    let own = hooks::at(ctx.spec, Point::CreateContainer);
+    if !own.is_empty() {
+        let state = hooks::state_json(ctx.spec, ctx.id, "creating", 1, &ctx.bundle);
+        hooks::run(Point::CreateContainer, own, &state)?;
+    }
+    Ok(())
+}
+
+fn pivot_root(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    Ok(rootfs::pivot_root(ctx.sys, &ctx.rootfs)?)
 }
 
 fn hostname(ctx: &mut InitContext<'_>) -> Result<(), InitError> {

@@ -93,8 +93,8 @@ pub fn prepare(sys: &dyn Syscall, plan: &RootfsPlan<'_>) -> Result<(), RootfsErr
         devices::create_devices(sys, plan.rootfs, plan.devices)?;
         devices::create_symlinks(sys, plan.rootfs)?;
     }
-    // 5. Switch roots.
-    pivot_root(sys, plan.rootfs)
+    // pivot_root is a separate init phase: hooks run between the two.
+    Ok(())
 }
 
 /// runc's pivot_root trick: pivot_root(".", ".") stacks the old root on top of the new

@@ -45,6 +45,7 @@ fn prepare_orders_calls_like_runc() {
     );
     let sys = RecordingSyscall::default();
     prepare(&sys, &plan(&rootfs, tmp.path(), &list)).unwrap();
+    pivot_root(&sys, &rootfs).unwrap();
     let calls = sys.calls();
     // Propagation of / first, then the rootfs bind, then the spec mounts.
     assert!(

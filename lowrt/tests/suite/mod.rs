@@ -4,5 +4,6 @@ mod cgroups;
 mod console;
 mod errors;
 mod exec;
+mod hooks;
 mod lifecycle;
 mod run;
