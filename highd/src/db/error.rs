@@ -71,6 +71,8 @@ pub enum StoreError {
     NamespaceNotEmpty { name: String, kinds: String },
     #[error("cannot remove snapshot {key:?}: it has children")]
     SnapshotHasChildren { key: String },
+    #[error("snapshots under {root} were made with overlayfs, which cannot be mounted here")]
+    OverlayUnavailable { root: PathBuf },
     #[error("snapshot {key:?} is not active")]
     SnapshotNotActive { key: String },
     /// containerd answers NotFound ("parent snapshot does not exist") for a parent that is
@@ -167,6 +169,7 @@ impl StoreError {
                 Code::InvalidArgument
             }
             StoreError::NamespaceNotEmpty { .. }
+            | StoreError::OverlayUnavailable { .. }
             | StoreError::SnapshotHasChildren { .. }
             | StoreError::SnapshotNotActive { .. }
             | StoreError::DigestMismatch { .. }

@@ -31,6 +31,9 @@ use crate::content::update_labels;
 use crate::db::filter::{self, Filter};
 use crate::db::{Db, StoreError, WriteTxn, SNAPSHOTS};
 
+/// Snapshotter-wide settings (namespace "", key "mode": which flavour made the snapshots).
+const META: crate::db::Table = crate::db::table("snapshotter");
+
 /// The snapshotter name clients use.
 pub const SNAPSHOTTER: &str = "overlayfs";
 
@@ -140,11 +143,44 @@ impl Snapshotter {
     pub fn open(root: &Path, db: Db, mode: Option<Mode>) -> Result<Snapshotter, StoreError> {
         let root = root.join("snapshots").join(SNAPSHOTTER);
         std::fs::create_dir_all(&root).map_err(StoreError::io("create directory", &root))?;
-        let mode = mode.unwrap_or_else(|| mounts::probe(&root));
+        let mode = match mode {
+            Some(m) => m,
+            None => Self::pick_mode(&db, &root)?,
+        };
+        db.update(|tx| tx.put(META, "", "mode", &Self::mode_name(mode)))?;
         tracing::info!(?mode, root = %root.display(), "snapshotter ready");
         let s = Snapshotter { root, db, mode };
         s.cleanup()?;
         Ok(s)
+    }
+
+    fn mode_name(mode: Mode) -> &'static str {
+        match mode {
+            Mode::Overlay { .. } => "overlay",
+            Mode::Copy => "copy",
+        }
+    }
+
+    /// Probes overlayfs, but keeps existing snapshots usable: their directories only make
+    /// sense with the flavour that made them.
+    fn pick_mode(db: &Db, root: &Path) -> Result<Mode, StoreError> {
+        let probed = mounts::probe(root);
+        let made_with: Option<String> = db.get(META, "", "mode")?;
+        let any = db
+            .view(|tx| tx.namespaces(SNAPSHOTS))?
+            .into_iter()
+            .next()
+            .is_some();
+        match (made_with.as_deref(), probed) {
+            (Some("overlay"), Mode::Copy) if any => Err(StoreError::OverlayUnavailable {
+                root: root.to_path_buf(),
+            }),
+            (Some("copy"), Mode::Overlay { .. }) if any => {
+                tracing::info!("overlayfs works now, but existing snapshots are copies");
+                Ok(Mode::Copy)
+            }
+            _ => Ok(probed),
+        }
     }
 
     pub fn db(&self) -> &Db {

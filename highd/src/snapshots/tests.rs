@@ -248,3 +248,42 @@ fn copying_snapshotter_copies_parents() -> anyhow::Result<()> {
     assert_eq!(std::fs::read_to_string(target.join("d/f"))?, "data");
     Ok(())
 }
+
+#[test]
+fn overlay_snapshots_are_not_reinterpreted_as_copies() -> anyhow::Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    // A root on overlayfs cannot hold overlay upper dirs: the probe picks copying there.
+    let dir = tempfile::tempdir()?;
+    for d in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir(dir.path().join(d))?;
+    }
+    let p = |d: &str| dir.path().join(d).display().to_string();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        p("lower"),
+        p("upper"),
+        p("work")
+    );
+    let merged = dir.path().join("merged");
+    mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )?;
+    let _unmount = Mounted(merged.clone());
+    let db = Db::open(&dir.path().join("db"))?;
+    let s = Snapshotter::open(&merged, db.clone(), None)?;
+    assert_eq!(s.mode(), Mode::Copy);
+    // Snapshots made with overlayfs elsewhere (a moved root, a changed kernel) are refused.
+    db.update(|tx| tx.put(META, "", "mode", &"overlay"))?;
+    s.prepare("ns", "a", "", BTreeMap::new())?;
+    let err = Snapshotter::open(&merged, db.clone(), None)
+        .map(|_| ())
+        .map_err(|e| e.code());
+    assert_eq!(err, Err(tonic::Code::FailedPrecondition));
+    Ok(())
+}
