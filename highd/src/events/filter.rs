@@ -90,20 +90,15 @@ fn parse_filter(filter: &str, known: &dyn Fn(&str) -> bool) -> Result<Vec<Select
     let mut selectors = Vec::new();
     let mut rest = filter.trim();
     loop {
-        let field_end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || "_.-/".contains(c)))
-            .unwrap_or(rest.len());
-        let field_name = &rest[..field_end];
-        if field_name.is_empty() {
-            return Err(syntax("expected a field name"));
-        }
-        if !known(field_name) {
+        let (field_name, after) = parse_field(rest).map_err(|r| syntax(&r))?;
+        if !known(&field_name) {
             return Err(FilterError::UnknownField {
                 filter: filter.to_string(),
-                field: field_name.to_string(),
+                field: field_name,
             });
         }
-        let field = field_name.to_string();
+        let field_end = rest.len() - after.len();
+        let field = field_name;
         rest = rest[field_end..].trim_start();
         let op_kind = ["==", "!=", "~="]
             .into_iter()
@@ -130,6 +125,33 @@ fn parse_filter(filter: &str, known: &dyn Fn(&str) -> bool) -> Result<Vec<Select
             .ok_or_else(|| syntax("expected ',' between selectors"))?
             .trim_start();
     }
+}
+
+/// A field path: bare components (`labels.app`) or quoted ones (`labels."a.b/c"`, whose
+/// quotes are dropped). Returns the path and the unparsed remainder.
+fn parse_field(s: &str) -> Result<(String, &str), String> {
+    let mut field = String::new();
+    let mut rest = s;
+    loop {
+        if rest.starts_with('"') {
+            let (quoted, after) = parse_value(rest)?;
+            field.push_str(&quoted);
+            rest = after;
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "_.-/".contains(c)))
+                .unwrap_or(rest.len());
+            if end == 0 {
+                break;
+            }
+            field.push_str(&rest[..end]);
+            rest = &rest[end..];
+        }
+    }
+    if field.is_empty() {
+        return Err("expected a field name".to_string());
+    }
+    Ok((field, rest))
 }
 
 /// Returns the value and the unparsed remainder.
@@ -191,6 +213,11 @@ mod tests {
         );
         assert!(f(&["topic"]).matches_event("a", "/x"));
         assert!(f(&[r#"topic=="/a\"b""#]).matches_event("n", "/a\"b"));
+        let labels = Filters::parse(&[r#"labels."com.example/x"==y"#.to_string()], |f| {
+            f.starts_with("labels.")
+        })
+        .unwrap();
+        assert!(labels.matches(|f| (f == "labels.com.example/x").then_some("y")));
     }
 
     #[test]
