@@ -183,7 +183,8 @@ fn young_unreferenced_objects_wait_for_their_grace() -> anyhow::Result<()> {
     env.snaps.prepare("ns", "a", "", BTreeMap::new())?;
     env.snaps.commit("ns", "fresh", "a", BTreeMap::new())?;
     // An unpack that crashed midway leaves an active snapshot nobody references.
-    env.snaps.prepare("ns", "stale-extract", "fresh", BTreeMap::new())?;
+    env.snaps
+        .prepare("ns", "stale-extract", "fresh", BTreeMap::new())?;
     let r = env.gc.collect()?;
     assert_eq!((r.content, r.snapshots, r.deferred), (0, 0, 3), "{r:?}");
     env.content.info("ns", &d)?;
