@@ -31,6 +31,7 @@ struct State {
     tasks: HashMap<String, FakeTask>,
     next_pid: u32,
     fail_task_create: Option<String>,
+    fail_container_delete: Option<String>,
     kills: Vec<(String, String, u32)>,
 }
 
@@ -131,6 +132,10 @@ impl FakeBackend {
 
     pub fn fail_next_task_create(&self, message: &str) {
         self.with(|s| s.fail_task_create = Some(message.to_string()));
+    }
+
+    pub fn fail_next_container_delete(&self, message: &str) {
+        self.with(|s| s.fail_container_delete = Some(message.to_string()));
     }
 
     pub fn has_container(&self, id: &str) -> bool {
@@ -291,6 +296,12 @@ impl Backend for FakeBackend {
     }
 
     async fn container_delete(&self, id: &str) -> BackendResult<()> {
+        if let Some(message) = self.with(|s| s.fail_container_delete.take()) {
+            return Err(BackendError::Failed {
+                op: "container delete",
+                message,
+            });
+        }
         self.with(|s| s.containers.remove(id))
             .map(|_| ())
             .ok_or_else(|| not_found(&format!("container \"{id}\"")))

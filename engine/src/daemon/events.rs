@@ -62,6 +62,7 @@ impl<B: Backend> Daemon<B> {
         }
         for rec in self.store.list() {
             let id = rec.id.clone();
+            tracing::debug!(%id, status = rec.state.status.as_str(), "reconciling");
             match rec.state.status {
                 Status::Removing => {
                     self.remove_container_record(&id, rec.state.exit_code)
@@ -106,7 +107,10 @@ impl<B: Backend> Daemon<B> {
     /// and writing `running`. Adopt it as running (and record its exit if it is over).
     async fn adopt_started(&self, id: &str) -> DaemonResult<()> {
         let task = match self.backend.task_get(id).await {
-            Ok(t) => t,
+            Ok(t) => {
+                tracing::debug!(%id, status = ?t.status, pid = t.pid, "highd has a task for a created container");
+                t
+            }
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e.into()),
         };
@@ -178,6 +182,7 @@ impl<B: Backend> Daemon<B> {
                 }
             };
             backoff = Duration::from_millis(100);
+            tracing::debug!("subscribed to task exits; reconciling");
             if failures > 0 {
                 tracing::info!("subscribed to highd events");
                 failures = 0;

@@ -262,22 +262,14 @@ impl<B: Backend> Daemon<B> {
         };
         self.store
             .update(id, |r| r.state.status = Status::Removing)?;
-        let ignore_missing = |r: Result<(), BackendError>| match r {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        };
-        ignore_missing(self.backend.task_delete(id).await.map(|_| ()))?;
-        ignore_missing(self.backend.container_delete(id).await)?;
-        ignore_missing(self.backend.snapshot_remove(&rec.snapshot_key).await)?;
-        let exec_dir = self.exec_dir(id);
-        if let Err(e) = std::fs::remove_dir_all(&exec_dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(DaemonError::Io {
-                    op: "remove",
-                    path: exec_dir,
-                    source: e,
-                });
-            }
+        if let Err(e) = self.remove_parts(id, &rec.snapshot_key).await {
+            // dockerd marks a container whose removal failed "dead"; `rm` tries again.
+            tracing::warn!(%id, error = %e, "removal failed; marking the container dead");
+            self.store.update(id, |r| {
+                r.state.status = Status::Dead;
+                r.state.error = format!("removal failed: {e}");
+            })?;
+            return Err(e);
         }
         self.store.remove(id)?;
         self.forget_execs(id);
@@ -288,6 +280,26 @@ impl<B: Backend> Daemon<B> {
             code,
         });
         Ok(())
+    }
+
+    /// Deletes what highd and the exec root hold for a container; "already gone" is fine.
+    async fn remove_parts(&self, id: &str, snapshot_key: &str) -> DaemonResult<()> {
+        let ignore_missing = |r: Result<(), BackendError>| match r {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        };
+        ignore_missing(self.backend.task_delete(id).await.map(|_| ()))?;
+        ignore_missing(self.backend.container_delete(id).await)?;
+        ignore_missing(self.backend.snapshot_remove(snapshot_key).await)?;
+        let exec_dir = self.exec_dir(id);
+        match std::fs::remove_dir_all(&exec_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DaemonError::Io {
+                op: "remove",
+                path: exec_dir,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// `POST /containers/{id}/wait`. Resolves the container now (404 before any body),

@@ -439,3 +439,22 @@ async fn reconcile_adopts_started_tasks_and_collects_orphans() {
     assert!(!e.fake.has_snapshot(&orphan));
     assert!(e.fake.has_container(&id));
 }
+
+#[tokio::test]
+async fn failed_removal_marks_dead_and_rm_retries() {
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(Some("dd"), req(&["true"], false))
+        .await
+        .unwrap();
+    e.fake.fail_next_container_delete("it has a task");
+    let err = e.daemon.remove_container("dd", false).await.unwrap_err();
+    assert!(err.to_string().contains("it has a task"), "{err}");
+    let rec = e.daemon.container("dd").unwrap();
+    assert_eq!(rec.state.status, Status::Dead);
+    assert!(rec.state.error.starts_with("removal failed"));
+    e.daemon.remove_container("dd", false).await.unwrap();
+    assert!(!e.fake.has_container(&id));
+    assert!(e.daemon.container("dd").is_err());
+}
