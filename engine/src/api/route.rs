@@ -1,6 +1,7 @@
 //! `(method, path, query)` → a typed [`Route`], with no I/O, so routing is unit-tested
 //! without sockets. Bodies are decoded by the handlers with [`decode_json`].
 
+use chrono::{DateTime, Utc};
 use http::Method;
 use serde::de::DeserializeOwned;
 
@@ -109,6 +110,9 @@ pub struct LogOptions {
     pub timestamps: bool,
     /// `None` means all lines (`tail=all` or absent).
     pub tail: Option<usize>,
+    /// Only entries at or after / at or before these times (the CLI sends UNIX times).
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// A parsed request: the API version it was made with and the route.
@@ -248,6 +252,8 @@ fn log_options(q: &Query) -> Result<LogOptions, ApiError> {
         follow: q.bool("follow"),
         timestamps: q.bool("timestamps"),
         tail,
+        since: unix_time(q, "since")?,
+        until: unix_time(q, "until")?,
     };
     if !opts.stdout && !opts.stderr {
         return Err(ApiError::bad_request(
@@ -255,6 +261,28 @@ fn log_options(q: &Query) -> Result<LogOptions, ApiError> {
         ));
     }
     Ok(opts)
+}
+
+/// docker's `seconds[.nanoseconds]` timestamps; absent or 0 means no bound.
+fn unix_time(q: &Query, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(v) = q.get(key).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request(format!("invalid value for \"{key}\": {v:?}"));
+    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    let secs: i64 = secs.parse().map_err(|_| bad())?;
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        digits.parse().map_err(|_| bad())?
+    };
+    if secs == 0 && nanos == 0 {
+        return Ok(None);
+    }
+    DateTime::from_timestamp(secs, nanos)
+        .map(Some)
+        .ok_or_else(bad)
 }
 
 /// Decodes a JSON request body the way dockerd reports failures: 400 "invalid JSON: ...".

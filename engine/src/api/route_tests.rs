@@ -219,3 +219,18 @@ fn decode_json_reports_malformed_bodies() {
     assert!(err.message.starts_with("invalid JSON: "), "{}", err.message);
     assert!(decode_json::<T>(b"  ").is_ok());
 }
+
+#[test]
+fn logs_since_and_until() {
+    let Route::ContainerLogs { opts, .. } = p(
+        Method::GET,
+        "/containers/x/logs?stdout=1&since=1700000000.5&until=0",
+    )
+    .unwrap() else {
+        panic!("not a logs route");
+    };
+    assert_eq!(opts.since.unwrap().timestamp(), 1_700_000_000);
+    assert_eq!(opts.since.unwrap().timestamp_subsec_nanos(), 500_000_000);
+    assert!(opts.until.is_none());
+    assert!(p(Method::GET, "/containers/x/logs?stdout=1&since=yesterday").is_err());
+}

@@ -142,7 +142,16 @@ pub fn logs<B: Backend>(
         timestamps: opts.timestamps,
     };
     let events = daemon.subscribe();
-    let (entries, follower) = jsonlog::read_all(std::path::Path::new(&rec.log_path), opts.tail)?;
+    let (mut entries, follower) =
+        jsonlog::read_all(std::path::Path::new(&rec.log_path), opts.tail)?;
+    let in_range = |e: &LogEntry| {
+        let t = DateTime::parse_from_rfc3339(&e.time)
+            .map(|t| t.to_utc())
+            .ok();
+        opts.since.is_none_or(|s| t.is_none_or(|t| t >= s))
+            && opts.until.is_none_or(|u| t.is_none_or(|t| t <= u))
+    };
+    entries.retain(|e| in_range(e));
     let id = rec.id.clone();
     let follow_on = opts.follow && rec.state.status == Status::Running;
     tokio::spawn(async move {
