@@ -73,6 +73,27 @@ async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     read_limited(req.into_body(), JSON_BODY_LIMIT).await
 }
 
+/// Runs a state-changing operation on its own task, so it completes even when the client
+/// hangs up mid-request (hyper then drops the request future): half of a start or a
+/// remove must never be left behind in highd.
+async fn detached<B, T, F, Fut>(d: &Arc<Daemon<B>>, f: F) -> Result<T, ApiError>
+where
+    B: Backend,
+    T: Send + 'static,
+    F: FnOnce(Arc<Daemon<B>>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
+{
+    tokio::spawn(f(Arc::clone(d)))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("operation aborted: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
 fn log_error(e: crate::jsonlog::JsonLogError) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
@@ -118,7 +139,10 @@ async fn dispatch<B: Backend>(
                 .into());
             }
             let body = read_limited(req.into_body(), IMPORT_BODY_LIMIT).await?;
-            let id = d.import_image(&repo, &tag, &body).await?;
+            let id = detached(&d, move |d| async move {
+                d.import_image(&repo, &tag, &body).await
+            })
+            .await?;
             json_response(StatusCode::OK, &json!({ "status": id }))
         }
         Route::ImageList => {
@@ -132,7 +156,10 @@ async fn dispatch<B: Backend>(
         }
         Route::ContainerCreate { name } => {
             let body: CreateRequest = decode_json(&body_bytes(req).await?)?;
-            let id = d.create_container(name.as_deref(), body).await?;
+            let id = detached(&d, move |d| async move {
+                d.create_container(name.as_deref(), body).await
+            })
+            .await?;
             json_response(StatusCode::CREATED, &json!({"Id": id, "Warnings": []}))
         }
         Route::ContainerList {
@@ -163,7 +190,7 @@ async fn dispatch<B: Backend>(
             &daemon::container_inspect(&d.container(&id)?),
         ),
         Route::ContainerStart { id } => {
-            if d.start_container(&id).await? {
+            if detached(&d, move |d| async move { d.start_container(&id).await }).await? {
                 no_content()
             } else {
                 not_modified()
@@ -174,18 +201,29 @@ async fn dispatch<B: Backend>(
             timeout,
             signal,
         } => {
-            if d.stop_container(&id, timeout, signal.as_deref()).await? {
+            if detached(&d, move |d| async move {
+                d.stop_container(&id, timeout, signal.as_deref()).await
+            })
+            .await?
+            {
                 no_content()
             } else {
                 not_modified()
             }
         }
         Route::ContainerKill { id, signal } => {
-            d.kill_container(&id, signal.as_deref()).await?;
+            detached(&d, move |d| async move {
+                d.kill_container(&id, signal.as_deref()).await
+            })
+            .await?;
             no_content()
         }
         Route::ContainerRemove { id, force } => {
-            d.remove_container(&id, force).await?;
+            detached(
+                &d,
+                move |d| async move { d.remove_container(&id, force).await },
+            )
+            .await?;
             no_content()
         }
         Route::ContainerWait { id, condition } => {
@@ -241,7 +279,12 @@ async fn dispatch<B: Backend>(
             let (parts, body) = req.into_parts();
             let bytes = read_limited(body, JSON_BODY_LIMIT).await?;
             let cfg: ExecStartConfig = decode_json(&bytes)?;
-            match d.start_exec(&id, cfg.detach).await? {
+            match detached(
+                &d,
+                move |d| async move { d.start_exec(&id, cfg.detach).await },
+            )
+            .await?
+            {
                 None => no_content(),
                 Some(rx) => hijack_parts(&parts.headers, on_upgrade, rx),
             }
