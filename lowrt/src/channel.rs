@@ -31,6 +31,8 @@ pub enum Message {
     /// and answer [`Message::HooksDone`] (the only parent-to-child message).
     Hooks,
     HooksDone,
+    /// The runtime has written the id maps and moved init into its cgroups.
+    Go,
 }
 
 /// Creates (parent end, child end).

@@ -98,10 +98,35 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
             return Err(SpecError::DuplicateNamespace(ns.typ().to_string()));
         }
         match ns.typ() {
-            LinuxNamespaceType::User => return Err(SpecError::UnsupportedNamespace("user")),
+            LinuxNamespaceType::User if ns.path().is_some() => {
+                return Err(SpecError::Unsupported("joining a user namespace by path"))
+            }
             LinuxNamespaceType::Time => return Err(SpecError::UnsupportedNamespace("time")),
             _ => {}
         }
+    }
+    let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
+    let new_user = seen.contains(&LinuxNamespaceType::User);
+    let has_maps = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.as_ref().is_some_and(|m| !m.is_empty())
+    };
+    if new_user {
+        if !has_maps(linux.uid_mappings()) || !has_maps(linux.gid_mappings()) {
+            return Err(SpecError::Missing(
+                "linux.uidMappings and linux.gidMappings (a new user namespace needs both)",
+            ));
+        }
+        // Joining a namespace owned by the host's user namespace from inside a new one is
+        // refused by the kernel; runc's three-process nsexec dance is not implemented.
+        if namespaces.iter().any(|n| n.path().is_some()) {
+            return Err(SpecError::Unsupported(
+                "joining namespaces by path together with a new user namespace",
+            ));
+        }
+    } else if has_maps(linux.uid_mappings()) || has_maps(linux.gid_mappings()) {
+        return Err(SpecError::Unsupported(
+            "linux.uidMappings without a user namespace",
+        ));
     }
     if !seen.contains(&LinuxNamespaceType::Mount) {
         return Err(SpecError::NoMountNamespace);
@@ -115,9 +140,6 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
         if !m.destination().is_absolute() {
             return Err(SpecError::RelativeMountDestination(m.destination().clone()));
         }
-    }
-    if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(SpecError::Unsupported("linux.uidMappings"));
     }
     Ok(())
 }

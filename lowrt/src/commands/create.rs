@@ -98,6 +98,25 @@ pub(crate) fn write_pid_file(path: Option<&Path>, pid: Pid) -> Result<(), Contai
     Ok(())
 }
 
+/// uid_map/gid_map of a new user namespace, written by the runtime (root in the parent
+/// namespace), so any mapping is allowed and setgroups stays usable (user_namespaces(7)).
+fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<(), ContainerError> {
+    let render = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
+        maps.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect()
+    };
+    for (file, maps) in [
+        ("uid_map", linux.uid_mappings()),
+        ("gid_map", linux.gid_mappings()),
+    ] {
+        let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+        std::fs::write(&path, render(maps)).map_err(io_err("write", &path))?;
+    }
+    Ok(())
+}
+
 /// `create` as a command: the container stays created, the runtime exits 0.
 pub fn create(g: &Globals, opts: &CreateOptions) -> Result<i32, ContainerError> {
     launch(g, opts)?;
@@ -207,6 +226,14 @@ pub(crate) fn launch(g: &Globals, opts: &CreateOptions) -> Result<Launched, Cont
             drop(child_end);
             drop(console);
             rollback.child = Some(pid);
+            if ns_plan
+                .clone_flags
+                .contains(nix::sched::CloneFlags::CLONE_NEWUSER)
+            {
+                write_id_maps(pid, &linux)?;
+            }
+            cgroup.add_process(pid)?;
+            channel::send(&parent_end, &Message::Go)?;
             loop {
                 match channel::recv(&parent_end)? {
                     Some(Message::Ready) => break,
@@ -219,7 +246,9 @@ pub(crate) fn launch(g: &Globals, opts: &CreateOptions) -> Result<Launched, Cont
                         channel::send(&parent_end, &Message::HooksDone)?;
                     }
                     Some(Message::Error(text)) => return Err(ContainerError::Init(text)),
-                    Some(Message::HooksDone) | None => return Err(ContainerError::InitDied),
+                    Some(Message::HooksDone | Message::Go) | None => {
+                        return Err(ContainerError::InitDied)
+                    }
                 }
             }
             let (_, start) = proc_stat(pid).ok_or(ContainerError::InitDied)?;

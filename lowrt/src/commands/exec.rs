@@ -90,7 +90,7 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
     let mut pid_join = None;
     for ns in &namespaces {
         let kind = ns.typ();
-        if matches!(kind, LinuxNamespaceType::User | LinuxNamespaceType::Time) {
+        if kind == LinuxNamespaceType::Time {
             continue;
         }
         let join = Join::open(
@@ -103,7 +103,14 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
             joins.push(join);
         }
     }
-    joins.sort_by_key(|j| j.kind == LinuxNamespaceType::Mount);
+    // The user namespace first (it grants the capabilities to join the others), the
+    // mount namespace last (it changes what paths mean).
+    joins.sort_by_key(|j| {
+        (
+            j.kind != LinuxNamespaceType::User,
+            j.kind == LinuxNamespaceType::Mount,
+        )
+    });
     if let Some(pid_ns) = &pid_join {
         pid_ns.enter()?;
     }

@@ -66,7 +66,7 @@ pub enum InitError {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
-    #[error("runtime did not confirm the createRuntime hooks")]
+    #[error("lost the runtime while waiting for it on the sync channel")]
     HookSync,
 }
 
@@ -103,7 +103,10 @@ type Phase = (
 pub const INIT_PHASES: &[Phase] = &[
     // Into the cgroups first, so every later allocation is accounted to the container
     // and a cgroup namespace created next is rooted at the container's cgroup.
-    ("join cgroups", join_cgroups),
+    // The runtime writes uid_map/gid_map and moves us into the cgroups (a process in a
+    // new user namespace could not write the host's cgroup.procs), then says Go.
+    ("wait for id maps and cgroups", wait_for_runtime),
+    ("become root of the user namespace", user_namespace_root),
     ("join namespaces by path", join_namespaces),
     ("unshare cgroup namespace", unshare_later),
     ("bring up loopback", loopback),
@@ -154,6 +157,31 @@ pub fn run(
         crate::seccomp::load(filter)?;
     }
     Err(process::exec(&target))
+}
+
+fn wait_for_runtime(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    match channel::recv(ctx.sync)? {
+        Some(Message::Go) => Ok(()),
+        _ => Err(InitError::HookSync),
+    }
+}
+
+fn user_namespace_root(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    if !namespaces::is_new(namespaces_of(ctx.spec), LinuxNamespaceType::User) {
+        return Ok(());
+    }
+    // Our ids are unmapped until now; take the namespace's root where 0 is mapped
+    // (user_namespaces(7)). Capabilities in the namespace are ours either way.
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    match nix::unistd::setresgid(root_gid, root_gid, root_gid) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(errno("setgid 0 in the user namespace")(e)),
+    }
+    match nix::unistd::setresuid(root_uid, root_uid, root_uid) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => Ok(()),
+        Err(e) => Err(errno("setuid 0 in the user namespace")(e)),
+    }
 }
 
 fn join_cgroups(ctx: &mut InitContext<'_>) -> Result<(), InitError> {

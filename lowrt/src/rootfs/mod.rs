@@ -124,13 +124,9 @@ pub fn finalize(
     masked_paths: &[String],
 ) -> Result<(), RootfsError> {
     if readonly_root {
-        sys.mount(
-            None,
-            root,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None,
-        )?;
+        let keep = sys.kept_mount_flags(root);
+        let flags = keep | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        sys.mount(None, root, None, flags, None)?;
     }
     for p in readonly_paths {
         let path = paths::secure_join(root, Path::new(p))?;
@@ -144,7 +140,11 @@ pub fn finalize(
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )?;
-        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
+        let ro = sys.kept_mount_flags(&path)
+            | MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_REC;
         sys.mount(Some(&path), &path, None, ro, None)?;
     }
     // Masking comes last so a masked path under a read-only one is still masked.

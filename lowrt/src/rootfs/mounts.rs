@@ -91,7 +91,7 @@ fn bind(
             Some(dest),
             dest,
             None,
-            extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+            extra | sys.kept_mount_flags(dest) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
             None,
         )?;
     }
@@ -122,7 +122,10 @@ fn sysfs(
                 None,
             )?;
             if opts.flags.contains(MsFlags::MS_RDONLY) {
-                let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                let ro = sys.kept_mount_flags(dest)
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY;
                 sys.mount(Some(dest), dest, None, ro, None)?;
             }
             Ok(())
@@ -155,7 +158,8 @@ fn cgroup(
                 )?;
             } else {
                 sys.mount(Some(dir), dest, Some("bind"), bind_flags, None)?;
-                sys.mount(Some(dest), dest, None, ro_remount, None)?;
+                let keep = sys.kept_mount_flags(dest);
+                sys.mount(Some(dest), dest, None, ro_remount | keep, None)?;
             }
             return Ok(());
         }
@@ -172,7 +176,8 @@ fn cgroup(
         let sub = dest.join(name);
         std::fs::create_dir_all(&sub).map_err(io_err("mkdir", &sub))?;
         sys.mount(Some(dir), &sub, Some("bind"), bind_flags, None)?;
-        sys.mount(Some(&sub), &sub, None, ro_remount, None)?;
+        let keep = sys.kept_mount_flags(&sub);
+        sys.mount(Some(&sub), &sub, None, ro_remount | keep, None)?;
         if name.contains(',') {
             for alias in name.split(',') {
                 sys.symlink(Path::new(name), &dest.join(alias))?;

@@ -93,4 +93,26 @@ impl Syscall for LinuxSyscall {
             nix::sched::unshare(flags),
         )
     }
+
+    fn kept_mount_flags(&self, path: &Path) -> MsFlags {
+        use nix::sys::statvfs::{statvfs, FsFlags};
+        let Ok(st) = statvfs(path) else {
+            return MsFlags::empty();
+        };
+        let f = st.flags();
+        let mut out = MsFlags::empty();
+        for (fs, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if f.contains(fs) {
+                out |= ms;
+            }
+        }
+        out
+    }
 }

@@ -56,4 +56,8 @@ pub trait Syscall {
     fn sethostname(&self, name: &str) -> SysResult;
     fn setdomainname(&self, name: &str) -> SysResult;
     fn unshare(&self, flags: CloneFlags) -> SysResult;
+    /// Per-mount flags of the mount holding `path` that a bind remount must keep
+    /// (nosuid, nodev, noexec, atime): in a user namespace the kernel locks the flags of
+    /// mounts inherited from the host (mount_namespaces(7)) and refuses to clear them.
+    fn kept_mount_flags(&self, path: &Path) -> MsFlags;
 }

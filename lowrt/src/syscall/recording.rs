@@ -155,4 +155,8 @@ impl Syscall for RecordingSyscall {
     fn unshare(&self, flags: CloneFlags) -> SysResult {
         self.push(Call::Unshare(flags))
     }
+
+    fn kept_mount_flags(&self, _path: &Path) -> MsFlags {
+        MsFlags::empty()
+    }
 }
