@@ -134,6 +134,12 @@ fn read_ready(fd: OwnedFd) -> std::io::Result<Option<String>> {
     Ok(Some(String::from_utf8_lossy(&text).trim().to_owned()))
 }
 
+/// First thing the daemon does, before it opens anything: drop every descriptor it
+/// inherited except stdio and the readiness pipe.
+pub fn close_inherited_fds(ready_fd: RawFd) {
+    crate::sys::close_inherited_fds(ready_fd);
+}
+
 /// `berth-shim serve`: the daemon. Reports readiness (or its start-up error) on `ready_fd`.
 pub fn serve(cfg: ShimConfig, ready_fd: RawFd) -> Result<(), DaemonError> {
     let ready = crate::sys::adopt_fd(ready_fd).ok_or(DaemonError::ReadyFd { fd: ready_fd })?;

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Serve { config, ready_fd } => {
+            berth_shim::daemon::close_inherited_fds(ready_fd);
             let log = std::fs::OpenOptions::new()
                 .append(true)
                 .create(true)

@@ -66,3 +66,24 @@ pub fn register_async(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<O
     // and its `as_raw_fd` always returns that one number.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
 }
+
+/// Closes every descriptor above stderr except `keep`.
+///
+/// The daemon must not hold what its caller leaked to it (descriptors without
+/// O_CLOEXEC, e.g. a jobserver or a caller's pipe): it
+/// would keep the caller's pipes open for the life of the container and pass them on to
+/// the runtime and the container.
+pub fn close_inherited_fds(keep: RawFd) {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    // The directory's own descriptor is in the list but already closed here;
+    // adopt_fd skips descriptors that are not open.
+    for fd in fds.into_iter().filter(|fd| *fd > 2 && *fd != keep) {
+        drop(adopt_fd(fd));
+    }
+}

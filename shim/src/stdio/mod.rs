@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 pub use jsonlog::{JsonLog, JsonLogError, LineSplitter};
@@ -80,6 +81,8 @@ enum StdinSource {
 #[derive(Default)]
 pub struct ProcessIo {
     stdin: Mutex<Option<JoinHandle<()>>>,
+    /// CloseIO: the stdin copy forwards what is already buffered, then closes.
+    stdin_close: Arc<Notify>,
     outputs: Mutex<Vec<JoinHandle<()>>>,
     master: Mutex<Option<Arc<AsyncPipe>>>,
     /// Terminal processes: what to connect once the pty master arrives.
@@ -126,7 +129,8 @@ impl ProcessIo {
                     stream: "stdin",
                     source,
                 })?;
-                *lock(&io.stdin) = Some(tokio::spawn(copy_in(src, dst)));
+                let close = Arc::clone(&io.stdin_close);
+                *lock(&io.stdin) = Some(tokio::spawn(copy_in(src, dst, close)));
                 r
             }
         };
@@ -165,19 +169,19 @@ impl ProcessIo {
         *lock(&self.master) = Some(Arc::clone(&master));
         if let StdinSource::Fifo(src) = stdin_src {
             let dst = Arc::clone(&master);
+            let close = Arc::clone(&self.stdin_close);
             *lock(&self.stdin) = Some(tokio::spawn(async move {
-                copy_in_shared(src, &dst).await;
+                copy_in_shared(src, &dst, &close).await;
             }));
         }
         lock(&self.outputs).push(tokio::spawn(copy_out_shared(master, sink)));
         Ok(())
     }
 
-    /// CloseIO: stops copying stdin, so the process reads EOF.
+    /// CloseIO: forwards what the client already wrote, then closes the process's
+    /// stdin so it reads EOF.
     pub fn close_stdin(&self) {
-        if let Some(task) = lock(&self.stdin).take() {
-            task.abort();
-        }
+        self.stdin_close.notify_one();
     }
 
     pub fn resize(&self, width: u32, height: u32) -> Result<(), IoError> {
@@ -197,7 +201,9 @@ impl ProcessIo {
 
     /// Drops everything: used when the process is forgotten.
     pub fn shutdown(&self) {
-        self.close_stdin();
+        if let Some(task) = lock(&self.stdin).take() {
+            task.abort();
+        }
         lock(&self.pending_terminal).take();
         lock(&self.master).take();
     }
@@ -255,25 +261,35 @@ fn open_stdin(target: &StdioTarget) -> Result<StdinSource, IoError> {
     }
 }
 
-async fn copy_in(src: AsyncPipe, dst: AsyncPipe) {
-    copy_in_shared(src, &dst).await;
+async fn copy_in(src: AsyncPipe, dst: AsyncPipe, close: Arc<Notify>) {
+    copy_in_shared(src, &dst, &close).await;
 }
 
-async fn copy_in_shared(src: AsyncPipe, dst: &AsyncPipe) {
+async fn copy_in_shared(src: AsyncPipe, dst: &AsyncPipe, close: &Notify) {
     let mut buf = vec![0u8; 8 * 1024];
     loop {
-        match src.read(&mut buf).await {
-            Ok(0) => return,
-            Ok(n) => {
-                if let Err(err) = dst.write_all(&buf[..n]).await {
-                    tracing::debug!(%err, fd = dst.raw_fd(), "stdin closed by the process");
+        let n = tokio::select! {
+            r = src.read(&mut buf) => match r {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(err) => {
+                    tracing::warn!(%err, "reading stdin failed");
                     return;
                 }
-            }
-            Err(err) => {
-                tracing::warn!(%err, "reading stdin failed");
+            },
+            () = close.notified() => {
+                // Data the client wrote before CloseIO is still in the FIFO: pass it on.
+                while let Ok(n @ 1..) = src.read_now(&mut buf) {
+                    if dst.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
                 return;
             }
+        };
+        if let Err(err) = dst.write_all(&buf[..n]).await {
+            tracing::debug!(%err, fd = dst.raw_fd(), "stdin closed by the process");
+            return;
         }
     }
 }

@@ -62,6 +62,16 @@ impl AsyncPipe {
         }
     }
 
+    /// Reads what is available now without waiting; `Ok(0)` at end of stream or when
+    /// nothing is buffered.
+    pub fn read_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match nix::unistd::read(self.fd.get_ref().as_fd(), buf) {
+            Ok(n) => Ok(n),
+            Err(Errno::EAGAIN) | Err(Errno::EIO) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
         while !buf.is_empty() {
             let mut guard = self.fd.writable().await?;

@@ -202,3 +202,37 @@ async fn idle_shim_memory() -> anyhow::Result<()> {
     fx.delete_and_shutdown(&mut client).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn inherited_descriptors_are_not_kept() -> anyhow::Result<()> {
+    if skip_unless_root("inherited_descriptors_are_not_kept") {
+        return Ok(());
+    }
+    let mut fx = Fixture::new(&["true"])?;
+    // A pipe without O_CLOEXEC, as a careless caller (or a jobserver) would leak it.
+    let (leak_r, leak_w) = nix::unistd::pipe()?;
+    let inode = nix::sys::stat::fstat(&leak_r)?.st_ino;
+    let mut client = fx.start_shim().await?;
+    drop((leak_r, leak_w));
+    let pid = fx.shim_pid.unwrap_or_default();
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    let leaked = format!("pipe:[{inode}]");
+    assert!(
+        !held.contains(&leaked),
+        "daemon kept the caller's pipe: {held:?}"
+    );
+    client
+        .shutdown(ShutdownRequest {
+            id: fx.id.clone(),
+            now: false,
+        })
+        .await?;
+    let gone = poll(Duration::from_secs(15), || (!pid_alive(pid)).then_some(())).await;
+    assert!(gone.is_some());
+    fx.shim_pid = None;
+    Ok(())
+}

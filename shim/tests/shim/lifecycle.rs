@@ -98,3 +98,48 @@ async fn run_to_exit_logs_records_and_reports() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn json_log_rotates_by_size() -> anyhow::Result<()> {
+    if skip_unless_root("json_log_rotates_by_size") {
+        return Ok(());
+    }
+    let script = "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done";
+    let mut fx = Fixture::new(&["sh", "-c", script])?;
+    let events = FakeEvents::default();
+    events.serve(&fx.events_sock)?;
+    let mut client = fx.start_shim().await?;
+    let log = fx.path("r-json.log");
+    let uri = format!("jsonfile://{}?max-size=4000&max-file=3", log.display());
+    client.create(fx.create_request(&uri, "")).await?;
+    client
+        .start(StartRequest {
+            id: fx.id.clone(),
+            exec_id: String::new(),
+        })
+        .await?;
+    client
+        .wait(WaitRequest {
+            id: fx.id.clone(),
+            exec_id: String::new(),
+        })
+        .await?;
+    let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", log.display()));
+    assert!(
+        rotated(1).exists() && rotated(2).exists(),
+        "no rotation happened"
+    );
+    assert!(!rotated(3).exists(), "more files than max-file");
+    for f in [log.clone(), rotated(1), rotated(2)] {
+        assert!(
+            std::fs::metadata(&f)?.len() <= 4000,
+            "{} too big",
+            f.display()
+        );
+    }
+    let current = std::fs::read_to_string(&log)?;
+    let last: serde_json::Value = serde_json::from_str(current.lines().last().unwrap_or_default())?;
+    assert_eq!(last["log"], "line-299\n");
+    fx.delete_and_shutdown(&mut client).await?;
+    Ok(())
+}

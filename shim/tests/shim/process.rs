@@ -5,8 +5,8 @@ use std::time::Duration;
 use berth_proto::any::{pack_json, PROCESS_TYPE_URL};
 use berth_proto::containerd::task::v2::task_client::TaskClient;
 use berth_proto::containerd::task::v2::{
-    CloseIoRequest, DeleteRequest, ExecProcessRequest, KillRequest, PidsRequest, ResizePtyRequest,
-    StartRequest, StateRequest, WaitRequest,
+    CloseIoRequest, DeleteRequest, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest,
+    ResizePtyRequest, ResumeRequest, StartRequest, StateRequest, WaitRequest,
 };
 use berth_proto::containerd::v1::types::Status;
 use tonic::transport::Channel;
@@ -95,6 +95,20 @@ async fn exec_runs_in_the_container_and_kill_stops_init() -> anyhow::Result<()> 
         .expect_err("exec forgotten");
     assert_eq!(gone.code(), tonic::Code::NotFound);
 
+    // Pause and resume through the runtime (the freezer cgroup).
+    let status = |client: &mut TaskClient<Channel>| {
+        let req = StateRequest {
+            id: fx.id.clone(),
+            exec_id: String::new(),
+        };
+        let mut client = client.clone();
+        async move { anyhow::Ok(client.state(req).await?.into_inner().status) }
+    };
+    client.pause(PauseRequest { id: fx.id.clone() }).await?;
+    assert_eq!(status(&mut client).await?, Status::Paused as i32);
+    client.resume(ResumeRequest { id: fx.id.clone() }).await?;
+    assert_eq!(status(&mut client).await?, Status::Running as i32);
+
     // Deleting a running task is refused and changes nothing.
     let refused = client
         .delete(DeleteRequest {
@@ -145,6 +159,8 @@ async fn exec_stdin_fifo_and_close_io() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut fx = Fixture::new(&["sleep", "1000"])?;
+    let events = FakeEvents::default();
+    events.serve(&fx.events_sock)?;
     let mut client = running_sleeper(&mut fx).await?;
     let (stdin, stdout) = (fx.path("in.fifo"), fx.path("out.fifo"));
     for f in [&stdin, &stdout] {
@@ -160,12 +176,14 @@ async fn exec_stdin_fifo_and_close_io() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-    // Like ctr: the client opens its fifo ends only after the shim has.
-    client.start(start_req(&fx, "cat")).await?;
-    let reader = std::thread::spawn({
+    // Like ctr, the client opens its end of stdout before Start: a FIFO drops what is
+    // buffered in it when its last writer closes with no reader.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn({
         let stdout = stdout.clone();
-        move || std::fs::read(stdout)
+        move || tx.send(std::fs::read(stdout))
     });
+    client.start(start_req(&fx, "cat")).await?;
     std::fs::write(&stdin, b"through the fifo\n")?;
     client
         .close_io(CloseIoRequest {
@@ -176,9 +194,7 @@ async fn exec_stdin_fifo_and_close_io() -> anyhow::Result<()> {
         .await?;
     let exit = client.wait(wait_req(&fx, "cat")).await?.into_inner();
     assert_eq!(exit.exit_status, 0);
-    let got = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    let got = rx.recv_timeout(Duration::from_secs(30))??;
     assert_eq!(got, b"through the fifo\n");
     client
         .kill(KillRequest {
@@ -212,6 +228,9 @@ async fn deep_bundle_paths_work_for_sockets() -> anyhow::Result<()> {
 }
 
 async fn terminal_round_trip(mut fx: Fixture) -> anyhow::Result<()> {
+    // A highd to take the events, so Shutdown need not wait for them.
+    let events = FakeEvents::default();
+    events.serve(&fx.events_sock)?;
     fx.write_config(&["sh", "-c", "sleep 0.3; stty size; exit 4"], true)?;
     let mut client = fx.start_shim().await?;
     let out = fx.path("tty.out");
