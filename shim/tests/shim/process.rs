@@ -95,6 +95,27 @@ async fn exec_runs_in_the_container_and_kill_stops_init() -> anyhow::Result<()> 
         .expect_err("exec forgotten");
     assert_eq!(gone.code(), tonic::Code::NotFound);
 
+    // Kill reaches an exec's own pid.
+    client
+        .exec(ExecProcessRequest {
+            id: fx.id.clone(),
+            exec_id: "sleeper".into(),
+            spec: Some(exec_spec(&["sleep", "1000"], false)),
+            ..Default::default()
+        })
+        .await?;
+    client.start(start_req(&fx, "sleeper")).await?;
+    client
+        .kill(KillRequest {
+            id: fx.id.clone(),
+            exec_id: "sleeper".into(),
+            signal: 15,
+            all: false,
+        })
+        .await?;
+    let exit = client.wait(wait_req(&fx, "sleeper")).await?.into_inner();
+    assert_eq!(exit.exit_status, 128 + 15);
+
     // Pause and resume through the runtime (the freezer cgroup).
     let status = |client: &mut TaskClient<Channel>| {
         let req = StateRequest {
@@ -321,5 +342,28 @@ async fn oom_kill_is_reported() -> anyhow::Result<()> {
         "want oom before exit: {topics:?}"
     );
     fx.delete_and_shutdown(&mut client).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn created_task_is_deleted_without_start() -> anyhow::Result<()> {
+    if skip_unless_root("created_task_is_deleted_without_start") {
+        return Ok(());
+    }
+    let mut fx = Fixture::new(&["sleep", "1000"])?;
+    let events = FakeEvents::default();
+    events.serve(&fx.events_sock)?;
+    let mut client = fx.start_shim().await?;
+    let pid = client
+        .create(fx.create_request("", ""))
+        .await?
+        .into_inner()
+        .pid;
+    // The never-started init is killed by the forced delete and reaped by the shim.
+    fx.delete_and_shutdown(&mut client).await?;
+    assert!(
+        !crate::harness::pid_alive(pid),
+        "init {pid} survived delete"
+    );
     Ok(())
 }
