@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use berth_proto::containerd::events as ev;
 use berth_proto::containerd::services::images::v1 as pb;
 use berth_proto::containerd::types::Descriptor as PbDescriptor;
 use chrono::{DateTime, Utc};
@@ -209,12 +210,17 @@ fn from_pb(i: pb::Image) -> Image {
 pub struct ImagesService {
     db: Db,
     gc: Arc<Gc>,
+    events: db::Publisher,
 }
 
 impl ImagesService {
-    pub fn new(db: Db, gc: Arc<Gc>) -> ImagesService {
-        ImagesService { db, gc }
+    pub fn new(db: Db, gc: Arc<Gc>, events: db::Publisher) -> ImagesService {
+        ImagesService { db, gc, events }
     }
+}
+
+fn image_labels(i: &Image) -> std::collections::HashMap<String, String> {
+    i.record.labels.clone().into_iter().collect()
 }
 
 #[tonic::async_trait]
@@ -249,6 +255,14 @@ impl Images for ImagesService {
         let ns = berth_proto::namespace_from_request(&req)?;
         let i = from_pb(req.into_inner().image.unwrap_or_default());
         let image = create(&self.db, &ns, &i.name, i.record.target, i.record.labels)?;
+        let labels = image_labels(&image);
+        self.events.emit(
+            &ns,
+            ev::ImageCreate {
+                name: image.name.clone(),
+                labels,
+            },
+        );
         Ok(Response::new(pb::CreateImageResponse {
             image: Some(to_pb(image)),
         }))
@@ -262,6 +276,14 @@ impl Images for ImagesService {
         let req = req.into_inner();
         let i = from_pb(req.image.unwrap_or_default());
         let image = update(&self.db, &ns, i, &db::mask_paths(req.update_mask))?;
+        let labels = image_labels(&image);
+        self.events.emit(
+            &ns,
+            ev::ImageUpdate {
+                name: image.name.clone(),
+                labels,
+            },
+        );
         Ok(Response::new(pb::UpdateImageResponse {
             image: Some(to_pb(image)),
         }))
@@ -272,6 +294,12 @@ impl Images for ImagesService {
         let req = req.into_inner();
         let target = req.target.map(|t| t.digest);
         delete(&self.db, &ns, &req.name, target.as_deref())?;
+        self.events.emit(
+            &ns,
+            ev::ImageDelete {
+                name: req.name.clone(),
+            },
+        );
         self.gc.after_delete(req.sync).await?;
         Ok(Response::new(()))
     }

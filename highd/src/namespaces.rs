@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use berth_proto::containerd::events as ev;
 use berth_proto::containerd::services::namespaces::v1 as pb;
 use pb::namespaces_server::Namespaces;
 use serde::{Deserialize, Serialize};
@@ -107,11 +108,12 @@ pub fn delete(db: &Db, name: &str) -> Result<(), StoreError> {
 #[derive(Debug, Clone)]
 pub struct NamespacesService {
     db: Db,
+    events: db::Publisher,
 }
 
 impl NamespacesService {
-    pub fn new(db: Db) -> NamespacesService {
-        NamespacesService { db }
+    pub fn new(db: Db, events: db::Publisher) -> NamespacesService {
+        NamespacesService { db, events }
     }
 }
 
@@ -155,6 +157,13 @@ impl Namespaces for NamespacesService {
         let ns = req.into_inner().namespace.unwrap_or_default();
         let labels: BTreeMap<_, _> = ns.labels.into_iter().collect();
         create(&self.db, &ns.name, labels.clone())?;
+        self.events.emit(
+            &ns.name,
+            ev::NamespaceCreate {
+                name: ns.name.clone(),
+                labels: labels.clone().into_iter().collect(),
+            },
+        );
         Ok(Response::new(pb::CreateNamespaceResponse {
             namespace: Some(to_pb(ns.name, NamespaceRecord { labels })),
         }))
@@ -173,6 +182,13 @@ impl Namespaces for NamespacesService {
             &labels,
             &db::mask_paths(req.update_mask),
         )?;
+        self.events.emit(
+            &ns.name,
+            ev::NamespaceUpdate {
+                name: ns.name.clone(),
+                labels: r.labels.clone().into_iter().collect(),
+            },
+        );
         Ok(Response::new(pb::UpdateNamespaceResponse {
             namespace: Some(to_pb(ns.name, r)),
         }))
@@ -182,7 +198,10 @@ impl Namespaces for NamespacesService {
         &self,
         req: Request<pb::DeleteNamespaceRequest>,
     ) -> Result<Response<()>, Status> {
-        delete(&self.db, &req.into_inner().name)?;
+        let name = req.into_inner().name;
+        delete(&self.db, &name)?;
+        self.events
+            .emit(&name, ev::NamespaceDelete { name: name.clone() });
         Ok(Response::new(()))
     }
 }

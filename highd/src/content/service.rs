@@ -26,11 +26,12 @@ const BATCH: usize = 100;
 pub struct ContentService {
     store: ContentStore,
     gc: Arc<Gc>,
+    events: db::Publisher,
 }
 
 impl ContentService {
-    pub fn new(store: ContentStore, gc: Arc<Gc>) -> ContentService {
-        ContentService { store, gc }
+    pub fn new(store: ContentStore, gc: Arc<Gc>, events: db::Publisher) -> ContentService {
+        ContentService { store, gc, events }
     }
 }
 
@@ -264,8 +265,10 @@ impl Content for ContentService {
     async fn delete(&self, req: Request<pb::DeleteContentRequest>) -> Result<Response<()>, Status> {
         let ns = berth_proto::namespace_from_request(&req)?;
         let digest = req.into_inner().digest;
-        let store = self.store.clone();
-        blocking(move || store.delete(&ns, &digest)).await?;
+        let (store, n, d) = (self.store.clone(), ns.clone(), digest.clone());
+        blocking(move || store.delete(&n, &d)).await?;
+        let event = berth_proto::containerd::events::ContentDelete { digest };
+        self.events.emit(&ns, event);
         self.gc.after_delete(false).await?;
         Ok(Response::new(()))
     }

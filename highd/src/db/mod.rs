@@ -286,6 +286,30 @@ impl WriteTxn {
     }
 }
 
+/// Publishes storage events (`/images/create`, `/snapshot/commit`, ...) on highd's event
+/// exchange, when the server gave one.
+#[derive(Clone, Default)]
+pub struct Publisher(Option<crate::events::Exchange>);
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Publisher").field(&self.0.is_some()).finish()
+    }
+}
+
+impl Publisher {
+    pub fn new(exchange: crate::events::Exchange) -> Publisher {
+        Publisher(Some(exchange))
+    }
+
+    pub fn emit(&self, ns: &str, event: impl Into<berth_proto::any::Event>) {
+        if let Some(x) = &self.0 {
+            let e = event.into();
+            x.emit(ns, e.topic(), e.to_any());
+        }
+    }
+}
+
 /// Runs blocking storage work (DB commits, file I/O) off the async runtime.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,

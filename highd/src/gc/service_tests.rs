@@ -119,6 +119,9 @@ async fn engine_flow_over_grpc() -> anyhow::Result<()> {
         Some(Mode::Overlay { index_off: false }),
     )?
     .with_gc_grace(std::time::Duration::ZERO);
+    let exchange = crate::events::Exchange::new();
+    let events = exchange.subscribe(crate::events::filter::Filters::parse_events(&[])?);
+    let storage = storage.with_events(exchange);
     storage.gc.set_container_refs(Arc::new(OneContainer));
     let ch = serve(&storage, &dir.path().join("highd.sock")).await?;
     let mut content = ContentClient::new(ch.clone());
@@ -307,6 +310,25 @@ async fn engine_flow_over_grpc() -> anyhow::Result<()> {
         storage.snapshots.stat("ns", &l)?.kind,
         crate::snapshots::Kind::Committed
     );
+
+    // Everything above was announced on the event exchange, in order.
+    use tokio_stream::StreamExt;
+    let mut events = Box::pin(events);
+    let mut topics = Vec::new();
+    while topics.last().map(String::as_str) != Some("/images/delete") {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(5), events.next()).await?;
+        let ev = ev.ok_or_else(|| anyhow::anyhow!("event stream ended"))?;
+        assert_eq!(ev.namespace, "ns");
+        topics.push(ev.topic.clone());
+    }
+    let want = [
+        "/images/create",
+        "/snapshot/prepare",
+        "/snapshot/commit",
+        "/snapshot/prepare",
+        "/images/delete",
+    ];
+    assert_eq!(topics, want);
     Ok(())
 }
 

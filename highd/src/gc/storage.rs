@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::Gc;
 use crate::content::{ContentService, ContentStore};
-use crate::db::{Db, StoreError};
+use crate::db::{Db, Publisher, StoreError};
 use crate::diff::{Applier, DiffService};
 use crate::images::ImagesService;
 use crate::leases::LeasesService;
@@ -20,6 +20,7 @@ pub struct Storage {
     pub content: ContentStore,
     pub snapshots: Snapshotter,
     pub gc: Arc<Gc>,
+    pub events: Publisher,
 }
 
 impl Storage {
@@ -38,6 +39,7 @@ impl Storage {
             content,
             snapshots,
             gc,
+            events: Publisher::default(),
         })
     }
 
@@ -53,20 +55,26 @@ impl Storage {
         self
     }
 
+    /// Publishes the storage services' events on `exchange`.
+    pub fn with_events(mut self, exchange: crate::events::Exchange) -> Storage {
+        self.events = Publisher::new(exchange);
+        self
+    }
+
     pub fn namespaces_service(&self) -> NamespacesService {
-        NamespacesService::new(self.db.clone())
+        NamespacesService::new(self.db.clone(), self.events.clone())
     }
 
     pub fn content_service(&self) -> ContentService {
-        ContentService::new(self.content.clone(), self.gc.clone())
+        ContentService::new(self.content.clone(), self.gc.clone(), self.events.clone())
     }
 
     pub fn images_service(&self) -> ImagesService {
-        ImagesService::new(self.db.clone(), self.gc.clone())
+        ImagesService::new(self.db.clone(), self.gc.clone(), self.events.clone())
     }
 
     pub fn snapshots_service(&self) -> SnapshotsService {
-        SnapshotsService::new(self.snapshots.clone(), self.gc.clone())
+        SnapshotsService::new(self.snapshots.clone(), self.gc.clone(), self.events.clone())
     }
 
     pub fn diff_service(&self) -> DiffService {

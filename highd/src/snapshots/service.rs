@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use super::{Info, Kind, Mount, Snapshotter, SNAPSHOTTER};
 use crate::db::filter::Filter;
+use berth_proto::containerd::events as ev;
+
 use crate::db::{self, blocking, StoreError};
 use crate::gc::Gc;
 
@@ -19,11 +21,16 @@ use crate::gc::Gc;
 pub struct SnapshotsService {
     snapshotter: Snapshotter,
     gc: Arc<Gc>,
+    events: db::Publisher,
 }
 
 impl SnapshotsService {
-    pub fn new(snapshotter: Snapshotter, gc: Arc<Gc>) -> SnapshotsService {
-        SnapshotsService { snapshotter, gc }
+    pub fn new(snapshotter: Snapshotter, gc: Arc<Gc>, events: db::Publisher) -> SnapshotsService {
+        SnapshotsService {
+            snapshotter,
+            gc,
+            events,
+        }
     }
 
     /// The snapshotter a request names, checked like containerd's "snapshotter not loaded".
@@ -92,8 +99,18 @@ impl Snapshots for SnapshotsService {
         }
         let r = req.get_ref().clone();
         let (s2, n2) = (s.clone(), ns.clone());
+        let (key, parent) = (r.key.clone(), r.parent.clone());
         let mounts = blocking(move || s2.prepare(&n2, &r.key, &r.parent, labels(r.labels))).await?;
-        attach(&s, &req, &ns, &req.get_ref().key)?;
+        attach(&s, &req, &ns, &key)?;
+        let snapshotter = SNAPSHOTTER.to_string();
+        self.events.emit(
+            &ns,
+            ev::SnapshotPrepare {
+                key,
+                parent,
+                snapshotter,
+            },
+        );
         Ok(Response::new(pb::PrepareSnapshotResponse {
             mounts: mounts_to_pb(mounts),
         }))
@@ -140,8 +157,18 @@ impl Snapshots for SnapshotsService {
         }
         let r = req.get_ref().clone();
         let (s2, n2) = (s.clone(), ns.clone());
+        let (key, name) = (r.key.clone(), r.name.clone());
         blocking(move || s2.commit(&n2, &r.name, &r.key, labels(r.labels))).await?;
-        attach(&s, &req, &ns, &req.get_ref().name)?;
+        attach(&s, &req, &ns, &name)?;
+        let snapshotter = SNAPSHOTTER.to_string();
+        self.events.emit(
+            &ns,
+            ev::SnapshotCommit {
+                key,
+                name,
+                snapshotter,
+            },
+        );
         Ok(Response::new(()))
     }
 
@@ -152,7 +179,16 @@ impl Snapshots for SnapshotsService {
         let ns = berth_proto::namespace_from_request(&req)?;
         let req = req.into_inner();
         let s = self.pick(&req.snapshotter)?;
-        blocking(move || s.remove(&ns, &req.key)).await?;
+        let (n, key) = (ns.clone(), req.key.clone());
+        blocking(move || s.remove(&n, &key)).await?;
+        let snapshotter = SNAPSHOTTER.to_string();
+        self.events.emit(
+            &ns,
+            ev::SnapshotRemove {
+                key: req.key,
+                snapshotter,
+            },
+        );
         // Parents only this snapshot kept alive may go now (containerd collects after
         // removals too).
         self.gc.after_delete(false).await?;
