@@ -53,6 +53,15 @@ pub async fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> O
     }
 }
 
+/// Runs a test body with a deadline, so a hung call fails the test instead of hanging
+/// it; the body's fixture is dropped either way, which cleans up.
+pub async fn bounded(body: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    match tokio::time::timeout(Duration::from_secs(120), body).await {
+        Ok(result) => result,
+        Err(_) => bail!("test did not finish within 120s"),
+    }
+}
+
 pub fn pid_alive(pid: u32) -> bool {
     // A zombie has exited; only its parent's wait is missing.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

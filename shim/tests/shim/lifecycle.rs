@@ -10,136 +10,143 @@ use crate::harness::{poll, skip_unless_root, FakeEvents, Fixture};
 
 #[tokio::test]
 async fn run_to_exit_logs_records_and_reports() -> anyhow::Result<()> {
-    if skip_unless_root("run_to_exit_logs_records_and_reports") {
-        return Ok(());
-    }
-    let mut fx = Fixture::new(&["sh", "-c", "echo hello; echo oops >&2; exit 3"])?;
-    let events = FakeEvents::default();
-    events.serve(&fx.events_sock)?;
-    let mut client = fx.start_shim().await?;
+    crate::harness::bounded(async {
+        if skip_unless_root("run_to_exit_logs_records_and_reports") {
+            return Ok(());
+        }
+        let mut fx = Fixture::new(&["sh", "-c", "echo hello; echo oops >&2; exit 3"])?;
+        let events = FakeEvents::default();
+        events.serve(&fx.events_sock)?;
+        let mut client = fx.start_shim().await?;
 
-    let log = fx.path("c-json.log");
-    let uri = format!("jsonfile://{}?max-size=1000000&max-file=2", log.display());
-    let created = client
-        .create(fx.create_request(&uri, &uri))
-        .await?
-        .into_inner();
-    assert!(created.pid > 0);
-    assert!(fx.rootfs_mounted(), "rootfs not mounted by Create");
-    let state = client
-        .state(StateRequest {
-            id: fx.id.clone(),
-            exec_id: String::new(),
+        let log = fx.path("c-json.log");
+        let uri = format!("jsonfile://{}?max-size=1000000&max-file=2", log.display());
+        let created = client
+            .create(fx.create_request(&uri, &uri))
+            .await?
+            .into_inner();
+        assert!(created.pid > 0);
+        assert!(fx.rootfs_mounted(), "rootfs not mounted by Create");
+        let state = client
+            .state(StateRequest {
+                id: fx.id.clone(),
+                exec_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(state.status, Status::Created as i32);
+        assert_eq!(state.pid, created.pid);
+
+        let started = client
+            .start(StartRequest {
+                id: fx.id.clone(),
+                exec_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(started.pid, created.pid);
+        let waited = client
+            .wait(WaitRequest {
+                id: fx.id.clone(),
+                exec_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(waited.exit_status, 3);
+        assert!(waited.exited_at.is_some());
+
+        // Wait returns only after the output was flushed and exit.json written.
+        let text = std::fs::read_to_string(&log)?;
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        let find = |stream: &str| {
+            lines
+                .iter()
+                .find(|l| l["stream"] == stream)
+                .map(|l| l["log"].as_str().unwrap_or_default().to_owned())
+        };
+        assert_eq!(find("stdout").as_deref(), Some("hello\n"), "{text}");
+        assert_eq!(find("stderr").as_deref(), Some("oops\n"), "{text}");
+        let exit: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fx.bundle.join("exit.json"))?)?;
+        assert_eq!(exit["exit_status"], 3);
+        assert_eq!(exit["pid"], created.pid);
+        assert!(exit["exited_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+        assert_eq!(fx.delete_and_shutdown(&mut client).await?, 3);
+        let want = [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete",
+        ];
+        let got = poll(Duration::from_secs(10), || {
+            let topics = events.topics();
+            (topics.len() >= want.len()).then_some(topics)
         })
-        .await?
-        .into_inner();
-    assert_eq!(state.status, Status::Created as i32);
-    assert_eq!(state.pid, created.pid);
-
-    let started = client
-        .start(StartRequest {
-            id: fx.id.clone(),
-            exec_id: String::new(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(started.pid, created.pid);
-    let waited = client
-        .wait(WaitRequest {
-            id: fx.id.clone(),
-            exec_id: String::new(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(waited.exit_status, 3);
-    assert!(waited.exited_at.is_some());
-
-    // Wait returns only after the output was flushed and exit.json written.
-    let text = std::fs::read_to_string(&log)?;
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
-    let find = |stream: &str| {
-        lines
-            .iter()
-            .find(|l| l["stream"] == stream)
-            .map(|l| l["log"].as_str().unwrap_or_default().to_owned())
-    };
-    assert_eq!(find("stdout").as_deref(), Some("hello\n"), "{text}");
-    assert_eq!(find("stderr").as_deref(), Some("oops\n"), "{text}");
-    let exit: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fx.bundle.join("exit.json"))?)?;
-    assert_eq!(exit["exit_status"], 3);
-    assert_eq!(exit["pid"], created.pid);
-    assert!(exit["exited_at"].as_str().is_some_and(|t| t.ends_with('Z')));
-
-    assert_eq!(fx.delete_and_shutdown(&mut client).await?, 3);
-    let want = [
-        "/tasks/create",
-        "/tasks/start",
-        "/tasks/exit",
-        "/tasks/delete",
-    ];
-    let got = poll(Duration::from_secs(10), || {
-        let topics = events.topics();
-        (topics.len() >= want.len()).then_some(topics)
+        .await
+        .unwrap_or_else(|| events.topics());
+        assert_eq!(got, want);
+        for (ns, _, event) in events.events() {
+            assert_eq!(ns, "testns");
+            if let Event::TaskExit(exit) = event {
+                assert_eq!(exit.exit_status, 3);
+                assert_eq!(exit.pid, created.pid);
+                assert_eq!(exit.id, fx.id);
+            }
+        }
+        Ok(())
     })
     .await
-    .unwrap_or_else(|| events.topics());
-    assert_eq!(got, want);
-    for (ns, _, event) in events.events() {
-        assert_eq!(ns, "testns");
-        if let Event::TaskExit(exit) = event {
-            assert_eq!(exit.exit_status, 3);
-            assert_eq!(exit.pid, created.pid);
-            assert_eq!(exit.id, fx.id);
-        }
-    }
-    Ok(())
 }
 
 #[tokio::test]
 async fn json_log_rotates_by_size() -> anyhow::Result<()> {
-    if skip_unless_root("json_log_rotates_by_size") {
-        return Ok(());
-    }
-    let script = "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done";
-    let mut fx = Fixture::new(&["sh", "-c", script])?;
-    let events = FakeEvents::default();
-    events.serve(&fx.events_sock)?;
-    let mut client = fx.start_shim().await?;
-    let log = fx.path("r-json.log");
-    let uri = format!("jsonfile://{}?max-size=4000&max-file=3", log.display());
-    client.create(fx.create_request(&uri, "")).await?;
-    client
-        .start(StartRequest {
-            id: fx.id.clone(),
-            exec_id: String::new(),
-        })
-        .await?;
-    client
-        .wait(WaitRequest {
-            id: fx.id.clone(),
-            exec_id: String::new(),
-        })
-        .await?;
-    let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", log.display()));
-    assert!(
-        rotated(1).exists() && rotated(2).exists(),
-        "no rotation happened"
-    );
-    assert!(!rotated(3).exists(), "more files than max-file");
-    for f in [log.clone(), rotated(1), rotated(2)] {
+    crate::harness::bounded(async {
+        if skip_unless_root("json_log_rotates_by_size") {
+            return Ok(());
+        }
+        let script = "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done";
+        let mut fx = Fixture::new(&["sh", "-c", script])?;
+        let events = FakeEvents::default();
+        events.serve(&fx.events_sock)?;
+        let mut client = fx.start_shim().await?;
+        let log = fx.path("r-json.log");
+        let uri = format!("jsonfile://{}?max-size=4000&max-file=3", log.display());
+        client.create(fx.create_request(&uri, "")).await?;
+        client
+            .start(StartRequest {
+                id: fx.id.clone(),
+                exec_id: String::new(),
+            })
+            .await?;
+        client
+            .wait(WaitRequest {
+                id: fx.id.clone(),
+                exec_id: String::new(),
+            })
+            .await?;
+        let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", log.display()));
         assert!(
-            std::fs::metadata(&f)?.len() <= 4000,
-            "{} too big",
-            f.display()
+            rotated(1).exists() && rotated(2).exists(),
+            "no rotation happened"
         );
-    }
-    let current = std::fs::read_to_string(&log)?;
-    let last: serde_json::Value = serde_json::from_str(current.lines().last().unwrap_or_default())?;
-    assert_eq!(last["log"], "line-299\n");
-    fx.delete_and_shutdown(&mut client).await?;
-    Ok(())
+        assert!(!rotated(3).exists(), "more files than max-file");
+        for f in [log.clone(), rotated(1), rotated(2)] {
+            assert!(
+                std::fs::metadata(&f)?.len() <= 4000,
+                "{} too big",
+                f.display()
+            );
+        }
+        let current = std::fs::read_to_string(&log)?;
+        let last: serde_json::Value =
+            serde_json::from_str(current.lines().last().unwrap_or_default())?;
+        assert_eq!(last["log"], "line-299\n");
+        fx.delete_and_shutdown(&mut client).await?;
+        Ok(())
+    })
+    .await
 }
