@@ -121,3 +121,22 @@ fn json_log_has_runc_shape() {
         .contains("exec: \"/nonexistent\""));
     assert!(chrono::DateTime::parse_from_rfc3339(last["time"].as_str().unwrap()).is_ok());
 }
+
+#[test]
+fn user_namespace_without_mappings_is_refused() {
+    if super::harness::skip_unless_root("user_namespace_without_mappings_is_refused") {
+        return;
+    }
+    let env = Env::new(&super::harness::berth());
+    let mut config = env.config("nomap", &["true"]);
+    config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "user"}));
+    expect_failure(
+        &env,
+        "nomap",
+        config,
+        "linux.uidMappings and linux.gidMappings",
+    );
+}

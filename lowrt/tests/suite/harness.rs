@@ -92,6 +92,12 @@ impl Env {
             .prefix("lowrt-test-")
             .tempdir()
             .unwrap();
+        // 0755 so a container root mapped to an unprivileged host uid can reach the rootfs.
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let root = tmp.path().join("state");
         let bundle = tmp.path().join("bundle");
         build_busybox_rootfs(&bundle.join("rootfs"));

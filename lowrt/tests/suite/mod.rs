@@ -7,3 +7,4 @@ mod exec;
 mod hooks;
 mod lifecycle;
 mod run;
+mod userns;
