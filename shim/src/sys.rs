@@ -1,5 +1,6 @@
-//! The shim's only unsafe code: pre-exec hooks for daemonizing, adopting inherited or
-//! received file descriptors, and the terminal window-size ioctl.
+//! The shim's only unsafe code: the pre-exec hook for daemonizing, adopting inherited or
+//! received file descriptors, registering descriptors with the reactor, and the terminal
+//! window-size ioctl.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -31,9 +32,11 @@ pub fn detach_on_exec(cmd: &mut Command, keep_fd: RawFd) {
 ///
 /// Returns `None` when `fd` is not an open descriptor.
 pub fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {
+    if fd < 0 {
+        return None;
+    }
     // SAFETY: F_GETFD only queries the descriptor table; it has no side effects.
-    let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
-    if !open || fd < 0 {
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return None;
     }
     // SAFETY: `fd` is open (checked above) and the caller guarantees nothing else in this
