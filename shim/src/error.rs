@@ -34,7 +34,9 @@ pub enum TaskError {
     Finished,
     #[error("exec request has no process spec")]
     MissingSpec,
-    #[error("exec process spec has type {type_url:?}, want {want:?}")]
+    #[error("update request has no resources")]
+    MissingResources,
+    #[error("request payload has type {type_url:?}, want {want:?}")]
     SpecType {
         type_url: String,
         want: &'static str,
@@ -81,6 +83,7 @@ impl From<TaskError> for Status {
             TaskError::WrongTask { .. }
             | TaskError::BadExecId { .. }
             | TaskError::MissingSpec
+            | TaskError::MissingResources
             | TaskError::SpecType { .. }
             | TaskError::BadSignal { .. }
             | TaskError::Io(IoError::Target { .. } | IoError::JsonStdin) => Code::InvalidArgument,

@@ -89,6 +89,12 @@ pub trait RuntimeCli: Send + Sync + 'static {
     fn pause(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn resume(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn ps(&self, id: &str) -> impl Future<Output = Result<Vec<u32>, RuntimeError>> + Send;
+    /// `update --resources FILE ID`: FILE holds OCI LinuxResources JSON.
+    fn update(
+        &self,
+        id: &str,
+        resources_file: &Path,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }
 
 /// The runtime binary (berth-lowrt, runc, crun) run as a child process.
@@ -228,6 +234,11 @@ impl RuntimeCli for ProcessRuntime {
 
     fn resume(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
         self.simple("resume", &[id])
+    }
+
+    async fn update(&self, id: &str, resources_file: &Path) -> Result<(), RuntimeError> {
+        let args = vec!["--resources".into(), resources_file.into(), id.into()];
+        self.run("update", args, None).await.map(|_| ())
     }
 
     async fn ps(&self, id: &str) -> Result<Vec<u32>, RuntimeError> {

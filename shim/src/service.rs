@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use berth_proto::any::PROCESS_TYPE_URL;
+use berth_proto::any::{LINUX_RESOURCES_TYPE_URL, PROCESS_TYPE_URL};
 use berth_proto::containerd::task::v2 as api;
 use berth_proto::containerd::task::v2::task_server;
 use berth_proto::containerd::v1::types::ProcessInfo;
@@ -217,8 +217,20 @@ impl<R: RuntimeCli> task_server::Task for TaskService<R> {
         ok(())
     }
 
-    async fn update(&self, _: Request<api::UpdateTaskRequest>) -> RpcResult<()> {
-        Err(unimplemented("Update"))
+    async fn update(&self, req: Request<api::UpdateTaskRequest>) -> RpcResult<()> {
+        let req = req.into_inner();
+        self.task.check_id(&req.id)?;
+        let resources = req.resources.ok_or(TaskError::MissingResources)?;
+        if resources.type_url != LINUX_RESOURCES_TYPE_URL {
+            return Err(TaskError::SpecType {
+                type_url: resources.type_url,
+                want: LINUX_RESOURCES_TYPE_URL,
+            }
+            .into());
+        }
+        let task = Arc::clone(&self.task);
+        detached(async move { task.update(&resources.value).await }).await?;
+        ok(())
     }
 
     async fn wait(&self, req: Request<api::WaitRequest>) -> RpcResult<api::WaitResponse> {

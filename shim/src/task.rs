@@ -434,6 +434,24 @@ impl<R: RuntimeCli> Task<R> {
         Ok(self.runtime.ps(&self.cfg.id).await?)
     }
 
+    /// Update: new OCI LinuxResources (JSON) for the running (or paused) task.
+    pub async fn update(&self, resources: &[u8]) -> Result<(), TaskError> {
+        let init = self.process(&self.cfg.id, "")?;
+        let state = init.state();
+        if !matches!(
+            state.status,
+            Status::Running | Status::Paused | Status::Created
+        ) || state.exit.is_some()
+        {
+            return Err(wrong_state(&init, &state, "update"));
+        }
+        let file = self.cfg.bundle.join("update-resources.json");
+        crate::state_files::write_atomic(&file, resources)?;
+        let result = self.runtime.update(&self.cfg.id, &file).await;
+        let _ = std::fs::remove_file(&file);
+        Ok(result?)
+    }
+
     /// Shutdown: allowed once the task is deleted (or never created), or with `now`.
     pub fn shutdown(&self, now: bool) -> Result<(), TaskError> {
         let inner = self.lock();

@@ -69,6 +69,11 @@ impl RuntimeCli for FakeRuntime {
     async fn ps(&self, _: &str) -> Result<Vec<u32>, RuntimeError> {
         Ok(vec![FAKE_PID])
     }
+    async fn update(&self, _: &str, file: &std::path::Path) -> Result<(), RuntimeError> {
+        let json = std::fs::read_to_string(file).unwrap_or_default();
+        self.record(&format!("update {json}"));
+        Ok(())
+    }
 }
 
 fn task(dir: &std::path::Path) -> Arc<Task<FakeRuntime>> {
@@ -178,10 +183,14 @@ async fn operations_check_the_state_first() {
         Err(TaskError::WrongState { .. })
     ));
     task.kill("", 15, false).await.expect("kill");
+    task.update(br#"{"pids":{"limit":10}}"#)
+        .await
+        .expect("update");
     let calls = task.runtime.calls.lock().expect("calls").clone();
-    assert_eq!(
-        calls,
-        ["create", "start", "exec", "pause", "resume", "kill 15"].map(String::from)
-    );
+    let want = ["create", "start", "exec", "pause", "resume", "kill 15"];
+    let mut want: Vec<String> = want.map(String::from).to_vec();
+    want.push(r#"update {"pids":{"limit":10}}"#.to_owned());
+    assert_eq!(calls, want);
+    assert!(!dir.path().join("update-resources.json").exists());
     task.shutdown(true).expect("shutdown now");
 }

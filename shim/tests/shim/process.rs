@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use berth_proto::any::{pack_json, PROCESS_TYPE_URL};
+use berth_proto::any::{pack_json, LINUX_RESOURCES_TYPE_URL, PROCESS_TYPE_URL};
 use berth_proto::containerd::task::v2::task_client::TaskClient;
 use berth_proto::containerd::task::v2::{
     CloseIoRequest, DeleteRequest, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest,
-    ResizePtyRequest, ResumeRequest, StartRequest, StateRequest, WaitRequest,
+    ResizePtyRequest, ResumeRequest, StartRequest, StateRequest, UpdateTaskRequest, WaitRequest,
 };
 use berth_proto::containerd::v1::types::Status;
 use tonic::transport::Channel;
@@ -130,6 +130,26 @@ async fn exec_runs_in_the_container_and_kill_stops_init() -> anyhow::Result<()> 
         assert_eq!(status(&mut client).await?, Status::Paused as i32);
         client.resume(ResumeRequest { id: fx.id.clone() }).await?;
         assert_eq!(status(&mut client).await?, Status::Running as i32);
+
+        // Update goes to the runtime, which rewrites the cgroup.
+        let limit: u64 = 64 * 1024 * 1024;
+        let resources = serde_json::json!({"memory": {"limit": limit, "swap": limit}});
+        client
+            .update(UpdateTaskRequest {
+                id: fx.id.clone(),
+                resources: Some(pack_json(
+                    LINUX_RESOURCES_TYPE_URL,
+                    serde_json::to_vec(&resources)?,
+                )),
+                ..Default::default()
+            })
+            .await?;
+        let cgroup = format!("/sys/fs/cgroup/memory/{}/{}", fx.cgroup_parent, fx.id);
+        // Only where runc uses cgroup v1 (this host); elsewhere the file differs.
+        if std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+            let set = std::fs::read_to_string(format!("{cgroup}/memory.limit_in_bytes"))?;
+            assert_eq!(set.trim(), limit.to_string());
+        }
 
         // Deleting a running task is refused and changes nothing.
         let refused = client
