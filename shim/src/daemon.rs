@@ -70,7 +70,12 @@ pub enum DaemonError {
 pub fn start(mut cfg: ShimConfig) -> Result<PathBuf, DaemonError> {
     cfg.validate()?;
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(DaemonError::Pipe)?;
+    // Exec our own binary through /proc/self/exe (immune to the file being replaced
+    // meanwhile), but show its real path in ps.
     let mut cmd = Command::new("/proc/self/exe");
+    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+        std::os::unix::process::CommandExt::arg0(&mut cmd, exe);
+    }
     cmd.arg("serve")
         .args(cfg.to_args())
         .arg("--ready-fd")
