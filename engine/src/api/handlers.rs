@@ -196,6 +196,18 @@ async fn dispatch<B: Backend>(
                 not_modified()
             }
         }
+        Route::ContainerRestart {
+            id,
+            timeout,
+            signal,
+        } => {
+            detached(&d, move |d| async move {
+                d.stop_container(&id, timeout, signal.as_deref()).await?;
+                d.start_container(&id).await
+            })
+            .await?;
+            no_content()
+        }
         Route::ContainerStop {
             id,
             timeout,

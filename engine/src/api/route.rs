@@ -41,6 +41,11 @@ pub enum Route {
         timeout: Option<i64>,
         signal: Option<String>,
     },
+    ContainerRestart {
+        id: String,
+        timeout: Option<i64>,
+        signal: Option<String>,
+    },
     ContainerKill {
         id: String,
         signal: Option<String>,
@@ -157,6 +162,14 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
         },
         (Method::GET, ["containers", c, "json"]) => Route::ContainerInspect { id: id(c) },
         (Method::POST, ["containers", c, "start"]) => Route::ContainerStart { id: id(c) },
+        (Method::POST, ["containers", c, "restart"]) => Route::ContainerRestart {
+            id: id(c),
+            timeout: q.int("t")?,
+            signal: q
+                .get("signal")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        },
         (Method::POST, ["containers", c, "stop"]) => Route::ContainerStop {
             id: id(c),
             timeout: q.int("t")?,

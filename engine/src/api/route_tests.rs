@@ -234,3 +234,15 @@ fn logs_since_and_until() {
     assert!(opts.until.is_none());
     assert!(p(Method::GET, "/containers/x/logs?stdout=1&since=yesterday").is_err());
 }
+
+#[test]
+fn restart_route() {
+    assert_eq!(
+        p(Method::POST, "/v1.50/containers/abc/restart?t=2").unwrap(),
+        Route::ContainerRestart {
+            id: "abc".into(),
+            timeout: Some(2),
+            signal: None
+        }
+    );
+}
