@@ -11,15 +11,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::route::{self, decode_json, ImageCreate, Route};
-use super::version::{MAX_API_VERSION, MIN_API_VERSION};
-use super::{channel_body, empty, error_response, full, json_response, streams, ApiError, Body};
+use super::system;
+use super::{channel_body, empty, error_response, json_response, streams, ApiError, Body};
 use crate::backend::Backend;
 use crate::daemon::{self, Daemon, DaemonError};
 use crate::refs::Reference;
 use crate::stdcopy::MULTIPLEXED_CONTENT_TYPE;
 use crate::types::{CreateRequest, ExecConfig, ExecStartConfig};
-
-const ENGINE_VERSION: &str = "28.0.0-berth";
 
 pub async fn handle<B: Backend>(daemon: Arc<Daemon<B>>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
@@ -116,9 +114,9 @@ async fn dispatch<B: Backend>(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let r = match route {
-        Route::Ping { head } => ping(head),
-        Route::Version => json_response(StatusCode::OK, &version()),
-        Route::Info => json_response(StatusCode::OK, &info(&d).await),
+        Route::Ping { head } => system::ping(head),
+        Route::Version => json_response(StatusCode::OK, &system::version()),
+        Route::Info => json_response(StatusCode::OK, &system::info(&d).await),
         Route::ImageCreate(ImageCreate::Pull { image, tag }) => {
             let r = Reference::parse(&image).map_err(DaemonError::from)?;
             let r = if tag.is_empty() {
@@ -368,88 +366,4 @@ fn hijack_parts(
         HeaderValue::from_static(MULTIPLEXED_CONTENT_TYPE),
     );
     r
-}
-
-fn ping(head: bool) -> Response<Body> {
-    let mut r = Response::new(if head { empty() } else { full("OK") });
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
-    );
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    // No BuildKit here: the CLI falls back to the legacy builder protocol.
-    h.insert("Builder-Version", HeaderValue::from_static("1"));
-    h.insert("Swarm", HeaderValue::from_static("inactive"));
-    r
-}
-
-fn kernel_version() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn version() -> serde_json::Value {
-    json!({
-        "Platform": {"Name": "Berth Engine"},
-        "Components": [{"Name": "Engine", "Version": ENGINE_VERSION,
-                        "Details": {"ApiVersion": MAX_API_VERSION.to_string(),
-                                    "MinAPIVersion": MIN_API_VERSION.to_string(),
-                                    "Os": "linux", "Arch": go_arch(), "KernelVersion": kernel_version()}}],
-        "Version": ENGINE_VERSION,
-        "ApiVersion": MAX_API_VERSION.to_string(),
-        "MinAPIVersion": MIN_API_VERSION.to_string(),
-        "GitCommit": "",
-        "GoVersion": "",
-        "Os": "linux",
-        "Arch": go_arch(),
-        "KernelVersion": kernel_version(),
-        "BuildTime": "",
-    })
-}
-
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
-async fn info<B: Backend>(d: &Daemon<B>) -> serde_json::Value {
-    let recs = d.store.list();
-    let running = recs.iter().filter(|r| r.state.status.is_running()).count();
-    let images = d.list_images().await.map(|i| i.len()).unwrap_or(0);
-    let hostname = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ncpu = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    json!({
-        "ID": "", "Containers": recs.len(), "ContainersRunning": running, "ContainersPaused": 0,
-        "ContainersStopped": recs.len() - running, "Images": images,
-        "Driver": "overlayfs", "DriverStatus": [],
-        "Plugins": {"Volume": [], "Network": [], "Authorization": null, "Log": ["json-file"]},
-        "MemoryLimit": true, "SwapLimit": false, "CpuCfsPeriod": true, "CpuCfsQuota": true,
-        "CPUShares": true, "CPUSet": true, "PidsLimit": true, "IPv4Forwarding": false,
-        "Debug": false, "NFd": 0, "OomKillDisable": false, "NGoroutines": 0,
-        "SystemTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs", "CgroupVersion": "1",
-        "KernelVersion": kernel_version(), "OperatingSystem": "Berth", "OSVersion": "",
-        "OSType": "linux", "Architecture": std::env::consts::ARCH, "NCPU": ncpu, "MemTotal": 0,
-        "IndexServerAddress": "https://index.docker.io/v1/", "RegistryConfig": null,
-        "DockerRootDir": d.config.data_root.display().to_string(),
-        "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Name": hostname, "Labels": [],
-        "ExperimentalBuild": false, "ServerVersion": ENGINE_VERSION,
-        "Runtimes": {"runc": {"path": "berth-lowrt"}}, "DefaultRuntime": "runc",
-        "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
-        "LiveRestoreEnabled": true, "Isolation": "", "InitBinary": "",
-        "SecurityOptions": [], "Warnings": ["WARNING: seccomp and bridge networking are not implemented yet in berth-engine"],
-    })
 }

@@ -6,6 +6,7 @@ mod filters;
 mod handlers;
 pub mod route;
 mod streams;
+mod system;
 pub mod version;
 
 use std::convert::Infallible;
