@@ -120,6 +120,14 @@ pub enum Command {
         #[arg(long, short = 'b', default_value = ".")]
         bundle: PathBuf,
     },
+    /// Print the features this runtime supports (runtime-spec features.md).
+    Features,
+    /// Apply new resource limits, from a JSON linux.resources file ("-" for stdin).
+    Update {
+        #[arg(long, short = 'r')]
+        resources: std::path::PathBuf,
+        id: String,
+    },
     /// Freeze all processes of a container.
     Pause { id: String },
     /// Thaw a paused container.

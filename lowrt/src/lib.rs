@@ -105,6 +105,8 @@ pub fn dispatch(cli: Cli) -> Result<i32, ContainerError> {
             commands::exec(&g, &opts)
         }
         Command::Spec { bundle } => commands::spec(&bundle),
+        Command::Features => commands::features(),
+        Command::Update { resources, id } => commands::update(&g, &id, &resources),
         Command::Pause { id } => commands::pause(&g, &id),
         Command::Resume { id } => commands::resume(&g, &id),
         Command::Ps { format: _, id } => commands::ps(&g, &id),

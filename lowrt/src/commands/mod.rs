@@ -3,6 +3,7 @@
 
 mod create;
 mod exec;
+mod info;
 mod lifecycle;
 mod run;
 
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 
 pub use create::{create, CreateOptions};
 pub use exec::{exec, ExecOptions};
+pub use info::{features, update};
 pub use lifecycle::{delete, kill, list, pause, ps, resume, spec, start, state, ListFormat};
 pub use run::run;
 

@@ -6,7 +6,8 @@ both_runtimes!(
     create_start_kill_delete,
     delete_running_needs_force,
     start_twice_fails,
-    list_shows_containers
+    list_shows_containers,
+    update_pause_resume
 );
 
 fn create_start_kill_delete(rt: &Runtime) {
@@ -162,4 +163,56 @@ fn subreaper_helper() {
     assert!(env.run(&["delete", "reap"]).status.success());
     env.assert_nothing_left("reap");
     println!("SUBREAPER-OK");
+}
+
+/// `update --resources FILE`, `pause`, `resume` on a running container.
+fn update_pause_resume(rt: &Runtime) {
+    let env = Env::new(rt);
+    env.write_config(&env.config("upd", &["sleep", "60"]));
+    assert!(env.run(&["run", "--detach", "upd"]).status.success());
+    env.wait_status("upd", "running");
+    let res = env.tmp.path().join("res.json");
+    std::fs::write(&res, r#"{"memory":{"limit":33554432},"pids":{"limit":32}}"#).unwrap();
+    let out = env.run(&["update", "--resources", res.to_str().unwrap(), "upd"]);
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    let dir = |ctrl: &str| {
+        std::path::PathBuf::from(format!("/sys/fs/cgroup/{ctrl}{}/upd", env.cgroup_parent))
+    };
+    if dir("memory").exists() {
+        assert_eq!(
+            std::fs::read_to_string(dir("memory").join("memory.limit_in_bytes"))
+                .unwrap()
+                .trim(),
+            "33554432"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir("pids").join("pids.max"))
+                .unwrap()
+                .trim(),
+            "32"
+        );
+    }
+    let out = env.run(&["pause", "upd"]);
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    assert_eq!(env.status("upd").as_deref(), Some("paused"));
+    let out = env.run(&["resume", "upd"]);
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    assert_eq!(env.status("upd").as_deref(), Some("running"));
+    assert!(env.run(&["delete", "--force", "upd"]).status.success());
+    env.assert_nothing_left("upd");
+}
+
+#[test]
+fn features_document_is_json() {
+    let out = std::process::Command::new(super::harness::berth().bin)
+        .arg("features")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ociVersionMax"], "1.0.2-dev");
+    assert!(v["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("pid")));
 }

@@ -1,0 +1,75 @@
+//! `features` (runtime-spec features.md, what containerd asks a runtime for) and `update`
+//! (new linux.resources for a live container, containerd's `update --resources -`).
+
+use std::io::Read;
+use std::path::Path;
+
+use oci_spec::runtime::LinuxResources;
+use serde_json::json;
+
+use super::Globals;
+use crate::container::{io_err, ContainerError};
+use crate::state::{State, StateError, Status};
+
+/// Prints what this runtime supports.
+pub fn features() -> Result<i32, ContainerError> {
+    let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    let doc = json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.0.2-dev",
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": [
+            "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand",
+            "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime",
+            "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared",
+            "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync",
+            "tmpcopyup", "unbindable"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "capabilities": caps,
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
+                            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
+                              "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"]
+            },
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        },
+        "annotations": {"io.github.berth.lowrt.version": env!("CARGO_PKG_VERSION")}
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    Ok(0)
+}
+
+/// Applies new resources (JSON `LinuxResources` from a file, or stdin for "-") to the
+/// container's cgroups and records them in state.json.
+pub fn update(g: &Globals, id: &str, resources: &Path) -> Result<i32, ContainerError> {
+    let mut st = State::load(&g.root, id)?;
+    let status = st.status(&g.root);
+    if status == Status::Stopped {
+        return Err(ContainerError::BadTransition("update", status));
+    }
+    let mut text = Vec::new();
+    if resources == Path::new("-") {
+        std::io::stdin()
+            .read_to_end(&mut text)
+            .map_err(io_err("read", Path::new("stdin")))?;
+    } else {
+        text = std::fs::read(resources).map_err(io_err("read", resources))?;
+    }
+    let res: LinuxResources =
+        serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
+            path: resources.to_path_buf(),
+            source,
+        })?;
+    st.cgroup.manager().apply(&res)?;
+    if let Some(linux) = st.config.linux_mut() {
+        linux.set_resources(Some(res));
+    }
+    st.save(&State::dir(&g.root, id))?;
+    Ok(0)
+}
