@@ -67,6 +67,26 @@ async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
         })
 }
 
+/// dockerd's `CheckForJSON`: a body must be declared as JSON (no header is fine only
+/// without a body).
+fn check_json(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let has_body = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|l| l != "0");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if (ct.is_empty() && !has_body) || media.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "unsupported Content-Type header ({ct}): must be 'application/json'"
+    )))
+}
+
 async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     read_limited(req.into_body(), JSON_BODY_LIMIT).await
 }
@@ -153,6 +173,7 @@ async fn dispatch<B: Backend>(
             json_response(StatusCode::OK, &daemon::image_inspect(&img))
         }
         Route::ContainerCreate { name } => {
+            check_json(req.headers())?;
             let body: CreateRequest = decode_json(&body_bytes(req).await?)?;
             let id = detached(&d, move |d| async move {
                 d.create_container(name.as_deref(), body).await
@@ -279,6 +300,7 @@ async fn dispatch<B: Backend>(
             r
         }
         Route::ExecCreate { id } => {
+            check_json(req.headers())?;
             let cfg: ExecConfig = decode_json(&body_bytes(req).await?)?;
             let exec_id = d.create_exec(&id, cfg)?;
             json_response(StatusCode::CREATED, &json!({ "Id": exec_id }))

@@ -87,6 +87,15 @@ async fn ping_version_prefixes_and_errors() {
     .await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     assert!(r.contains("invalid JSON"), "{r}");
+    let r = raw(
+        &s.sock,
+        "POST /containers/create HTTP/1.1\r\nHost: d\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await;
+    assert!(
+        r.contains("unsupported Content-Type header (text/plain): must be 'application/json'"),
+        "{r}"
+    );
 }
 
 #[tokio::test]
