@@ -71,6 +71,13 @@ pub fn prepare(sys: &dyn Syscall, plan: &RootfsPlan<'_>) -> Result<(), RootfsErr
     // 1. Stop our mounts from propagating to the host (and vice versa unless asked for):
     //    everything below is done in a copy of the host's mount tree.
     sys.mount(None, Path::new("/"), None, plan.propagation, None)?;
+    // 1b. With a shared propagation requested, the rootfs' parent mount may be shared,
+    //     which pivot_root(2) refuses (EINVAL); make just that mount private, as runc does.
+    if plan.propagation.contains(MsFlags::MS_SHARED) {
+        if let Some(parent) = shared_parent_mount(plan.rootfs) {
+            sys.mount(None, &parent, None, MsFlags::MS_PRIVATE, None)?;
+        }
+    }
     // 2. pivot_root(2) needs the new root to be a mount point; the rbind also gives us a
     //    mount whose flags are the container's own.
     sys.mount(
@@ -95,6 +102,30 @@ pub fn prepare(sys: &dyn Syscall, plan: &RootfsPlan<'_>) -> Result<(), RootfsErr
     }
     // pivot_root is a separate init phase: hooks run between the two.
     Ok(())
+}
+
+/// The mount point holding `path` (longest prefix in /proc/self/mountinfo), if shared.
+fn shared_parent_mount(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(PathBuf, bool)> = None;
+    for line in text.lines() {
+        let Some((left, _)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        if fields.len() < 6 {
+            continue;
+        }
+        let mountpoint = PathBuf::from(fields[4]);
+        let longer = best
+            .as_ref()
+            .is_none_or(|(b, _)| mountpoint.as_os_str().len() >= b.as_os_str().len());
+        if path.starts_with(&mountpoint) && longer {
+            let shared = fields[6..].iter().any(|f| f.starts_with("shared:"));
+            best = Some((mountpoint, shared));
+        }
+    }
+    best.filter(|(_, shared)| *shared).map(|(m, _)| m)
 }
 
 /// runc's pivot_root trick: pivot_root(".", ".") stacks the old root on top of the new

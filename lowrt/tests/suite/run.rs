@@ -19,7 +19,8 @@ both_runtimes!(
     docker_like_config,
     process_attributes,
     join_network_namespace_by_path,
-    spec_writes_default_config
+    spec_writes_default_config,
+    rootfs_propagation_values
 );
 
 fn run_args(env: &Env, id: &str, args: &[&str]) -> std::process::Output {
@@ -427,4 +428,24 @@ fn spec_writes_default_config(rt: &Runtime) {
         rt.name,
         stderr(&out)
     );
+}
+
+/// rootfsPropagation other than the default still pivots (the rootfs' parent mount
+/// must not be shared for pivot_root(2)).
+fn rootfs_propagation_values(rt: &Runtime) {
+    let env = Env::new(rt);
+    for prop in ["rprivate", "rslave", "rshared", "private"] {
+        let mut config = env.config("prop", &["echo", prop]);
+        config["linux"]["rootfsPropagation"] = serde_json::json!(prop);
+        env.write_config(&config);
+        let out = env.run(&["run", "prop"]);
+        assert_eq!(
+            stdout(&out),
+            format!("{prop}\n"),
+            "{} {prop}: {}",
+            rt.name,
+            stderr(&out)
+        );
+        env.assert_nothing_left("prop");
+    }
 }
