@@ -126,11 +126,12 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), ServerError> {
     let db = Db::open(&cfg.root)?;
     let uuid = crate::introspection::server_uuid(&cfg.root)?;
     let exchange = Exchange::new();
-    let storage =
-        Storage::open(&cfg.root, db.clone(), None).map_err(|source| ServerError::Store {
+    let storage = Storage::open(&cfg.root, db.clone(), None)
+        .map_err(|source| ServerError::Store {
             what: "content store and snapshotter",
             source,
-        })?;
+        })?
+        .with_events(exchange.clone());
     let containers = ContainerStore::new(db.clone());
     storage.gc.set_container_refs(Arc::new(containers.clone()));
     let tasks = Arc::new(TaskManager::new(

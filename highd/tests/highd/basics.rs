@@ -337,3 +337,36 @@ async fn publish_forward_and_filtered_subscribe() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_events_reach_subscribers() -> anyhow::Result<()> {
+    use berth_proto::containerd::events::NamespaceCreate;
+    use berth_proto::containerd::services::namespaces::v1::{
+        namespaces_client::NamespacesClient, CreateNamespaceRequest, Namespace,
+    };
+    if skip_unless_root("storage_events_reach_subscribers") {
+        return Ok(());
+    }
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    let mut events = EventsClient::new(ch.clone())
+        .subscribe(SubscribeRequest {
+            filters: vec![r#"topic=="/namespaces/create""#.into()],
+        })
+        .await?
+        .into_inner();
+    NamespacesClient::new(ch)
+        .create(CreateNamespaceRequest {
+            namespace: Some(Namespace {
+                name: "fresh".into(),
+                labels: Default::default(),
+            }),
+        })
+        .await?;
+    let env = tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await??
+        .unwrap();
+    let ev: NamespaceCreate = unpack(env.event.as_ref().unwrap())?;
+    assert_eq!(ev.name, "fresh");
+    Ok(())
+}
