@@ -226,6 +226,7 @@ pub(crate) fn launch(g: &Globals, opts: &CreateOptions) -> Result<Launched, Cont
             drop(child_end);
             drop(console);
             rollback.child = Some(pid);
+            tracing::debug!(id = opts.id, pid = pid.as_raw(), "cloned container init");
             if ns_plan
                 .clone_flags
                 .contains(nix::sched::CloneFlags::CLONE_NEWUSER)

@@ -136,7 +136,8 @@ pub fn run(
     is_init: bool,
 ) -> Result<Infallible, InitError> {
     process::reset_signals();
-    for (_name, phase) in phases {
+    for (name, phase) in phases {
+        tracing::debug!(id = ctx.id, "init phase: {name}");
         phase(ctx)?;
     }
     let target = process::prepare(ctx)?;
