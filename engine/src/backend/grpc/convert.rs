@@ -18,7 +18,8 @@ pub(super) fn status_err(op: &'static str, address: &str, s: tonic::Status) -> B
         tonic::Code::NotFound => BackendError::NotFound { message },
         tonic::Code::AlreadyExists => BackendError::AlreadyExists { message },
         tonic::Code::InvalidArgument => BackendError::InvalidArgument { message },
-        tonic::Code::Unavailable => BackendError::Connect {
+        // Cancelled is what a call gets when highd goes away under it.
+        tonic::Code::Unavailable | tonic::Code::Cancelled => BackendError::Connect {
             address: address.into(),
             message,
         },
