@@ -38,6 +38,8 @@ pub struct Launched {
     pub pid: Pid,
     pub pidfd: OwnedFd,
     pub state: State,
+    /// Our end of the sync channel: end-of-file once init has exec'd, or its error.
+    pub sync: OwnedFd,
 }
 
 /// Undoes a half-made container on every error path (DESIGN: bad input leaves nothing).
@@ -264,7 +266,12 @@ pub(crate) fn launch(g: &Globals, opts: &CreateOptions) -> Result<Launched, Cont
             state.save(&dir)?;
             write_pid_file(opts.pid_file.as_deref(), pid)?;
             rollback.disarm();
-            Ok(Launched { pid, pidfd, state })
+            Ok(Launched {
+                pid,
+                pidfd,
+                state,
+                sync: parent_end,
+            })
         }
     }
 }

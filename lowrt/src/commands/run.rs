@@ -18,9 +18,23 @@ pub fn run(g: &Globals, opts: &CreateOptions, detach: bool) -> Result<i32, Conta
         let _ = destroy(&g.root, &launched.state);
         return Err(e);
     }
-    let Some(signals) = signals else { return Ok(0) };
+    // An execve failure after start (e.g. ENOEXEC) comes back on the sync channel; a
+    // successful exec closes it (close-on-exec).
+    let exec_error = match crate::channel::recv(&launched.sync) {
+        Ok(Some(crate::channel::Message::Error(text))) => Some(text),
+        _ => None,
+    };
+    let Some(signals) = signals else {
+        return match exec_error {
+            Some(text) => Err(ContainerError::Init(text)),
+            None => Ok(0),
+        };
+    };
     let code = wait_foreground(launched.pid, &signals)?;
     drop(launched.pidfd);
     destroy(&g.root, &launched.state)?;
-    Ok(code)
+    match exec_error {
+        Some(text) => Err(ContainerError::Init(text)),
+        None => Ok(code),
+    }
 }

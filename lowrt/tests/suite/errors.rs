@@ -140,3 +140,25 @@ fn user_namespace_without_mappings_is_refused() {
         "linux.uidMappings and linux.gidMappings",
     );
 }
+
+/// An executable that passes the lookup but that execve refuses (ENOEXEC) after start:
+/// foreground `run` still reports it.
+#[test]
+fn exec_format_error_is_reported_by_run() {
+    if super::harness::skip_unless_root("exec_format_error_is_reported_by_run") {
+        return;
+    }
+    let env = Env::new(&super::harness::berth());
+    let bad = env.bundle.join("rootfs/bin/garbage");
+    std::fs::write(&bad, b"\x01\x02\x03 not an executable").unwrap();
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.write_config(&env.config("enoexec", &["/bin/garbage"]));
+    let out = env.run(&["run", "enoexec"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(r#"exec: "/bin/garbage": exec format error"#),
+        "{}",
+        stderr(&out)
+    );
+    env.assert_nothing_left("enoexec");
+}
