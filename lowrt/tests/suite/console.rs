@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::harness::{both_runtimes, stderr, Env, Runtime};
 
-both_runtimes!(terminal_over_console_socket);
+both_runtimes!(terminal_over_console_socket, exec_tty_over_console_socket);
 
 fn terminal_over_console_socket(rt: &Runtime) {
     let env = Env::new(rt);
@@ -43,6 +43,50 @@ fn terminal_over_console_socket(rt: &Runtime) {
     }
     assert!(
         text.contains("/dev/pts/0"),
+        "{}: pty output {text:?}",
+        rt.name
+    );
+    assert!(text.contains("done"), "{}: pty output {text:?}", rt.name);
+}
+
+/// `exec --tty --console-socket S --detach`: the shim's form for `docker exec -t`.
+fn exec_tty_over_console_socket(rt: &Runtime) {
+    let env = Env::new(rt);
+    env.write_config(&env.config("etty", &["sleep", "60"]));
+    assert!(env.run(&["run", "--detach", "etty"]).status.success());
+    env.wait_status("etty", "running");
+    let sock_path = env.tmp.path().join("exec-console.sock");
+    let listener = UnixListener::bind(&sock_path).unwrap();
+    let accept = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        berth_lowrt::sys::recv_fd(stream.as_fd())
+            .unwrap()
+            .expect("no fd in console message")
+    });
+    let out = env.run(&[
+        "exec",
+        "--tty",
+        "--detach",
+        "--console-socket",
+        sock_path.to_str().unwrap(),
+        "etty",
+        "sh",
+        "-c",
+        "tty; echo done",
+    ]);
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    let mut file = std::fs::File::from(accept.join().unwrap());
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 1024];
+    while !text.contains("done") && Instant::now() < deadline {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(
+        text.contains("/dev/pts/"),
         "{}: pty output {text:?}",
         rt.name
     );
