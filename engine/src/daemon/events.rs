@@ -9,7 +9,10 @@ use futures::StreamExt;
 
 use super::{ContainerEvent, Daemon, DaemonResult};
 use crate::backend::{Backend, BackendError, TaskStatus};
-use crate::record::Status;
+use crate::record::{ContainerRecord, Status};
+
+/// How many containers are reconciled at once after a (re)connect.
+const RECONCILE_PARALLELISM: usize = 8;
 
 impl<B: Backend> Daemon<B> {
     /// Records an exit of the container's init process: state, task deletion, and
@@ -60,47 +63,56 @@ impl<B: Backend> Daemon<B> {
         if let Err(e) = self.collect_orphans().await {
             tracing::warn!(error = %e, "collecting orphaned highd containers failed");
         }
-        for rec in self.store.list() {
-            let id = rec.id.clone();
-            tracing::debug!(%id, status = rec.state.status.as_str(), "reconciling");
-            match rec.state.status {
-                Status::Removing => {
-                    self.remove_container_record(&id, rec.state.exit_code)
-                        .await?;
-                    continue;
+        // Containers are independent: reconcile them side by side (task deletes are slow)
+        // and let one failure not stop the others.
+        let results: Vec<DaemonResult<()>> = futures::stream::iter(self.store.list())
+            .map(|rec| async move {
+                let id = rec.id.clone();
+                let r = self.reconcile_one(rec).await;
+                if let Err(e) = &r {
+                    tracing::warn!(%id, error = %e, "reconciling container failed");
                 }
-                Status::Running => {}
-                Status::Created => {
-                    self.adopt_started(&id).await?;
-                    continue;
-                }
-                Status::Exited if rec.host_config.auto_remove => {
-                    self.remove_container_record(&id, rec.state.exit_code)
-                        .await?;
-                    continue;
-                }
-                _ => continue,
+                r
+            })
+            .buffer_unordered(RECONCILE_PARALLELISM)
+            .collect()
+            .await;
+        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+    }
+
+    async fn reconcile_one(&self, rec: ContainerRecord) -> DaemonResult<()> {
+        let id = rec.id.clone();
+        tracing::debug!(%id, status = rec.state.status.as_str(), "reconciling");
+        match rec.state.status {
+            Status::Removing => {
+                return self.remove_container_record(&id, rec.state.exit_code).await
             }
-            match self.backend.task_get(&id).await {
-                Ok(t) if t.status == TaskStatus::Stopped => {
-                    self.handle_exit(&id, t.exit_status, t.exited_at).await?;
-                }
-                Ok(t) => {
-                    if t.pid != rec.state.pid {
-                        self.store.update(&id, |r| r.state.pid = t.pid)?;
-                    }
-                }
-                Err(e) if e.is_not_found() => {
-                    tracing::warn!(%id, "highd has no task for a running container; marking it exited");
-                    self.store.update(&id, |r| {
-                        r.state.error = "task not found in highd after restart".into()
-                    })?;
-                    self.handle_exit(&id, 255, None).await?;
-                }
-                Err(e) => return Err(e.into()),
+            Status::Created => return self.adopt_started(&id).await,
+            Status::Exited if rec.host_config.auto_remove => {
+                return self.remove_container_record(&id, rec.state.exit_code).await;
             }
+            Status::Running => {}
+            _ => return Ok(()),
         }
-        Ok(())
+        match self.backend.task_get(&id).await {
+            Ok(t) if t.status == TaskStatus::Stopped => {
+                self.handle_exit(&id, t.exit_status, t.exited_at).await
+            }
+            Ok(t) => {
+                if t.pid != rec.state.pid {
+                    self.store.update(&id, |r| r.state.pid = t.pid)?;
+                }
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(%id, "highd has no task for a running container; marking it exited");
+                self.store.update(&id, |r| {
+                    r.state.error = "task not found in highd after restart".into()
+                })?;
+                self.handle_exit(&id, 255, None).await
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A record still `created` may have a task: the engine died between `tasks.Start`
