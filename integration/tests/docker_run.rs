@@ -40,6 +40,20 @@ fn echo_hello() -> Result<()> {
         "stdout {:?}, want \"hello\\n\"",
         out.stdout
     );
+    let env_echo = "echo \"$GREETING\"";
+    let out = s
+        .docker(&[
+            "run",
+            "--rm",
+            "-e",
+            "GREETING=hi there",
+            "busybox",
+            "sh",
+            "-c",
+            env_echo,
+        ])?
+        .ok()?;
+    anyhow::ensure!(out.stdout == "hi there\n", "run -e stdout {:?}", out.stdout);
     wait_no_containers(&s)
 }
 
