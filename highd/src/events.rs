@@ -5,7 +5,6 @@
 //! than `CAPACITY` events behind loses the oldest ones (it is told in the log). Durable
 //! facts (a task's exit) live in the shim's `exit.json`, not in the exchange.
 
-pub mod filter;
 pub mod service;
 
 use std::sync::Arc;
@@ -14,7 +13,40 @@ use std::time::SystemTime;
 use futures::Stream;
 use tokio::sync::broadcast;
 
-pub use filter::{FilterError, Filters};
+use crate::db::filter::Adaptor;
+pub use crate::db::filter::Filter;
+use crate::db::StoreError;
+
+/// Subscribe filters are the shared containerd filters; this is the name the storage
+/// tests (gc/service_tests.rs) use.
+pub mod filter {
+    pub use crate::db::filter::Filter as Filters;
+}
+
+impl Filter {
+    /// Parses `Subscribe` filters (fields `topic`, `namespace`).
+    pub fn parse_events(filters: &[String]) -> Result<Filter, StoreError> {
+        Filter::parse(filters)
+    }
+}
+
+/// Adapts a field lookup closure to the shared containerd filter (`crate::db::filter`):
+/// `path` is the selector's field split at its first dot (`labels.KEY` → `["labels", KEY]`).
+pub struct Fields<F: Fn(&[String]) -> Option<String>>(pub F);
+
+impl<F: Fn(&[String]) -> Option<String>> Adaptor for Fields<F> {
+    fn field(&self, path: &[String]) -> Option<String> {
+        (self.0)(path)
+    }
+}
+
+/// The one-component field name of `path`, if it has exactly one.
+pub fn simple(path: &[String]) -> Option<&str> {
+    match path {
+        [one] => Some(one.as_str()),
+        _ => None,
+    }
+}
 
 const CAPACITY: usize = 1024;
 
@@ -34,6 +66,17 @@ pub struct Event {
     pub namespace: String,
     pub topic: String,
     pub event: prost_types::Any,
+}
+
+impl Event {
+    /// The envelope fields filters can select on: `topic` and `namespace`.
+    fn fields(&self) -> Fields<impl Fn(&[String]) -> Option<String> + '_> {
+        Fields(move |path: &[String]| match simple(path)? {
+            "topic" => Some(self.topic.clone()),
+            "namespace" => Some(self.namespace.clone()),
+            _ => None,
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -78,14 +121,12 @@ impl Exchange {
     }
 
     /// A stream of the events matching `filters`, from now on.
-    pub fn subscribe(&self, filters: Filters) -> impl Stream<Item = Arc<Event>> + Send + 'static {
+    pub fn subscribe(&self, filters: Filter) -> impl Stream<Item = Arc<Event>> + Send + 'static {
         let rx = self.tx.subscribe();
         futures::stream::unfold((rx, filters), |(mut rx, filters)| async move {
             loop {
                 match rx.recv().await {
-                    Ok(ev) if filters.matches_event(&ev.namespace, &ev.topic) => {
-                        return Some((ev, (rx, filters)))
-                    }
+                    Ok(ev) if filters.matches(&ev.fields()) => return Some((ev, (rx, filters))),
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "event subscriber fell behind");
@@ -133,7 +174,7 @@ mod tests {
     #[tokio::test]
     async fn subscribers_get_matching_events_in_order() {
         let ex = Exchange::new();
-        let filters = Filters::parse_events(&["topic~=\"^/tasks/\"".to_string()]).unwrap();
+        let filters = Filter::parse(&["topic~=\"^/tasks/\"".to_string()]).unwrap();
         let mut sub = Box::pin(ex.subscribe(filters));
         ex.emit("ns", "/containers/create", any(0));
         ex.emit("ns", "/tasks/start", any(1));

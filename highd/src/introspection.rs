@@ -12,7 +12,7 @@ use berth_proto::containerd::services::introspection::v1::{
 use berth_proto::containerd::types::Platform;
 use tonic::{Request, Response, Status};
 
-use crate::events::Filters;
+use crate::events::{simple, Fields, Filter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntrospectionError {
@@ -113,17 +113,16 @@ impl Introspection for IntrospectionService {
         &self,
         req: Request<PluginsRequest>,
     ) -> Result<Response<PluginsResponse>, Status> {
-        let filters = Filters::parse(&req.get_ref().filters, |f| f == "type" || f == "id")
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let filters = Filter::parse(&req.get_ref().filters).map_err(Status::from)?;
         let plugins = self
             .plugins
             .iter()
             .filter(|p| {
-                filters.matches(|f| match f {
-                    "type" => Some(p.kind),
-                    "id" => Some(p.id),
+                filters.matches(&Fields(|path: &[String]| match simple(path)? {
+                    "type" => Some(p.kind.to_string()),
+                    "id" => Some(p.id.to_string()),
                     _ => None,
-                })
+                }))
             })
             .map(Self::to_proto)
             .collect();

@@ -7,7 +7,7 @@ pub use service::ContainersService;
 pub use store::{ContainerStore, Record};
 
 use crate::db::DbError;
-use crate::events::FilterError;
+use crate::db::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -27,9 +27,9 @@ pub enum ContainerError {
     InvalidLabel { key: String, reason: &'static str },
     #[error("cannot delete container {id:?}: it has a task (delete the task first)")]
     HasTask { id: String },
-    #[error(transparent)]
-    Filter(#[from] FilterError),
-    #[error("metadata database: {source}")]
+    #[error("invalid list filter")]
+    Filter { source: StoreError },
+    #[error("metadata database")]
     Db {
         #[from]
         source: DbError,
@@ -47,14 +47,14 @@ impl From<ContainerError> for tonic::Status {
             | ContainerError::Immutable { .. }
             | ContainerError::BadUpdatePath { .. }
             | ContainerError::InvalidLabel { .. }
-            | ContainerError::Filter(_) => Code::InvalidArgument,
+            | ContainerError::Filter { .. } => Code::InvalidArgument,
             ContainerError::HasTask { .. } => Code::FailedPrecondition,
             ContainerError::Db { .. } => Code::Internal,
         };
         if code == Code::Internal {
             tracing::error!(error = %e, "containers service failed");
         }
-        tonic::Status::new(code, e.to_string())
+        tonic::Status::new(code, crate::shims::client::error_chain(&e))
     }
 }
 

@@ -20,7 +20,8 @@ use berth_proto::containerd::services::containers::v1::{
 use super::{validate_id, validate_labels, ContainerError, ContainerStore, Record};
 use berth_proto::any::pack;
 
-use crate::events::{Exchange, Filters};
+use crate::db::filter::label;
+use crate::events::{Exchange, Fields, Filter};
 use crate::server::namespace;
 use crate::tasks::TaskManager;
 
@@ -44,28 +45,24 @@ impl ContainersService {
         ns: &str,
         filters: &[String],
     ) -> Result<Vec<Container>, ContainerError> {
-        let filters = Filters::parse(filters, |f| {
-            matches!(
-                f,
-                "id" | "image" | "runtime.name" | "snapshotter" | "snapshot_key"
-            ) || f.starts_with("labels.")
-        })?;
+        let filters = Filter::parse(filters).map_err(|source| ContainerError::Filter { source })?;
         Ok(self
             .store
             .list(ns)?
             .into_iter()
             .filter(|(id, rec)| {
-                filters.matches(|field| match field {
-                    "id" => Some(id.as_str()),
-                    "image" => Some(rec.image.as_str()),
-                    "runtime.name" => Some(rec.runtime_name.as_str()),
-                    "snapshotter" => Some(rec.snapshotter.as_str()),
-                    "snapshot_key" => Some(rec.snapshot_key.as_str()),
-                    f => f
-                        .strip_prefix("labels.")
-                        .and_then(|k| rec.labels.get(k.trim_matches('"')))
-                        .map(String::as_str),
-                })
+                filters.matches(&Fields(|path: &[String]| {
+                    let one = |v: &str| Some(v.to_string());
+                    match path {
+                        [f] if f == "id" => one(id),
+                        [f] if f == "image" => one(&rec.image),
+                        [f] if f == "snapshotter" => one(&rec.snapshotter),
+                        [f] if f == "snapshot_key" => one(&rec.snapshot_key),
+                        [f] if f == "runtime" => one(&rec.runtime_name),
+                        [f, n] if f == "runtime" && n == "name" => one(&rec.runtime_name),
+                        _ => label(&rec.labels, path),
+                    }
+                }))
             })
             .map(|(id, rec)| rec.to_proto(&id))
             .collect())

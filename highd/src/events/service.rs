@@ -11,7 +11,7 @@ use berth_proto::containerd::services::events::v1::{
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{Event, EventError, Exchange, Filters};
+use super::{Event, EventError, Exchange, Filter};
 use crate::server::namespace;
 use crate::tasks::TaskManager;
 
@@ -106,8 +106,7 @@ impl Events for EventsService {
         &self,
         req: Request<SubscribeRequest>,
     ) -> Result<Response<EnvelopeStream>, Status> {
-        let filters = Filters::parse_events(&req.get_ref().filters)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let filters = Filter::parse(&req.get_ref().filters).map_err(Status::from)?;
         let stream = self.exchange.subscribe(filters).map(|ev| {
             Ok(Envelope {
                 timestamp: Some(to_timestamp(ev.timestamp)),

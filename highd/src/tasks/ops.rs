@@ -7,6 +7,7 @@ use berth_proto::containerd::task::v2 as shim;
 use berth_proto::containerd::v1::types::{Process, ProcessInfo};
 
 use super::{Task, TaskError, TaskManager};
+use crate::events::{simple, Fields, Filter};
 
 /// State is answered from the shim's memory; a shim slower than this is stuck, and one
 /// stuck shim must not hang tasks.List for everyone.
@@ -300,15 +301,14 @@ impl TaskManager {
         ns: &str,
         filters: &[String],
     ) -> Result<Vec<berth_proto::containerd::types::Metric>, TaskError> {
-        let filters = crate::events::Filters::parse(filters, |f| f == "id").map_err(|e| {
-            TaskError::InvalidArgument {
-                what: "metrics filter",
-                reason: e.to_string(),
-            }
+        let filters = Filter::parse(filters).map_err(|e| TaskError::InvalidArgument {
+            what: "metrics filter",
+            reason: crate::shims::client::error_chain(&e),
         })?;
         let mut out = Vec::new();
         for task in self.tasks_in(ns) {
-            if !filters.matches(|f| (f == "id").then_some(task.id.as_str())) {
+            let id = |path: &[String]| (simple(path)? == "id").then(|| task.id.clone());
+            if !filters.matches(&Fields(id)) {
                 continue;
             }
             let Some(shim) = task.shim() else { continue };

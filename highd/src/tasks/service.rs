@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use berth_proto::containerd::v1::types::Status as ProcStatus;
 
 use super::{TaskError, TaskManager};
-use crate::events::Filters;
+use crate::events::{simple, Fields, Filter};
 use crate::server::namespace;
 
 pub struct TasksService {
@@ -103,8 +103,7 @@ impl Tasks for TasksService {
         let ns = namespace(&req)?;
         // containerd ignores this field; we honour `id` and `status` (e.g. status==running).
         let filter = &req.get_ref().filter;
-        let filters = Filters::parse(std::slice::from_ref(filter), |f| f == "id" || f == "status")
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let filters = Filter::parse(std::slice::from_ref(filter)).map_err(Status::from)?;
         let tasks = self
             .tasks
             .list(&ns)
@@ -115,11 +114,11 @@ impl Tasks for TasksService {
                     .unwrap_or(ProcStatus::Unknown)
                     .as_str_name()
                     .to_ascii_lowercase();
-                filters.matches(|f| match f {
-                    "id" => Some(p.container_id.as_str()),
-                    "status" => Some(status.as_str()),
+                filters.matches(&Fields(|path: &[String]| match simple(path)? {
+                    "id" => Some(p.container_id.clone()),
+                    "status" => Some(status.clone()),
                     _ => None,
-                })
+                }))
             })
             .collect();
         Ok(Response::new(ListTasksResponse { tasks }))

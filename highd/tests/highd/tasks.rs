@@ -265,7 +265,7 @@ async fn exec_kill_and_exit_event() -> anyhow::Result<()> {
     assert_eq!(list("status==running,id==t2").await?, 1);
     assert_eq!(list("status==stopped").await?, 0);
     assert_eq!(
-        list("bogus==1").await.unwrap_err().code(),
+        list("id~=(").await.unwrap_err().code(),
         Code::InvalidArgument
     );
     assert_eq!(
