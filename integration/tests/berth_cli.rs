@@ -1,7 +1,10 @@
 //! The `berth` client against a real stack: import, images, run, ps, logs, stop, rm.
 
 use anyhow::{ensure, Result};
-use berth_integration::Stack;
+use std::process::Command;
+use std::time::Duration;
+
+use berth_integration::{cmd, Stack};
 
 use crate::common::{container_id, expect_contains, Spec, BERTH};
 
@@ -40,6 +43,7 @@ fn import_with_berth(s: &Stack, via_stdin: bool) -> Result<String> {
 
 fn import_images_run_ps() -> Result<()> {
     let s = Stack::start()?;
+    host_selection(&s)?;
     let version = s.berth(&["version"])?.ok()?;
     expect_contains("berth version", &version.stdout, "Server")?;
 
@@ -97,6 +101,39 @@ fn import_images_run_ps() -> Result<()> {
         "berth ps -a -q after --rm runs: {:?}",
         ps.out()
     );
+    Ok(())
+}
+
+/// `-H` beats `BERTH_HOST`, which beats `DOCKER_HOST`.
+fn host_selection(s: &Stack) -> Result<()> {
+    let host = s.engine_host();
+    let bogus = "unix:///nonexistent/berth.sock";
+    let cases: [(&[&str], Option<&str>, Option<&str>); 3] = [
+        (&["-H", &host, "ps"], Some(bogus), Some(bogus)),
+        (&["ps"], Some(&host), Some(bogus)),
+        (&["ps"], None, Some(&host)),
+    ];
+    for (args, berth_host, docker_host) in cases {
+        let mut cmd = Command::new(s.bins.join("berth"));
+        cmd.args(args)
+            .env_remove("BERTH_HOST")
+            .env_remove("DOCKER_HOST");
+        if let Some(h) = berth_host {
+            cmd.env("BERTH_HOST", h);
+        }
+        if let Some(h) = docker_host {
+            cmd.env("DOCKER_HOST", h);
+        }
+        cmd::run(cmd, &s.dir, Duration::from_secs(30))?.ok()?;
+    }
+    let mut cmd = Command::new(s.bins.join("berth"));
+    cmd.args(["ps"]).env("BERTH_HOST", bogus);
+    let out = cmd::run(cmd, &s.dir, Duration::from_secs(30))?.expect_code(1)?;
+    expect_contains(
+        "berth ps stderr",
+        &out.stderr,
+        "Cannot connect to the Berth daemon",
+    )?;
     Ok(())
 }
 
