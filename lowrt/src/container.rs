@@ -61,7 +61,7 @@ pub enum ContainerError {
     BadTransition(&'static str, Status),
     #[error("unknown signal {0:?}")]
     BadSignal(String),
-    #[error("process.terminal is set but no --console-socket was given (a foreground terminal is not supported yet)")]
+    #[error("process.terminal is set but no --console-socket was given (only a foreground `run` proxies the terminal itself)")]
     TerminalWithoutSocket,
     #[error(
         "--console-socket was given but the process has no terminal (process.terminal is false)"

@@ -127,6 +127,16 @@ pub fn create(g: &Globals, opts: &CreateOptions) -> Result<i32, ContainerError> 
 
 /// Creates the container and returns with init blocked on exec.fifo.
 pub(crate) fn launch(g: &Globals, opts: &CreateOptions) -> Result<Launched, ContainerError> {
+    launch_with(g, opts, None)
+}
+
+/// `launch`, optionally with an already-connected console socket (foreground `run` with a
+/// terminal keeps the other end and proxies the pty itself).
+pub(crate) fn launch_with(
+    g: &Globals,
+    opts: &CreateOptions,
+    console_stream: Option<UnixStream>,
+) -> Result<Launched, ContainerError> {
     spec::validate_id(&opts.id)?;
     let bundle =
         std::path::absolute(&opts.bundle).map_err(io_err("resolve bundle", &opts.bundle))?;
@@ -140,10 +150,13 @@ pub(crate) fn launch(g: &Globals, opts: &CreateOptions) -> Result<Launched, Cont
         .linux()
         .clone()
         .ok_or(spec::SpecError::Missing("linux"))?;
-    let console = connect_console(
-        process.terminal().unwrap_or(false),
-        opts.console_socket.as_deref(),
-    )?;
+    let console = match console_stream {
+        Some(stream) => Some(stream),
+        None => connect_console(
+            process.terminal().unwrap_or(false),
+            opts.console_socket.as_deref(),
+        )?,
+    };
 
     g.ensure_root()?;
     let dir = State::dir(&g.root, &opts.id);

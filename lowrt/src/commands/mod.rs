@@ -6,6 +6,7 @@ mod exec;
 mod info;
 mod lifecycle;
 mod run;
+mod tty;
 
 use std::path::PathBuf;
 

@@ -1,8 +1,10 @@
 //! `run`: create + start, then (foreground) wait and delete.
 
-use super::create::{launch, CreateOptions};
+use std::os::unix::net::UnixStream;
+
+use super::create::{launch_with, CreateOptions};
 use super::{lifecycle, Globals};
-use crate::container::{block_wait_signals, destroy, wait_foreground, ContainerError};
+use crate::container::{block_wait_signals, destroy, errno, wait_foreground, ContainerError};
 
 pub fn run(g: &Globals, opts: &CreateOptions, detach: bool) -> Result<i32, ContainerError> {
     // Block SIGCHLD before init exists, so its exit cannot slip past the wait below.
@@ -11,7 +13,25 @@ pub fn run(g: &Globals, opts: &CreateOptions, detach: bool) -> Result<i32, Conta
     } else {
         Some(block_wait_signals()?)
     };
-    let launched = launch(g, opts)?;
+    // Foreground with a terminal and no console socket: keep the socket's other end and
+    // proxy the pty ourselves, as runc does.
+    let (ours, theirs) = if !detach && opts.console_socket.is_none() && wants_terminal(opts) {
+        let (a, b) = UnixStream::pair().map_err(|e| ContainerError::ConsoleSocket {
+            path: "socketpair".into(),
+            source: e,
+        })?;
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
+    let launched = launch_with(g, opts, theirs)?;
+    let master = match &ours {
+        Some(sock) => {
+            use std::os::fd::AsFd;
+            crate::sys::recv_fd(sock.as_fd()).map_err(errno("receive pty master"))?
+        }
+        None => None,
+    };
     if let Err(e) = lifecycle::start(g, &opts.id) {
         let _ = crate::sys::kill(launched.pid, libc::SIGKILL);
         let _ = nix::sys::wait::waitpid(launched.pid, None);
@@ -30,11 +50,23 @@ pub fn run(g: &Globals, opts: &CreateOptions, detach: bool) -> Result<i32, Conta
             None => Ok(0),
         };
     };
-    let code = wait_foreground(launched.pid, &signals)?;
+    let code = match master {
+        Some(master) => super::tty::proxy(launched.pid, master, &signals)?,
+        None => wait_foreground(launched.pid, &signals)?,
+    };
     drop(launched.pidfd);
     destroy(&g.root, &launched.state)?;
     match exec_error {
         Some(text) => Err(ContainerError::Init(text)),
         None => Ok(code),
     }
+}
+
+/// Whether the bundle's process asks for a terminal (read again by launch; cheap).
+fn wants_terminal(opts: &CreateOptions) -> bool {
+    let bundle = std::path::absolute(&opts.bundle).unwrap_or_else(|_| opts.bundle.clone());
+    crate::spec::load(&bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
 }

@@ -92,3 +92,28 @@ fn exec_tty_over_console_socket(rt: &Runtime) {
     );
     assert!(text.contains("done"), "{}: pty output {text:?}", rt.name);
 }
+
+/// Foreground `run` of a terminal container without a console socket proxies the pty.
+/// berth-lowrt only: runc 1.1 also insists on opening its caller's /dev/tty, which a test
+/// harness does not have.
+#[test]
+fn foreground_run_with_terminal() {
+    if super::harness::skip_unless_root("foreground_run_with_terminal") {
+        return;
+    }
+    let rt = &super::harness::berth();
+    let env = Env::new(rt);
+    let mut config = env.config("fgtty", &["sh", "-c", "tty; echo done; exit 4"]);
+    config["process"]["terminal"] = serde_json::json!(true);
+    env.write_config(&config);
+    let out = env.run(&["run", "fgtty"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("/dev/pts/0") && text.contains("done"),
+        "{}: {text:?} {}",
+        rt.name,
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(4), "{}: {}", rt.name, stderr(&out));
+    env.assert_nothing_left("fgtty");
+}
