@@ -50,9 +50,10 @@ impl From<DaemonError> for ApiError {
             | E::Spec(_)
             | E::Import(ImportError::NotTar { .. } | ImportError::Decompress { .. })
             | E::Reference(_) => StatusCode::BAD_REQUEST,
-            E::NameConflict { .. } | E::NotRunning { .. } | E::RemoveRunning { .. } => {
-                StatusCode::CONFLICT
-            }
+            E::NameConflict { .. }
+            | E::NotRunning { .. }
+            | E::RemoveRunning { .. }
+            | E::ImageConflict { .. } => StatusCode::CONFLICT,
             E::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
             E::Backend(BackendError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Backend(BackendError::AlreadyExists { .. }) => StatusCode::CONFLICT,

@@ -168,6 +168,38 @@ async fn dispatch<B: Backend>(
             let list: Vec<_> = images.iter().map(daemon::image_summary).collect();
             json_response(StatusCode::OK, &json!(list))
         }
+        Route::ImageTag { name, repo, tag } => {
+            detached(
+                &d,
+                move |d| async move { d.tag_image(&name, &repo, &tag).await },
+            )
+            .await?;
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::CREATED;
+            r
+        }
+        Route::ImageRemove { name, force } => {
+            let gone = detached(
+                &d,
+                move |d| async move { d.remove_image(&name, force).await },
+            )
+            .await?;
+            let list: Vec<_> = gone
+                .into_iter()
+                .map(|g| match g {
+                    daemon::ImageDeleted::Untagged(n) => json!({ "Untagged": n }),
+                    daemon::ImageDeleted::Deleted(id) => json!({ "Deleted": id }),
+                })
+                .collect();
+            json_response(StatusCode::OK, &json!(list))
+        }
+        Route::ContainerPrune => {
+            let ids = detached(&d, |d| async move { d.prune_containers().await }).await?;
+            json_response(
+                StatusCode::OK,
+                &json!({"ContainersDeleted": ids, "SpaceReclaimed": 0}),
+            )
+        }
         Route::ImageInspect { name } => {
             let img = d.image(&name).await?;
             json_response(StatusCode::OK, &daemon::image_inspect(&img))

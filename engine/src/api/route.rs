@@ -22,6 +22,16 @@ pub enum Route {
     ImageInspect {
         name: String,
     },
+    ImageTag {
+        name: String,
+        repo: String,
+        tag: String,
+    },
+    ImageRemove {
+        name: String,
+        force: bool,
+    },
+    ContainerPrune,
     ContainerCreate {
         name: Option<String>,
     },
@@ -149,6 +159,16 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
         (Method::GET, ["images", .., "json"]) if segs.len() > 2 => Route::ImageInspect {
             name: rest["/images/".len()..rest.len() - "/json".len()].to_string(),
         },
+        (Method::POST, ["images", .., "tag"]) if segs.len() > 2 => Route::ImageTag {
+            name: rest["/images/".len()..rest.len() - "/tag".len()].to_string(),
+            repo: q.get("repo").unwrap_or("").to_string(),
+            tag: q.get("tag").unwrap_or("").to_string(),
+        },
+        (Method::DELETE, ["images", _, ..]) => Route::ImageRemove {
+            name: rest["/images/".len()..].to_string(),
+            force: q.bool("force"),
+        },
+        (Method::POST, ["containers", "prune"]) => Route::ContainerPrune,
         (Method::POST, ["containers", "create"]) => Route::ContainerCreate {
             name: q.get("name").filter(|n| !n.is_empty()).map(str::to_string),
         },

@@ -246,3 +246,26 @@ fn restart_route() {
         }
     );
 }
+
+#[test]
+fn image_tag_remove_and_prune_routes() {
+    assert_eq!(
+        p(Method::POST, "/images/busybox/tag?repo=me/bb&tag=v1").unwrap(),
+        Route::ImageTag {
+            name: "busybox".into(),
+            repo: "me/bb".into(),
+            tag: "v1".into()
+        }
+    );
+    assert_eq!(
+        p(Method::DELETE, "/v1.50/images/quay.io/x/y:1?force=1").unwrap(),
+        Route::ImageRemove {
+            name: "quay.io/x/y:1".into(),
+            force: true
+        }
+    );
+    assert_eq!(
+        p(Method::POST, "/containers/prune").unwrap(),
+        Route::ContainerPrune
+    );
+}

@@ -209,6 +209,12 @@ impl Backend for FakeBackend {
         Ok(())
     }
 
+    async fn image_delete(&self, name: &str) -> BackendResult<()> {
+        self.with(|s| s.images.remove(name))
+            .map(|_| ())
+            .ok_or_else(|| not_found(&format!("image \"{name}\"")))
+    }
+
     async fn snapshot_exists(&self, key: &str) -> BackendResult<bool> {
         Ok(self.has_snapshot(key))
     }

@@ -130,6 +130,8 @@ pub trait Backend: Send + Sync + 'static {
     fn image_list(&self) -> impl Future<Output = BackendResult<Vec<Image>>> + Send;
     /// Creates the image, or points an existing name at the new target (a re-import).
     fn image_put(&self, image: Image) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Deletes one name; highd's garbage collector reclaims what nothing references.
+    fn image_delete(&self, name: &str) -> impl Future<Output = BackendResult<()>> + Send;
 
     fn snapshot_exists(&self, key: &str) -> impl Future<Output = BackendResult<bool>> + Send;
     fn snapshot_prepare(

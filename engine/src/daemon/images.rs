@@ -20,7 +20,7 @@ pub const MEDIA_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const MEDIA_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// dockerd's containerd image store names untagged images this way.
-const DANGLING_PREFIX: &str = "moby-dangling@";
+pub(super) const DANGLING_PREFIX: &str = "moby-dangling@";
 const SNAPSHOTTER: &str = "overlayfs";
 
 #[derive(Debug, thiserror::Error)]

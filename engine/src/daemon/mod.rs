@@ -5,6 +5,7 @@ mod create;
 mod etc;
 mod events;
 mod exec;
+mod image_ops;
 mod images;
 mod lifecycle;
 mod views;
@@ -25,6 +26,7 @@ use crate::spec::SpecError;
 use crate::store::{Resolved, Store, StoreError};
 
 pub use exec::{ExecRecord, ExecStream};
+pub use image_ops::ImageDeleted;
 pub use images::ImportError;
 pub use lifecycle::WaitOutcome;
 pub use views::{
@@ -58,6 +60,8 @@ pub enum DaemonError {
     StartFailed { message: String },
     #[error("{message}")]
     ExecFailed { message: String },
+    #[error("conflict: {message}")]
+    ImageConflict { message: String },
     #[error("{what} is not implemented yet in berth-engine")]
     NotImplemented { what: String },
     #[error(transparent)]

@@ -458,3 +458,52 @@ async fn failed_removal_marks_dead_and_rm_retries() {
     assert!(!e.fake.has_container(&id));
     assert!(e.daemon.container("dd").is_err());
 }
+
+#[tokio::test]
+async fn tag_and_remove_images_like_dockerd() {
+    let e = env().await;
+    let id = e.daemon.image("busybox").await.unwrap().id;
+    e.daemon.tag_image("busybox", "me/bb", "v1").await.unwrap();
+    let img = e.daemon.image("me/bb:v1").await.unwrap();
+    assert_eq!(img.id, id);
+    assert_eq!(
+        e.daemon.list_images().await.unwrap()[0].repo_tags(),
+        ["busybox:latest", "me/bb:v1"]
+    );
+    // By ID with two names: refused without force.
+    let err = e.daemon.remove_image(&id, false).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("image is referenced in multiple repositories"),
+        "{err}"
+    );
+    // By name: untag only.
+    let out = e.daemon.remove_image("me/bb:v1", false).await.unwrap();
+    assert_eq!(out, [image_ops::ImageDeleted::Untagged("me/bb:v1".into())]);
+    // The last name of an image a container uses: refused without force.
+    e.daemon
+        .create_container(Some("user"), req(&["true"], false))
+        .await
+        .unwrap();
+    let err = e.daemon.remove_image("busybox", false).await.unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "conflict: unable to remove repository reference \"busybox\" (must force) - container "
+        ),
+        "{err}"
+    );
+    // Prune removes the stopped container, then the image can go.
+    assert_eq!(e.daemon.prune_containers().await.unwrap().len(), 1);
+    let out = e.daemon.remove_image("busybox", false).await.unwrap();
+    assert_eq!(
+        out,
+        [
+            image_ops::ImageDeleted::Untagged("busybox:latest".into()),
+            image_ops::ImageDeleted::Deleted(id)
+        ]
+    );
+    assert!(matches!(
+        e.daemon.image("busybox").await,
+        Err(DaemonError::NoSuchImage { .. })
+    ));
+}

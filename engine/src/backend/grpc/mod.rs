@@ -226,6 +226,20 @@ impl Backend for GrpcBackend {
         }
     }
 
+    async fn image_delete(&self, name: &str) -> BackendResult<()> {
+        use svc::images::v1::DeleteImageRequest;
+        let req = DeleteImageRequest {
+            name: name.into(),
+            sync: false,
+            target: None,
+        };
+        self.images()
+            .delete(req)
+            .await
+            .map(|_| ())
+            .map_err(self.err("image delete"))
+    }
+
     async fn snapshot_exists(&self, key: &str) -> BackendResult<bool> {
         use svc::snapshots::v1::StatSnapshotRequest;
         let req = StatSnapshotRequest {

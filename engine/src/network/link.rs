@@ -1,0 +1,243 @@
+//! Interfaces, addresses and routes through rtnetlink (never by running `ip`). Every
+//! function takes a handle made by `netns::with_netlink` in the namespace it acts on.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::ipam::Ipv4Net;
+use super::NetworkError;
+
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+fn nl(op: &'static str, name: &str) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
+    let name = name.to_string();
+    move |source| NetworkError::Netlink { op, name, source }
+}
+
+/// The index of the interface called `name`, or `None` when there is none.
+pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetworkError> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(l) => Ok(l.map(|l| l.header.index)),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+        Err(e) => Err(nl("look up", name)(e)),
+    }
+}
+
+async fn mtu_of(h: &Handle, index: u32) -> Result<Option<u32>, NetworkError> {
+    let mut links = h.link().get().match_index(index).execute();
+    let link = links.try_next().await.map_err(nl("look up", "default route interface"))?;
+    Ok(link.and_then(|l| {
+        l.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(m),
+            _ => None,
+        })
+    }))
+}
+
+/// IPv4 routes of the main table as (network, output interface).
+pub async fn routes(h: &Handle) -> Result<Vec<(Ipv4Net, Option<u32>)>, NetworkError> {
+    let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let mut stream = h.route().get(filter).execute();
+    let mut out = Vec::new();
+    while let Some(r) = stream.try_next().await.map_err(nl("list routes", "main"))? {
+        if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.kind != RouteType::Unicast {
+            continue;
+        }
+        let mut dst = Ipv4Addr::UNSPECIFIED;
+        let mut oif = None;
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                _ => {}
+            }
+        }
+        out.push((Ipv4Net::new(dst, r.header.destination_prefix_length), oif));
+    }
+    Ok(out)
+}
+
+/// The MTU of the interface the default route leaves by (1500 when there is none), which
+/// is what dockerd gives its bridge unless told otherwise.
+pub async fn host_mtu(h: &Handle) -> Result<u32, NetworkError> {
+    let default = routes(h)
+        .await?
+        .into_iter()
+        .find(|(n, _)| n.prefix == 0)
+        .and_then(|(_, oif)| oif);
+    Ok(match default {
+        Some(i) => mtu_of(h, i).await?.unwrap_or(1500),
+        None => 1500,
+    })
+}
+
+/// Creates the bridge (or finds it after a restart), gives it the gateway address and
+/// brings it up; returns its index.
+pub async fn ensure_bridge(h: &Handle, name: &str, gateway: Ipv4Net) -> Result<u32, NetworkError> {
+    let index = match index_of(h, name).await? {
+        Some(i) => i,
+        None => {
+            h.link()
+                .add(LinkBridge::new(name).build())
+                .execute()
+                .await
+                .map_err(nl("create bridge", name))?;
+            index_of(h, name)
+                .await?
+                .ok_or_else(|| NetworkError::Vanished { name: name.into() })?
+        }
+    };
+    match h
+        .address()
+        .add(index, IpAddr::V4(gateway.addr), gateway.prefix)
+        .execute()
+        .await
+    {
+        Err(e) if errno(&e) != Some(EEXIST) => return Err(nl("add address to", name)(e)),
+        _ => {}
+    }
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(nl("bring up", name))?;
+    Ok(index)
+}
+
+/// Creates a veth pair, plugs `host` into the bridge and moves `peer` into the namespace
+/// open at `netns`.
+pub async fn create_veth(
+    h: &Handle,
+    host: &str,
+    peer: &str,
+    mtu: u32,
+    bridge: u32,
+    netns: &std::fs::File,
+) -> Result<(), NetworkError> {
+    h.link()
+        .add(LinkVeth::new(host, peer).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(nl("create veth", host))?;
+    let missing = || NetworkError::Vanished { name: peer.into() };
+    let peer_index = index_of(h, peer).await?.ok_or_else(missing)?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(peer_index)
+                .mtu(mtu)
+                .setns_by_fd(netns.as_raw_fd())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl("move into the container's netns", peer))?;
+    let host_index = index_of(h, host)
+        .await?
+        .ok_or_else(|| NetworkError::Vanished { name: host.into() })?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(host_index)
+                .controller(bridge)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl("attach to bridge", host))?;
+    Ok(())
+}
+
+/// Inside the container's namespace: `peer` becomes `eth0` with the endpoint's MAC and
+/// address, loopback comes up, the default route goes through the gateway.
+pub async fn configure_container(
+    h: &Handle,
+    peer: &str,
+    mac: [u8; 6],
+    addr: Ipv4Net,
+    gateway: Ipv4Addr,
+) -> Result<(), NetworkError> {
+    if let Some(lo) = index_of(h, "lo").await? {
+        h.link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .map_err(nl("bring up", "lo"))?;
+    }
+    let index = index_of(h, peer)
+        .await?
+        .ok_or_else(|| NetworkError::Vanished { name: peer.into() })?;
+    // A link can only be renamed while it is down, so rename first, then bring it up.
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .name("eth0")
+                .address(mac.to_vec())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl("rename to eth0", peer))?;
+    h.address()
+        .add(index, IpAddr::V4(addr.addr), addr.prefix)
+        .execute()
+        .await
+        .map_err(nl("add address to", "eth0"))?;
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(nl("bring up", "eth0"))?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(gateway)
+        .output_interface(index)
+        .build();
+    h.route()
+        .add(route)
+        .execute()
+        .await
+        .map_err(nl("add default route via", &gateway.to_string()))?;
+    Ok(())
+}
+
+/// Deletes an interface by name; one that is already gone is fine.
+pub async fn delete(h: &Handle, name: &str) -> Result<(), NetworkError> {
+    let Some(index) = index_of(h, name).await? else {
+        return Ok(());
+    };
+    match h.link().del(index).execute().await {
+        Err(e) if errno(&e) != Some(ENODEV) => Err(nl("delete", name)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Names of the interfaces plugged into the bridge with index `bridge`.
+pub async fn ports_of(h: &Handle, bridge: u32) -> Result<Vec<String>, NetworkError> {
+    let mut links = h.link().get().execute();
+    let mut out = Vec::new();
+    while let Some(l) = links.try_next().await.map_err(nl("list", "links"))? {
+        let attrs = &l.attributes;
+        if attrs.iter().any(|a| matches!(a, LinkAttribute::Controller(c) if *c == bridge)) {
+            if let Some(name) = attrs.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            }) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
+}
