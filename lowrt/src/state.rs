@@ -194,6 +194,20 @@ impl State {
         write_atomic(&dir.join(STATE_FILE), &data)
     }
 
+    /// A provisional record written before init exists (pid 0, so it reads as stopped):
+    /// if the runtime dies mid-create, `delete --force` still finds the cgroups to clean.
+    /// Not fsynced: after a machine crash there are no cgroups or processes left anyway.
+    pub fn save_provisional(&self, dir: &Path) -> Result<(), StateError> {
+        let path = dir.join(STATE_FILE);
+        let data = serde_json::to_vec(self).map_err(|source| StateError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        let tmp = dir.join(format!(".{STATE_FILE}.tmp{}", std::process::id()));
+        std::fs::write(&tmp, data).map_err(io_err("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))
+    }
+
     /// Whether init is still the process we started.
     pub fn init_alive(&self) -> bool {
         matches!(proc_stat(Pid::from_raw(self.pid)), Some((s, start)) if start == self.pid_start && s != 'Z' && s != 'X')

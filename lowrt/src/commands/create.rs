@@ -194,6 +194,15 @@ pub(crate) fn launch_with(
         cgroup.apply(res)?;
     }
 
+    State::new(
+        &opts.id,
+        0,
+        0,
+        bundle.clone(),
+        cg_config.clone(),
+        config.clone(),
+    )
+    .save_provisional(&dir)?;
     let ns_plan = namespaces::plan(linux.namespaces().as_deref().unwrap_or(&[]))?;
     if let Some(pid_ns) = &ns_plan.pid_join {
         pid_ns.enter()?;

@@ -99,7 +99,15 @@ pub fn kill(g: &Globals, id: &str, signal: &str, all: bool) -> Result<i32, Conta
 
 pub fn delete(g: &Globals, id: &str, force: bool) -> Result<i32, ContainerError> {
     let st = match State::load(&g.root, id) {
-        Err(StateError::NotFound(_)) if force => return Ok(0),
+        Err(StateError::NotFound(_)) if force => {
+            // A directory without state.json is debris of a create that died before its
+            // first write; nothing else can be known about it.
+            let dir = State::dir(&g.root, id);
+            if dir.is_dir() && crate::spec::validate_id(id).is_ok() {
+                std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            }
+            return Ok(0);
+        }
         other => other?,
     };
     let status = st.status(&g.root);

@@ -216,3 +216,27 @@ fn features_document_is_json() {
         .unwrap()
         .contains(&serde_json::json!("pid")));
 }
+
+/// The runtime is SIGKILLed in the middle of `create` (by a createRuntime hook killing
+/// its parent): `delete --force` must still remove the state dir and the cgroups.
+#[test]
+fn delete_force_cleans_after_runtime_died_mid_create() {
+    if super::harness::skip_unless_root("delete_force_cleans_after_runtime_died_mid_create") {
+        return;
+    }
+    let env = Env::new(&super::harness::berth());
+    let mut config = env.config("crash", &["sleep", "60"]);
+    config["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/busybox", "args": ["sh", "-c", "kill -9 $PPID"]}]});
+    env.write_config(&config);
+    let out = env.run(&["create", "crash"]);
+    assert_eq!(
+        out.status.code(),
+        None,
+        "runtime should have died of SIGKILL: {}",
+        stderr(&out)
+    );
+    assert!(env.root.join("crash").exists(), "expected debris to clean");
+    let out = env.run(&["delete", "--force", "crash"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.assert_nothing_left("crash");
+}
