@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins
-cargo test --workspace "$@"
+# --no-fail-fast: one failing crate must not hide the results of the others.
+cargo test --workspace --no-fail-fast "$@"
