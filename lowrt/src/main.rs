@@ -30,7 +30,9 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            let text = format!("{err:#}");
+            // Our messages already carry their causes (runc style); printing the anyhow chain
+            // would repeat them.
+            let text = format!("{err}");
             if has_log_file {
                 tracing::error!("{text}");
             }
