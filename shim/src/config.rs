@@ -23,6 +23,8 @@ pub enum ConfigError {
     Address { path: PathBuf },
     #[error("runtime {name} not found (searched $PATH and next to berth-shim)")]
     RuntimeNotFound { name: PathBuf },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }
 
 /// Flags of `berth-shim start` (docs/ARCHITECTURE.md, "Command lines").
@@ -49,6 +51,10 @@ pub struct ShimConfig {
     /// Log at debug level.
     #[arg(long)]
     pub debug: bool,
+    /// cgroup (absolute path within each hierarchy) the daemon moves itself into,
+    /// created if missing, so it is not accounted to its caller.
+    #[arg(long)]
+    pub cgroup: Option<String>,
 }
 
 impl ShimConfig {
@@ -76,6 +82,9 @@ impl ShimConfig {
             return Err(ConfigError::Address {
                 path: self.address.clone(),
             });
+        }
+        if let Some(cgroup) = &self.cgroup {
+            crate::cgroup::place::validate_path(cgroup)?;
         }
         self.runtime =
             resolve_binary(&self.runtime).ok_or_else(|| ConfigError::RuntimeNotFound {
@@ -111,6 +120,9 @@ impl ShimConfig {
         }
         if self.debug {
             args.push("--debug".into());
+        }
+        if let Some(cgroup) = &self.cgroup {
+            args.extend(["--cgroup".into(), cgroup.into()]);
         }
         args
     }
@@ -148,6 +160,7 @@ mod tests {
             runtime: "sh".into(),
             runtime_root: None,
             debug: false,
+            cgroup: None,
         }
     }
 
@@ -166,5 +179,9 @@ mod tests {
         assert!(err.to_string().contains("no-such-runtime-xyz"), "{err}");
         let mut bad = config(&dir.path().join("missing"));
         assert!(matches!(bad.validate(), Err(ConfigError::Bundle { .. })));
+        let mut bad = config(dir.path());
+        bad.cgroup = Some("shims".into());
+        let err = bad.validate().unwrap_err();
+        assert!(err.to_string().contains("invalid shim cgroup"), "{err}");
     }
 }

@@ -52,6 +52,8 @@ pub enum DaemonError {
     Timeout { secs: u64, log: PathBuf },
     #[error("readiness descriptor {fd} is not open")]
     ReadyFd { fd: RawFd },
+    #[error("cannot join the shim cgroup")]
+    Cgroup(#[source] crate::cgroup::CgroupError),
     #[error("cannot become a child subreaper")]
     Subreaper(#[source] nix::errno::Errno),
     #[error("cannot build the async runtime")]
@@ -160,6 +162,13 @@ pub fn serve(cfg: ShimConfig, ready_fd: RawFd) -> Result<(), DaemonError> {
 
 fn serve_inner(mut cfg: ShimConfig, ready: &mut Option<File>) -> Result<(), DaemonError> {
     cfg.validate()?;
+    // First, so that what the daemon allocates from here on is charged to its own cgroup
+    // (v1 memory charges stay where a page was first touched) and the runtime and
+    // everything it spawns start there too.
+    if let Some(cgroup) = &cfg.cgroup {
+        let dirs = crate::cgroup::place_self(cgroup).map_err(DaemonError::Cgroup)?;
+        tracing::info!(cgroup, hierarchies = dirs.len(), "joined the shim cgroup");
+    }
     // Before anything is spawned, so every orphan of the container is ours to reap.
     nix::sys::prctl::set_child_subreaper(true).map_err(DaemonError::Subreaper)?;
     // One thread: an idle shim must stay small, and a single-threaded reactor also keeps

@@ -59,6 +59,10 @@ pub enum TaskError {
     ConsoleTimeout,
     #[error("the operation failed inside the shim")]
     Aborted(#[source] tokio::task::JoinError),
+    #[error("the task's cgroup is unknown (see shim.log): no statistics")]
+    NoCgroup,
+    #[error("cgroup statistics")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     #[error("{what} is not implemented by berth-shim")]
     Unimplemented { what: &'static str },
     #[error(transparent)]
@@ -87,7 +91,10 @@ impl From<TaskError> for Status {
             | TaskError::SpecType { .. }
             | TaskError::BadSignal { .. }
             | TaskError::Io(IoError::Target { .. } | IoError::JsonStdin) => Code::InvalidArgument,
-            TaskError::Io(IoError::NoTerminal) | TaskError::WrongState { .. } => {
+            TaskError::Io(IoError::NoTerminal)
+            | TaskError::WrongState { .. }
+            | TaskError::NoCgroup
+            | TaskError::Cgroup(crate::cgroup::CgroupError::Gone { .. }) => {
                 Code::FailedPrecondition
             }
             TaskError::Unimplemented { .. } => Code::Unimplemented,

@@ -2,8 +2,9 @@
 //!
 //! `berth-shim start` daemonizes ([`daemon`]); the daemon reaps ([`reaper`]), runs the
 //! OCI runtime ([`runtime`]), copies stdio ([`stdio`]), records exits ([`state_files`])
-//! and OOMs, and serves containerd's shim task API ([`service`] over [`task`]).
+//! and OOMs, reads the container's cgroup statistics ([`cgroup`]), and serves containerd's shim task API ([`service`] over [`task`]).
 
+pub mod cgroup;
 pub mod config;
 pub mod console;
 pub mod daemon;

@@ -4,7 +4,8 @@
 //! cgroup v1 only: an eventfd registered on `memory.oom_control` through
 //! `cgroup.event_control` (kernel Documentation/admin-guide/cgroup-v1/memory.rst, "Memory
 //! thresholds" and "OOM Control"). The kernel also signals the eventfd when the cgroup is
-//! removed, which ends the watch. On a cgroup-v2-only host there is no watcher.
+//! removed, which ends the watch. On a cgroup-v2-only host there is no watcher. The
+//! cgroup's directory comes from [`crate::cgroup`].
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -14,16 +15,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::stdio::AsyncPipe;
 
-const MEMORY_ROOT: &str = "/sys/fs/cgroup/memory";
-
 #[derive(Debug, thiserror::Error)]
 pub enum OomError {
-    #[error("cannot read the cgroups of pid {pid}")]
-    ProcCgroup {
-        pid: u32,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("cannot open {path}")]
     Open {
         path: PathBuf,
@@ -49,14 +42,9 @@ pub struct OomWatcher {
 }
 
 impl OomWatcher {
-    /// Watches the v1 memory cgroup `pid` is in; `None` when there is none.
-    pub fn for_pid(pid: u32) -> Result<Option<OomWatcher>, OomError> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .map_err(|source| OomError::ProcCgroup { pid, source })?;
-        let Some(rel) = memory_cgroup(&text) else {
-            return Ok(None);
-        };
-        let dir = Path::new(MEMORY_ROOT).join(rel.trim_start_matches('/'));
+    /// Watches the v1 memory cgroup at `dir`; `None` when it has no OOM control.
+    pub fn for_dir(dir: &Path) -> Result<Option<OomWatcher>, OomError> {
+        let dir = dir.to_owned();
         let control_path = dir.join("memory.oom_control");
         if !control_path.exists() {
             return Ok(None);
@@ -88,30 +76,5 @@ impl OomWatcher {
             Ok(8) if self.dir.exists() => Some(()),
             _ => None,
         }
-    }
-}
-
-/// The path of the v1 `memory` controller's line in /proc/PID/cgroup.
-fn memory_cgroup(proc_cgroup: &str) -> Option<&str> {
-    proc_cgroup.lines().find_map(|line| {
-        let mut fields = line.splitn(3, ':');
-        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-        controllers
-            .split(',')
-            .any(|c| c == "memory")
-            .then_some(path)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_memory_controller_line() {
-        let text = "5:devices:/a\n4:memory:/berth/c1\n0::/\n";
-        assert_eq!(memory_cgroup(text), Some("/berth/c1"));
-        assert_eq!(memory_cgroup("3:cpu,cpuacct:/x\n0::/x\n"), None);
-        assert_eq!(memory_cgroup("7:memory,hugetlb:/y\n"), Some("/y"));
     }
 }

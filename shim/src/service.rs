@@ -243,8 +243,11 @@ impl<R: RuntimeCli> task_server::Task for TaskService<R> {
         })
     }
 
-    async fn stats(&self, _: Request<api::StatsRequest>) -> RpcResult<api::StatsResponse> {
-        Err(unimplemented("Stats"))
+    async fn stats(&self, req: Request<api::StatsRequest>) -> RpcResult<api::StatsResponse> {
+        self.task.check_id(&req.get_ref().id)?;
+        ok(api::StatsResponse {
+            stats: Some(self.task.stats()?),
+        })
     }
 
     async fn connect(&self, req: Request<api::ConnectRequest>) -> RpcResult<api::ConnectResponse> {

@@ -13,6 +13,7 @@ use berth_proto::containerd::events::{
 use berth_proto::containerd::v1::types::Status;
 use tokio::sync::Notify;
 
+use crate::cgroup::CgroupPaths;
 use crate::console::ConsoleSocket;
 use crate::error::TaskError;
 use crate::events::Publisher;
@@ -53,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) pending_launches: usize,
     /// Publishes TaskOOM while the task exists.
     oom_watch: Option<tokio::task::AbortHandle>,
+    /// The container's cgroup, located once its init exists (for Stats and OOM events).
+    pub(crate) cgroup: Option<CgroupPaths>,
     pub(crate) unmatched: HashMap<i32, Exit>,
 }
 
@@ -142,7 +145,12 @@ impl<R: RuntimeCli> Task<R> {
             Ok(process) => {
                 let pid = process.pid();
                 inner.init = Some(process);
-                inner.oom_watch = self.watch_oom(pid);
+                drop(inner);
+                let cgroup = self.locate_cgroup(pid);
+                let oom_watch = self.watch_oom(cgroup.as_ref());
+                let mut inner = self.lock();
+                inner.cgroup = cgroup;
+                inner.oom_watch = oom_watch;
                 drop(inner);
                 self.events.publish(TaskCreate {
                     container_id: self.cfg.id.clone(),
@@ -198,14 +206,32 @@ impl<R: RuntimeCli> Task<R> {
         Ok(process)
     }
 
-    fn watch_oom(&self, pid: u32) -> Option<tokio::task::AbortHandle> {
-        let watcher = match crate::oom::OomWatcher::for_pid(pid) {
-            Ok(Some(w)) => w,
-            Ok(None) => {
-                tracing::debug!(pid, "no cgroup v1 memory controller; no OOM events");
+    /// The init's cgroup as the runtime placed it; the spec's `cgroupsPath` when the init
+    /// is already gone. `None` (no Stats, no OOM events) when neither works.
+    fn locate_cgroup(&self, pid: u32) -> Option<CgroupPaths> {
+        let by_pid = CgroupPaths::for_pid(pid);
+        let found = by_pid.or_else(|err| {
+            tracing::debug!(pid, error = %crate::error_chain(&err), "trying cgroupsPath");
+            CgroupPaths::from_bundle(&self.cfg.bundle)
+        });
+        match found {
+            Ok(paths) => Some(paths),
+            Err(err) => {
+                tracing::warn!(error = %crate::error_chain(&err), "container cgroup not found");
+                None
+            }
+        }
+    }
+
+    fn watch_oom(&self, cgroup: Option<&CgroupPaths>) -> Option<tokio::task::AbortHandle> {
+        let memory = cgroup.and_then(|c| c.v1_dir("memory"));
+        let watcher = match memory.map(crate::oom::OomWatcher::for_dir) {
+            Some(Ok(Some(w))) => w,
+            None | Some(Ok(None)) => {
+                tracing::debug!("no cgroup v1 memory controller; no OOM events");
                 return None;
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 tracing::warn!(error = %crate::error_chain(&err), "cannot watch for OOM");
                 return None;
             }
@@ -379,6 +405,7 @@ impl<R: RuntimeCli> Task<R> {
             inner.rootfs_mounted = false;
         }
         inner.init = None;
+        inner.cgroup = None;
         if let Some(watch) = inner.oom_watch.take() {
             watch.abort();
         }
@@ -432,6 +459,13 @@ impl<R: RuntimeCli> Task<R> {
             return Ok(Vec::new());
         }
         Ok(self.runtime.ps(&self.cfg.id).await?)
+    }
+
+    /// Stats: the container cgroup's metrics, packed as containerd packs them.
+    pub fn stats(&self) -> Result<prost_types::Any, TaskError> {
+        self.process(&self.cfg.id, "")?;
+        let cgroup = self.lock().cgroup.clone().ok_or(TaskError::NoCgroup)?;
+        Ok(cgroup.metrics()?)
     }
 
     /// Update: new OCI LinuxResources (JSON) for the running (or paused) task.

@@ -1,4 +1,4 @@
-//! `berth-shim start`: detaching, bad input, late highd, memory.
+//! `berth-shim start`: detaching, bad input, late highd, inherited descriptors.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -155,60 +155,6 @@ async fn task_exit_reaches_highd_that_comes_up_late() -> anyhow::Result<()> {
             events.topics()[..3],
             ["/tasks/create", "/tasks/start", "/tasks/exit"]
         );
-        fx.delete_and_shutdown(&mut client).await?;
-        Ok(())
-    })
-    .await
-}
-
-#[tokio::test]
-async fn idle_shim_memory() -> anyhow::Result<()> {
-    crate::harness::bounded(async {
-        if skip_unless_root("idle_shim_memory") {
-            return Ok(());
-        }
-        let mut fx = Fixture::new(&["sleep", "1000"])?;
-        let events = FakeEvents::default();
-        events.serve(&fx.events_sock)?;
-        let mut client = fx.start_shim().await?;
-        client.create(fx.create_request("", "")).await?;
-        client
-            .start(StartRequest {
-                id: fx.id.clone(),
-                exec_id: String::new(),
-            })
-            .await?;
-        let pid = fx.shim_pid.unwrap_or_default();
-        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-        let field = |name: &str| -> u64 {
-            rollup
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-                .unwrap_or(0)
-        };
-        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
-        eprintln!(
-            "idle shim {pid}: Pss {} kB, Rss {} kB, Private_Dirty {} kB, threads {threads}",
-            field("Pss:"),
-            field("Rss:"),
-            field("Private_Dirty:")
-        );
-        assert_eq!(threads, 1, "the shim must stay single-threaded");
-        client
-            .kill(berth_proto::containerd::task::v2::KillRequest {
-                id: fx.id.clone(),
-                exec_id: String::new(),
-                signal: 9,
-                all: false,
-            })
-            .await?;
-        client
-            .wait(WaitRequest {
-                id: fx.id.clone(),
-                exec_id: String::new(),
-            })
-            .await?;
         fx.delete_and_shutdown(&mut client).await?;
         Ok(())
     })

@@ -84,6 +84,8 @@ pub struct Fixture {
     pub events_sock: PathBuf,
     pub runtime_root: PathBuf,
     pub cgroup_parent: String,
+    /// `--cgroup` for the shim, when set (a path under `cgroup_parent`, removed with it).
+    pub shim_cgroup: Option<String>,
     pub shim_pid: Option<u32>,
 }
 
@@ -117,6 +119,7 @@ impl Fixture {
             bundle,
             image,
             cgroup_parent,
+            shim_cgroup: None,
             shim_pid: None,
         };
         fx.write_config(args, false)?;
@@ -173,6 +176,9 @@ impl Fixture {
             .arg("--runtime-root")
             .arg(&self.runtime_root)
             .arg("--debug");
+        if let Some(cgroup) = &self.shim_cgroup {
+            cmd.args(["--cgroup", cgroup]);
+        }
         cmd
     }
 
@@ -260,6 +266,11 @@ impl Drop for Fixture {
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            // Its cgroup can only be removed once it is gone.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while pid_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let _ = nix::mount::umount2(
             &self.bundle.join("rootfs"),
@@ -292,7 +303,7 @@ fn make_busybox_rootfs(root: &Path) -> Result<()> {
 }
 
 /// Removes `/sys/fs/cgroup/<ctrl>/<parent>` (and the cgroups under it) everywhere.
-fn remove_cgroups(parent: &str) {
+pub fn remove_cgroups(parent: &str) {
     let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };

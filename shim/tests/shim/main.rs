@@ -5,4 +5,6 @@
 mod daemon;
 mod harness;
 mod lifecycle;
+mod memory;
 mod process;
+mod stats;
