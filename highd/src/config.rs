@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -59,7 +60,23 @@ struct FileConfig {
     address: Option<PathBuf>,
     #[serde(default)]
     runtimes: BTreeMap<String, FileRuntime>,
+    #[serde(default)]
+    gc: FileGc,
 }
+
+/// `[gc]`: seconds, so the file needs no duration syntax.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGc {
+    /// Seconds between background collections; 0 turns them off.
+    interval: Option<u64>,
+    /// Seconds unreferenced content and snapshots are kept (docs/storage.md, grace).
+    grace: Option<u64>,
+}
+
+/// Background collection every 30 minutes: deletes already collect right away, so the
+/// loop only catches expired leases and leftovers of crashes.
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +102,10 @@ pub struct Config {
     pub state: PathBuf,
     pub address: PathBuf,
     pub runtimes: BTreeMap<String, RuntimeConfig>,
+    /// Period of the background GC; `None` disables it.
+    pub gc_interval: Option<Duration>,
+    /// Overrides the GC's grace period for unreferenced young objects.
+    pub gc_grace: Option<Duration>,
 }
 
 impl Config {
@@ -134,11 +155,18 @@ impl Config {
                 },
             );
         }
+        let gc_interval = match file.gc.interval {
+            None => Some(DEFAULT_GC_INTERVAL),
+            Some(0) => None,
+            Some(secs) => Some(Duration::from_secs(secs)),
+        };
         Ok(Config {
             root,
             state,
             address,
             runtimes,
+            gc_interval,
+            gc_grace: file.gc.grace.map(Duration::from_secs),
         })
     }
 
@@ -252,6 +280,8 @@ mod tests {
         let cfg = Config::load(flags_with_bins(), Path::new("/nonexistent/berth-highd")).unwrap();
         assert_eq!(cfg.root, PathBuf::from(DEFAULT_ROOT));
         assert_eq!(cfg.address, PathBuf::from(DEFAULT_ADDRESS));
+        assert_eq!(cfg.gc_interval, Some(DEFAULT_GC_INTERVAL));
+        assert_eq!(cfg.gc_grace, None);
         for name in DEFAULT_RUNTIMES {
             let rt = &cfg.runtimes[name];
             assert_eq!(rt.shim, PathBuf::from("/bin/true"));
@@ -268,7 +298,7 @@ mod tests {
         let path = dir.path().join("config.toml");
         std::fs::write(
             &path,
-            "state = \"/tmp/st\"\n[runtimes.\"io.containerd.runc.v2\"]\nruntime = \"/opt/crun\"\nruntime_root = \"/run/crun\"\n[runtimes.custom]\nshim = \"/opt/shim\"\n",
+            "state = \"/tmp/st\"\n[gc]\ninterval = 0\ngrace = 5\n[runtimes.\"io.containerd.runc.v2\"]\nruntime = \"/opt/crun\"\nruntime_root = \"/run/crun\"\n[runtimes.custom]\nshim = \"/opt/shim\"\n",
         )
         .unwrap();
         let flags = Flags {
@@ -277,6 +307,10 @@ mod tests {
         };
         let cfg = Config::load(flags, Path::new("/x/berth-highd")).unwrap();
         assert_eq!(cfg.state, PathBuf::from("/tmp/st"));
+        assert_eq!(
+            (cfg.gc_interval, cfg.gc_grace),
+            (None, Some(Duration::from_secs(5)))
+        );
         let runc = &cfg.runtimes["io.containerd.runc.v2"];
         assert_eq!(runc.runtime, PathBuf::from("/opt/crun"));
         assert_eq!(cfg.runtime_root(runc, "a"), PathBuf::from("/run/crun/a"));

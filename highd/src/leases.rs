@@ -78,8 +78,11 @@ pub fn create(
     id: &str,
     labels: BTreeMap<String, String>,
 ) -> Result<LeaseRecord, StoreError> {
-    crate::namespaces::validate(id)
-        .map_err(|_| StoreError::invalid("lease id", id, "not a valid identifier"))?;
+    // containerd only requires a non-empty lease id: ctr's own ids
+    // (`<nanos>-<base64url>`, e.g. `483955030--_q8`) are not identifiers.
+    if id.is_empty() {
+        return Err(StoreError::invalid("lease id", id, "must not be empty"));
+    }
     let rec = LeaseRecord {
         labels,
         created_at: Utc::now(),

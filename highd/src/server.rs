@@ -126,12 +126,15 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), ServerError> {
     let db = Db::open(&cfg.root)?;
     let uuid = crate::introspection::server_uuid(&cfg.root)?;
     let exchange = Exchange::new();
-    let storage = Storage::open(&cfg.root, db.clone(), None)
-        .map_err(|source| ServerError::Store {
+    let mut storage =
+        Storage::open(&cfg.root, db.clone(), None).map_err(|source| ServerError::Store {
             what: "content store and snapshotter",
             source,
-        })?
-        .with_events(exchange.clone());
+        })?;
+    if let Some(grace) = cfg.gc_grace {
+        storage = storage.with_gc_grace(grace);
+    }
+    let storage = storage.with_events(exchange.clone());
     let containers = ContainerStore::new(db.clone());
     storage.gc.set_container_refs(Arc::new(containers.clone()));
     let tasks = Arc::new(TaskManager::new(
@@ -144,6 +147,11 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), ServerError> {
     // Recover before listening, so no client sees a half-rebuilt task table. Shims
     // retry their events until we listen.
     tasks.recover().await;
+    // The first round runs now, so leftovers of a crash (content and snapshots no record
+    // or lease holds) go once their grace period is over.
+    if let Some(every) = cfg.gc_interval {
+        storage.gc.spawn_periodic(every);
+    }
 
     let mut term =
         signal(SignalKind::terminate()).map_err(|source| ServerError::Signals { source })?;

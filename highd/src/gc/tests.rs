@@ -116,12 +116,16 @@ fn keeps_what_images_leases_and_containers_reach() -> anyhow::Result<()> {
     put(&env, "other", b"garbage", root())?;
     let leased = put(&env, "ns", b"leased", BTreeMap::new())?;
     let labelled = put(&env, "ns", b"root", root())?;
-    crate::leases::create(&env.db, "ns", "l1", BTreeMap::new())?;
+    // A lease id as ctr makes them (`<nanos>-<base64url>`): not a containerd identifier.
+    let lease = "483955030--_q8";
+    crate::leases::create(&env.db, "ns", lease, BTreeMap::new())?;
+    let empty = crate::leases::create(&env.db, "ns", "", BTreeMap::new()).unwrap_err();
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument, "{empty}");
     let res = crate::leases::Resource {
         id: leased.clone(),
         kind: "content".into(),
     };
-    crate::leases::change_resource(&env.db, "ns", "l1", res, true)?;
+    crate::leases::change_resource(&env.db, "ns", lease, res, true)?;
     for (key, parent) in [("orphan", ""), ("orphan-child", "orphan-c"), ("pinned", "")] {
         let active = format!("{key}-a");
         env.snaps.prepare(
@@ -160,7 +164,7 @@ fn keeps_what_images_leases_and_containers_reach() -> anyhow::Result<()> {
     env.snaps.remove("ns", "ctr")?;
     env.gc.collect()?;
     assert_eq!(snapshot_names(&env)?, ["pinned"]);
-    crate::leases::delete(&env.db, "ns", "l1")?;
+    crate::leases::delete(&env.db, "ns", lease)?;
     assert_eq!(env.gc.collect()?.content, 1);
     Ok(())
 }

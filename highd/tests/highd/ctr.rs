@@ -1,26 +1,33 @@
 //! containerd's own client against berth-highd (invariant 2): Debian's `ctr` (1.6).
-//! Needs `$BERTH_CTR` pointing at a `ctr` binary; skips visibly without it.
+//! Runs when `ctr` is in `$PATH` (or `$BERTH_CTR` names one); skips visibly otherwise.
 
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
 
-use crate::common::{skip_unless_root, Stack};
+use crate::common::{poll, skip_unless_root, Stack};
 
-/// Opt-in through `$BERTH_CTR` only: with storage's lease-id check (docs/highd.md, known
-/// issue) about one ctr command in three fails, which must not make everyone's runs flaky.
-fn find_ctr() -> Option<PathBuf> {
-    std::env::var_os("BERTH_CTR").map(PathBuf::from)
+/// `$BERTH_CTR` if set, else `ctr` from `$PATH` (Debian's containerd package; CI installs it).
+pub fn find_ctr() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BERTH_CTR") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("ctr"))
+        .find(|p| p.is_file())
 }
 
-struct Ctr {
-    bin: PathBuf,
-    address: PathBuf,
+pub struct Ctr {
+    pub bin: PathBuf,
+    pub address: PathBuf,
 }
 
 impl Ctr {
-    fn run(&self, args: &[&str]) -> Result<Output> {
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
         let out = Command::new(&self.bin)
             .arg("--address")
             .arg(&self.address)
@@ -30,8 +37,46 @@ impl Ctr {
         Ok(out)
     }
 
+    /// The `ctr` to drive `stack` with, or None after printing why the test is skipped.
+    pub fn for_test(test: &str, stack: &Stack) -> Option<Ctr> {
+        if skip_unless_root(test) {
+            return None;
+        }
+        let Some(bin) = find_ctr() else {
+            eprintln!("SKIPPED {test}: no ctr in $PATH (apt-get install containerd) or $BERTH_CTR");
+            return None;
+        };
+        Some(Ctr {
+            bin,
+            address: stack.address.clone(),
+        })
+    }
+
+    /// `ctr events` in the background; its output accumulates in the returned buffer.
+    pub fn events(&self) -> Result<Events> {
+        let mut child = Command::new(&self.bin)
+            .arg("--address")
+            .arg(&self.address)
+            .arg("events")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let out = Arc::new(Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().expect("piped");
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Ok(Events { child, out })
+    }
+
     /// Runs and requires success; returns stdout.
-    fn ok(&self, args: &[&str]) -> Result<String> {
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.run(args)?;
         ensure!(
             out.status.success(),
@@ -43,24 +88,49 @@ impl Ctr {
     }
 }
 
+/// A running `ctr events`, killed (by its pid) when dropped.
+pub struct Events {
+    child: Child,
+    out: Arc<Mutex<String>>,
+}
+
+impl Events {
+    /// Waits until a line mentions both `topic` and `needle`.
+    pub async fn wait_for(&self, topic: &str, needle: &str) -> Result<()> {
+        poll(
+            &format!("ctr events to show {topic} {needle}"),
+            Duration::from_secs(10),
+            || {
+                let out = self.out.lock().unwrap();
+                out.lines()
+                    .any(|l| l.contains(topic) && l.contains(needle))
+                    .then_some(())
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `run --rootfs`, `run -d`, `tasks ls/ps/exec/pause/resume/kill/rm`,
+/// `containers ls/info/rm` and `events`, all through ctr.
 #[tokio::test(flavor = "multi_thread")]
 async fn ctr_runs_execs_and_kills() -> Result<()> {
-    if skip_unless_root("ctr_runs_execs_and_kills") {
-        return Ok(());
-    }
-    let Some(bin) = find_ctr() else {
-        eprintln!("SKIPPED ctr_runs_execs_and_kills: set BERTH_CTR=/path/to/ctr to run it");
-        return Ok(());
-    };
     let mut stack = Stack::new();
-    stack.start().await?;
-    let ctr = Ctr {
-        bin,
-        address: stack.address.clone(),
+    let Some(ctr) = Ctr::for_test("ctr_runs_execs_and_kills", &stack) else {
+        return Ok(());
     };
+    stack.start().await?;
     let rootfs = stack.rootfs().to_string_lossy().into_owned();
     let version = ctr.ok(&["version"])?;
     ensure!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    let events = ctr.events()?;
 
     // Foreground run: ctr creates the container, the task, waits and deletes.
     let cg1 = format!("{}/c1", stack.cgroup_parent);
@@ -75,6 +145,8 @@ async fn ctr_runs_execs_and_kills() -> Result<()> {
         "hi-from-ctr",
     ])?;
     ensure!(out.contains("hi-from-ctr"), "{out}");
+    events.wait_for("/tasks/exit", "c1").await?;
+    events.wait_for("/tasks/delete", "c1").await?;
 
     let cg2 = format!("{}/c2", stack.cgroup_parent);
     ctr.ok(&[
@@ -88,12 +160,24 @@ async fn ctr_runs_execs_and_kills() -> Result<()> {
         "/bin/sleep",
         "1000",
     ])?;
-    let tasks = ctr.ok(&["tasks", "ls"])?;
-    ensure!(
-        tasks
+    events.wait_for("/tasks/start", "c2").await?;
+    let status = |want: &str| -> Result<bool> {
+        let tasks = ctr.ok(&["tasks", "ls"])?;
+        Ok(tasks
             .lines()
-            .any(|l| l.starts_with("c2") && l.contains("RUNNING")),
-        "{tasks}"
+            .any(|l| l.starts_with("c2") && l.contains(want)))
+    };
+    ensure!(status("RUNNING")?, "c2 not RUNNING");
+    let pid = ctr
+        .ok(&["tasks", "ls"])?
+        .lines()
+        .find(|l| l.starts_with("c2"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_default();
+    let ps = ctr.ok(&["tasks", "ps", "c2"])?;
+    ensure!(
+        ps.lines().any(|l| l.starts_with(&pid)),
+        "pid {pid} not in: {ps}"
     );
     let out = ctr.ok(&[
         "tasks",
@@ -105,6 +189,20 @@ async fn ctr_runs_execs_and_kills() -> Result<()> {
         "exec-works",
     ])?;
     ensure!(out.contains("exec-works"), "{out}");
+    events.wait_for("/tasks/exec-started", "e1").await?;
+
+    ctr.ok(&["tasks", "pause", "c2"])?;
+    ensure!(status("PAUSED")?, "c2 not PAUSED");
+    events.wait_for("/tasks/paused", "c2").await?;
+    ctr.ok(&["tasks", "resume", "c2"])?;
+    ensure!(status("RUNNING")?, "c2 not RUNNING after resume");
+
+    let listed = ctr.ok(&["containers", "ls", "-q"])?;
+    ensure!(listed.lines().any(|l| l == "c2"), "{listed}");
+    let info: serde_json::Value = serde_json::from_str(&ctr.ok(&["containers", "info", "c2"])?)?;
+    ensure!(info["ID"] == "c2", "{info}");
+    ensure!(info["Runtime"]["Name"] == "io.containerd.runc.v2", "{info}");
+    ensure!(info["Spec"]["process"]["args"][0] == "/bin/sleep", "{info}");
     // The container cannot go while its task exists.
     let refused = ctr.run(&["containers", "rm", "c2"])?;
     ensure!(
@@ -112,102 +210,17 @@ async fn ctr_runs_execs_and_kills() -> Result<()> {
         "containers rm of a running task succeeded"
     );
     ctr.ok(&["tasks", "kill", "-s", "9", "c2"])?;
-    crate::common::poll("c2 to stop", std::time::Duration::from_secs(10), || {
-        ctr.ok(&["tasks", "ls"])
-            .ok()
-            .filter(|t| t.contains("STOPPED"))
-            .map(|_| ())
+    poll("c2 to stop", Duration::from_secs(10), || {
+        status("STOPPED").ok().filter(|s| *s)
     })
     .await?;
+    events.wait_for("/tasks/exit", "c2").await?;
     ctr.ok(&["tasks", "rm", "c2"])?;
     ctr.ok(&["containers", "rm", "c1", "c2"])?;
+    events.wait_for("/containers/delete", "c2").await?;
     let left = ctr.ok(&["containers", "ls", "-q"])?;
     ensure!(left.trim().is_empty(), "{left}");
-    Ok(())
-}
-
-/// An OCI image archive (`ctr images import` format) of the test rootfs, one layer.
-fn oci_archive(stack: &Stack, name: &str) -> Result<PathBuf> {
-    use sha2::{Digest, Sha256};
-    let digest = |b: &[u8]| hex::encode(Sha256::digest(b));
-    let mut layer = tar::Builder::new(Vec::new());
-    layer.follow_symlinks(false);
-    layer.append_dir_all(".", stack.rootfs())?;
-    let layer = layer.into_inner()?;
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", digest(&layer))]}
-    }))?;
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": format!("sha256:{}", digest(&config)), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": format!("sha256:{}", digest(&layer)), "size": layer.len()}]
-    }))?;
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": format!("sha256:{}", digest(&manifest)), "size": manifest.len(),
-                       "annotations": {"io.containerd.image.name": name}}]
-    }))?;
-    let path = stack.dir.path().join("image.tar");
-    let mut archive = tar::Builder::new(std::fs::File::create(&path)?);
-    let mut add = |name: String, data: &[u8]| -> std::io::Result<()> {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        archive.append_data(&mut header, name, data)
-    };
-    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    add("index.json".into(), &index)?;
-    for blob in [&layer, &config, &manifest] {
-        add(format!("blobs/sha256/{}", digest(blob)), blob)?;
-    }
-    archive.finish()?;
-    Ok(path)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn ctr_imports_and_runs_an_image() -> Result<()> {
-    if skip_unless_root("ctr_imports_and_runs_an_image") {
-        return Ok(());
-    }
-    let Some(bin) = find_ctr() else {
-        eprintln!("SKIPPED ctr_imports_and_runs_an_image: set BERTH_CTR=/path/to/ctr to run it");
-        return Ok(());
-    };
-    let mut stack = Stack::new();
-    stack.start().await?;
-    let ctr = Ctr {
-        bin,
-        address: stack.address.clone(),
-    };
-    let image = "docker.io/library/bhtest:latest";
-    let archive = oci_archive(&stack, image)?;
-    ctr.ok(&["images", "import", &archive.to_string_lossy()])?;
-    // Content, snapshots (overlay or copy) and the task's rootfs mounts, end to end.
-    let cg = format!("{}/i1", stack.cgroup_parent);
-    let out = ctr.ok(&[
-        "run",
-        "--rm",
-        "--cgroup",
-        &cg,
-        image,
-        "i1",
-        "/bin/sh",
-        "-c",
-        "echo from-image; ls /bin/busybox",
-    ])?;
-    ensure!(
-        out.contains("from-image") && out.contains("/bin/busybox"),
-        "{out}"
-    );
-    ctr.ok(&["images", "rm", "--sync", image])?;
-    let images = ctr.ok(&["images", "ls", "-q"])?;
-    ensure!(images.trim().is_empty(), "{images}");
+    let left = ctr.ok(&["tasks", "ls", "-q"])?;
+    ensure!(left.trim().is_empty(), "{left}");
     Ok(())
 }

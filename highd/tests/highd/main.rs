@@ -7,5 +7,6 @@
 mod basics;
 mod common;
 mod ctr;
+mod ctr_images;
 mod restart;
 mod tasks;
