@@ -32,6 +32,9 @@ pub struct ExitRecord {
     pub exited_at: Option<DateTime<Utc>>,
 }
 
+/// Present in a task dir from its creation until the shim's Create succeeded.
+pub const CREATING: &str = "creating";
+
 #[derive(Debug, Clone)]
 pub struct Bundle {
     pub dir: PathBuf,
@@ -79,6 +82,9 @@ impl Bundle {
         }
         std::fs::create_dir(&self.dir).map_err(io("create", &self.dir))?;
         let result = (|| {
+            // First, so a crash at any later point of Create is recognised at start-up.
+            let marker = self.dir.join(CREATING);
+            std::fs::write(&marker, b"").map_err(io("write", &marker))?;
             let rootfs = self.dir.join("rootfs");
             std::fs::create_dir(&rootfs).map_err(io("create", &rootfs))?;
             let config = self.dir.join("config.json");
@@ -90,6 +96,23 @@ impl Bundle {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
         result
+    }
+
+    /// Create finished: the task is now one recovery keeps. Durable before the caller
+    /// hears "ok" (invariant 3).
+    pub fn mark_created(&self) -> Result<(), BundleError> {
+        let marker = self.dir.join(CREATING);
+        std::fs::remove_file(&marker).map_err(io("remove", &marker))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("sync", &self.dir))
+    }
+
+    /// True when a Create of this task never finished (highd died in the middle), or
+    /// died before even writing the marker (the directory is empty).
+    pub fn is_unfinished(&self) -> bool {
+        self.dir.join(CREATING).exists()
+            || std::fs::read_dir(&self.dir).is_ok_and(|mut d| d.next().is_none())
     }
 
     /// The socket path the shim recorded, if any.

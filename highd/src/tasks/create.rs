@@ -19,17 +19,17 @@ const RESERVED_NAMESPACE: &str = "runtime";
 /// How long a shim gets to exit after Shutdown before we stop waiting for it.
 const SHIM_EXIT_GRACE: Duration = Duration::from_secs(3);
 
-/// Undoes a half-done Create unless disarmed.
-struct Cleanup<'a> {
-    bundle: &'a Bundle,
-    shim: Option<ShimClient>,
-    id: &'a str,
-    runtime: &'a Path,
-    runtime_root: &'a Path,
+/// Undoes a half-done Create (also one found at start-up, see recovery.rs).
+pub(super) struct Cleanup<'a> {
+    pub bundle: &'a Bundle,
+    pub shim: Option<ShimClient>,
+    pub id: &'a str,
+    pub runtime: &'a Path,
+    pub runtime_root: &'a Path,
 }
 
 impl Cleanup<'_> {
-    async fn run(self) {
+    pub async fn run(self) {
         if let Some(client) = &self.shim {
             let mut rpc = client.rpc();
             let _ = rpc
@@ -233,6 +233,10 @@ impl TaskManager {
                 .await
                 .map_err(TaskError::Rpc)?
                 .into_inner();
+            bundle.mark_created().map_err(|source| TaskError::Bundle {
+                id: id.to_string(),
+                source,
+            })?;
             Ok(Arc::new(Task {
                 namespace: ns.to_string(),
                 id: id.to_string(),

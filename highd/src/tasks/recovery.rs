@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use berth_proto::containerd::task::v2 as shim;
 
+use super::create::Cleanup;
 use super::{Bundle, Task, TaskManager};
 use crate::config::DEFAULT_RUNTIMES;
 use crate::shims::ShimClient;
@@ -41,11 +42,16 @@ fn subdirs(dir: &Path) -> Vec<(String, PathBuf)> {
 impl TaskManager {
     pub async fn recover(&self) -> RecoveryReport {
         let mut found = Vec::new();
+        let mut abandoned = Vec::new();
         for (ns, ns_dir) in subdirs(&self.cfg.state) {
             if ns == "runtime" {
                 continue;
             }
             for (id, dir) in subdirs(&ns_dir) {
+                if Bundle::at(&self.cfg.state, &ns, &id).is_unfinished() {
+                    abandoned.push((ns.clone(), id));
+                    continue;
+                }
                 if !dir.join("config.json").is_file() {
                     tracing::warn!(dir = %dir.display(), "ignoring task dir without config.json");
                     continue;
@@ -53,6 +59,9 @@ impl TaskManager {
                 found.push((ns.clone(), id));
             }
         }
+        // A Create that highd died in was never acknowledged: undo it, so the client's
+        // retry finds the container without a task.
+        futures::future::join_all(abandoned.iter().map(|(ns, id)| self.undo_create(ns, id))).await;
         // Concurrently: a few hung shims must not add their timeouts up at start-up.
         let recovered =
             futures::future::join_all(found.iter().map(|(ns, id)| self.recover_one(ns, id))).await;
@@ -73,8 +82,27 @@ impl TaskManager {
         report
     }
 
-    async fn recover_one(&self, ns: &str, id: &str) -> Arc<Task> {
+    async fn undo_create(&self, ns: &str, id: &str) {
         let bundle = Bundle::at(&self.cfg.state, ns, id);
+        let (runtime, runtime_root) = self.runtime_of(ns, id);
+        let mut shim = None;
+        if let Some(address) = bundle.address() {
+            shim = ShimClient::connect(&address).await.ok();
+        }
+        tracing::info!(ns, id, "undoing a task create interrupted by a crash");
+        Cleanup {
+            bundle: &bundle,
+            shim,
+            id,
+            runtime: &runtime,
+            runtime_root: &runtime_root,
+        }
+        .run()
+        .await;
+    }
+
+    /// The runtime binary and root a task of container `ns/id` runs with.
+    fn runtime_of(&self, ns: &str, id: &str) -> (PathBuf, PathBuf) {
         // The container record names the runtime; a record lost to a damaged DB still
         // leaves a task we must be able to clean up, so fall back to the default.
         let runtime_name = match self.containers.get(ns, id) {
@@ -87,13 +115,18 @@ impl TaskManager {
             .get(&runtime_name)
             .or_else(|| self.cfg.runtimes.get(DEFAULT_RUNTIMES[0]))
             .cloned();
-        let (runtime, runtime_root) = match &rt {
+        match &rt {
             Some(rt) => (rt.runtime.clone(), self.cfg.runtime_root(rt, ns)),
             None => (
                 PathBuf::from("berth-lowrt"),
                 self.cfg.state.join("runtime").join(ns),
             ),
-        };
+        }
+    }
+
+    async fn recover_one(&self, ns: &str, id: &str) -> Arc<Task> {
+        let bundle = Bundle::at(&self.cfg.state, ns, id);
+        let (runtime, runtime_root) = self.runtime_of(ns, id);
         let mut pid = bundle.init_pid().unwrap_or(0);
         let mut client = None;
         if let Some(address) = bundle.address() {

@@ -24,16 +24,27 @@ pub fn find_ctr() -> Option<PathBuf> {
 pub struct Ctr {
     pub bin: PathBuf,
     pub address: PathBuf,
+    /// Where ctr makes its stdio FIFOs (its default is /run/containerd/fifo).
+    pub fifo_dir: PathBuf,
 }
 
 impl Ctr {
     pub fn run(&self, args: &[&str]) -> Result<Output> {
-        let out = Command::new(&self.bin)
-            .arg("--address")
+        // The commands that make FIFOs take --fifo-dir after the (sub)command.
+        let split = match args {
+            ["run", ..] => 1,
+            ["tasks" | "t", "exec" | "start", ..] => 2,
+            _ => 0,
+        };
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--address")
             .arg(&self.address)
             .args(["--namespace", "ctrtest"])
-            .args(args)
-            .output()?;
+            .args(&args[..split]);
+        if split > 0 {
+            cmd.arg("--fifo-dir").arg(&self.fifo_dir);
+        }
+        let out = cmd.args(&args[split..]).output()?;
         Ok(out)
     }
 
@@ -49,6 +60,7 @@ impl Ctr {
         Some(Ctr {
             bin,
             address: stack.address.clone(),
+            fifo_dir: stack.dir.path().join("fifo"),
         })
     }
 

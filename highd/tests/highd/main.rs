@@ -6,6 +6,7 @@
 
 mod basics;
 mod common;
+mod crash;
 mod ctr;
 mod ctr_images;
 mod restart;
