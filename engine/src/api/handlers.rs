@@ -14,7 +14,7 @@ use super::route::{self, decode_json, ImageCreate, Route};
 use super::system;
 use super::{channel_body, empty, error_response, json_response, streams, ApiError, Body};
 use crate::backend::Backend;
-use crate::daemon::{self, Daemon, DaemonError};
+use crate::daemon::{self, Daemon, DaemonError, StdinSink};
 use crate::refs::Reference;
 use crate::stdcopy::MULTIPLEXED_CONTENT_TYPE;
 use crate::types::{CreateRequest, ExecConfig, ExecStartConfig};
@@ -315,11 +315,14 @@ async fn dispatch<B: Backend>(
         }
         Route::ContainerAttach { id, opts } => {
             let rec = d.container(&id)?;
-            if opts.stdin {
-                return Err(DaemonError::from(daemon::InvalidParameter::Stdin).into());
-            }
+            // Like dockerd, stdin is attached only to containers created with OpenStdin.
+            let stdin = if opts.stdin && rec.config.open_stdin {
+                Some(d.attach_stdin(&rec.id)?)
+            } else {
+                None
+            };
             let rx = streams::attach(Arc::clone(&d), &rec, opts).map_err(log_error)?;
-            hijack(req, rx)
+            hijack(req, rx, stdin)
         }
         Route::ContainerLogs { id, opts } => {
             let rec = d.container(&id)?;
@@ -350,7 +353,7 @@ async fn dispatch<B: Backend>(
             .await?
             {
                 None => no_content(),
-                Some(rx) => hijack_parts(&parts.headers, on_upgrade, rx),
+                Some((rx, stdin)) => hijack_parts(&parts.headers, on_upgrade, rx, stdin),
             }
         }
         Route::ExecInspect { id } => {
@@ -373,9 +376,13 @@ async fn dispatch<B: Backend>(
     Ok(r)
 }
 
-fn hijack(mut req: Request<Incoming>, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+fn hijack(
+    mut req: Request<Incoming>,
+    rx: mpsc::Receiver<Bytes>,
+    stdin: Option<StdinSink>,
+) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
-    hijack_parts(req.headers(), on_upgrade, rx)
+    hijack_parts(req.headers(), on_upgrade, rx, stdin)
 }
 
 /// Answers a stream request the way dockerd hijacks it: `101 UPGRADED` with the raw
@@ -384,6 +391,7 @@ fn hijack_parts(
     headers: &http::HeaderMap,
     on_upgrade: hyper::upgrade::OnUpgrade,
     mut rx: mpsc::Receiver<Bytes>,
+    stdin: Option<StdinSink>,
 ) -> Response<Body> {
     if !headers.contains_key(header::UPGRADE) {
         let mut r = Response::new(channel_body(rx));
@@ -401,14 +409,29 @@ fn hijack_parts(
                 return;
             }
         };
-        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        let (mut rd, mut wr) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        // The client's input goes to the process until the client half-closes; then its
+        // stdin is closed so it sees EOF.
+        let input = stdin.map(|StdinSink { mut fifo, close }| {
+            tokio::spawn(async move {
+                if let Err(e) = tokio::io::copy(&mut rd, &mut fifo).await {
+                    tracing::debug!(error = %e, "copying attach input ended");
+                }
+                close().await;
+                drop(fifo);
+            })
+        });
         while let Some(chunk) = rx.recv().await {
-            if io.write_all(&chunk).await.is_err() {
-                return;
+            if wr.write_all(&chunk).await.is_err() {
+                break;
             }
         }
-        let _ = io.flush().await;
-        let _ = io.shutdown().await;
+        let _ = wr.flush().await;
+        let _ = wr.shutdown().await;
+        // The output is over (the process exited): input has nowhere to go.
+        if let Some(task) = input {
+            task.abort();
+        }
     });
     let mut r = Response::new(empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

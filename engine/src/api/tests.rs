@@ -290,6 +290,23 @@ async fn docker_cli_runs_against_the_engine() {
         "{out:?}"
     );
     assert!(out.status.success(), "{out:?}");
+    let mut child = tokio::process::Command::new("/usr/local/bin/docker")
+        .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+        .env("DOCKER_CONFIG", &cfg)
+        .args(["exec", "-i", "ex", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"piped in\n").await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "piped in\n",
+        "{out:?}"
+    );
     let out = docker(&s.sock, &cfg, &["exec", "ex", "sh", "-c", "exit 4"]).await;
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     let out = docker(&s.sock, &cfg, &["exec", "nosuch", "true"]).await;

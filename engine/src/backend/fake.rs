@@ -33,6 +33,7 @@ struct State {
     fail_task_create: Option<String>,
     fail_container_delete: Option<String>,
     kills: Vec<(String, String, u32)>,
+    closed_stdin: Vec<(String, String)>,
 }
 
 pub struct FakeBackend {
@@ -92,11 +93,34 @@ fn run_exec(
     args: Vec<String>,
     stdio: Stdio,
 ) {
+    // Like the shim, hold the stdin FIFO open before the start returns, so input written
+    // (and closed) by the engine right away is not lost.
+    let stdin = (!stdio.stdin.is_empty())
+        .then(|| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&stdio.stdin)
+                .ok()?;
+            nix::fcntl::fcntl(
+                &f,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+            )
+            .ok()?;
+            Some(f)
+        })
+        .flatten();
     std::thread::spawn(move || {
         use std::io::Write;
         if !stdio.stdout.is_empty() {
             if let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(&stdio.stdout) {
-                let _ = writeln!(w, "{}", args.get(1..).unwrap_or(&[]).join(" "));
+                if let (true, Some(mut r)) = (args.first().is_some_and(|a| a == "cat"), stdin) {
+                    // `cat`: stdin to stdout until the engine closes its end.
+                    let _ = std::io::copy(&mut r, &mut w);
+                } else {
+                    let _ = writeln!(w, "{}", args.get(1..).unwrap_or(&[]).join(" "));
+                }
             }
         }
         if !stdio.stderr.is_empty() {
@@ -473,6 +497,14 @@ impl Backend for FakeBackend {
                 .map(|_| ())
                 .ok_or_else(|| not_found(&format!("process {exec_id}")))
         })
+    }
+
+    async fn task_close_stdin(&self, id: &str, exec_id: &str) -> BackendResult<()> {
+        if !self.has_task(id) {
+            return Err(not_found(&format!("task {id}")));
+        }
+        self.with(|s| s.closed_stdin.push((id.into(), exec_id.into())));
+        Ok(())
     }
 
     async fn subscribe_exits(&self) -> BackendResult<ExitStream> {

@@ -204,6 +204,13 @@ pub trait Backend: Send + Sync + 'static {
         exec_id: &str,
     ) -> impl Future<Output = BackendResult<()>> + Send;
 
+    /// Closes a process's stdin once what was written to its FIFO is forwarded (CloseIO).
+    fn task_close_stdin(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+
     /// Subscribes to `/tasks/exit` events from now on.
     fn subscribe_exits(&self) -> impl Future<Output = BackendResult<ExitStream>> + Send;
 }

@@ -90,9 +90,6 @@ impl<B: Backend> Daemon<B> {
                 return Err(DaemonError::InvalidName { name: n.into() });
             }
         }
-        if req.config.open_stdin || req.config.attach_stdin {
-            return Err(InvalidParameter::Stdin.into());
-        }
         if req.config.tty {
             return Err(InvalidParameter::Tty.into());
         }

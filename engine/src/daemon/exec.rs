@@ -1,13 +1,14 @@
 //! `docker exec`: exec processes in a running container, with stdout/stderr over FIFOs
 //! under `<exec-root>/<container id>/` (ARCHITECTURE.md, "stdio strings").
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+use super::stdin::{mkfifo, StdinSink};
 use super::{random_id, Daemon, DaemonError, DaemonResult, InvalidParameter};
 use crate::backend::{Backend, BackendError, Stdio};
 use crate::spec::{self, SpecInput};
@@ -27,16 +28,6 @@ pub struct ExecRecord {
 /// Multiplexed output of an exec; closes after the output is drained and the exit code is
 /// recorded, so an inspect right after EOF sees the exit code.
 pub type ExecStream = mpsc::Receiver<Bytes>;
-
-fn mkfifo(path: &Path) -> DaemonResult<()> {
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| {
-        DaemonError::Io {
-            op: "mkfifo",
-            path: path.to_path_buf(),
-            source: e.into(),
-        }
-    })
-}
 
 /// dockerd's shape: `OCI runtime exec failed: <runtime message>: unknown`.
 fn exec_failure_message(err: &BackendError) -> String {
@@ -91,9 +82,6 @@ impl<B: Backend> Daemon<B> {
         if config.cmd.as_slice().is_empty() {
             return Err(InvalidParameter::NoExecCommand.into());
         }
-        if config.attach_stdin {
-            return Err(InvalidParameter::Stdin.into());
-        }
         if config.tty {
             return Err(InvalidParameter::Tty.into());
         }
@@ -140,12 +128,13 @@ impl<B: Backend> Daemon<B> {
             .retain(|_, e| e.container_id != container_id);
     }
 
-    /// Starts an exec. Returns its output stream unless `detach`.
+    /// Starts an exec. Returns its output stream (and its stdin with `AttachStdin`) unless
+    /// `detach`.
     pub async fn start_exec(
         self: &Arc<Self>,
         id: &str,
         detach: bool,
-    ) -> DaemonResult<Option<ExecStream>> {
+    ) -> DaemonResult<Option<(ExecStream, Option<StdinSink>)>> {
         let exec = self.exec(id)?;
         let rec = self.container(&exec.container_id)?;
         if !rec.state.status.is_running() {
@@ -205,6 +194,13 @@ impl<B: Backend> Daemon<B> {
                 pumps.push(tokio::spawn(pump(path, stream, tx.clone())));
             }
         }
+        let stdin_path = dir.join(format!("{id}-stdin"));
+        let mut stdin = None;
+        if !detach && cfg.attach_stdin {
+            mkfifo(&stdin_path)?;
+            stdio.stdin = stdin_path.to_string_lossy().into_owned();
+            stdin = Some(self.exec_stdin(&rec.id, id, &stdin_path)?);
+        }
         let started = async {
             self.backend.task_exec(&rec.id, id, process, stdio).await?;
             self.backend.task_start(&rec.id, id).await
@@ -218,6 +214,7 @@ impl<B: Backend> Daemon<B> {
                 }
                 let _ = std::fs::remove_file(dir.join(format!("{id}-stdout")));
                 let _ = std::fs::remove_file(dir.join(format!("{id}-stderr")));
+                let _ = std::fs::remove_file(&stdin_path);
                 let _ = self.backend.task_delete_process(&rec.id, id).await;
                 let message = exec_failure_message(&e);
                 let code = if message.contains("executable file not found")
@@ -238,7 +235,7 @@ impl<B: Backend> Daemon<B> {
                     StdStream::Stdout,
                     format!("{message}\r\n").as_bytes(),
                 ));
-                return Ok(Some(rx));
+                return Ok(Some((rx, None)));
             }
         };
         self.update_exec(id, |x| {
@@ -263,12 +260,13 @@ impl<B: Backend> Daemon<B> {
                 x.running = false;
                 x.exit_code = Some(code);
             });
+            let _ = std::fs::remove_file(&stdin_path);
             if let Err(e) = this.backend.task_delete_process(&cid, &eid).await {
                 tracing::debug!(exec = %eid, error = %e, "deleting exec process failed");
             }
             drop(tx);
         });
-        Ok((!detach).then_some(rx))
+        Ok((!detach).then_some((rx, stdin)))
     }
 }
 

@@ -80,8 +80,15 @@ impl<B: Backend> Daemon<B> {
             Err(e) => return Err(e.into()),
         }
         let log_uri = format!("jsonfile://{}", rec.log_path);
+        let stdin = if rec.config.open_stdin {
+            let path = self.init_stdin_path(&id);
+            super::stdin::ensure_fifo(&path)?;
+            path.to_string_lossy().into_owned()
+        } else {
+            String::new()
+        };
         let stdio = Stdio {
-            stdin: String::new(),
+            stdin,
             stdout: log_uri.clone(),
             stderr: log_uri,
             terminal: false,

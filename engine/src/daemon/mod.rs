@@ -8,6 +8,7 @@ mod exec;
 mod image_ops;
 mod images;
 mod lifecycle;
+mod stdin;
 mod views;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use exec::{ExecRecord, ExecStream};
 pub use image_ops::ImageDeleted;
 pub use images::ImportError;
 pub use lifecycle::WaitOutcome;
+pub use stdin::StdinSink;
 pub use views::{
     container_inspect, container_summary, human_duration, image_inspect, image_summary,
 };
@@ -91,8 +93,6 @@ pub enum InvalidParameter {
     NoExecCommand,
     #[error("Invalid signal: {0}")]
     Signal(String),
-    #[error("interactive containers and stdin are not implemented yet")]
-    Stdin,
     #[error("terminals (-t) are not implemented yet")]
     Tty,
 }

@@ -507,3 +507,36 @@ async fn tag_and_remove_images_like_dockerd() {
         Err(DaemonError::NoSuchImage { .. })
     ));
 }
+
+#[tokio::test]
+async fn exec_stdin_reaches_the_process_and_closes() {
+    use tokio::io::AsyncWriteExt;
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(None, req(&["sleep", "1000"], false))
+        .await
+        .unwrap();
+    e.daemon.start_container(&id).await.unwrap();
+    let cfg = crate::types::ExecConfig {
+        cmd: StrSlice(Some(vec!["cat".into()])),
+        attach_stdin: true,
+        attach_stdout: true,
+        ..Default::default()
+    };
+    let exec_id = e.daemon.create_exec(&id, cfg).unwrap();
+    let (mut rx, stdin) = e.daemon.start_exec(&exec_id, false).await.unwrap().unwrap();
+    let mut sink = stdin.expect("stdin attached");
+    sink.fifo.write_all(b"through stdin\n").await.unwrap();
+    (sink.close)().await;
+    drop(sink.fifo);
+    let mut out = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        out.extend_from_slice(&chunk);
+    }
+    assert_eq!(
+        crate::stdcopy::demux(&out).unwrap(),
+        vec![(1, b"through stdin\n".to_vec())]
+    );
+    assert_eq!(e.daemon.exec(&exec_id).unwrap().exit_code, Some(0));
+}

@@ -557,6 +557,20 @@ impl Backend for GrpcBackend {
             .map_err(self.err("task delete process"))
     }
 
+    async fn task_close_stdin(&self, id: &str, exec_id: &str) -> BackendResult<()> {
+        use svc::tasks::v1::CloseIoRequest;
+        let req = CloseIoRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+            stdin: true,
+        };
+        self.tasks()
+            .close_io(req)
+            .await
+            .map(|_| ())
+            .map_err(self.err("task close io"))
+    }
+
     async fn subscribe_exits(&self) -> BackendResult<ExitStream> {
         use berth_proto::any::Event;
         use svc::events::v1::SubscribeRequest;
