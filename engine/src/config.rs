@@ -24,6 +24,8 @@ pub enum EngineError {
     },
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    #[error("networking: {0}")]
+    Network(#[from] crate::network::NetworkError),
     #[error("serve: {source}")]
     Serve { source: std::io::Error },
     #[error("install signal handler: {source}")]
@@ -39,6 +41,8 @@ pub struct Config {
     pub containerd: PathBuf,
     pub namespace: String,
     pub cgroup_parent: String,
+    /// Bridge networking; `None` leaves containers an empty network namespace.
+    pub network: Option<crate::network::NetworkConfig>,
 }
 
 impl Config {
@@ -66,6 +70,7 @@ impl Config {
             containerd,
             namespace,
             cgroup_parent,
+            network: None,
         })
     }
 }
@@ -104,16 +109,27 @@ pub async fn run(config: Config) -> Result<(), EngineError> {
             cgroup_parent: config.cgroup_parent.clone(),
         },
     )?);
+    if let Some(net) = config.network.clone() {
+        let live = daemon.store.list().into_iter().map(|r| r.id).collect();
+        let mgr = crate::network::Manager::open(net, &config.data_root, &config.exec_root, &live)?;
+        let _ = daemon.network.set(Arc::new(mgr));
+    }
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), highd = %config.containerd.display(), "berth-engine listening");
     let events = Arc::clone(&daemon);
     tokio::spawn(events.run_event_loop());
     let result = tokio::select! {
-        r = crate::api::serve(listener, daemon) => r.map_err(|source| EngineError::Serve { source }),
+        r = crate::api::serve(listener, Arc::clone(&daemon)) => r.map_err(|source| EngineError::Serve { source }),
         r = shutdown_signal() => r,
     };
-    // Containers live on under their shims; only the socket goes away.
+    // Containers live on under their shims; only the socket goes away (and the bridge
+    // when no container uses it).
     let _ = std::fs::remove_file(&config.socket);
+    if let Some(net) = daemon.network.get() {
+        if let Err(e) = net.shutdown() {
+            tracing::warn!(error = %e, "network cleanup at shutdown failed");
+        }
+    }
     result
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod jsonlog;
 pub mod names;
+pub mod network;
 pub mod record;
 pub mod refs;
 pub mod spec;

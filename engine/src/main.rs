@@ -31,6 +31,25 @@ struct Args {
     /// Parent cgroup path of every container.
     #[arg(long, default_value = "/berth")]
     cgroup_parent: String,
+    /// Interface name of the default bridge network.
+    #[arg(long, default_value = "berth0")]
+    bridge_name: String,
+    /// The default bridge's address and prefix (e.g. 10.20.0.1/24); by default the first
+    /// subnet of the address pool that no host route overlaps.
+    #[arg(long)]
+    bip: Option<String>,
+    /// nftables table (family ip) the engine owns for NAT and published ports.
+    #[arg(long, default_value = "berth")]
+    firewall_table: String,
+    /// MTU of container interfaces (default: the MTU of the default route's interface).
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// Enable net.ipv4.ip_forward at start (needed for outbound traffic of containers).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ip_forward: bool,
+    /// Masquerade outbound traffic of the bridge network.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ip_masq: bool,
     /// trace, debug, info, warn, error (for berth's crates), or a full tracing filter.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -62,7 +81,17 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = berth_engine::Config::new(
+    let mut network =
+        berth_engine::network::NetworkConfig::new(args.bridge_name, args.firewall_table);
+    network.bip = args
+        .bip
+        .as_deref()
+        .map(berth_engine::network::parse_bip)
+        .transpose()?;
+    network.mtu = args.mtu;
+    network.ip_forward = args.ip_forward;
+    network.ip_masq = args.ip_masq;
+    let mut config = berth_engine::Config::new(
         args.data_root,
         args.exec_root,
         &args.host,
@@ -70,6 +99,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.containerd_namespace,
         args.cgroup_parent,
     )?;
+    config.network = Some(network);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -55,6 +55,8 @@ impl From<DaemonError> for ApiError {
             | E::RemoveRunning { .. }
             | E::ImageConflict { .. } => StatusCode::CONFLICT,
             E::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
+            E::Network(n) if n.is_bad_input() => StatusCode::BAD_REQUEST,
+            E::Network(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Backend(BackendError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Backend(BackendError::AlreadyExists { .. }) => StatusCode::CONFLICT,
             E::Backend(BackendError::InvalidArgument { .. }) => StatusCode::BAD_REQUEST,

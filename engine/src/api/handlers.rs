@@ -236,10 +236,12 @@ async fn dispatch<B: Backend>(
                 .collect();
             json_response(StatusCode::OK, &json!(list))
         }
-        Route::ContainerInspect { id } => json_response(
-            StatusCode::OK,
-            &daemon::container_inspect(&d.container(&id)?),
-        ),
+        Route::ContainerInspect { id } => {
+            let rec = d.container(&id)?;
+            let mut v = daemon::container_inspect(&rec);
+            v["NetworkSettings"] = d.network_settings(&rec.id, &rec.host_config.network_mode);
+            json_response(StatusCode::OK, &v)
+        }
         Route::ContainerStart { id } => {
             if detached(&d, move |d| async move { d.start_container(&id).await }).await? {
                 no_content()

@@ -107,6 +107,7 @@ impl<B: Backend> Daemon<B> {
             .await;
         if result.is_err() {
             self.store.release_name(&name, &id);
+            let _ = self.detach_network(&id).await;
             let _ = std::fs::remove_dir_all(self.store.container_dir(&id));
         }
         result.map(|()| id)
@@ -171,7 +172,9 @@ impl<B: Backend> Daemon<B> {
                 ("/etc/hosts", etc.hosts.clone()),
             ],
         };
-        let spec = spec::generate(&input)?;
+        let mut spec = spec::generate(&input)?;
+        self.attach_network(id, &host_config, &config, &mut spec)
+            .await?;
         let labels = HashMap::from([(ENGINE_LABEL.to_string(), "1".to_string())]);
         self.backend
             .snapshot_prepare(id, &image.chain_id(), labels.clone())

@@ -298,6 +298,7 @@ impl<B: Backend> Daemon<B> {
         ignore_missing(self.backend.task_delete(id).await.map(|_| ()))?;
         ignore_missing(self.backend.container_delete(id).await)?;
         ignore_missing(self.backend.snapshot_remove(snapshot_key).await)?;
+        self.detach_network(id).await?;
         let exec_dir = self.exec_dir(id);
         match std::fs::remove_dir_all(&exec_dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DaemonError::Io {

@@ -71,6 +71,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -136,6 +138,8 @@ pub struct Daemon<B> {
     /// Serializes state transitions of one container (start vs. its exit event vs. remove).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     execs: Mutex<HashMap<String, ExecRecord>>,
+    /// Set once at start-up when networking is enabled (see `crate::network`).
+    pub network: std::sync::OnceLock<Arc<crate::network::Manager>>,
 }
 
 impl<B: Backend> Daemon<B> {
@@ -153,6 +157,7 @@ impl<B: Backend> Daemon<B> {
             events: broadcast::channel(1024).0,
             locks: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
+            network: std::sync::OnceLock::new(),
         })
     }
 

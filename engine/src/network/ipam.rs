@@ -44,7 +44,10 @@ impl Ipv4Net {
 
     /// The network with host bits cleared.
     pub fn network(&self) -> Ipv4Net {
-        Self::new(Ipv4Addr::from(u32::from(self.addr) & self.mask()), self.prefix)
+        Self::new(
+            Ipv4Addr::from(u32::from(self.addr) & self.mask()),
+            self.prefix,
+        )
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {

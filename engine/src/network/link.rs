@@ -39,7 +39,10 @@ pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetworkErro
 
 async fn mtu_of(h: &Handle, index: u32) -> Result<Option<u32>, NetworkError> {
     let mut links = h.link().get().match_index(index).execute();
-    let link = links.try_next().await.map_err(nl("look up", "default route interface"))?;
+    let link = links
+        .try_next()
+        .await
+        .map_err(nl("look up", "default route interface"))?;
     Ok(link.and_then(|l| {
         l.attributes.into_iter().find_map(|a| match a {
             LinkAttribute::Mtu(m) => Some(m),
@@ -230,7 +233,10 @@ pub async fn ports_of(h: &Handle, bridge: u32) -> Result<Vec<String>, NetworkErr
     let mut out = Vec::new();
     while let Some(l) = links.try_next().await.map_err(nl("list", "links"))? {
         let attrs = &l.attributes;
-        if attrs.iter().any(|a| matches!(a, LinkAttribute::Controller(c) if *c == bridge)) {
+        if attrs
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::Controller(c) if *c == bridge))
+        {
             if let Some(name) = attrs.iter().find_map(|a| match a {
                 LinkAttribute::IfName(n) => Some(n.clone()),
                 _ => None,

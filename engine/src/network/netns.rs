@@ -48,7 +48,9 @@ pub fn create(path: &Path) -> Result<(), NetworkError> {
         }
         Err(_) => {
             let _ = std::fs::remove_file(path);
-            Err(NetworkError::ThreadPanicked { what: "netns create" })
+            Err(NetworkError::ThreadPanicked {
+                what: "netns create",
+            })
         }
     }
 }
@@ -113,7 +115,6 @@ where
             out
         })
     };
-    std::thread::scope(|s| s.spawn(run).join()).unwrap_or(Err(NetworkError::ThreadPanicked {
-        what: "netlink",
-    }))
+    std::thread::scope(|s| s.spawn(run).join())
+        .unwrap_or(Err(NetworkError::ThreadPanicked { what: "netlink" }))
 }

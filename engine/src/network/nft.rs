@@ -57,7 +57,9 @@ pub fn render(table: &str, bridges: &[BridgeRules], ports: &[PortRule]) -> Strin
     s.push_str(
         "  chain output {\n    type nat hook output priority -100; policy accept;\n    fib daddr type local jump ports\n  }\n",
     );
-    s.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
+    s.push_str(
+        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
+    );
     for b in bridges {
         let (br, net) = (&b.bridge, b.subnet.network());
         if b.masquerade {

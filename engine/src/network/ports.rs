@@ -53,7 +53,11 @@ pub fn requested(
         for (key, list) in bindings {
             let (container_port, proto) = parse_key(key)?;
             let list = list.as_array().cloned().unwrap_or_default();
-            let list = if list.is_empty() { vec![Value::Null] } else { list };
+            let list = if list.is_empty() {
+                vec![Value::Null]
+            } else {
+                list
+            };
             for b in list {
                 let ip = b.get("HostIp").and_then(Value::as_str).unwrap_or("");
                 let port = b.get("HostPort").and_then(Value::as_str).unwrap_or("");
@@ -85,7 +89,10 @@ pub fn requested(
         if let Some(Value::Object(exposed)) = config_extra.get("ExposedPorts") {
             for key in exposed.keys() {
                 let (container_port, proto) = parse_key(key)?;
-                if !out.iter().any(|b| b.container_port == container_port && b.proto == proto) {
+                if !out
+                    .iter()
+                    .any(|b| b.container_port == container_port && b.proto == proto)
+                {
                     out.push(PortBinding {
                         proto,
                         container_port,
@@ -110,8 +117,8 @@ pub fn reserve(b: &mut PortBinding) -> Result<OwnedFd, NetworkError> {
         addr: format!("{}:{}", b.host_ip, b.host_port),
         source: e.into(),
     };
-    let fd = socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| fail(b, e))?;
+    let fd =
+        socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, None).map_err(|e| fail(b, e))?;
     let addr = SockaddrIn::from(SocketAddrV4::new(b.host_ip, b.host_port));
     bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).map_err(|e| fail(b, e))?;
     if b.host_port == 0 {
@@ -168,6 +175,9 @@ mod tests {
         let _held = reserve(&mut a).unwrap();
         assert_ne!(a.host_port, 0);
         let mut b = a.clone();
-        assert!(matches!(reserve(&mut b), Err(NetworkError::PortInUse { .. })));
+        assert!(matches!(
+            reserve(&mut b),
+            Err(NetworkError::PortInUse { .. })
+        ));
     }
 }
