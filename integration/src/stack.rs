@@ -72,6 +72,12 @@ pub struct Stack {
     pub bins: PathBuf,
     /// The cgroup parent's name, `berth-test-<random>` (the engine gets `/` + this).
     pub cgroup_name: String,
+    /// The engine's default bridge (`bt<random>0`) and nftables table (`bt<random>`):
+    /// never berth0, so stacks never touch each other's or the host's networking.
+    pub bridge: String,
+    pub firewall_table: String,
+    /// The bridge's `--bip`, a random 10.x.y.1/24 (the engine refuses a routed one).
+    pub bip: String,
     highd: Option<Child>,
     engine: Option<Child>,
 }
@@ -121,6 +127,13 @@ impl Stack {
             dir,
             bins,
             cgroup_name: format!("berth-test-{suffix}"),
+            bridge: format!("bt{suffix}0"),
+            firewall_table: format!("bt{suffix}"),
+            bip: format!(
+                "10.{}.{}.1/24",
+                rand::rng().random_range(64..=254),
+                rand::rng().random_range(0..=255)
+            ),
             highd: None,
             engine: None,
         };
@@ -185,7 +198,10 @@ impl Stack {
                 .arg("--containerd")
                 .arg(self.highd_sock())
                 .arg("--cgroup-parent")
-                .arg(format!("/{}", self.cgroup_name)),
+                .arg(format!("/{}", self.cgroup_name))
+                .args(["--bridge-name", &self.bridge, "--bip", &self.bip])
+                .args(["--firewall-table", &self.firewall_table])
+                .arg("--ip-forward=false"),
         };
         // Debug for Berth's own crates; the gRPC/HTTP plumbing at debug drowns everything.
         cmd.arg("--log-level").arg(LOG_FILTER);
@@ -336,6 +352,16 @@ impl Stack {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let cg = cleanup::remove_cgroups(&self.cgroup_name);
+        // The engine removes its bridge and table on a clean stop with no containers;
+        // after a failure they may remain. Both names are this stack's own.
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.firewall_table])
+            .stderr(Stdio::null())
+            .status();
         let mounts = cleanup::unmount_all(&self.dir);
         // Never recurse into a directory that may still have something mounted below it.
         mounts?;

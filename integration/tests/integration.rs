@@ -10,6 +10,7 @@ mod docker_errors;
 mod docker_lifecycle;
 mod docker_run;
 mod leftovers;
+mod network;
 mod restart;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         docker_errors::tests(),
         restart::tests(),
         leftovers::tests(),
+        network::tests(),
         berth_cli::tests(),
     ]
     .into_iter()
