@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use berth_proto::containerd::task::v2::task_server::TaskServer;
 use berth_proto::transport::{bind_unix, serve_unix_with_shutdown};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
@@ -33,6 +35,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long queued events may delay the exit after Shutdown.
 const EVENTS_FLUSH: Duration = Duration::from_secs(5);
+/// epoll events handled per reactor turn.
+const IO_EVENTS: usize = 64;
+/// How long the task API must be quiet before the heap is trimmed.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -149,6 +155,7 @@ pub fn close_inherited_fds(ready_fd: RawFd) {
 
 /// `berth-shim serve`: the daemon. Reports readiness (or its start-up error) on `ready_fd`.
 pub fn serve(cfg: ShimConfig, ready_fd: RawFd) -> Result<(), DaemonError> {
+    crate::sys::tune_malloc();
     let ready = crate::sys::adopt_fd(ready_fd).ok_or(DaemonError::ReadyFd { fd: ready_fd })?;
     // Nothing we spawn may inherit it: `start` waits for its EOF.
     let _ = fcntl(&ready, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
@@ -176,6 +183,9 @@ fn serve_inner(mut cfg: ShimConfig, ready: &mut Option<File>) -> Result<(), Daem
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
+        // A shim watches a handful of descriptors; tokio's default sizes the epoll event
+        // buffer for 1024.
+        .max_io_events_per_tick(IO_EVENTS)
         .build()
         .map_err(DaemonError::AsyncRuntime)?;
     rt.block_on(async move {
@@ -215,8 +225,17 @@ fn serve_inner(mut cfg: ShimConfig, ready: &mut Option<File>) -> Result<(), Daem
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let router = tonic::transport::Server::builder()
-            .add_service(TaskServer::new(TaskService::new(task)));
+        let activity = Arc::new(Notify::new());
+        activity.notify_one();
+        tokio::spawn(trim_when_quiet(Arc::clone(&activity)));
+        let on_call = move |req: tonic::Request<()>| {
+            activity.notify_one();
+            Ok(req)
+        };
+        let router = tonic::transport::Server::builder().add_service(TaskServer::with_interceptor(
+            TaskService::new(task),
+            on_call,
+        ));
         let serve = serve_unix_with_shutdown(router, listener, stopped(stop_rx.clone()));
         let grace = async {
             stopped(stop_rx).await;
@@ -233,4 +252,19 @@ fn serve_inner(mut cfg: ShimConfig, ready: &mut Option<File>) -> Result<(), Daem
         tracing::info!("shim exiting");
         result
     })
+}
+
+/// Gives the heap's free pages back once the task API has been quiet for [`TRIM_AFTER`]:
+/// an idle shim should not keep the high-water mark of its last burst of calls. Waits on
+/// `activity` (one notification per call) and never wakes up while nothing happens.
+async fn trim_when_quiet(activity: Arc<Notify>) {
+    loop {
+        activity.notified().await;
+        while tokio::time::timeout(TRIM_AFTER, activity.notified())
+            .await
+            .is_ok()
+        {}
+        crate::sys::trim_heap();
+        tracing::debug!("idle: heap trimmed");
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Events wait in an in-memory queue and go out in order, one at a time; each is retried
 //! with backoff until highd acknowledges it, however long highd is down. Callers only
-//! enqueue, so the task API never waits on highd.
+//! enqueue, so the task API never waits on highd. The connection to highd is closed
+//! whenever the queue is empty and made again for the next event.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,9 +71,11 @@ async fn send_loop(
     mut rx: mpsc::UnboundedReceiver<Event>,
     publisher: Publisher,
 ) {
-    // Connecting lazily lets the shim start (and queue events) while highd is down.
-    let mut client = EventsClient::new(connect_unix_lazy(&address));
+    let mut connection = None;
     while let Some(event) = rx.recv().await {
+        // Connecting lazily lets the shim start (and queue events) while highd is down.
+        let client =
+            connection.get_or_insert_with(|| EventsClient::new(connect_unix_lazy(&address)));
         let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0u32;
         loop {
@@ -113,6 +116,11 @@ async fn send_loop(
         }
         if publisher.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
             publisher.drained.notify_waiters();
+        }
+        // Events come in bursts minutes apart; an idle shim should not hold an HTTP/2
+        // connection (and its buffers) to highd in between.
+        if rx.is_empty() {
+            connection = None;
         }
     }
 }

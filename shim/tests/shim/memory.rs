@@ -7,9 +7,11 @@
 
 use berth_proto::containerd::task::v2::task_client::TaskClient;
 use berth_proto::containerd::task::v2::{KillRequest, StartRequest, WaitRequest};
+use std::time::Duration;
+
 use tonic::transport::Channel;
 
-use crate::harness::{skip_unless_root, FakeEvents, Fixture};
+use crate::harness::{poll, skip_unless_root, FakeEvents, Fixture};
 
 /// kB figures from smaps_rollup.
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,6 +57,20 @@ async fn running_shim(fx: &mut Fixture) -> anyhow::Result<TaskClient<Channel>> {
     Ok(client)
 }
 
+/// Waits until the shim has been idle long enough to trim its heap (it logs that at
+/// debug level, and tests run it with --debug), so what is measured is the idle state.
+async fn wait_idle(fx: &Fixture) -> anyhow::Result<()> {
+    let log = fx.bundle.join("shim.log");
+    let trimmed = poll(Duration::from_secs(15), || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("idle: heap trimmed")
+            .then_some(())
+    })
+    .await;
+    trimmed.ok_or_else(|| anyhow::anyhow!("shim never went idle; see {}", log.display()))
+}
+
 async fn stop(fx: &mut Fixture, client: &mut TaskClient<Channel>) -> anyhow::Result<()> {
     let id = fx.id.clone();
     client
@@ -92,6 +108,7 @@ async fn idle_shim_memory() -> anyhow::Result<()> {
         }
         let mut fx = Fixture::new(&["sleep", "1000"])?;
         let mut client = running_shim(&mut fx).await?;
+        wait_idle(&fx).await?;
         let pid = fx.shim_pid.unwrap_or_default();
         let r = rollup(pid)?;
         let threads = threads(pid)?;
@@ -121,6 +138,9 @@ async fn twenty_idle_shims_memory() -> anyhow::Result<()> {
             running.push((fx, client));
         }
         let mut figures = Vec::new();
+        for (fx, _) in &running {
+            wait_idle(fx).await?;
+        }
         for (fx, _) in &running {
             let pid = fx.shim_pid.unwrap_or_default();
             assert_eq!(threads(pid)?, 1, "shim {pid} is not single-threaded");
