@@ -326,6 +326,24 @@ fn none_and_host() -> Result<()> {
         bridge == "eth0 lo",
         "--network bridge interfaces: {bridge:?}"
     );
+    // The hostname maps to the container's own address on the stack's subnet.
+    let hosts = s
+        .docker(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "grep -w \"$(hostname)\" /etc/hosts",
+        ])?
+        .ok()?
+        .stdout;
+    let prefix = s.bip.rsplit_once('.').map_or("", |(p, _)| p);
+    ensure!(
+        hosts.starts_with(&format!("{prefix}.")),
+        "hostname line {hosts:?} is not on {}",
+        s.bip
+    );
     let host = ls("host")?;
     ensure!(
         host.split(' ').any(|i| i == s.bridge),

@@ -90,6 +90,6 @@ pub async fn info<B: Backend>(d: &Daemon<B>) -> serde_json::Value {
         "Runtimes": {"runc": {"path": "berth-lowrt"}}, "DefaultRuntime": "runc",
         "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
         "LiveRestoreEnabled": true, "Isolation": "", "InitBinary": "",
-        "SecurityOptions": [], "Warnings": ["WARNING: seccomp and bridge networking are not implemented yet in berth-engine"],
+        "SecurityOptions": [], "Warnings": ["WARNING: seccomp and user-defined networks are not implemented yet in berth-engine"],
     })
 }

@@ -27,6 +27,7 @@ impl<B: Backend> Daemon<B> {
         let Some(mgr) = self.network_manager() else {
             return Ok(());
         };
+        let id_for_hosts = id;
         let (id, mode) = (id.to_string(), host.network_mode.clone());
         let (host_extra, config_extra) = (host.extra.clone(), config.extra.clone());
         let ep =
@@ -35,8 +36,39 @@ impl<B: Backend> Daemon<B> {
                 .map_err(|_| NetworkError::ThreadPanicked { what: "attach" })??;
         if let Some(ep) = ep {
             super::set_spec_netns(spec, &ep);
+            let hostname = spec["hostname"].as_str().unwrap_or_default();
+            self.hosts_to_endpoint(id_for_hosts, hostname, &ep)?;
         }
         Ok(())
+    }
+
+    /// The container's /etc/hosts (written before the endpoint existed) maps its hostname
+    /// to loopback; on the bridge it maps to the container's address, as with dockerd.
+    fn hosts_to_endpoint(
+        &self,
+        id: &str,
+        hostname: &str,
+        ep: &Endpoint,
+    ) -> Result<(), NetworkError> {
+        let path = self.store.container_dir(id).join("hosts");
+        let io = |op| {
+            let path = path.clone();
+            move |source| NetworkError::Io { op, path, source }
+        };
+        let old = std::fs::read_to_string(&path).map_err(io("read"))?;
+        let loopback = format!("127.0.0.1\t{hostname}");
+        let new: Vec<String> = old
+            .lines()
+            .map(|l| {
+                if l == loopback {
+                    format!("{}\t{hostname}", ep.ip)
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        crate::store::write_atomic(&path, format!("{}\n", new.join("\n")).as_bytes())
+            .map_err(io("write"))
     }
 
     /// Container removal (and a failed create): removes the endpoint if there is one.
