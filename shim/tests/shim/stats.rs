@@ -223,3 +223,59 @@ async fn bad_shim_cgroup_fails_start() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// The v2 reader against the kernel's own files: a process in a cgroup of its own on the
+/// unified hierarchy (controllers or not, `cpu.stat` is always there).
+#[tokio::test]
+async fn v2_reader_parses_the_kernels_unified_files() -> anyhow::Result<()> {
+    crate::harness::bounded(async {
+        if skip_unless_root("v2_reader_parses_the_kernels_unified_files") {
+            return Ok(());
+        }
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.join("cgroup.controllers").exists());
+        let Some(root) = root else {
+            eprintln!("SKIPPED v2_reader_parses_the_kernels_unified_files: no cgroup2 mount");
+            return Ok(());
+        };
+        let name = format!("berth-test-v2-{}", std::process::id());
+        let dir = root.join(&name);
+        std::fs::create_dir(&dir)?;
+        // It burns CPU only once it is in the cgroup (after reading a line).
+        let script = "read go; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 1000";
+        let mut child = std::process::Command::new("/bin/busybox")
+            .args(["sh", "-c", script])
+            .stdin(std::process::Stdio::piped())
+            .spawn()?;
+        let result = async {
+            std::fs::write(dir.join("cgroup.procs"), child.id().to_string())?;
+            if let Some(stdin) = child.stdin.as_mut() {
+                use std::io::Write;
+                stdin.write_all(b"go\n")?;
+            }
+            let paths = berth_shim::cgroup::CgroupPaths::V2(dir.clone());
+            let used = poll(Duration::from_secs(30), || {
+                let any = paths.metrics().ok()?;
+                let m: berth_proto::io::containerd::cgroups::v2::Metrics =
+                    berth_proto::any::unpack(&any).ok()?;
+                m.cpu.filter(|c| c.usage_usec > 0)
+            })
+            .await;
+            let cpu = used.ok_or_else(|| anyhow::anyhow!("no CPU usage in {}", dir.display()))?;
+            assert!(
+                cpu.user_usec + cpu.system_usec <= cpu.usage_usec + 1000,
+                "{cpu:?}"
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let removed = poll(Duration::from_secs(5), || std::fs::remove_dir(&dir).ok()).await;
+        assert!(removed.is_some(), "cannot remove {}", dir.display());
+        result
+    })
+    .await
+}
