@@ -49,6 +49,11 @@ pub fn tests() -> Vec<Spec> {
             needs: DOCKER,
             run: engine_kill_keeps_port,
         },
+        Spec {
+            name: "network::restart_removes_endpoints_without_a_container",
+            needs: DOCKER,
+            run: restart_removes_orphans,
+        },
     ]
 }
 
@@ -419,4 +424,38 @@ fn engine_kill_keeps_port() -> Result<()> {
     s.docker(&["rm", "-f", &id])?.ok()?;
     expect_no_endpoints(&s)?;
     expect_engine_cleans_up(s)
+}
+
+/// A crash between "endpoint made" and "container record written" leaves an endpoint with
+/// no container; the next start removes its veth, netns and rules. Simulated by deleting
+/// the record while the engine is down.
+fn restart_removes_orphans() -> Result<()> {
+    let mut s = Stack::with_busybox()?;
+    let id = container_id(
+        &s.docker(&[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1::80",
+            "busybox",
+            "sleep",
+            "1000",
+        ])?
+        .ok()?
+        .stdout,
+    )?;
+    ensure!(
+        bridge_ports(&s).len() == 1,
+        "bridge ports {:?}",
+        bridge_ports(&s)
+    );
+    ensure!(
+        netns_files(&s) == [id.clone()],
+        "netns files {:?}",
+        netns_files(&s)
+    );
+    s.kill_daemon(Daemon::Engine)?;
+    std::fs::remove_dir_all(s.dir.join("e").join("containers").join(&id))?;
+    s.start_daemon(Daemon::Engine)?;
+    expect_no_endpoints(&s)
 }
