@@ -301,6 +301,9 @@ impl TaskManager {
                 self.cleanup_dead(&task).await
             }
         };
+        // The shim's server waits for open connections to close before it exits; ours
+        // would keep it waiting for its whole shutdown grace.
+        task.drop_shim();
         if let Some(pid) = super::create::read_pid(&task.bundle.dir.join("shim.pid")) {
             wait_gone(pid, SHIM_EXIT_GRACE).await;
         }

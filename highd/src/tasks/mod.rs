@@ -71,6 +71,11 @@ impl Task {
         self.shim.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Forgets the shim's client, closing our connection once no call holds a clone.
+    fn drop_shim(&self) {
+        self.shim.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
     fn exit(&self) -> Option<ExitInfo> {
         self.exit.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -269,10 +274,20 @@ impl TaskManager {
 
 /// Waits (polling, with a deadline) until `pid` no longer exists. The shim is not our
 /// child, so we cannot waitpid it.
+/// A daemonized shim's parent is init, which may reap it late (seconds, on some VMs'
+/// inits): an exited, unreaped shim is gone for us.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesised command name, which may contain spaces.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
 async fn wait_gone(pid: i32, deadline: Duration) {
     let until = tokio::time::Instant::now() + deadline;
     while tokio::time::Instant::now() < until {
-        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() || zombie(pid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -7,6 +7,7 @@
 mod basics;
 mod common;
 mod crash;
+mod crash_images;
 mod ctr;
 mod ctr_images;
 mod restart;
