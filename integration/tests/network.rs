@@ -50,6 +50,11 @@ pub fn tests() -> Vec<Spec> {
             run: engine_kill_keeps_port,
         },
         Spec {
+            name: "network::ls_and_inspect_builtin_networks",
+            needs: DOCKER,
+            run: ls_and_inspect,
+        },
+        Spec {
             name: "network::restart_removes_endpoints_without_a_container",
             needs: DOCKER,
             run: restart_removes_orphans,
@@ -458,4 +463,54 @@ fn restart_removes_orphans() -> Result<()> {
     std::fs::remove_dir_all(s.dir.join("e").join("containers").join(&id))?;
     s.start_daemon(Daemon::Engine)?;
     expect_no_endpoints(&s)
+}
+
+fn ls_and_inspect() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let ls = s
+        .docker(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"])?
+        .ok()?;
+    let mut names: Vec<&str> = ls.stdout.lines().collect();
+    names.sort_unstable();
+    ensure!(
+        names == ["bridge bridge", "host host", "none null"],
+        "network ls: {names:?}"
+    );
+    let id = container_id(
+        &s.docker(&["run", "-d", "--name", "web", "busybox", "sleep", "1000"])?
+            .ok()?
+            .stdout,
+    )?;
+    let out = s.docker(&["network", "inspect", "bridge"])?.ok()?;
+    let v: Value = serde_json::from_str(&out.stdout)?;
+    let net = &v[0];
+    let subnet = net["IPAM"]["Config"][0]["Subnet"].as_str().unwrap_or("");
+    let want = s.bip.replace(".1/24", ".0/24");
+    ensure!(subnet == want, "subnet {subnet:?}, want {want:?}");
+    ensure!(
+        net["Options"]["com.docker.network.bridge.name"] == s.bridge.as_str(),
+        "options {}",
+        net["Options"]
+    );
+    ensure!(
+        net["Containers"][&id]["Name"] == "web",
+        "containers {}",
+        net["Containers"]
+    );
+    let ip = container_ip(&inspect(&s, &id)?)?;
+    ensure!(
+        net["Containers"][&id]["IPv4Address"] == format!("{ip}/24").as_str(),
+        "containers {}",
+        net["Containers"]
+    );
+    let bad = s.docker(&["network", "inspect", "nope"])?;
+    ensure!(bad.code != 0, "inspect of an unknown network worked");
+    expect_contains(
+        "network inspect nope",
+        &bad.stderr,
+        "network nope not found",
+    )?;
+    s.docker(&["rm", "-f", &id])?.ok()?;
+    expect_no_endpoints(&s)?;
+    expect_engine_cleans_up(s)
 }

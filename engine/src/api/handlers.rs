@@ -137,6 +137,10 @@ async fn dispatch<B: Backend>(
         Route::Ping { head } => system::ping(head),
         Route::Version => json_response(StatusCode::OK, &system::version()),
         Route::Info => json_response(StatusCode::OK, &system::info(&d).await),
+        Route::NetworkList => json_response(StatusCode::OK, &super::networks::list(&d)),
+        Route::NetworkInspect { id } => {
+            json_response(StatusCode::OK, &super::networks::inspect(&d, &id)?)
+        }
         Route::ImageCreate(ImageCreate::Pull { image, tag }) => {
             let r = Reference::parse(&image).map_err(DaemonError::from)?;
             let r = if tag.is_empty() {

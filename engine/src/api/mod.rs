@@ -4,6 +4,7 @@
 pub mod error;
 mod filters;
 mod handlers;
+pub mod networks;
 pub mod route;
 mod streams;
 mod system;

@@ -32,6 +32,10 @@ pub enum Route {
         force: bool,
     },
     ContainerPrune,
+    NetworkList,
+    NetworkInspect {
+        id: String,
+    },
     ContainerCreate {
         name: Option<String>,
     },
@@ -230,6 +234,8 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
         (Method::POST, ["containers", c, "exec"]) => Route::ExecCreate { id: id(c) },
         (Method::POST, ["exec", e, "start"]) => Route::ExecStart { id: id(e) },
         (Method::GET, ["exec", e, "json"]) => Route::ExecInspect { id: id(e) },
+        (Method::GET, ["networks"]) => Route::NetworkList,
+        (Method::GET, ["networks", n]) => Route::NetworkInspect { id: id(n) },
         _ => return Err(ApiError::page_not_found()),
     };
     Ok(r)

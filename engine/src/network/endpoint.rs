@@ -32,7 +32,7 @@ pub fn inspect_settings(ep: Option<&Endpoint>, mode: &str) -> Value {
             "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
             "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "",
             "Networks": {name: {"IPAddress": "", "IPPrefixLen": 0, "Gateway": "",
-                                "MacAddress": "", "NetworkID": name}},
+                                "MacAddress": "", "NetworkID": crate::api::networks::network_id(name)}},
         });
     };
     let mut ports: Map<String, Value> = Map::new();
@@ -46,7 +46,7 @@ pub fn inspect_settings(ep: Option<&Endpoint>, mode: &str) -> Value {
     }
     let net = json!({
         "IPAddress": ep.ip.to_string(), "IPPrefixLen": ep.prefix,
-        "Gateway": ep.gateway.to_string(), "MacAddress": ep.mac, "NetworkID": "bridge",
+        "Gateway": ep.gateway.to_string(), "MacAddress": ep.mac, "NetworkID": crate::api::networks::network_id("bridge"),
         "EndpointID": ep.container_id,
     });
     json!({

@@ -340,6 +340,15 @@ impl Manager {
         self.lock().endpoints.get(id).cloned()
     }
 
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.lock().endpoints.values().cloned().collect()
+    }
+
+    /// The bridge's address and prefix.
+    pub fn gateway(&self) -> Ipv4Net {
+        self.gateway
+    }
+
     pub fn bridge_name(&self) -> &str {
         &self.config.bridge_name
     }
