@@ -192,6 +192,15 @@ fn published_tcp() -> Result<()> {
         .stdout,
     )?;
     wait_http(fixed, "hello from a")?;
+    // The namespace and its veth outlive a stop, so a restarted container keeps its
+    // address and its published port.
+    let ip = container_ip(&inspect(&s, &a)?)?;
+    s.docker(&["restart", "-t", "1", &a])?.ok()?;
+    wait_http(fixed, "hello from a")?;
+    ensure!(
+        container_ip(&inspect(&s, &a)?)? == ip,
+        "address changed across restart"
+    );
     // A host port picked by the engine (`-p 127.0.0.1::80`), read back from inspect.
     let b = container_id(
         &s.docker(&[
