@@ -13,6 +13,7 @@ pub mod names;
 pub mod network;
 pub mod record;
 pub mod refs;
+pub mod registry;
 pub mod spec;
 pub mod stdcopy;
 pub mod store;

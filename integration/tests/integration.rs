@@ -11,6 +11,7 @@ mod docker_lifecycle;
 mod docker_run;
 mod leftovers;
 mod network;
+mod registry;
 mod restart;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         restart::tests(),
         leftovers::tests(),
         network::tests(),
+        registry::tests(),
         berth_cli::tests(),
     ]
     .into_iter()

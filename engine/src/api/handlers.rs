@@ -15,7 +15,6 @@ use super::system;
 use super::{channel_body, empty, error_response, json_response, streams, ApiError, Body};
 use crate::backend::Backend;
 use crate::daemon::{self, Daemon, DaemonError, StdinSink};
-use crate::refs::Reference;
 use crate::stdcopy::MULTIPLEXED_CONTENT_TYPE;
 use crate::types::{CreateRequest, ExecConfig, ExecStartConfig};
 
@@ -142,17 +141,9 @@ async fn dispatch<B: Backend>(
             json_response(StatusCode::OK, &super::networks::inspect(&d, &id)?)
         }
         Route::ImageCreate(ImageCreate::Pull { image, tag }) => {
-            let r = Reference::parse(&image).map_err(DaemonError::from)?;
-            let r = if tag.is_empty() {
-                r
-            } else {
-                r.with_tag(&tag).map_err(DaemonError::from)?
-            };
-            return Err(DaemonError::NotImplemented {
-                what: format!("pulling {} from a registry", r.with_default_tag()),
-            }
-            .into());
+            return crate::registry::api::pull_response(d, &image, &tag, req.headers()).await;
         }
+        Route::Auth => return crate::registry::api::login(&body_bytes(req).await?).await,
         Route::ImageCreate(ImageCreate::Import { src, repo, tag }) => {
             if src != "-" {
                 return Err(DaemonError::NotImplemented {

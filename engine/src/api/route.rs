@@ -32,6 +32,8 @@ pub enum Route {
         force: bool,
     },
     ContainerPrune,
+    /// `POST /auth` (`docker login`).
+    Auth,
     NetworkList,
     NetworkInspect {
         id: String,
@@ -158,6 +160,7 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
         (Method::GET, ["version"]) => Route::Version,
         (Method::GET, ["info"]) => Route::Info,
         (Method::POST, ["images", "create"]) => Route::ImageCreate(image_create(q)?),
+        (Method::POST, ["auth"]) => Route::Auth,
         (Method::GET, ["images", "json"]) => Route::ImageList,
         // Image names contain slashes: everything between /images/ and /json is the name.
         (Method::GET, ["images", .., "json"]) if segs.len() > 2 => Route::ImageInspect {

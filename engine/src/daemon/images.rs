@@ -219,7 +219,11 @@ impl<B: Backend> super::Daemon<B> {
 
     /// Applies each layer on its parent and commits it under its chain ID, skipping
     /// layers that are already unpacked.
-    async fn unpack(&self, layers: &[Descriptor], diff_ids: &[String]) -> DaemonResult<()> {
+    pub(crate) async fn unpack(
+        &self,
+        layers: &[Descriptor],
+        diff_ids: &[String],
+    ) -> DaemonResult<()> {
         let mut parent = String::new();
         for i in 0..layers.len() {
             let chain = chain_id(&diff_ids[..=i]);

@@ -28,7 +28,7 @@ use crate::store::{Resolved, Store, StoreError};
 
 pub use exec::{ExecRecord, ExecStream};
 pub use image_ops::ImageDeleted;
-pub use images::ImportError;
+pub use images::{chain_id, ImportError};
 pub use lifecycle::WaitOutcome;
 pub use stdin::StdinSink;
 pub use views::{

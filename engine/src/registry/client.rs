@@ -1,0 +1,355 @@
+//! A small OCI distribution client over hyper: GET with `Accept`, the registry's
+//! `WWW-Authenticate` challenge answered once (Bearer token from the realm, or Basic),
+//! and blob bodies streamed so the caller can report progress.
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{Credentials, RegistryError};
+
+/// One registry host (`127.0.0.1:5000`) and the repository path being pulled.
+pub struct Client {
+    host: String,
+    repo: String,
+    creds: Option<Credentials>,
+    /// `Authorization` value that the registry accepted (or the token we fetched).
+    auth: Option<HeaderValue>,
+}
+
+/// A response whose body has not been read yet.
+pub struct Fetched {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Incoming,
+}
+
+impl Fetched {
+    /// Reads the body, calling `progress` with the byte count so far.
+    pub async fn read_all(
+        mut self,
+        limit: u64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Bytes, RegistryError> {
+        let mut buf = BytesMut::new();
+        while let Some(frame) = self.body.frame().await {
+            let frame = frame.map_err(|e| RegistryError::Transfer {
+                message: e.to_string(),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() as u64 > limit {
+                    return Err(RegistryError::TooLarge { limit });
+                }
+                progress(buf.len() as u64);
+            }
+        }
+        Ok(buf.freeze())
+    }
+}
+
+/// Plain HTTP is allowed for loopback registries (like dockerd) and the ones named
+/// with `--insecure-registry`.
+pub fn plain_http_allowed(host: &str, insecure: &[String]) -> bool {
+    if insecure.iter().any(|h| h == host) {
+        return true;
+    }
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Client {
+    pub fn new(host: &str, repo: &str, creds: Option<Credentials>) -> Self {
+        Self {
+            host: host.into(),
+            repo: repo.into(),
+            creds,
+            auth: None,
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// GET `/v2/<repo>/<kind>/<reference>`, authenticating on a 401.
+    pub async fn get(
+        &mut self,
+        kind: &str,
+        reference: &str,
+        accept: &str,
+    ) -> Result<Fetched, RegistryError> {
+        let path = format!("/v2/{}/{kind}/{reference}", self.repo);
+        let first = self.send(&path, accept, self.auth.clone()).await?;
+        if first.status != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        let challenge = first
+            .headers
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        self.auth = Some(self.authorize(&challenge).await?);
+        self.send(&path, accept, self.auth.clone()).await
+    }
+
+    /// Checks credentials the way `docker login` needs: `GET /v2/` must succeed.
+    pub async fn ping(&mut self) -> Result<(), RegistryError> {
+        let first = self.send("/v2/", "", None).await?;
+        let status = if first.status == StatusCode::UNAUTHORIZED {
+            let challenge = first
+                .headers
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let auth = self.authorize(&challenge).await?;
+            self.send("/v2/", "", Some(auth)).await?.status
+        } else {
+            first.status
+        };
+        match status {
+            s if s.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED => Err(RegistryError::Unauthorized {
+                host: self.host.clone(),
+            }),
+            s => Err(RegistryError::Status {
+                url: format!("http://{}/v2/", self.host),
+                status: s.as_u16(),
+                message: String::new(),
+            }),
+        }
+    }
+
+    async fn authorize(&self, challenge: &str) -> Result<HeaderValue, RegistryError> {
+        let (scheme, params) = parse_challenge(challenge);
+        if scheme.eq_ignore_ascii_case("basic") {
+            let c = self
+                .creds
+                .as_ref()
+                .ok_or_else(|| RegistryError::Unauthorized {
+                    host: self.host.clone(),
+                })?;
+            return Ok(basic(c));
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(RegistryError::Challenge {
+                challenge: challenge.into(),
+            });
+        }
+        let realm = params
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.clone());
+        let realm = realm.ok_or_else(|| RegistryError::Challenge {
+            challenge: challenge.into(),
+        })?;
+        let mut url = url::Url::parse(&realm).map_err(|_| RegistryError::Challenge {
+            challenge: challenge.into(),
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some((_, s)) = params.iter().find(|(k, _)| k == "service") {
+                q.append_pair("service", s);
+            }
+            let scope = params
+                .iter()
+                .find(|(k, _)| k == "scope")
+                .map(|(_, v)| v.clone())
+                .or_else(|| {
+                    (!self.repo.is_empty()).then(|| format!("repository:{}:pull", self.repo))
+                });
+            if let Some(scope) = scope {
+                q.append_pair("scope", &scope);
+            }
+        }
+        let token_host = match (url.host_str(), url.port_or_known_default()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            _ => {
+                return Err(RegistryError::Challenge {
+                    challenge: challenge.into(),
+                })
+            }
+        };
+        if url.scheme() != "http" {
+            return Err(RegistryError::Tls { host: token_host });
+        }
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let resp = request(&token_host, &path, "", self.creds.as_ref().map(basic)).await?;
+        if !resp.status.is_success() {
+            return Err(RegistryError::Unauthorized {
+                host: self.host.clone(),
+            });
+        }
+        let body = resp.read_all(1 << 20, |_| {}).await?;
+        #[derive(serde::Deserialize)]
+        struct Token {
+            #[serde(default)]
+            token: String,
+            #[serde(default)]
+            access_token: String,
+        }
+        let t: Token = serde_json::from_slice(&body).map_err(|e| RegistryError::Decode {
+            what: "token response",
+            message: e.to_string(),
+        })?;
+        let token = if t.token.is_empty() {
+            t.access_token
+        } else {
+            t.token
+        };
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| RegistryError::Challenge {
+            challenge: challenge.into(),
+        })
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        accept: &str,
+        auth: Option<HeaderValue>,
+    ) -> Result<Fetched, RegistryError> {
+        request(&self.host, path, accept, auth).await
+    }
+}
+
+fn basic(c: &Credentials) -> HeaderValue {
+    let raw = format!("{}:{}", c.username, c.password);
+    let enc = base64::engine::general_purpose::STANDARD.encode(raw);
+    // Base64 output is always a valid header value.
+    HeaderValue::from_str(&format!("Basic {enc}")).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// One request on a fresh connection; registries answer blobs with large bodies, so
+/// connection reuse buys little here.
+async fn request(
+    host: &str,
+    path: &str,
+    accept: &str,
+    auth: Option<HeaderValue>,
+) -> Result<Fetched, RegistryError> {
+    let connect = |e: std::io::Error| RegistryError::Connect {
+        host: host.into(),
+        message: e.to_string(),
+    };
+    let stream = TcpStream::connect(host).await.map_err(connect)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| RegistryError::Transfer {
+            message: e.to_string(),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "registry connection ended");
+        }
+    });
+    let mut req = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header(header::HOST, host)
+        .header(header::USER_AGENT, "berth-engine");
+    if !accept.is_empty() {
+        req = req.header(header::ACCEPT, accept);
+    }
+    if let Some(a) = auth {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| RegistryError::Transfer {
+            message: e.to_string(),
+        })?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| RegistryError::Transfer {
+            message: e.to_string(),
+        })?;
+    let (parts, body) = resp.into_parts();
+    Ok(Fetched {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// `Bearer realm="https://auth",service="registry",scope="repository:x:pull"`.
+pub fn parse_challenge(s: &str) -> (String, Vec<(String, String)>) {
+    let s = s.trim();
+    let (scheme, rest) = s.split_once(' ').unwrap_or((s, ""));
+    let mut params = Vec::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        params.push((key, value.to_string()));
+        rest = remaining.trim_start_matches(',').trim();
+    }
+    (scheme.to_string(), params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenge() {
+        let (scheme, p) = parse_challenge(
+            r#"Bearer realm="http://127.0.0.1:1/token",service="reg",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(scheme, "Bearer");
+        assert_eq!(p[0], ("realm".into(), "http://127.0.0.1:1/token".into()));
+        assert_eq!(p[1], ("service".into(), "reg".into()));
+        assert_eq!(p[2], ("scope".into(), "repository:a/b:pull,push".into()));
+        let (scheme, p) = parse_challenge(r#"Basic realm="basic-realm""#);
+        assert_eq!(scheme, "Basic");
+        assert_eq!(p, vec![("realm".into(), "basic-realm".into())]);
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_insecure() {
+        assert!(plain_http_allowed("127.0.0.1:5000", &[]));
+        assert!(plain_http_allowed("127.3.0.1:5000", &[]));
+        assert!(plain_http_allowed("localhost:5000", &[]));
+        assert!(plain_http_allowed("[::1]:5000", &[]));
+        assert!(!plain_http_allowed("registry.example:5000", &[]));
+        assert!(plain_http_allowed(
+            "registry.example:5000",
+            &["registry.example:5000".into()]
+        ));
+        assert!(!plain_http_allowed("docker.io", &[]));
+    }
+}

@@ -1,0 +1,304 @@
+//! `docker pull` / `docker login` through Berth against Debian's `docker-registry`
+//! (distribution 2.8), started by PID on 127.0.0.1:<free port> with its own config and
+//! storage in the test's temp dir. The registry is filled with `skopeo copy` from an OCI
+//! layout built from the busybox test image. Traffic only goes to 127.0.0.1.
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use berth_integration::{wait_until, Stack};
+
+use crate::common::{expect_contains, Spec, DOCKER};
+
+const REGISTRY: &str = "/usr/bin/docker-registry";
+const SKOPEO: &str = "/usr/bin/skopeo";
+const HTPASSWD: &str = "/usr/bin/htpasswd";
+
+pub fn tests() -> Vec<Spec> {
+    vec![
+        Spec {
+            name: "registry::pull_run_and_pull_by_digest",
+            needs: DOCKER,
+            run: pull_and_run,
+        },
+        Spec {
+            name: "registry::basic_auth_login_then_pull",
+            needs: DOCKER,
+            run: basic_auth,
+        },
+        Spec {
+            name: "registry::corrupt_blob_fails_and_leaves_no_image",
+            needs: DOCKER,
+            run: corrupt_blob,
+        },
+    ]
+}
+
+/// The registry tools are optional packages; their absence is a visible skip.
+fn tools_missing() -> bool {
+    let missing: Vec<&str> = [REGISTRY, SKOPEO, HTPASSWD]
+        .into_iter()
+        .filter(|p| !Path::new(p).is_file())
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "SKIP: registry test: {} missing (apt-get install -y docker-registry skopeo apache2-utils)",
+            missing.join(", ")
+        );
+    }
+    !missing.is_empty()
+}
+
+/// A registry process we started; killed by PID on drop.
+struct Registry {
+    child: Child,
+    dir: PathBuf,
+    host: String,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Registry {
+    /// Starts a registry under `dir`; with `auth`, htpasswd (bcrypt) `user:password`.
+    fn start(dir: &Path, auth: Option<(&str, &str)>) -> Result<Registry> {
+        let dir = dir.join("registry");
+        std::fs::create_dir_all(dir.join("storage"))?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let host = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            dir.join("storage").display()
+        );
+        if let Some((user, password)) = auth {
+            let line = run(Command::new(HTPASSWD).args(["-Bbn", user, password]))?;
+            std::fs::write(dir.join("htpasswd"), line)?;
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ));
+        }
+        std::fs::write(dir.join("config.yml"), config)?;
+        let log = File::create(dir.join("registry.log"))?;
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start docker-registry")?;
+        let reg = Registry { child, dir, host };
+        wait_until("registry to listen", Duration::from_secs(20), || {
+            Ok(TcpStream::connect(&reg.host).is_ok().then_some(()))
+        })
+        .with_context(|| reg.log())?;
+        Ok(reg)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+
+    /// Pushes the busybox rootfs tar as `<host>/busybox:<tag>` (an OCI image) with skopeo.
+    fn push_busybox(&self, tar: &Path, tag: &str, creds: Option<&str>) -> Result<()> {
+        let layout = self.dir.join("oci");
+        write_oci_layout(tar, &layout)?;
+        let mut cmd = Command::new(SKOPEO);
+        cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--dest-creds", c]);
+        }
+        cmd.arg(format!("oci:{}:latest", layout.display()))
+            .arg(format!("docker://{}/busybox:{tag}", self.host));
+        run(&mut cmd).with_context(|| self.log())?;
+        Ok(())
+    }
+
+    /// The registry's file for a blob (distribution's filesystem layout).
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let out = run(Command::new("sha256sum").arg(path))?;
+    let hex = out.split_whitespace().next().context("sha256sum output")?;
+    Ok(format!("sha256:{hex}"))
+}
+
+fn write_blob(layout: &Path, data: &[u8]) -> Result<(String, usize)> {
+    let tmp = layout.join("blob.tmp");
+    std::fs::write(&tmp, data)?;
+    let digest = sha256_file(&tmp)?;
+    let dest = layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    std::fs::rename(&tmp, dest)?;
+    Ok((digest, data.len()))
+}
+
+/// An OCI image layout: gzip layer, config, manifest, index with ref name `latest`.
+fn write_oci_layout(tar: &Path, layout: &Path) -> Result<()> {
+    std::fs::create_dir_all(layout.join("blobs/sha256"))?;
+    let diff_id = sha256_file(tar)?;
+    let gz = Command::new("gzip")
+        .args(["-n", "-c"])
+        .arg(tar)
+        .output()
+        .context("gzip the layer")?;
+    ensure!(gz.status.success(), "gzip failed");
+    let (layer, layer_size) = write_blob(layout, &gz.stdout)?;
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let (cfg, cfg_size) = write_blob(layout, config.to_string().as_bytes())?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": cfg_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size}],
+    });
+    let (man, man_size) = write_blob(layout, manifest.to_string().as_bytes())?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man, "size": man_size,
+                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
+    });
+    std::fs::write(layout.join("index.json"), index.to_string())?;
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    Ok(())
+}
+
+/// `Digest: sha256:...` from docker pull's output.
+fn pulled_digest(out: &str) -> Result<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .map(str::to_string)
+        .with_context(|| format!("no Digest line in:\n{out}"))
+}
+
+fn pull_and_run() -> Result<()> {
+    if tools_missing() {
+        return Ok(());
+    }
+    let s = Stack::start()?;
+    let reg = Registry::start(&s.dir, None)?;
+    reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
+    let image = format!("{}/busybox", reg.host);
+    let out = s.docker(&["pull", &image])?.ok()?;
+    expect_contains("pull", &out.stdout, "Pull complete")?;
+    expect_contains(
+        "pull",
+        &out.stdout,
+        &format!("Status: Downloaded newer image for {image}:latest"),
+    )?;
+    let digest = pulled_digest(&out.stdout)?;
+    let out = s.docker(&["run", "--rm", &image, "echo", "pulled"])?.ok()?;
+    ensure!(out.stdout == "pulled\n", "run stdout {:?}", out.stdout);
+    let out = s.docker(&["pull", &image])?.ok()?;
+    expect_contains("second pull", &out.stdout, "Image is up to date")?;
+    let by_digest = format!("{image}@{digest}");
+    s.docker(&["pull", &by_digest])?.ok()?;
+    let out = s
+        .docker(&["run", "--rm", &by_digest, "echo", "by digest"])?
+        .ok()?;
+    ensure!(out.stdout == "by digest\n", "run stdout {:?}", out.stdout);
+    let out = s.docker(&["pull", &format!("{image}:nope")])?;
+    ensure!(out.code != 0, "pull of a missing tag succeeded: {out}");
+    expect_contains("missing tag", &out.stderr, "not found")?;
+    Ok(())
+}
+
+fn basic_auth() -> Result<()> {
+    if tools_missing() {
+        return Ok(());
+    }
+    let s = Stack::start()?;
+    let reg = Registry::start(&s.dir, Some(("berth", "s3cret")))?;
+    reg.push_busybox(&s.busybox_tar()?, "latest", Some("berth:s3cret"))?;
+    let image = format!("{}/busybox", reg.host);
+    let out = s.docker(&["pull", &image])?;
+    ensure!(out.code != 0, "anonymous pull succeeded: {out}");
+    let out = s.docker(&["login", "-u", "berth", "-p", "wrong", &reg.host])?;
+    ensure!(
+        out.code != 0,
+        "login with a wrong password succeeded: {out}"
+    );
+    expect_contains("bad login", &out.stderr, "401 Unauthorized")?;
+    let out = s
+        .docker(&["login", "-u", "berth", "-p", "s3cret", &reg.host])?
+        .ok()?;
+    expect_contains("login", &out.stdout, "Login Succeeded")?;
+    s.docker(&["pull", &image])?.ok()?;
+    let out = s.docker(&["run", "--rm", &image, "echo", "authed"])?.ok()?;
+    ensure!(out.stdout == "authed\n", "run stdout {:?}", out.stdout);
+    Ok(())
+}
+
+fn corrupt_blob() -> Result<()> {
+    if tools_missing() {
+        return Ok(());
+    }
+    let s = Stack::start()?;
+    let reg = Registry::start(&s.dir, None)?;
+    reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
+    // Flip bytes of the layer in the registry's storage: same size, other digest.
+    let layout = reg.dir.join("oci");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let man_digest = index["manifests"][0]["digest"].as_str().context("index")?;
+    let man: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(man_digest.trim_start_matches("sha256:")),
+    )?)?;
+    let layer = man["layers"][0]["digest"]
+        .as_str()
+        .context("layer digest")?;
+    let path = reg.blob_path(layer);
+    let mut data = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&path, data)?;
+    let image = format!("{}/busybox", reg.host);
+    let out = s.docker(&["pull", &image])?;
+    ensure!(out.code != 0, "pull of a corrupt layer succeeded: {out}");
+    expect_contains("corrupt pull", &out.stderr, "digest mismatch")?;
+    let images = s.docker(&["images", "-q"])?.ok()?;
+    ensure!(
+        images.stdout.trim().is_empty(),
+        "a failed pull left an image: {}",
+        images.stdout
+    );
+    Ok(())
+}
