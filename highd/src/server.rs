@@ -163,7 +163,10 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), ServerError> {
             source,
         })?;
 
+    // One span per call: with --log-level debug its close event carries the call's
+    // duration (how docs/highd.md's latency profile was taken).
     let router = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::debug_span!("grpc", method = %req.uri().path()))
         .add_service(VersionServer::new(VersionService))
         .add_service(IntrospectionServer::new(IntrospectionService::new(
             plugins(),

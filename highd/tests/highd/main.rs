@@ -11,4 +11,5 @@ mod crash_images;
 mod ctr;
 mod ctr_images;
 mod restart;
+mod scale;
 mod tasks;
