@@ -18,5 +18,6 @@ pub mod spec;
 pub mod stdcopy;
 pub mod store;
 pub mod types;
+pub mod users;
 
 pub use config::{run, Config, EngineError};

@@ -13,6 +13,7 @@ mod leftovers;
 mod network;
 mod registry;
 mod restart;
+mod users_seccomp;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         leftovers::tests(),
         network::tests(),
         registry::tests(),
+        users_seccomp::tests(),
         berth_cli::tests(),
     ]
     .into_iter()

@@ -4,6 +4,7 @@ use http::StatusCode;
 
 use crate::backend::BackendError;
 use crate::daemon::{DaemonError, ImportError};
+use crate::users::UserError;
 
 /// An error as the Docker API reports it: an HTTP status and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +58,10 @@ impl From<DaemonError> for ApiError {
             E::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
             E::Network(n) if n.is_bad_input() => StatusCode::BAD_REQUEST,
             E::Network(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::User(UserError::NoUser { .. } | UserError::NoGroup { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            E::User(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Backend(BackendError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Backend(BackendError::AlreadyExists { .. }) => StatusCode::CONFLICT,
             E::Backend(BackendError::InvalidArgument { .. }) => StatusCode::BAD_REQUEST,

@@ -156,12 +156,14 @@ impl<B: Backend> Daemon<B> {
             id[..12].to_string()
         };
         let etc = write_etc_files(&dir, &hostname, &host_config)?;
+        let exec_user =
+            crate::users::for_image(&*self.backend, &image.layers, &config.user).await?;
         let input = SpecInput {
             id,
             args: argv.clone(),
             env: config.env.clone(),
             cwd: config.working_dir.clone(),
-            user: config.user.clone(),
+            user: format!("{}:{}", exec_user.uid, exec_user.gid),
             tty: config.tty,
             hostname,
             cgroup_parent: &self.config.cgroup_parent,
@@ -173,6 +175,7 @@ impl<B: Backend> Daemon<B> {
             ],
         };
         let mut spec = spec::generate(&input)?;
+        exec_user.apply(&mut spec);
         self.attach_network(id, &host_config, &config, &mut spec)
             .await?;
         let labels = HashMap::from([(ENGINE_LABEL.to_string(), "1".to_string())]);

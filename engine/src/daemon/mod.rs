@@ -78,6 +78,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[error(transparent)]
+    User(#[from] crate::users::UserError),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
