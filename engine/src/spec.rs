@@ -17,7 +17,7 @@ pub enum SpecError {
     #[error("privileged containers are not implemented yet")]
     Privileged,
     #[error(
-        "network mode {mode:?} is not implemented yet (supported: default, bridge, none, host)"
+        "network mode {mode:?} is not implemented yet (supported: default, bridge, none, host, container:<name|id>)"
     )]
     NetworkMode { mode: String },
 }
@@ -249,6 +249,8 @@ pub fn namespaces(network_mode: &str) -> Result<Vec<Value>, SpecError> {
         // A fresh network namespace with only loopback: bridge networking is a later issue.
         "" | "default" | "bridge" | "none" => ns.push(json!({"type": "network"})),
         "host" => {}
+        // The engine fills in the other container's namespace path (crate::network).
+        m if m.starts_with("container:") => ns.push(json!({"type": "network"})),
         other => return Err(SpecError::NetworkMode { mode: other.into() }),
     }
     Ok(ns)

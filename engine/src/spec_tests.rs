@@ -156,7 +156,7 @@ fn host_options() {
         assert!(generate(&input(&h)).is_err(), "{bad}");
     }
     let h = HostConfig {
-        network_mode: "container:x".into(),
+        network_mode: "mynet".into(),
         ..Default::default()
     };
     assert!(generate(&input(&h)).is_err());

@@ -35,7 +35,7 @@ pub fn tests() -> Vec<Spec> {
             run: container_to_container,
         },
         Spec {
-            name: "network::none_and_host_modes",
+            name: "network::none_host_and_container_modes",
             needs: DOCKER,
             run: none_and_host,
         },
@@ -369,6 +369,42 @@ fn none_and_host() -> Result<()> {
         "--network host does not see the host's {}: {host:?}",
         s.bridge
     );
+    // container:<name> shares the other container's namespace: its loopback and eth0.
+    let web = container_id(
+        &s.docker(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "busybox",
+            "sh",
+            "-c",
+            &httpd_args("web"),
+        ])?
+        .ok()?
+        .stdout,
+    )?;
+    let fetch = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 80";
+    let got = wait_until(
+        "a container:web sidecar to reach web on 127.0.0.1",
+        Duration::from_secs(20),
+        || {
+            let out = s.docker(&[
+                "run",
+                "--rm",
+                "--network",
+                "container:web",
+                "busybox",
+                "sh",
+                "-c",
+                fetch,
+            ])?;
+            Ok((out.code == 0 && out.stdout.contains("hello from web")).then_some(()))
+        },
+    );
+    got?;
+    let shared = ls("container:web")?;
+    ensure!(shared == "eth0 lo", "container:web interfaces: {shared:?}");
     let bad = s.docker(&[
         "run",
         "--rm",
@@ -377,7 +413,9 @@ fn none_and_host() -> Result<()> {
         "busybox",
         "true",
     ])?;
-    ensure!(bad.code != 0, "container: mode unexpectedly worked");
+    ensure!(bad.code != 0, "container:nope worked");
+    expect_contains("container:nope", &bad.stderr, "No such container: nope")?;
+    s.docker(&["rm", "-f", &web])?.ok()?;
     expect_no_endpoints(&s)?;
     expect_engine_cleans_up(s)
 }

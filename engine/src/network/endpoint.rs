@@ -26,6 +26,9 @@ pub fn inspect_settings(ep: Option<&Endpoint>, mode: &str) -> Value {
     let Some(ep) = ep else {
         let name = match mode {
             "host" | "none" => mode,
+            m if m.starts_with("container:") => {
+                return json!({"SandboxKey": "", "Ports": {}, "IPAddress": "", "Networks": {}});
+            }
             _ => "bridge",
         };
         return json!({

@@ -24,9 +24,22 @@ impl<B: Backend> Daemon<B> {
         config: &ContainerConfig,
         spec: &mut Value,
     ) -> Result<(), NetworkError> {
+        self.apply_dns(id, host)?;
         let Some(mgr) = self.network_manager() else {
             return Ok(());
         };
+        if let Some(target) = host.network_mode.strip_prefix("container:") {
+            let path = self.shared_netns(&mgr, target)?;
+            if let Some(list) = spec
+                .pointer_mut("/linux/namespaces")
+                .and_then(Value::as_array_mut)
+            {
+                for ns in list.iter_mut().filter(|n| n["type"] == "network") {
+                    ns["path"] = Value::String(path.clone());
+                }
+            }
+            return Ok(());
+        }
         let id_for_hosts = id;
         let (id, mode) = (id.to_string(), host.network_mode.clone());
         let (host_extra, config_extra) = (host.extra.clone(), config.extra.clone());
@@ -40,6 +53,38 @@ impl<B: Backend> Daemon<B> {
             self.hosts_to_endpoint(id_for_hosts, hostname, &ep)?;
         }
         Ok(())
+    }
+
+    /// `--network container:X`: X's persistent namespace when it is on the bridge, else
+    /// the namespace of its running init (`none`, `host`).
+    fn shared_netns(&self, mgr: &Manager, target: &str) -> Result<String, NetworkError> {
+        let rec = self
+            .container(target)
+            .map_err(|_| NetworkError::JoinContainer {
+                reference: target.into(),
+            })?;
+        if let Some(ep) = mgr.endpoint(&rec.id) {
+            return Ok(ep.netns.to_string_lossy().into_owned());
+        }
+        if rec.state.status.is_running() && rec.state.pid > 0 {
+            return Ok(format!("/proc/{}/ns/net", rec.state.pid));
+        }
+        Err(NetworkError::JoinStopped { id: rec.id })
+    }
+
+    /// `--dns*`: rewrites the resolv.conf written at create (the host's, filtered).
+    fn apply_dns(&self, id: &str, host: &HostConfig) -> Result<(), NetworkError> {
+        let dns = super::dns::DnsSettings::from_host_extra(&host.extra)?;
+        if dns.is_empty() {
+            return Ok(());
+        }
+        let path = self.store.container_dir(id).join("resolv.conf");
+        let io = |op| {
+            let path = path.clone();
+            move |source| NetworkError::Io { op, path, source }
+        };
+        let old = std::fs::read_to_string(&path).map_err(io("read"))?;
+        crate::store::write_atomic(&path, dns.apply(&old).as_bytes()).map_err(io("write"))
     }
 
     /// The container's /etc/hosts (written before the endpoint existed) maps its hostname

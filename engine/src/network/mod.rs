@@ -7,6 +7,7 @@
 //! What exists is recorded in `<data-root>/network/state.json` *before* it is made, so a
 //! crash at any point leaves a record that start-up uses to finish or undo the work.
 
+mod dns;
 mod endpoint;
 mod hooks;
 pub mod ipam;
@@ -29,6 +30,12 @@ pub enum NetworkError {
         "network mode {mode:?} is not implemented yet (supported: default, bridge, none, host)"
     )]
     Mode { mode: String },
+    #[error("No such container: {reference}")]
+    JoinContainer { reference: String },
+    #[error("cannot join network of a non running container: {id}")]
+    JoinStopped { id: String },
+    #[error("{value} is not an ip address")]
+    Dns { value: String },
     #[error("invalid port specification: {spec:?}")]
     InvalidPort { spec: String },
     #[error("Bind for {addr} failed: port is already allocated ({source})")]
@@ -82,7 +89,12 @@ impl NetworkError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Self::Mode { .. } | Self::InvalidPort { .. } | Self::Bip { .. }
+            Self::Mode { .. }
+                | Self::InvalidPort { .. }
+                | Self::Bip { .. }
+                | Self::Dns { .. }
+                | Self::JoinContainer { .. }
+                | Self::JoinStopped { .. }
         )
     }
 }

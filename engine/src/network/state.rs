@@ -241,6 +241,7 @@ impl Manager {
         match mode {
             "" | "default" | "bridge" => {}
             "host" | "none" => return Ok(None),
+            m if m.starts_with("container:") => return Ok(None),
             other => return Err(NetworkError::Mode { mode: other.into() }),
         }
         let mut wanted = ports::requested(host_extra, config_extra)?;
