@@ -4,6 +4,7 @@
 //! `BERTH_TEST_RUNTIME=/usr/sbin/runc` runs the task tests with runc instead of
 //! berth-lowrt (to check the tests themselves against the reference runtime).
 
+mod bad_input;
 mod basics;
 mod common;
 mod crash;
