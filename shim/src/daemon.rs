@@ -264,7 +264,7 @@ async fn trim_when_quiet(activity: Arc<Notify>) {
             .await
             .is_ok()
         {}
-        crate::sys::trim_heap();
-        tracing::debug!("idle: heap trimmed");
+        let (in_use, mmapped, free) = crate::sys::trim_heap();
+        tracing::debug!(in_use, mmapped, free, "idle: heap trimmed");
     }
 }

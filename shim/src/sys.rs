@@ -110,9 +110,14 @@ pub fn tune_malloc() {
 }
 
 /// Returns the heap's free pages to the kernel (malloc_trim(3)): after a burst of calls
-/// an idle shim otherwise keeps the high-water mark of its heap resident.
-pub fn trim_heap() {
+/// an idle shim otherwise keeps the high-water mark of its heap resident. Returns the bytes
+/// still allocated (from the heap, from mmap) and free in the heap afterwards.
+pub fn trim_heap() -> (usize, usize, usize) {
     // SAFETY: malloc_trim takes malloc's own lock and only releases free memory; it
     // touches no allocation that is in use.
     unsafe { libc::malloc_trim(0) };
+    // SAFETY: mallinfo2 only reads malloc's counters under its lock and returns a plain
+    // struct by value.
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks, info.hblkhd, info.fordblks)
 }

@@ -299,11 +299,25 @@ async fn copy_out(src: AsyncPipe, sink: Sink) {
 }
 
 async fn copy_out_shared(src: Arc<AsyncPipe>, mut sink: Sink) {
-    let mut buf = vec![0u8; 16 * 1024];
+    // Most containers write rarely: the buffer exists only while output is flowing, and
+    // goes once a read drains the pipe, so an idle shim holds none.
+    let mut buf = Vec::new();
     loop {
+        if buf.is_empty() {
+            if let Err(err) = src.readable().await {
+                tracing::warn!(%err, fd = src.as_ref().raw_fd(), "waiting for output failed");
+                break;
+            }
+            buf = vec![0u8; OUTPUT_BUF];
+        }
         match src.read(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => sink.write(&buf[..n]).await,
+            Ok(n) => {
+                sink.write(&buf[..n]).await;
+                if n < buf.len() {
+                    buf = Vec::new();
+                }
+            }
             Err(err) => {
                 tracing::warn!(%err, fd = src.as_ref().raw_fd(), "reading output failed");
                 break;
@@ -312,3 +326,6 @@ async fn copy_out_shared(src: Arc<AsyncPipe>, mut sink: Sink) {
     }
     sink.finish();
 }
+
+/// Bytes read from a process's output at a time.
+const OUTPUT_BUF: usize = 16 * 1024;

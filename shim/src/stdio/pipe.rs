@@ -62,6 +62,12 @@ impl AsyncPipe {
         }
     }
 
+    /// Waits until a read would not block (data, end of stream or an error), reading
+    /// nothing.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        self.fd.readable().await.map(drop)
+    }
+
     /// Reads what is available now without waiting; `Ok(0)` at end of stream or when
     /// nothing is buffered.
     pub fn read_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {

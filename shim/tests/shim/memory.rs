@@ -42,12 +42,17 @@ fn threads(pid: u32) -> anyhow::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/task"))?.count())
 }
 
-/// A shim with a running `sleep`, and a highd stand-in.
+/// A shim with a running `sleep` logging to a json-file (as docker runs containers), and
+/// a highd stand-in.
 async fn running_shim(fx: &mut Fixture) -> anyhow::Result<TaskClient<Channel>> {
     let events = FakeEvents::default();
     events.serve(&fx.events_sock)?;
     let mut client = fx.start_shim().await?;
-    client.create(fx.create_request("", "")).await?;
+    let log = format!(
+        "jsonfile://{}?max-size=10m&max-file=3",
+        fx.path("ctr.log").display()
+    );
+    client.create(fx.create_request(&log, &log)).await?;
     client
         .start(StartRequest {
             id: fx.id.clone(),
@@ -106,7 +111,7 @@ async fn idle_shim_memory() -> anyhow::Result<()> {
         if skip_unless_root("idle_shim_memory") {
             return Ok(());
         }
-        let mut fx = Fixture::new(&["sleep", "1000"])?;
+        let mut fx = Fixture::new(&["sh", "-c", "echo up; exec sleep 1000"])?;
         let mut client = running_shim(&mut fx).await?;
         wait_idle(&fx).await?;
         let pid = fx.shim_pid.unwrap_or_default();
@@ -118,6 +123,10 @@ async fn idle_shim_memory() -> anyhow::Result<()> {
             r.pss, r.rss, r.private_dirty, r.anon
         );
         assert_eq!(threads, 1, "the shim must stay single-threaded");
+        let log = std::fs::read_to_string(fx.bundle.join("shim.log"))?;
+        if let Some(line) = log.lines().rfind(|l| l.contains("heap trimmed")) {
+            eprintln!("malloc after the idle trim: {line}");
+        }
         check_limit("one idle shim", r.pss);
         stop(&mut fx, &mut client).await
     })
@@ -133,7 +142,7 @@ async fn twenty_idle_shims_memory() -> anyhow::Result<()> {
         }
         let mut running = Vec::new();
         for _ in 0..SHIMS {
-            let mut fx = Fixture::new(&["sleep", "1000"])?;
+            let mut fx = Fixture::new(&["sh", "-c", "echo up; exec sleep 1000"])?;
             let client = running_shim(&mut fx).await?;
             running.push((fx, client));
         }
