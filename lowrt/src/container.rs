@@ -32,8 +32,11 @@ pub enum ContainerError {
     /// The child's own report, printed as runc prints it.
     #[error("unable to start container process: {0}")]
     Init(String),
-    #[error("container init exited before it was ready")]
-    InitDied,
+    #[error("container init exited before it was ready{how}")]
+    InitDied {
+        /// ": killed by signal …" or ": exit status …" when known, else empty.
+        how: String,
+    },
     #[error("container with id exists: {0}")]
     Exists(String),
     #[error("{op} {}: {source}", path.display())]

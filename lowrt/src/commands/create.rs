@@ -3,7 +3,7 @@
 //! blocks on exec.fifo; the runtime records state.json and the pid file and exits, so
 //! init is reparented to the caller's subreaper (the shim).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -117,6 +117,28 @@ fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<(), Conta
         std::fs::write(&path, render(maps)).map_err(io_err("write", &path))?;
     }
     Ok(())
+}
+
+/// The error for an init that closed the sync channel without a report: reaps it (the
+/// rollback then has nothing to kill) so the message can say how it ended.
+fn died(rollback: &mut Rollback, pid: Pid, pidfd: &OwnedFd) -> ContainerError {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus};
+    // End-of-file normally means it is gone already; give a dying process a moment.
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::from(1000u16));
+    let how = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => format!(": exit status {code}"),
+        Ok(WaitStatus::Signaled(_, sig, _)) => format!(": killed by {sig}"),
+        Ok(_) => {
+            return ContainerError::InitDied {
+                how: ": it closed the sync channel but is still running".into(),
+            }
+        }
+        Err(_) => String::new(),
+    };
+    rollback.child = None;
+    ContainerError::InitDied { how }
 }
 
 /// `create` as a command: the container stays created, the runtime exits 0.
@@ -272,11 +294,13 @@ pub(crate) fn launch_with(
                     }
                     Some(Message::Error(text)) => return Err(ContainerError::Init(text)),
                     Some(Message::HooksDone | Message::Go) | None => {
-                        return Err(ContainerError::InitDied)
+                        return Err(died(&mut rollback, pid, &pidfd))
                     }
                 }
             }
-            let (_, start) = proc_stat(pid).ok_or(ContainerError::InitDied)?;
+            let Some((_, start)) = proc_stat(pid) else {
+                return Err(died(&mut rollback, pid, &pidfd));
+            };
             let state = State::new(
                 &opts.id,
                 pid.as_raw(),

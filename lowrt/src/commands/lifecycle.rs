@@ -1,7 +1,7 @@
 //! start, state, kill, delete, list, pause, resume, ps, spec.
 
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,8 +33,14 @@ pub fn start(g: &Globals, id: &str) -> Result<i32, ContainerError> {
         Mode::empty(),
     )
     .map_err(errno("open exec.fifo"))?;
-    let pidfd =
-        crate::sys::pidfd_open(Pid::from_raw(state.pid)).map_err(|_| ContainerError::InitDied)?;
+    // Opening the fifo is what releases init: from here on it may write its byte, exec,
+    // finish and be reaped at any moment. A dead init is only an error when its byte
+    // never arrived (a short-lived container such as `true` is done before we look).
+    let pidfd = match crate::sys::pidfd_open(Pid::from_raw(state.pid)) {
+        Ok(fd) => fd,
+        Err(_) if fifo_byte(&fifo)? => return finish_start(id, &state, &fifo_path),
+        Err(_) => return Err(ContainerError::InitDied { how: String::new() }),
+    };
     loop {
         let mut fds = [
             PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
@@ -47,18 +53,38 @@ pub fn start(g: &Globals, id: &str) -> Result<i32, ContainerError> {
         }
         let fifo_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
         let init_dead = fds[1].revents().is_some_and(|r| !r.is_empty());
-        if fifo_ready {
-            let mut byte = [0u8; 1];
-            match nix::unistd::read(&fifo, &mut byte) {
-                Ok(1) => break,
-                Err(nix::errno::Errno::EAGAIN) => {}
-                _ => return Err(ContainerError::InitDied),
+        // poll samples the fds one after the other: init can write, exec and exit between
+        // the two samples, so a dead init still gets its fifo read before we give up.
+        if fifo_ready || init_dead {
+            if fifo_byte(&fifo)? {
+                break;
             }
-        } else if init_dead {
-            return Err(ContainerError::InitDied);
+            if init_dead {
+                return Err(ContainerError::InitDied { how: String::new() });
+            }
         }
     }
-    std::fs::remove_file(&fifo_path).map_err(io_err("remove", &fifo_path))?;
+    finish_start(id, &state, &fifo_path)
+}
+
+/// Whether init's one byte is in the fifo (non-blocking read; nothing yet is `false`).
+/// End-of-file without it means init opened the fifo and died before writing.
+fn fifo_byte(fifo: &OwnedFd) -> Result<bool, ContainerError> {
+    let mut byte = [0u8; 1];
+    loop {
+        return match nix::unistd::read(fifo, &mut byte) {
+            Ok(1) => Ok(true),
+            Ok(_) => Err(ContainerError::InitDied { how: String::new() }),
+            Err(nix::errno::Errno::EAGAIN) => Ok(false),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => Err(errno("read exec.fifo")(e)),
+        };
+    }
+}
+
+/// After init has been released: the container is no longer `created`; poststart hooks.
+fn finish_start(id: &str, state: &State, fifo_path: &Path) -> Result<i32, ContainerError> {
+    std::fs::remove_file(fifo_path).map_err(io_err("remove", fifo_path))?;
     // runtime-spec: a failing poststart hook is logged; start still succeeds.
     let poststart = crate::hooks::at(&state.config, crate::hooks::Point::Poststart);
     if !poststart.is_empty() {

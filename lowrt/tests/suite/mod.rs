@@ -7,4 +7,5 @@ mod exec;
 mod hooks;
 mod lifecycle;
 mod run;
+mod stress;
 mod userns;
