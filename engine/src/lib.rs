@@ -14,6 +14,7 @@ pub mod network;
 pub mod record;
 pub mod refs;
 pub mod registry;
+pub mod seccomp;
 pub mod spec;
 pub mod stdcopy;
 pub mod store;

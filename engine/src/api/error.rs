@@ -62,6 +62,7 @@ impl From<DaemonError> for ApiError {
                 StatusCode::BAD_REQUEST
             }
             E::User(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Seccomp(_) => StatusCode::BAD_REQUEST,
             E::Backend(BackendError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Backend(BackendError::AlreadyExists { .. }) => StatusCode::CONFLICT,
             E::Backend(BackendError::InvalidArgument { .. }) => StatusCode::BAD_REQUEST,

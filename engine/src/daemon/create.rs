@@ -176,6 +176,7 @@ impl<B: Backend> Daemon<B> {
         };
         let mut spec = spec::generate(&input)?;
         exec_user.apply(&mut spec);
+        crate::seccomp::apply(&mut spec, &host_config)?;
         self.attach_network(id, &host_config, &config, &mut spec)
             .await?;
         let labels = HashMap::from([(ENGINE_LABEL.to_string(), "1".to_string())]);

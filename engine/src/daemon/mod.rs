@@ -80,6 +80,8 @@ pub enum DaemonError {
     Import(#[from] ImportError),
     #[error(transparent)]
     User(#[from] crate::users::UserError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
