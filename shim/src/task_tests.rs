@@ -194,3 +194,29 @@ async fn operations_check_the_state_first() {
     assert!(!dir.path().join("update-resources.json").exists());
     task.shutdown(true).expect("shutdown now");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn stats_need_a_task_and_its_cgroup() {
+    let _serial = TEST_LOCK.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let task = task(dir.path());
+    assert!(matches!(task.stats(), Err(TaskError::NotFound { .. })));
+    // The fake init pid does not exist, so the cgroup comes from the spec's cgroupsPath;
+    // it names a cgroup nobody created, which reads as gone, not as zeros.
+    let spec = format!(
+        r#"{{"linux":{{"cgroupsPath":"/berth-test-absent-{}/c1"}}}}"#,
+        std::process::id()
+    );
+    std::fs::write(dir.path().join("config.json"), spec).expect("spec");
+    task.create(create_req()).await.expect("create");
+    let err = task.stats().expect_err("no such cgroup");
+    let status = tonic::Status::from(err);
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("berth-test-absent"), "{status:?}");
+
+    let bare = tempfile::tempdir().expect("tempdir");
+    let task = self::task(bare.path());
+    task.create(create_req()).await.expect("create");
+    let err = task.stats().expect_err("no cgroup at all");
+    assert!(matches!(err, TaskError::NoCgroup), "{err}");
+}
