@@ -2,6 +2,7 @@ mod harness;
 
 mod cgroups;
 mod console;
+mod containerd;
 mod errors;
 mod exec;
 mod hooks;
