@@ -8,6 +8,7 @@ pub mod api;
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod events_api;
 pub mod jsonlog;
 pub mod names;
 pub mod network;

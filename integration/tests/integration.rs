@@ -9,6 +9,7 @@ mod common;
 mod docker_errors;
 mod docker_lifecycle;
 mod docker_run;
+mod events;
 mod leftovers;
 mod network;
 mod registry;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         leftovers::tests(),
         network::tests(),
         registry::tests(),
+        events::tests(),
         users_seccomp::tests(),
         berth_cli::tests(),
     ]

@@ -144,6 +144,28 @@ async fn dispatch<B: Backend>(
             return crate::registry::api::pull_response(d, &image, &tag, req.headers()).await;
         }
         Route::Auth => return crate::registry::api::login(&body_bytes(req).await?).await,
+        Route::Events {
+            since,
+            until,
+            filters,
+        } => {
+            use crate::events_api as ev;
+            let bad = |e: ev::EventsError| ApiError::bad_request(e.to_string());
+            let filters = ev::EventFilters::parse(&filters).map_err(bad)?;
+            let since = ev::parse_time(&since).map_err(bad)?;
+            let until = ev::parse_time(&until).map_err(bad)?;
+            let mut r = Response::new(channel_body(ev::stream(
+                &d.event_log,
+                since,
+                until,
+                filters,
+            )));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
         Route::ImageCreate(ImageCreate::Import { src, repo, tag }) => {
             if src != "-" {
                 return Err(DaemonError::NotImplemented {

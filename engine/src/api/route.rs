@@ -34,6 +34,12 @@ pub enum Route {
     ContainerPrune,
     /// `POST /auth` (`docker login`).
     Auth,
+    /// `GET /events?since=&until=&filters=` (raw; parsed by the handler).
+    Events {
+        since: String,
+        until: String,
+        filters: String,
+    },
     NetworkList,
     NetworkInspect {
         id: String,
@@ -161,6 +167,11 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
         (Method::GET, ["info"]) => Route::Info,
         (Method::POST, ["images", "create"]) => Route::ImageCreate(image_create(q)?),
         (Method::POST, ["auth"]) => Route::Auth,
+        (Method::GET, ["events"]) => Route::Events {
+            since: q.get("since").unwrap_or("").to_string(),
+            until: q.get("until").unwrap_or("").to_string(),
+            filters: q.get("filters").unwrap_or("").to_string(),
+        },
         (Method::GET, ["images", "json"]) => Route::ImageList,
         // Image names contain slashes: everything between /images/ and /json is the name.
         (Method::GET, ["images", .., "json"]) if segs.len() > 2 => Route::ImageInspect {

@@ -210,6 +210,7 @@ impl<B: Backend> Daemon<B> {
                 path: log_path.clone(),
                 source,
             })?;
+        self.event_log.register_container(id, name, &config.image);
         let record = ContainerRecord {
             record_version: RECORD_VERSION,
             id: id.into(),
@@ -237,6 +238,7 @@ impl<B: Backend> Daemon<B> {
             return Err(e.into());
         }
         tracing::info!(%id, %name, "container created");
+        self.event_log.container("create", id, &[]);
         Ok(())
     }
 }

@@ -144,6 +144,8 @@ pub struct Daemon<B> {
     execs: Mutex<HashMap<String, ExecRecord>>,
     /// Set once at start-up when networking is enabled (see `crate::network`).
     pub network: std::sync::OnceLock<Arc<crate::network::Manager>>,
+    /// What `GET /events` serves.
+    pub event_log: crate::events_api::EventLog,
 }
 
 impl<B: Backend> Daemon<B> {
@@ -162,6 +164,7 @@ impl<B: Backend> Daemon<B> {
             locks: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
             network: std::sync::OnceLock::new(),
+            event_log: Default::default(),
         })
     }
 
@@ -170,6 +173,7 @@ impl<B: Backend> Daemon<B> {
     }
 
     fn emit(&self, event: ContainerEvent) {
+        crate::events_api::record_container_event(&self.event_log, &event);
         // No receivers is fine: nobody is waiting.
         let _ = self.events.send(event);
     }

@@ -294,6 +294,7 @@ pub async fn pull<B: Backend>(
         updated_at: now,
     })
     .await?;
+    d.event_log.image("pull", &r.familiar(), &r.familiar());
     p.status(&format!("Digest: {top_digest}")).await;
     let verb = if up_to_date {
         "Image is up to date for"
