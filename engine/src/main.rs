@@ -50,6 +50,9 @@ struct Args {
     /// Masquerade outbound traffic of the bridge network.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ip_masq: bool,
+    /// A registry (HOST[:PORT]) pulled from over plain HTTP; loopback ones always are.
+    #[arg(long = "insecure-registry")]
+    insecure_registry: Vec<String>,
     /// trace, debug, info, warn, error (for berth's crates), or a full tracing filter.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    berth_engine::registry::api::set_insecure_registries(args.insecure_registry)?;
     let mut network =
         berth_engine::network::NetworkConfig::new(args.bridge_name, args.firewall_table);
     network.bip = args

@@ -19,9 +19,22 @@ use crate::refs::Reference;
 /// start-up.
 static INSECURE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
-/// Records the `--insecure-registry` hosts; later calls are ignored.
-pub fn set_insecure_registries(hosts: Vec<String>) {
-    let _ = INSECURE.set(hosts);
+/// Records the `--insecure-registry` hosts (`HOST[:PORT]`, an `http://` prefix is
+/// dropped); later calls are ignored.
+pub fn set_insecure_registries(hosts: Vec<String>) -> Result<(), RegistryError> {
+    let mut out = Vec::new();
+    for h in hosts {
+        let bare = h
+            .strip_prefix("http://")
+            .unwrap_or(&h)
+            .trim_end_matches('/');
+        if bare.is_empty() || bare.contains('/') || bare.contains("://") {
+            return Err(RegistryError::InsecureRegistry { value: h });
+        }
+        out.push(bare.to_string());
+    }
+    let _ = INSECURE.set(out);
+    Ok(())
 }
 
 fn insecure() -> Vec<String> {

@@ -62,6 +62,8 @@ pub enum RegistryError {
         status: u16,
         message: String,
     },
+    #[error("invalid --insecure-registry {value:?}: expected HOST[:PORT]")]
+    InsecureRegistry { value: String },
     #[error("invalid X-Registry-Auth header: {message}")]
     AuthHeader { message: String },
     #[error(transparent)]
