@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Cmd::Start(config) => {
-            init_logging(std::io::stderr, config.debug);
+            init_logging(std::io::stderr(), config.debug);
             match berth_shim::daemon::start(config) {
                 Ok(socket) => {
                     println!("{}", socket.display());
@@ -61,8 +61,8 @@ fn main() -> ExitCode {
                 .create(true)
                 .open(config.log_path());
             match log {
-                Ok(file) => init_logging(std::sync::Mutex::new(file), config.debug),
-                Err(_) => init_logging(std::io::sink, config.debug),
+                Ok(file) => init_logging(file, config.debug),
+                Err(_) => init_logging(std::io::sink(), config.debug),
             }
             match berth_shim::daemon::serve(config, ready_fd) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -75,18 +75,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging<W>(writer: W, debug: bool)
-where
-    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
-{
+fn init_logging(writer: impl std::io::Write + Send + 'static, debug: bool) {
     let level = if debug {
         tracing::Level::DEBUG
     } else {
         tracing::Level::INFO
     };
-    tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .with_max_level(level)
-        .init();
+    berth_shim::log::LineLogger::new(writer, level).install();
 }
