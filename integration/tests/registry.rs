@@ -122,10 +122,19 @@ impl Registry {
 
     /// Pushes the busybox rootfs tar as `<host>/busybox:<tag>` (an OCI image) with skopeo.
     fn push_busybox(&self, tar: &Path, tag: &str, creds: Option<&str>) -> Result<()> {
-        let layout = self.dir.join("oci");
-        write_oci_layout(tar, &layout)?;
+        self.push(tar, tag, creds, false)
+    }
+
+    /// With `multi`, the pushed tag is an OCI index: an arm64 image listed before the
+    /// amd64 one, so only platform selection pulls the right one.
+    fn push(&self, tar: &Path, tag: &str, creds: Option<&str>, multi: bool) -> Result<()> {
+        let layout = self.dir.join(if multi { "oci-multi" } else { "oci" });
+        write_oci_layout(tar, &layout, multi)?;
         let mut cmd = Command::new(SKOPEO);
         cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+        if multi {
+            cmd.arg("--multi-arch=all");
+        }
         if let Some(c) = creds {
             cmd.args(["--dest-creds", c]);
         }
@@ -163,8 +172,9 @@ fn write_blob(layout: &Path, data: &[u8]) -> Result<(String, usize)> {
     Ok((digest, data.len()))
 }
 
-/// An OCI image layout: gzip layer, config, manifest, index with ref name `latest`.
-fn write_oci_layout(tar: &Path, layout: &Path) -> Result<()> {
+/// An OCI image layout: gzip layer, config, manifest, index with ref name `latest`
+/// (with `multi`, `latest` names an image index of an arm64 and an amd64 image).
+fn write_oci_layout(tar: &Path, layout: &Path, multi: bool) -> Result<()> {
     std::fs::create_dir_all(layout.join("blobs/sha256"))?;
     let diff_id = sha256_file(tar)?;
     let gz = Command::new("gzip")
@@ -174,23 +184,40 @@ fn write_oci_layout(tar: &Path, layout: &Path) -> Result<()> {
         .context("gzip the layer")?;
     ensure!(gz.status.success(), "gzip failed");
     let (layer, layer_size) = write_blob(layout, &gz.stdout)?;
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    });
-    let (cfg, cfg_size) = write_blob(layout, config.to_string().as_bytes())?;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": cfg_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size}],
-    });
-    let (man, man_size) = write_blob(layout, manifest.to_string().as_bytes())?;
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man, "size": man_size,
-                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
-    });
+    let image = |arch: &str| -> Result<(String, usize)> {
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        });
+        let (cfg, cfg_size) = write_blob(layout, config.to_string().as_bytes())?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": cfg_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size}],
+        });
+        write_blob(layout, manifest.to_string().as_bytes())
+    };
+    let (man, man_size) = image("amd64")?;
+    let mut top = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                     "digest": man, "size": man_size});
+    if multi {
+        let (arm, arm_size) = image("arm64")?;
+        let list = serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm, "size": arm_size,
+                 "platform": {"architecture": "arm64", "os": "linux"}},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man, "size": man_size,
+                 "platform": {"architecture": "amd64", "os": "linux"}},
+            ],
+        });
+        let (idx, idx_size) = write_blob(layout, list.to_string().as_bytes())?;
+        top = serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json",
+                                 "digest": idx, "size": idx_size});
+    }
+    top["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "latest"});
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [top]});
     std::fs::write(layout.join("index.json"), index.to_string())?;
     std::fs::write(
         layout.join("oci-layout"),
@@ -233,6 +260,20 @@ fn pull_and_run() -> Result<()> {
         .docker(&["run", "--rm", &by_digest, "echo", "by digest"])?
         .ok()?;
     ensure!(out.stdout == "by digest\n", "run stdout {:?}", out.stdout);
+    // An index: the amd64 entry is chosen although arm64 is listed first.
+    reg.push(&s.busybox_tar()?, "multi", None, true)?;
+    let multi = format!("{image}:multi");
+    s.docker(&["pull", &multi])?.ok()?;
+    let arch = s
+        .docker(&["image", "inspect", "--format", "{{.Architecture}}", &multi])?
+        .ok()?;
+    ensure!(
+        arch.out() == "amd64",
+        "pulled architecture {:?}",
+        arch.out()
+    );
+    let out = s.docker(&["run", "--rm", &multi, "echo", "multi"])?.ok()?;
+    ensure!(out.stdout == "multi\n", "run stdout {:?}", out.stdout);
     let out = s.docker(&["pull", &format!("{image}:nope")])?;
     ensure!(out.code != 0, "pull of a missing tag succeeded: {out}");
     expect_contains("missing tag", &out.stderr, "not found")?;
