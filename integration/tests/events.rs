@@ -1,5 +1,5 @@
 //! `docker events`: the engine's container events replayed with --since/--until and
-//! filtered by container and event type.
+//! filtered by container and event type; image tag/untag events.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,11 +9,18 @@ use berth_integration::Stack;
 use crate::common::{Spec, DOCKER};
 
 pub fn tests() -> Vec<Spec> {
-    vec![Spec {
-        name: "events::container_lifecycle_since_until_filters",
-        needs: DOCKER,
-        run: lifecycle,
-    }]
+    vec![
+        Spec {
+            name: "events::container_lifecycle_since_until_filters",
+            needs: DOCKER,
+            run: lifecycle,
+        },
+        Spec {
+            name: "events::image_tag_and_untag",
+            needs: DOCKER,
+            run: image_events,
+        },
+    ]
 }
 
 fn now() -> Result<String> {
@@ -74,6 +81,33 @@ fn lifecycle() -> Result<()> {
     ensure!(
         v["Actor"]["Attributes"]["image"] == "busybox",
         "die event {v}"
+    );
+    Ok(())
+}
+
+fn image_events() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let since = now()?;
+    s.docker(&["tag", "busybox", "other:1"])?.ok()?;
+    s.docker(&["rmi", "other:1"])?.ok()?;
+    let until = now()?;
+    let out = s
+        .docker(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "type=image",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ])?
+        .ok()?;
+    let got: Vec<&str> = out.stdout.lines().collect();
+    ensure!(
+        got == ["tag other:1", "untag other:1"],
+        "image events {got:?}"
     );
     Ok(())
 }

@@ -32,13 +32,15 @@ impl<B: Backend> Daemon<B> {
         let now = Some(Utc::now());
         self.backend
             .image_put(Image {
-                name: target.with_default_tag().to_string(),
+                name: target.clone().with_default_tag().to_string(),
                 target: img.target.clone(),
                 labels: Default::default(),
                 created_at: now,
                 updated_at: now,
             })
             .await?;
+        self.event_log
+            .image("tag", &img.id, &target.with_default_tag().familiar());
         Ok(())
     }
 
@@ -94,10 +96,12 @@ impl<B: Backend> Daemon<B> {
                 continue;
             }
             if let Ok(r) = Reference::parse(&name) {
+                self.event_log.image("untag", &img.id, &r.familiar());
                 out.push(ImageDeleted::Untagged(r.familiar()));
             }
         }
         if last {
+            self.event_log.image("delete", &img.id, reference);
             out.push(ImageDeleted::Deleted(img.id.clone()));
         }
         Ok(out)

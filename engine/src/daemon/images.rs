@@ -214,6 +214,8 @@ impl<B: Backend> super::Daemon<B> {
             updated_at: Some(Utc::now()),
         })
         .await?;
+        self.event_log
+            .image("import", &config_desc.digest, repo.trim());
         Ok(config_desc.digest)
     }
 
