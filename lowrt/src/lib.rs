@@ -15,6 +15,7 @@ pub mod container;
 pub mod hooks;
 pub mod init;
 pub mod logging;
+pub mod lsm;
 pub mod namespaces;
 pub mod rootfs;
 pub mod seccomp;

@@ -92,6 +92,15 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
     }
     spec.root().as_ref().ok_or(SpecError::Missing("root"))?;
     let linux = spec.linux().as_ref().ok_or(SpecError::Missing("linux"))?;
+    if linux
+        .mount_label()
+        .as_deref()
+        .is_some_and(|l| !l.is_empty())
+    {
+        return Err(SpecError::Unsupported(
+            "linux.mountLabel (SELinux context= of mounts)",
+        ));
+    }
     let mut seen = HashSet::new();
     for ns in linux.namespaces().as_deref().unwrap_or(&[]) {
         if !seen.insert(ns.typ()) {

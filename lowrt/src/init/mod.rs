@@ -65,6 +65,8 @@ pub enum InitError {
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
+    Lsm(#[from] crate::lsm::LsmError),
+    #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
     #[error("lost the runtime while waiting for it on the sync channel")]
     HookSync,

@@ -57,6 +57,8 @@ pub(super) fn prepare(ctx: &mut InitContext<'_>) -> Result<Target, InitError> {
         }
         other => other,
     };
+    // Exec labels (AppArmor, SELinux) while we still hold every capability, as runc does.
+    crate::lsm::check(&crate::lsm::HOST, p)?.apply()?;
     user_and_caps(p)?;
     let umask = p.user().umask().unwrap_or(0o022);
     nix::sys::stat::umask(Mode::from_bits_truncate(umask));

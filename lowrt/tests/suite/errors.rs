@@ -162,3 +162,31 @@ fn exec_format_error_is_reported_by_run() {
     );
     env.assert_nothing_left("enoexec");
 }
+
+/// runc 1.1 fails here too, but only with "write /proc/self/attr/exec: invalid argument";
+/// berth-lowrt names the missing module, so this test checks berth-lowrt's message only.
+#[test]
+fn lsm_label_without_the_module_is_refused() {
+    let name = "lsm_label_without_the_module_is_refused";
+    if super::harness::skip_unless_root(name) {
+        return;
+    }
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    let env = Env::new(&super::harness::berth());
+    if !apparmor {
+        let mut config = env.config("aa", &["true"]);
+        config["process"]["apparmorProfile"] = "docker-default".into();
+        expect_failure(&env, "aa", config, "apparmor profile \"docker-default\" requested but AppArmor is not enabled on this host");
+    } else {
+        eprintln!("SKIPPED {name} (AppArmor part): the host has AppArmor");
+    }
+    if !selinux {
+        let mut config = env.config("se", &["true"]);
+        config["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into();
+        expect_failure(&env, "se", config, "SELinux is not enabled on this host");
+    } else {
+        eprintln!("SKIPPED {name} (SELinux part): the host has SELinux");
+    }
+}
