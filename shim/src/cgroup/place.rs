@@ -81,11 +81,17 @@ fn create(h: &Hierarchy, dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), C
         .take_while(|d| *d != h.dir && !d.is_dir())
         .collect();
     for d in missing.into_iter().rev() {
-        std::fs::create_dir(d).map_err(|source| CgroupError::Create {
-            path: d.to_owned(),
-            source,
-        })?;
-        created.push(d.to_owned());
+        match std::fs::create_dir(d) {
+            Ok(()) => created.push(d.to_owned()),
+            // Shims sharing one cgroup start concurrently; another one made it first.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(CgroupError::Create {
+                    path: d.to_owned(),
+                    source,
+                })
+            }
+        }
         // A new v1 cpuset starts with no CPUs and no memory nodes, and no task can join
         // it until both are set (cgroup-v1/cpusets.rst, "Adding/removing cpus").
         if h.controllers.iter().any(|c| c == "cpuset") {
@@ -164,6 +170,25 @@ mod tests {
         }
         let cpus = base.path().join("cpuset/shims/x/cpuset.cpus");
         assert_eq!(std::fs::read_to_string(cpus).expect("cpus"), "0-1");
+    }
+
+    #[test]
+    fn shims_starting_together_all_join_the_shared_cgroup() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let h = fake(base.path(), &["memory", "pids"], false);
+        for m in h.all() {
+            std::fs::create_dir_all(&m.dir).expect("mount dir");
+        }
+        let h = &h;
+        std::thread::scope(|scope| {
+            let joins: Vec<_> = (0..8)
+                .map(|pid| scope.spawn(move || place_in(h, "", "/berth/shims", 100 + pid)))
+                .collect();
+            for join in joins {
+                let dirs = join.join().expect("thread").expect("place");
+                assert_eq!(dirs.len(), 2);
+            }
+        });
     }
 
     #[test]
