@@ -146,43 +146,57 @@ wait_socket "$DIR/ctrd.sock" 30 "$CTRD_PID" || die "containerd did not start: $(
 pss() { awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 mean_ms() { sort -n | awk '{ s += $1; v[NR] = $1 } END { printf "%.1f", s / NR / 1000 }'; }
 
-declare -A IMPORT IDLE BUSY SHIM LAT MED FAIL
+declare -A IMPORT IDLE WARM BUSY SHIM LAT MED FAIL
 for d in highd ctrd; do
     pid_var=${d^^}_PID
-    DPID=${!pid_var}
-    IDLE[$d]=$(pss "$DPID")
+    IDLE[$d]=$(pss "${!pid_var}")
     t0=$(date +%s%N)
     c "$d" images import "$DIR/image.tar" >/dev/null
     t1=$(date +%s%N)
     IMPORT[$d]=$(((t1 - t0) / 1000000))
     c "$d" run --rm --cgroup "/$CG/warm-$d" "$IMAGE" warm true || die "warm-up run on $d failed"
+    FAIL[$d]=0
+    : >"$DIR/$d.times"
+done
 
-    echo "== $d: ctr run --rm $IMAGE true ($RUNS runs)"
-    cmd="ctr --address $DIR/$d.sock -n bench run --rm --fifo-dir $DIR/fifo --cgroup /$CG/lat-$d $IMAGE lat-$d true"
-    if command -v hyperfine >/dev/null; then
-        # -i: a failed run is counted below rather than ending the benchmark.
-        hyperfine -N -i --warmup 2 --runs "$RUNS" --export-json "$DIR/$d.json" "$cmd"
-        LAT[$d]=$(jq '.results[0].mean * 1000' "$DIR/$d.json")
-        MED[$d]=$(jq '.results[0].median * 1000' "$DIR/$d.json")
-        FAIL[$d]=$(jq '[.results[0].exit_codes[] | select(. != 0)] | length' "$DIR/$d.json")
-    else
-        FAIL[$d]=0
-        for ((i = 0; i < RUNS; i++)); do
-            t0=$(date +%s%N)
-            $cmd || FAIL[$d]=$((FAIL[$d] + 1))
-            t1=$(date +%s%N)
-            echo $(((t1 - t0) / 1000))
-        done >"$DIR/$d.times"
-        LAT[$d]=$(mean_ms <"$DIR/$d.times")
-        MED[$d]=$(sort -n "$DIR/$d.times" | awk '{ v[NR] = $1 } END { printf "%.1f", v[int((NR + 1) / 2)] / 1000 }')
-        echo "mean ${LAT[$d]} ms"
-    fi
+# Latency in alternating rounds, so load from elsewhere on the host hits both daemons alike.
+ROUNDS=5
+PER_ROUND=$(((RUNS + ROUNDS - 1) / ROUNDS))
+RUNS=$((PER_ROUND * ROUNDS))
+echo "== ctr run --rm $IMAGE true: $ROUNDS rounds of $PER_ROUND runs per daemon"
+for ((r = 0; r < ROUNDS; r++)); do
+    for d in highd ctrd; do
+        cmd="ctr --address $DIR/$d.sock -n bench run --rm --fifo-dir $DIR/fifo --cgroup /$CG/lat-$d $IMAGE lat-$d true"
+        if command -v hyperfine >/dev/null; then
+            # -i: a failed run is counted rather than ending the benchmark.
+            hyperfine -N -i --style none --warmup 1 --runs "$PER_ROUND" --export-json "$DIR/$d.json" "$cmd" >/dev/null
+            jq -r '.results[0].times[] | . * 1000000 | floor' "$DIR/$d.json" >>"$DIR/$d.times"
+            FAIL[$d]=$((FAIL[$d] + $(jq '[.results[0].exit_codes[] | select(. != 0)] | length' "$DIR/$d.json")))
+        else
+            for ((i = 0; i < PER_ROUND; i++)); do
+                t0=$(date +%s%N)
+                $cmd >/dev/null 2>&1 || FAIL[$d]=$((FAIL[$d] + 1))
+                t1=$(date +%s%N)
+                echo $(((t1 - t0) / 1000)) >>"$DIR/$d.times"
+            done
+        fi
+    done
+done
+for d in highd ctrd; do
+    LAT[$d]=$(mean_ms <"$DIR/$d.times")
+    MED[$d]=$(sort -n "$DIR/$d.times" | awk '{ v[NR] = $1 } END { printf "%.1f", v[int((NR + 1) / 2)] / 1000 }')
+    echo "$d: mean ${LAT[$d]} ms, median ${MED[$d]} ms, ${FAIL[$d]} failed"
+done
 
+for d in highd ctrd; do
+    pid_var=${d^^}_PID
+    # After the runs above every code path is paged in: growth from here is per container.
+    WARM[$d]=$(pss "${!pid_var}")
     echo "== $d: starting $N containers"
     for ((i = 0; i < N; i++)); do
         c "$d" run -d --cgroup "/$CG/m-$d-$i" "$IMAGE" "m-$d-$i" sleep 100000 >/dev/null
     done
-    BUSY[$d]=$(pss "$DPID")
+    BUSY[$d]=$(pss "${!pid_var}")
     total=0
     if [[ $d == highd ]]; then
         for f in "$DIR"/hs/bench/*/shim.pid; do
@@ -196,11 +210,11 @@ for d in highd ctrd; do
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-per() { awk -v busy="$1" -v idle="$2" -v shim="$3" -v n="$N" 'BEGIN { printf "%d", (busy - idle) / n + shim }'; }
-PER_H=$(per "${BUSY[highd]}" "${IDLE[highd]}" "${SHIM[highd]}")
-PER_C=$(per "${BUSY[ctrd]}" "${IDLE[ctrd]}" "${SHIM[ctrd]}")
+per() { awk -v busy="$1" -v warm="$2" -v shim="$3" -v n="$N" 'BEGIN { printf "%d", (busy - warm) / n + shim }'; }
+PER_H=$(per "${BUSY[highd]}" "${WARM[highd]}" "${SHIM[highd]}")
+PER_C=$(per "${BUSY[ctrd]}" "${WARM[ctrd]}" "${SHIM[ctrd]}")
 echo
-echo "binaries: $BIN; ctr $(ctr --version | awk '{ print $3 }'); $RUNS runs; $N containers"
+echo "binaries: $BIN; ctr $(ctr --version | awk '{ print $3 }'); $RUNS runs each; $N containers; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| %-34s | %12s | %12s | %6s |\n' metric berth-highd containerd ratio
 printf '|%s|%s|%s|%s|\n' "------------------------------------" "--------------" "--------------" "--------"
 row() { printf '| %-34s | %12s | %12s | %6s |\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
@@ -209,6 +223,8 @@ row "ctr run --rm true, median (ms)" "$(printf %.1f "${MED[highd]}")" "$(printf 
 row "failed runs of $RUNS" "${FAIL[highd]}" "${FAIL[ctrd]}"
 row "images import (ms)" "${IMPORT[highd]}" "${IMPORT[ctrd]}"
 row "daemon PSS idle (kB)" "${IDLE[highd]}" "${IDLE[ctrd]}"
+row "daemon PSS after the runs (kB)" "${WARM[highd]}" "${WARM[ctrd]}"
 row "daemon PSS, $N containers (kB)" "${BUSY[highd]}" "${BUSY[ctrd]}"
 row "PSS per shim (kB)" "${SHIM[highd]}" "${SHIM[ctrd]}"
 row "per container: shim + daemon growth" "$PER_H" "$PER_C"
+echo "(latency means include failed runs; per container = (daemon with $N - daemon after the runs) / $N + shim)"
