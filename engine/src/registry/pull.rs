@@ -304,3 +304,7 @@ pub async fn pull<B: Backend>(
     p.status(&format!("Status: {verb} {}", r.familiar())).await;
     Ok(top_digest)
 }
+
+#[cfg(test)]
+#[path = "pull_tests.rs"]
+mod tests;
