@@ -155,8 +155,15 @@ impl CgroupManager for V1Manager {
             }
         }
         if let (Some(blkio), Some(dir)) = (res.block_io(), self.controller_dir("blkio")) {
-            if let Some(weight) = blkio.weight() {
-                write_file(&dir.join("blkio.weight"), &weight.to_string())?;
+            // 0 means unset (docker sends it); kernels without CFQ only have the BFQ file.
+            if let Some(weight) = blkio.weight().filter(|w| *w != 0) {
+                let bfq = dir.join("blkio.bfq.weight");
+                let file = if bfq.exists() {
+                    bfq
+                } else {
+                    dir.join("blkio.weight")
+                };
+                write_file(&file, &weight.to_string())?;
             }
         }
         if let (Some(rules), Some(dir)) = (res.devices(), self.controller_dir("devices")) {
@@ -299,5 +306,29 @@ mod tests {
         let limit =
             std::fs::read_to_string(memory.mountpoint.join("a/b/memory.limit_in_bytes")).unwrap();
         assert_eq!(limit, "1048576");
+    }
+
+    #[test]
+    fn blkio_weight_zero_is_unset_and_bfq_file_is_preferred() {
+        // docker sends `"blockIO": {"weight": 0}`; kernels without CFQ have no
+        // blkio.weight at all, and writing a missing cgroupfs file fails.
+        let tmp = tempfile::tempdir().unwrap();
+        let mp = tmp.path().join("blkio");
+        std::fs::create_dir_all(mp.join("c")).unwrap();
+        let blkio = V1Hierarchy {
+            mountpoint: mp.clone(),
+            controllers: vec!["blkio".into()],
+        };
+        let mgr = V1Manager::new(vec![blkio], PathBuf::from("/c"));
+        let zero: LinuxResources = serde_json::from_str(r#"{"blockIO":{"weight":0}}"#).unwrap();
+        mgr.apply(&zero).unwrap();
+        assert!(!mp.join("c/blkio.weight").exists());
+        std::fs::write(mp.join("c/blkio.bfq.weight"), "100").unwrap();
+        let w: LinuxResources = serde_json::from_str(r#"{"blockIO":{"weight":500}}"#).unwrap();
+        mgr.apply(&w).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(mp.join("c/blkio.bfq.weight")).unwrap(),
+            "500"
+        );
     }
 }

@@ -3,6 +3,7 @@ mod harness;
 mod cgroups;
 mod console;
 mod containerd;
+mod docker;
 mod errors;
 mod exec;
 mod hooks;
