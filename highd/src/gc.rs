@@ -45,6 +45,10 @@ pub trait ContainerRefs: Send + Sync {
     fn snapshot_refs(&self, ns: &str) -> Result<Vec<(String, String)>, DbError>;
 }
 
+/// How long an abandoned write stays resumable: containerd's clients (ctr) lease their
+/// work for 24 hours, after which containerd collects it too.
+pub const INGEST_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 /// What one collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -52,6 +56,8 @@ pub struct GcReport {
     pub snapshots: usize,
     pub blobs: usize,
     pub leases: usize,
+    /// Ingests untouched for [`INGEST_EXPIRY`].
+    pub ingests: usize,
     /// Unreferenced objects kept because they are younger than the grace period.
     pub deferred: usize,
 }
@@ -188,6 +194,7 @@ impl Gc {
             report.deferred += d;
         }
         report.blobs = self.content.remove_unreferenced_blobs()?;
+        report.ingests = self.content.remove_stale_ingests(INGEST_EXPIRY)?;
         if report != GcReport::default() {
             tracing::info!(?report, "garbage collected");
         }

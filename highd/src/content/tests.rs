@@ -169,3 +169,30 @@ fn leftovers_of_a_crash_are_removed_at_open() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn stale_ingests_go_unless_a_writer_holds_them() -> anyhow::Result<()> {
+    let (_dir, cs) = store()?;
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let old = std::time::SystemTime::now() - 2 * day;
+    for reference in ["abandoned", "held", "fresh"] {
+        let mut w = cs.writer("ns", reference, 0, "")?;
+        w.write_at(0, b"partial")?;
+    }
+    for reference in ["abandoned", "held"] {
+        let data = cs.ingest_dir("ns", reference).join("data");
+        std::fs::File::options()
+            .write(true)
+            .open(data)?
+            .set_modified(old)?;
+    }
+    let _held = cs.writer("ns", "held", 0, "")?;
+    assert_eq!(cs.remove_stale_ingests(day)?, 1);
+    assert_eq!(
+        cs.status("ns", "abandoned").map_err(|e| e.code()).err(),
+        Some(tonic::Code::NotFound)
+    );
+    assert_eq!(cs.status("ns", "held")?.offset, 7);
+    assert_eq!(cs.status("ns", "fresh")?.offset, 7);
+    Ok(())
+}

@@ -89,7 +89,7 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl ContentStore {
-    fn ingest_dir(&self, ns: &str, reference: &str) -> PathBuf {
+    pub(crate) fn ingest_dir(&self, ns: &str, reference: &str) -> PathBuf {
         let mut h = Sha256::new();
         h.update(ns.as_bytes());
         h.update([0]);
@@ -152,6 +152,45 @@ impl ContentStore {
         }
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
         Ok(out)
+    }
+
+    /// Removes ingests nobody wrote to for `max_age` (a client that died mid-write and never
+    /// came back), skipping those a writer holds. Returns how many went.
+    pub fn remove_stale_ingests(&self, max_age: std::time::Duration) -> Result<usize, StoreError> {
+        let root = self.ingest_root();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(StoreError::io("read directory", &root)(e)),
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let dir = e.path();
+            let ns = read_small(&dir, "namespace").unwrap_or_default();
+            let reference = read_small(&dir, "ref").unwrap_or_default();
+            let key = format!("{ns}/{reference}");
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            if locks.contains(&key) {
+                continue;
+            }
+            let touched = std::fs::metadata(dir.join("data"))
+                .or_else(|_| std::fs::metadata(&dir))
+                .and_then(|m| m.modified());
+            let stale = touched
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age);
+            if stale {
+                // Held across the removal so no writer can open the ref meanwhile.
+                locks.insert(key.clone());
+                let result = std::fs::remove_dir_all(&dir);
+                locks.remove(&key);
+                result.map_err(StoreError::io("remove ingest", &dir))?;
+                tracing::info!(reference, namespace = ns, "removed stale ingest");
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes the ingest `reference` and its data.
