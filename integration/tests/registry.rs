@@ -26,6 +26,11 @@ pub fn tests() -> Vec<Spec> {
             run: pull_and_run,
         },
         Spec {
+            name: "registry::push_then_pull_into_another_stack",
+            needs: DOCKER,
+            run: push_then_pull,
+        },
+        Spec {
             name: "registry::basic_auth_login_then_pull",
             needs: DOCKER,
             run: basic_auth,
@@ -303,6 +308,11 @@ fn basic_auth() -> Result<()> {
     s.docker(&["pull", &image])?.ok()?;
     let out = s.docker(&["run", "--rm", &image, "echo", "authed"])?.ok()?;
     ensure!(out.stdout == "authed\n", "run stdout {:?}", out.stdout);
+    // Push with the stored login too.
+    let mine = format!("{}/mine:authed", reg.host);
+    s.docker(&["tag", &image, &mine])?.ok()?;
+    let out = s.docker(&["push", &mine])?.ok()?;
+    expect_contains("authed push", &out.stdout, "authed: digest: sha256:")?;
     Ok(())
 }
 
@@ -340,6 +350,40 @@ fn corrupt_blob() -> Result<()> {
         images.stdout.trim().is_empty(),
         "a failed pull left an image: {}",
         images.stdout
+    );
+    Ok(())
+}
+
+fn push_then_pull() -> Result<()> {
+    if tools_missing() {
+        return Ok(());
+    }
+    let s = Stack::with_busybox()?;
+    let reg = Registry::start(&s.dir, None)?;
+    let image = format!("{}/mine:1", reg.host);
+    s.docker(&["tag", "busybox", &image])?.ok()?;
+    let out = s.docker(&["push", &image])?.ok()?;
+    expect_contains("push", &out.stdout, "Pushed")?;
+    expect_contains("push", &out.stdout, "1: digest: sha256:")?;
+    let out = s.docker(&["push", &image])?.ok()?;
+    expect_contains("second push", &out.stdout, "Layer already exists")?;
+    let other = Stack::start()?;
+    other.docker(&["pull", &image])?.ok()?;
+    let out = other
+        .docker(&["run", "--rm", &image, "echo", "round trip"])?
+        .ok()?;
+    ensure!(out.stdout == "round trip\n", "run stdout {:?}", out.stdout);
+    let local = s
+        .docker(&["image", "inspect", "--format", "{{.Id}}", &image])?
+        .ok()?;
+    let pulled = other
+        .docker(&["image", "inspect", "--format", "{{.Id}}", &image])?
+        .ok()?;
+    ensure!(
+        local.out() == pulled.out(),
+        "image ID changed: {} vs {}",
+        local.out(),
+        pulled.out()
     );
     Ok(())
 }

@@ -143,6 +143,9 @@ async fn dispatch<B: Backend>(
         Route::ImageCreate(ImageCreate::Pull { image, tag }) => {
             return crate::registry::api::pull_response(d, &image, &tag, req.headers()).await;
         }
+        Route::ImagePush { name, tag } => {
+            return crate::registry::api::push_response(d, &name, &tag, req.headers()).await;
+        }
         Route::Auth => return crate::registry::api::login(&body_bytes(req).await?).await,
         Route::Events {
             since,

@@ -34,6 +34,11 @@ pub enum Route {
     ContainerPrune,
     /// `POST /auth` (`docker login`).
     Auth,
+    /// `POST /images/{name}/push?tag=` (`docker push`).
+    ImagePush {
+        name: String,
+        tag: String,
+    },
     /// `GET /events?since=&until=&filters=` (raw; parsed by the handler).
     Events {
         since: String,
@@ -180,6 +185,10 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
         (Method::POST, ["images", .., "tag"]) if segs.len() > 2 => Route::ImageTag {
             name: rest["/images/".len()..rest.len() - "/tag".len()].to_string(),
             repo: q.get("repo").unwrap_or("").to_string(),
+            tag: q.get("tag").unwrap_or("").to_string(),
+        },
+        (Method::POST, ["images", .., "push"]) if segs.len() > 2 => Route::ImagePush {
+            name: rest["/images/".len()..rest.len() - "/push".len()].to_string(),
             tag: q.get("tag").unwrap_or("").to_string(),
         },
         (Method::DELETE, ["images", _, ..]) => Route::ImageRemove {

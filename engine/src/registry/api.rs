@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::client::{plain_http_allowed, Client};
-use super::{pull, Credentials, PullOptions, RegistryError};
+use super::{pull, push, Credentials, PullOptions, PushOptions, RegistryError};
 use crate::api::{channel_body, json_response, ApiError, Body};
 use crate::backend::Backend;
 use crate::daemon::Daemon;
@@ -84,25 +84,52 @@ pub async fn pull_response<B: Backend>(
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
     let reference = pull_reference(image, tag)?;
-    let creds = match headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()) {
-        Some(v) => Credentials::from_header(v)?,
-        None => None,
-    };
     let opts = PullOptions {
         reference,
-        creds,
+        creds: header_creds(headers)?,
         insecure: insecure(),
     };
+    stream_op(move |tx| async move { pull::pull(&d, opts, &tx).await }).await
+}
+
+fn header_creds(headers: &HeaderMap) -> Result<Option<Credentials>, RegistryError> {
+    match headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()) {
+        Some(v) => Credentials::from_header(v),
+        None => Ok(None),
+    }
+}
+
+/// `POST /images/{name}/push?tag=` (`docker push`), streamed like a pull.
+pub async fn push_response<B: Backend>(
+    d: Arc<Daemon<B>>,
+    name: &str,
+    tag: &str,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, ApiError> {
+    let reference = pull_reference(name, tag)?;
+    let opts = PushOptions {
+        reference,
+        creds: header_creds(headers)?,
+        insecure: insecure(),
+    };
+    stream_op(move |tx| async move { push::push(&d, opts, &tx).await }).await
+}
+
+async fn stream_op<F, Fut>(op: F) -> Result<Response<Body>, ApiError>
+where
+    F: FnOnce(mpsc::Sender<Value>) -> Fut,
+    Fut: std::future::Future<Output = Result<String, RegistryError>> + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel::<Value>(64);
     let (done_tx, done_rx) = oneshot::channel();
+    let fut = op(tx);
     tokio::spawn(async move {
-        let result = pull::pull(&d, opts, &tx).await;
+        let result = fut.await;
         if let Err(e) = &result {
-            tracing::info!(error = %e, "pull failed");
+            tracing::info!(error = %e, "registry operation failed");
         }
-        // The progress channel closes before the result is sent, so readers that see
-        // its end find the result ready.
-        drop(tx);
+        // The future owned the progress sender, so the channel is closed before the
+        // result is sent: readers that see its end find the result ready.
         let _ = done_tx.send(result);
     });
     let Some(first) = rx.recv().await else {

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -19,6 +19,18 @@ pub struct Client {
     creds: Option<Credentials>,
     /// `Authorization` value that the registry accepted (or the token we fetched).
     auth: Option<HeaderValue>,
+    /// Token scope actions when the challenge names none (`pull`, or `pull,push`).
+    actions: &'static str,
+}
+
+/// A request to send (and resend once after authenticating).
+pub struct Call<'a> {
+    pub method: Method,
+    /// Path and query on the registry (`/v2/...`).
+    pub path: &'a str,
+    pub accept: &'a str,
+    pub content_type: &'a str,
+    pub body: Bytes,
 }
 
 /// A response whose body has not been read yet.
@@ -76,7 +88,34 @@ impl Client {
             repo: repo.into(),
             creds,
             auth: None,
+            actions: "pull",
         }
+    }
+
+    /// Asks for push rights too when fetching tokens.
+    pub fn for_push(mut self) -> Self {
+        self.actions = "pull,push";
+        self
+    }
+
+    pub fn repo(&self) -> &str {
+        &self.repo
+    }
+
+    /// Sends `call`, authenticating on a 401 and sending it once more.
+    pub async fn call(&mut self, call: Call<'_>) -> Result<Fetched, RegistryError> {
+        let first = request(&self.host, &call, self.auth.clone()).await?;
+        if first.status != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        let challenge = first
+            .headers
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        self.auth = Some(self.authorize(&challenge).await?);
+        request(&self.host, &call, self.auth.clone()).await
     }
 
     pub fn host(&self) -> &str {
@@ -91,18 +130,14 @@ impl Client {
         accept: &str,
     ) -> Result<Fetched, RegistryError> {
         let path = format!("/v2/{}/{kind}/{reference}", self.repo);
-        let first = self.send(&path, accept, self.auth.clone()).await?;
-        if first.status != StatusCode::UNAUTHORIZED {
-            return Ok(first);
-        }
-        let challenge = first
-            .headers
-            .get(header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        self.auth = Some(self.authorize(&challenge).await?);
-        self.send(&path, accept, self.auth.clone()).await
+        self.call(Call {
+            method: Method::GET,
+            path: &path,
+            accept,
+            content_type: "",
+            body: Bytes::new(),
+        })
+        .await
     }
 
     /// Checks credentials the way `docker login` needs: `GET /v2/` must succeed.
@@ -169,7 +204,8 @@ impl Client {
                 .find(|(k, _)| k == "scope")
                 .map(|(_, v)| v.clone())
                 .or_else(|| {
-                    (!self.repo.is_empty()).then(|| format!("repository:{}:pull", self.repo))
+                    (!self.repo.is_empty())
+                        .then(|| format!("repository:{}:{}", self.repo, self.actions))
                 });
             if let Some(scope) = scope {
                 q.append_pair("scope", &scope);
@@ -190,7 +226,7 @@ impl Client {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
-        let resp = request(&token_host, &path, "", self.creds.as_ref().map(basic)).await?;
+        let resp = request(&token_host, &get(&path), self.creds.as_ref().map(basic)).await?;
         if !resp.status.is_success() {
             return Err(RegistryError::Unauthorized {
                 host: self.host.clone(),
@@ -224,7 +260,19 @@ impl Client {
         accept: &str,
         auth: Option<HeaderValue>,
     ) -> Result<Fetched, RegistryError> {
-        request(&self.host, path, accept, auth).await
+        let mut c = get(path);
+        c.accept = accept;
+        request(&self.host, &c, auth).await
+    }
+}
+
+fn get(path: &str) -> Call<'_> {
+    Call {
+        method: Method::GET,
+        path,
+        accept: "",
+        content_type: "",
+        body: Bytes::new(),
     }
 }
 
@@ -239,8 +287,7 @@ fn basic(c: &Credentials) -> HeaderValue {
 /// connection reuse buys little here.
 async fn request(
     host: &str,
-    path: &str,
-    accept: &str,
+    call: &Call<'_>,
     auth: Option<HeaderValue>,
 ) -> Result<Fetched, RegistryError> {
     let connect = |e: std::io::Error| RegistryError::Connect {
@@ -259,18 +306,21 @@ async fn request(
         }
     });
     let mut req = Request::builder()
-        .method(Method::GET)
-        .uri(path)
+        .method(call.method.clone())
+        .uri(call.path)
         .header(header::HOST, host)
         .header(header::USER_AGENT, "berth-engine");
-    if !accept.is_empty() {
-        req = req.header(header::ACCEPT, accept);
+    if !call.accept.is_empty() {
+        req = req.header(header::ACCEPT, call.accept);
+    }
+    if !call.content_type.is_empty() {
+        req = req.header(header::CONTENT_TYPE, call.content_type);
     }
     if let Some(a) = auth {
         req = req.header(header::AUTHORIZATION, a);
     }
     let req = req
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(call.body.clone()))
         .map_err(|e| RegistryError::Transfer {
             message: e.to_string(),
         })?;

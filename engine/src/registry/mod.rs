@@ -9,6 +9,7 @@ pub mod api;
 pub mod client;
 pub mod manifest;
 mod pull;
+mod push;
 
 use base64::Engine as _;
 
@@ -17,6 +18,7 @@ use crate::daemon::DaemonError;
 use crate::refs::ReferenceError;
 
 pub use pull::PullOptions;
+pub use push::PushOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
