@@ -269,3 +269,27 @@ fn image_tag_remove_and_prune_routes() {
         Route::ContainerPrune
     );
 }
+
+#[test]
+fn registry_and_events_routes() {
+    assert_eq!(
+        p(Method::POST, "/v1.50/images/127.0.0.1:5000/app/push?tag=1").unwrap(),
+        Route::ImagePush {
+            name: "127.0.0.1:5000/app".into(),
+            tag: "1".into()
+        }
+    );
+    assert_eq!(p(Method::POST, "/v1.50/auth").unwrap(), Route::Auth);
+    assert_eq!(
+        p(
+            Method::GET,
+            "/v1.50/events?since=1.5&until=2&filters=%7B%22type%22%3A%5B%22container%22%5D%7D"
+        )
+        .unwrap(),
+        Route::Events {
+            since: "1.5".into(),
+            until: "2".into(),
+            filters: r#"{"type":["container"]}"#.into()
+        }
+    );
+}
