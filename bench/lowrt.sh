@@ -24,6 +24,7 @@ cleanup() {
         for c in "$d"/*/; do [ -d "$c" ] && rmdir "$c" 2>/dev/null || true; done
         rmdir "$d" 2>/dev/null || true
     done
+    umount "$T/roots" 2>/dev/null || true
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -32,6 +33,10 @@ if [ -f /sys/fs/cgroup/unified/cgroup.controllers ]; then
     mount --bind "$T/empty" /sys/fs/cgroup/unified/cgroup.controllers
 fi
 
+# State roots on tmpfs, as /run/runc, /run/crun and /run/berth/lowrt are on a real host
+# (berth-lowrt fsyncs state.json; on a disk that alone costs 10+ ms).
+mkdir -p "$T/roots"
+mount -t tmpfs tmpfs "$T/roots"
 mkdir -p "$T/rootfs/bin" "$T/rootfs/proc" "$T/rootfs/dev" "$T/rootfs/sys"
 cp /bin/busybox "$T/rootfs/bin/"
 ln -s busybox "$T/rootfs/bin/true"
@@ -50,7 +55,7 @@ done
 run_args=(-N --warmup 10 --runs "$RUNS" --export-json "$T/run.json")
 cycle_args=(--warmup 10 --runs "$RUNS" --export-json "$T/cycle.json")
 for i in "${!names[@]}"; do
-    n=${names[$i]} b=${bins[$i]} r="$T/state-$n"
+    n=${names[$i]} b=${bins[$i]} r="$T/roots/state-$n"
     run_args+=(-n "$n" "$b --root $r run --bundle $T/$n c")
     cycle_args+=(-n "$n" "$b --root $r create --bundle $T/$n c && $b --root $r start c && $b --root $r delete --force c")
 done
@@ -60,7 +65,7 @@ hyperfine "${cycle_args[@]}" >&2
 
 median() { jq -r --arg n "$2" '.results[] | select(.command==$n) | .median * 1000' "$1"; }
 rss() { # peak RSS (KiB) of `run`: the runtime and every process it waited for
-    /usr/bin/time -f %M "$1" --root "$T/rss-$2" run --bundle "$T/$2" c 2>&1 >/dev/null | tail -1
+    /usr/bin/time -f %M "$1" --root "$T/roots/rss-$2" run --bundle "$T/$2" c 2>&1 >/dev/null | tail -1
 }
 runc_run=$(median "$T/run.json" runc)
 runc_cycle=$(median "$T/cycle.json" runc)
