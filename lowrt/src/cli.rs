@@ -124,8 +124,11 @@ pub enum Command {
     Features,
     /// Apply new resource limits, from a JSON linux.resources file ("-" for stdin).
     Update {
+        /// A JSON `linux.resources` document (`-` for stdin); the flags below override it.
         #[arg(long, short = 'r')]
-        resources: std::path::PathBuf,
+        resources: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        flags: UpdateFlags,
         id: String,
     },
     /// Freeze all processes of a container.
@@ -148,4 +151,62 @@ impl Command {
             Command::Create { .. } | Command::Run { .. } | Command::Exec { .. }
         )
     }
+}
+
+/// `update`'s per-resource flags, with runc's names and units.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct UpdateFlags {
+    /// Relative block IO weight (10-1000).
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    /// CPU CFS period in microseconds.
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS quota in microseconds (-1: none).
+    #[arg(long, allow_negative_numbers = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(long)]
+    pub cpu_share: Option<u64>,
+    /// CPUs allowed (0-3, 0,1).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes allowed (0-3, 0,1).
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit in bytes (k, m, g suffixes accepted; -1: unlimited).
+    #[arg(long, value_parser = parse_bytes, allow_negative_numbers = true)]
+    pub memory: Option<i64>,
+    /// Memory soft limit in bytes.
+    #[arg(long, value_parser = parse_bytes, allow_negative_numbers = true)]
+    pub memory_reservation: Option<i64>,
+    /// Memory plus swap limit in bytes (-1: unlimited).
+    #[arg(long, value_parser = parse_bytes, allow_negative_numbers = true)]
+    pub memory_swap: Option<i64>,
+    /// Maximum number of pids (0 or -1: unlimited).
+    #[arg(long, allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+}
+
+/// Bytes with docker's binary suffixes (`512k`, `64m`, `1g`, `1.5g` is refused); `-1` passes.
+pub fn parse_bytes(text: &str) -> Result<i64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let digits = lower.trim_end_matches(['b']);
+    let (num, shift) = match digits.chars().last() {
+        Some('k') => (&digits[..digits.len() - 1], 10),
+        Some('m') => (&digits[..digits.len() - 1], 20),
+        Some('g') => (&digits[..digits.len() - 1], 30),
+        Some('t') => (&digits[..digits.len() - 1], 40),
+        _ => (digits, 0),
+    };
+    let value: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: want bytes, optionally with k, m, g or t"))?;
+    if value == -1 && shift == 0 {
+        return Ok(-1);
+    }
+    value
+        .checked_mul(1 << shift)
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| format!("invalid size {text:?}: out of range"))
 }

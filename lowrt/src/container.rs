@@ -37,6 +37,8 @@ pub enum ContainerError {
         /// ": killed by signal …" or ": exit status …" when known, else empty.
         how: String,
     },
+    #[error("update: no --resources and no resource flags: nothing to update")]
+    NothingToUpdate,
     #[error("container with id exists: {0}")]
     Exists(String),
     #[error("{op} {}: {source}", path.display())]

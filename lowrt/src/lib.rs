@@ -107,7 +107,11 @@ pub fn dispatch(cli: Cli) -> Result<i32, ContainerError> {
         }
         Command::Spec { bundle } => commands::spec(&bundle),
         Command::Features => commands::features(),
-        Command::Update { resources, id } => commands::update(&g, &id, &resources),
+        Command::Update {
+            resources,
+            flags,
+            id,
+        } => commands::update(&g, &id, resources.as_deref(), &flags),
         Command::Pause { id } => commands::pause(&g, &id),
         Command::Resume { id } => commands::resume(&g, &id),
         Command::Ps { format: _, id } => commands::ps(&g, &id),

@@ -1,15 +1,8 @@
-//! `features` (runtime-spec features.md, what containerd asks a runtime for) and `update`
-//! (new linux.resources for a live container, containerd's `update --resources -`).
+//! `features`: the runtime-spec features.md document, what containerd asks a runtime for.
 
-use std::io::Read;
-use std::path::Path;
-
-use oci_spec::runtime::LinuxResources;
 use serde_json::json;
 
-use super::Globals;
-use crate::container::{io_err, ContainerError};
-use crate::state::{State, StateError, Status};
+use crate::container::ContainerError;
 
 /// Prints what this runtime supports.
 pub fn features() -> Result<i32, ContainerError> {
@@ -42,34 +35,5 @@ pub fn features() -> Result<i32, ContainerError> {
         "annotations": {"io.github.berth.lowrt.version": env!("CARGO_PKG_VERSION")}
     });
     println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-    Ok(0)
-}
-
-/// Applies new resources (JSON `LinuxResources` from a file, or stdin for "-") to the
-/// container's cgroups and records them in state.json.
-pub fn update(g: &Globals, id: &str, resources: &Path) -> Result<i32, ContainerError> {
-    let mut st = State::load(&g.root, id)?;
-    let status = st.status(&g.root);
-    if status == Status::Stopped {
-        return Err(ContainerError::BadTransition("update", status));
-    }
-    let mut text = Vec::new();
-    if resources == Path::new("-") {
-        std::io::stdin()
-            .read_to_end(&mut text)
-            .map_err(io_err("read", Path::new("stdin")))?;
-    } else {
-        text = std::fs::read(resources).map_err(io_err("read", resources))?;
-    }
-    let res: LinuxResources =
-        serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
-            path: resources.to_path_buf(),
-            source,
-        })?;
-    st.cgroup.manager().apply(&res)?;
-    if let Some(linux) = st.config.linux_mut() {
-        linux.set_resources(Some(res));
-    }
-    st.save(&State::dir(&g.root, id))?;
     Ok(0)
 }

@@ -7,14 +7,16 @@ mod info;
 mod lifecycle;
 mod run;
 mod tty;
+mod update;
 
 use std::path::PathBuf;
 
 pub use create::{create, CreateOptions};
 pub use exec::{exec, ExecOptions};
-pub use info::{features, update};
+pub use info::features;
 pub use lifecycle::{delete, kill, list, pause, ps, resume, spec, start, state, ListFormat};
 pub use run::run;
+pub use update::update;
 
 /// Global flags every command sees.
 #[derive(Debug, Clone)]

@@ -7,7 +7,8 @@ both_runtimes!(
     delete_running_needs_force,
     start_twice_fails,
     list_shows_containers,
-    update_pause_resume
+    update_pause_resume,
+    update_with_resource_flags
 );
 
 fn create_start_kill_delete(rt: &Runtime) {
@@ -239,4 +240,57 @@ fn delete_force_cleans_after_runtime_died_mid_create() {
     let out = env.run(&["delete", "--force", "crash"]);
     assert!(out.status.success(), "{}", stderr(&out));
     env.assert_nothing_left("crash");
+}
+
+/// runc's per-resource flags of `update`, with runc's units; the cgroup files show them.
+fn update_with_resource_flags(rt: &Runtime) {
+    let env = Env::new(rt);
+    env.write_config(&env.config("updf", &["sleep", "60"]));
+    assert!(env.run(&["run", "--detach", "updf"]).status.success());
+    env.wait_status("updf", "running");
+    let out = env.run(&[
+        "update",
+        "--memory",
+        "48m",
+        "--pids-limit",
+        "20",
+        "--cpu-period",
+        "100000",
+        "--cpu-quota",
+        "50000",
+        "--cpu-share",
+        "512",
+        "updf",
+    ]);
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    let read = |ctrl: &str, file: &str| {
+        let path = format!("/sys/fs/cgroup/{ctrl}{}/updf/{file}", env.cgroup_parent);
+        std::fs::read_to_string(path).map(|s| s.trim().to_owned())
+    };
+    if let Ok(limit) = read("memory", "memory.limit_in_bytes") {
+        assert_eq!(limit, (48u64 << 20).to_string(), "{}", rt.name);
+        assert_eq!(read("pids", "pids.max").unwrap(), "20", "{}", rt.name);
+        assert_eq!(
+            read("cpu", "cpu.cfs_quota_us").unwrap(),
+            "50000",
+            "{}",
+            rt.name
+        );
+        assert_eq!(
+            read("cpu", "cpu.cfs_period_us").unwrap(),
+            "100000",
+            "{}",
+            rt.name
+        );
+        assert_eq!(read("cpu", "cpu.shares").unwrap(), "512", "{}", rt.name);
+    }
+    // A second update names only pids: the memory limit stays.
+    let out = env.run(&["update", "--pids-limit", "30", "updf"]);
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    if let Ok(limit) = read("memory", "memory.limit_in_bytes") {
+        assert_eq!(limit, (48u64 << 20).to_string(), "{}", rt.name);
+        assert_eq!(read("pids", "pids.max").unwrap(), "30", "{}", rt.name);
+    }
+    assert!(env.run(&["delete", "--force", "updf"]).status.success());
+    env.assert_nothing_left("updf");
 }
