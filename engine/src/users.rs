@@ -85,6 +85,11 @@ pub fn is_numeric_pair(user: &str) -> bool {
     user.split_once(':').is_some_and(|(u, g)| num(u) && num(g))
 }
 
+/// Whether resolving `user` needs the image's passwd/group files.
+pub fn needs_files(user: &str) -> bool {
+    !(user.is_empty() || user == "root" || is_numeric_pair(user))
+}
+
 /// Resolves `user[:group]` against passwd/group contents (`None`: the file is missing).
 /// A numeric user missing from passwd runs with gid 0, as with runc.
 pub fn resolve(
@@ -137,13 +142,18 @@ pub fn resolve(
 }
 
 impl ExecUser {
-    /// Sets the spec's `process.user` (with `additionalGids` when there are any).
-    pub fn apply(&self, spec: &mut serde_json::Value) {
+    /// The OCI `process.user` (with `additionalGids` when there are any).
+    pub fn to_json(&self) -> serde_json::Value {
         let mut user = serde_json::json!({"uid": self.uid, "gid": self.gid});
         if !self.additional_gids.is_empty() {
             user["additionalGids"] = serde_json::json!(self.additional_gids);
         }
-        spec["process"]["user"] = user;
+        user
+    }
+
+    /// Sets the spec's `process.user`.
+    pub fn apply(&self, spec: &mut serde_json::Value) {
+        spec["process"]["user"] = self.to_json();
     }
 }
 
@@ -154,7 +164,7 @@ pub async fn for_image<B: Backend>(
     layers: &[Descriptor],
     user: &str,
 ) -> Result<ExecUser, UserError> {
-    if user.is_empty() || user == "root" || is_numeric_pair(user) {
+    if !needs_files(user) {
         return resolve(user, None, None);
     }
     let (passwd, group) = read_image_files(backend, layers).await?;

@@ -51,6 +51,34 @@ fn user_names() -> Result<()> {
         let got = id(&s, user)?;
         ensure!(got == want, "-u {user}: id says {got:?}, want {want:?}");
     }
+    // Exec inherits the container's user name and takes its own.
+    s.docker(&[
+        "run", "-d", "--name", "u1", "-u", "nobody", "busybox", "sleep", "60",
+    ])?
+    .ok()?;
+    let out = s.docker(&["exec", "u1", "id", "-u"])?.ok()?;
+    ensure!(
+        out.out() == "65534",
+        "exec as the container's user: {:?}",
+        out.out()
+    );
+    let out = s
+        .docker(&[
+            "exec",
+            "-u",
+            "root:nogroup",
+            "u1",
+            "sh",
+            "-c",
+            "id -u; id -g",
+        ])?
+        .ok()?;
+    ensure!(
+        out.stdout == "0\n65534\n",
+        "exec -u root:nogroup: {:?}",
+        out.stdout
+    );
+    s.docker(&["rm", "-f", "u1"])?.ok()?;
     let out = s.docker(&["run", "--rm", "-u", "ghost", "busybox", "true"])?;
     ensure!(out.code != 0, "-u ghost succeeded: {out}");
     expect_contains(

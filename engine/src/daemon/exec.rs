@@ -146,6 +146,17 @@ impl<B: Backend> Daemon<B> {
         } else {
             rec.config.hostname.clone()
         };
+        let user = if cfg.user.is_empty() {
+            rec.config.user.clone()
+        } else {
+            cfg.user.clone()
+        };
+        let layers = if crate::users::needs_files(&user) {
+            self.image(&rec.image).await?.layers
+        } else {
+            Vec::new()
+        };
+        let exec_user = crate::users::for_image(&*self.backend, &layers, &user).await?;
         let input = SpecInput {
             id: &rec.id,
             args: cfg.cmd.as_slice().to_vec(),
@@ -155,18 +166,16 @@ impl<B: Backend> Daemon<B> {
             } else {
                 cfg.working_dir.clone()
             },
-            user: if cfg.user.is_empty() {
-                rec.config.user.clone()
-            } else {
-                cfg.user.clone()
-            },
+            user: format!("{}:{}", exec_user.uid, exec_user.gid),
             tty: false,
             hostname,
             cgroup_parent: &self.config.cgroup_parent,
             host_config: &rec.host_config,
             etc_files: Vec::new(),
         };
-        let process = serde_json::to_vec(&spec::process(&input)?).unwrap_or_default();
+        let mut process = spec::process(&input)?;
+        process["user"] = exec_user.to_json();
+        let process = serde_json::to_vec(&process).unwrap_or_default();
         let dir = self.exec_dir(&rec.id);
         std::fs::create_dir_all(&dir).map_err(|source| DaemonError::Io {
             op: "create",
