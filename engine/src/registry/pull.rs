@@ -126,21 +126,18 @@ async fn fetch_blob(
     let total = u64::try_from(desc.size).unwrap_or(0);
     let id = short(&desc.digest).to_string();
     let mut last = 0u64;
-    let mut pending = Vec::new();
     let data = f
         .read_all(total, |n| {
-            // Report about every 512 KiB, not every frame.
-            if progress.is_some() && n - last >= 512 << 10 {
+            // About every 512 KiB, not every frame; a progress line that does not fit
+            // in the channel right now is dropped rather than stalling the download.
+            if let Some(p) = progress.filter(|_| n - last >= 512 << 10) {
                 last = n;
-                pending.push(n);
+                let _ = p.0.try_send(json!({"status": "Downloading",
+                    "progressDetail": {"current": n, "total": total}, "id": id}));
             }
         })
         .await?;
     if let Some(p) = progress {
-        for n in pending {
-            p.send(json!({"status": "Downloading", "progressDetail": {"current": n, "total": total}, "id": id}))
-                .await;
-        }
         p.layer(&id, "Verifying Checksum").await;
     }
     if data.len() as u64 != total {
