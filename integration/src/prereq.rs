@@ -16,7 +16,17 @@ pub enum Need {
     Docker,
     /// A static busybox to build the image from.
     Busybox,
+    /// A local registry and the tools to fill it: Debian's docker-registry, skopeo and
+    /// htpasswd (apache2-utils).
+    Registry,
 }
+
+/// The registry tools `Need::Registry` asks for.
+pub const REGISTRY_TOOLS: [&str; 3] = [
+    "/usr/bin/docker-registry",
+    "/usr/bin/skopeo",
+    "/usr/bin/htpasswd",
+];
 
 impl Need {
     /// `None` when met, else why not.
@@ -28,6 +38,18 @@ impl Need {
                 .then(|| format!("docker CLI not found at {DOCKER_CLI} or in PATH")),
             Need::Busybox => (!Path::new(BUSYBOX).is_file())
                 .then(|| format!("{BUSYBOX} missing (apt-get install busybox-static)")),
+            Need::Registry => {
+                let missing: Vec<&str> = REGISTRY_TOOLS
+                    .into_iter()
+                    .filter(|p| !Path::new(p).is_file())
+                    .collect();
+                (!missing.is_empty()).then(|| {
+                    format!(
+                        "{} missing (apt-get install docker-registry skopeo apache2-utils)",
+                        missing.join(", ")
+                    )
+                })
+            }
         }
     }
 }

@@ -12,50 +12,42 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use berth_integration::{wait_until, Stack};
 
-use crate::common::{expect_contains, Spec, DOCKER};
+use berth_integration::prereq::Need;
 
-const REGISTRY: &str = "/usr/bin/docker-registry";
-const SKOPEO: &str = "/usr/bin/skopeo";
-const HTPASSWD: &str = "/usr/bin/htpasswd";
+use crate::common::{expect_contains, Spec};
+
+/// Missing registry tools make these tests a visible, counted skip.
+const REGISTRY_NEEDS: &[Need] = &[Need::Root, Need::Busybox, Need::Docker, Need::Registry];
+
+use berth_integration::prereq::REGISTRY_TOOLS;
+
+const REGISTRY: &str = REGISTRY_TOOLS[0];
+const SKOPEO: &str = REGISTRY_TOOLS[1];
+const HTPASSWD: &str = REGISTRY_TOOLS[2];
 
 pub fn tests() -> Vec<Spec> {
     vec![
         Spec {
             name: "registry::pull_run_and_pull_by_digest",
-            needs: DOCKER,
+            needs: REGISTRY_NEEDS,
             run: pull_and_run,
         },
         Spec {
             name: "registry::push_then_pull_into_another_stack",
-            needs: DOCKER,
+            needs: REGISTRY_NEEDS,
             run: push_then_pull,
         },
         Spec {
             name: "registry::basic_auth_login_then_pull",
-            needs: DOCKER,
+            needs: REGISTRY_NEEDS,
             run: basic_auth,
         },
         Spec {
             name: "registry::corrupt_blob_fails_and_leaves_no_image",
-            needs: DOCKER,
+            needs: REGISTRY_NEEDS,
             run: corrupt_blob,
         },
     ]
-}
-
-/// The registry tools are optional packages; their absence is a visible skip.
-fn tools_missing() -> bool {
-    let missing: Vec<&str> = [REGISTRY, SKOPEO, HTPASSWD]
-        .into_iter()
-        .filter(|p| !Path::new(p).is_file())
-        .collect();
-    if !missing.is_empty() {
-        println!(
-            "SKIP: registry test: {} missing (apt-get install -y docker-registry skopeo apache2-utils)",
-            missing.join(", ")
-        );
-    }
-    !missing.is_empty()
 }
 
 /// A registry process we started; killed by PID on drop.
@@ -240,9 +232,6 @@ fn pulled_digest(out: &str) -> Result<String> {
 }
 
 fn pull_and_run() -> Result<()> {
-    if tools_missing() {
-        return Ok(());
-    }
     let s = Stack::start()?;
     let reg = Registry::start(&s.dir, None)?;
     reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
@@ -286,9 +275,6 @@ fn pull_and_run() -> Result<()> {
 }
 
 fn basic_auth() -> Result<()> {
-    if tools_missing() {
-        return Ok(());
-    }
     let s = Stack::start()?;
     let reg = Registry::start(&s.dir, Some(("berth", "s3cret")))?;
     reg.push_busybox(&s.busybox_tar()?, "latest", Some("berth:s3cret"))?;
@@ -317,9 +303,6 @@ fn basic_auth() -> Result<()> {
 }
 
 fn corrupt_blob() -> Result<()> {
-    if tools_missing() {
-        return Ok(());
-    }
     let s = Stack::start()?;
     let reg = Registry::start(&s.dir, None)?;
     reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
@@ -355,9 +338,6 @@ fn corrupt_blob() -> Result<()> {
 }
 
 fn push_then_pull() -> Result<()> {
-    if tools_missing() {
-        return Ok(());
-    }
     let s = Stack::with_busybox()?;
     let reg = Registry::start(&s.dir, None)?;
     let image = format!("{}/mine:1", reg.host);
