@@ -21,7 +21,11 @@ for b in berth-highd berth-engine berth-shim berth-lowrt berth; do
 done
 
 DIR=$(mktemp -d /tmp/bb-XXXXXX)
-CG=berth-bench-$(basename "$DIR" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z')
+SUFFIX=$(basename "$DIR" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z' | tail -c 7)
+# Own cgroup parent, bridge, subnet and nft table: the bench never touches berth0 or the
+# host's forwarding setting.
+CG=berth-bench-$SUFFIX BRIDGE=bb${SUFFIX}0 TABLE=bb$SUFFIX
+BIP=10.$((64 + RANDOM % 190)).$((RANDOM % 256)).1/24
 HIGHD_PID= ENGINE_PID=
 export DOCKER_HOST=unix://$DIR/e.sock DOCKER_CONFIG=$DIR/dc BERTH_HOST=unix://$DIR/e.sock
 if command -v docker >/dev/null; then CLI=(docker); else CLI=("$BIN/berth"); fi
@@ -35,6 +39,8 @@ cleanup() {
     for f in "$DIR"/hs/*/*/shim.pid; do
         [[ -e $f ]] && pid=$(pid_is "$f" berth-shim) && kill -KILL "$pid"
     done
+    [[ -e /sys/class/net/$BRIDGE ]] && ip link delete "$BRIDGE"
+    nft list table ip "$TABLE" >/dev/null 2>&1 && nft delete table ip "$TABLE"
     for d in /sys/fs/cgroup/*/"$CG"; do
         [[ -d $d ]] || continue
         find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
@@ -55,7 +61,8 @@ mkdir -p "$DIR/dc"
 HIGHD_PID=$!
 wait_socket "$DIR/h.sock" 30 "$HIGHD_PID" || die "berth-highd did not start: $(tail -5 "$DIR/highd.log")"
 "$BIN/berth-engine" --data-root "$DIR/e" --exec-root "$DIR/ex" -H "unix://$DIR/e.sock" \
-    --containerd "$DIR/h.sock" --cgroup-parent "/$CG" >>"$DIR/engine.log" 2>&1 </dev/null &
+    --containerd "$DIR/h.sock" --cgroup-parent "/$CG" --bridge-name "$BRIDGE" --bip "$BIP" \
+    --firewall-table "$TABLE" --ip-forward=false >>"$DIR/engine.log" 2>&1 </dev/null &
 ENGINE_PID=$!
 wait_socket "$DIR/e.sock" 30 "$ENGINE_PID" || die "berth-engine did not start: $(tail -5 "$DIR/engine.log")"
 
