@@ -14,9 +14,10 @@ use crate::runtime::RuntimeCli;
 use crate::state_files::ExitRecord;
 use crate::task::{timestamp, Task};
 
-/// Output still arriving this long after the exit comes from grandchildren holding the
-/// pipes; the exit is recorded without waiting for them.
-const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// An output pipe that stays open but silent this long after the exit is held by a
+/// grandchild; the exit is recorded without waiting for it. Output still flowing is
+/// waited for without limit, so the log is complete before the engine may delete it.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
 impl<R: RuntimeCli> Task<R> {
     pub(crate) async fn monitor(self: Arc<Self>, mut exits: Subscription) {
@@ -48,8 +49,11 @@ impl<R: RuntimeCli> Task<R> {
         let pid = process.pid();
         tracing::info!(pid, exec_id = %process.exec_id, status = exit.status, "process exited");
         if let Some(io) = process.io() {
-            if !io.wait_output(DRAIN_LIMIT).await {
-                tracing::warn!(pid, "output still open after exit; not waiting for it");
+            if !io.wait_output(DRAIN_IDLE).await {
+                tracing::warn!(
+                    pid,
+                    "output still open but idle after exit; not waiting for it"
+                );
             }
         }
         // An exit during Start waits for the start event to go out first.

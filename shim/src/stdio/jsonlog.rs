@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -118,8 +119,16 @@ impl JsonLog {
     }
 }
 
+/// Log files are created 0640 (before umask), also when rotation recreates them: container
+/// output can hold secrets, so the default 0666 & ~umask (world-readable) will not do.
+pub(crate) const LOG_MODE: u32 = 0o640;
+
 fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().append(true).create(true).open(path)
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(LOG_MODE)
+        .open(path)
 }
 
 /// Splits one stream's bytes into log lines.
@@ -208,5 +217,24 @@ mod tests {
         assert_eq!(last["log"], "line 11\n");
         assert_eq!(last["stream"], "stderr");
         assert!(std::fs::metadata(&path).expect("stat").len() <= 200);
+    }
+
+    #[test]
+    fn log_files_are_not_world_readable_after_rotation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c-json.log");
+        let mut log = JsonLog::open(&path, Some(100), 3).expect("open");
+        for i in 0..10 {
+            log.write_entry("stdout", format!("secret {i}\n").as_bytes())
+                .expect("write");
+        }
+        let rotated = PathBuf::from(format!("{}.1", path.display()));
+        assert!(rotated.exists(), "the log rotated");
+        for file in [&path, &rotated] {
+            let mode = std::fs::metadata(file).expect("stat").permissions().mode() & 0o777;
+            // Whatever the umask removes on top, never more than rw-r-----.
+            assert_eq!(mode & !LOG_MODE, 0, "{} is {mode:o}", file.display());
+        }
     }
 }

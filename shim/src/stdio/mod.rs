@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +85,9 @@ pub struct ProcessIo {
     /// CloseIO: the stdin copy forwards what is already buffered, then closes.
     stdin_close: Arc<Notify>,
     outputs: Mutex<Vec<JoinHandle<()>>>,
+    /// Bytes the output copies have written so far: lets `wait_output` tell a pipe that is
+    /// still flowing (keep waiting) from one held open and silent by a grandchild.
+    copied: Arc<AtomicU64>,
     master: Mutex<Option<Arc<AsyncPipe>>>,
     /// Terminal processes: what to connect once the pty master arrives.
     pending_terminal: Mutex<Option<(StdinSource, Sink)>>,
@@ -153,7 +157,8 @@ impl ProcessIo {
         }
         let (r, w) = pipe(stream)?;
         let src = AsyncPipe::new(r).map_err(|source| IoError::Pipe { stream, source })?;
-        lock(&self.outputs).push(tokio::spawn(copy_out(src, sink)));
+        let copied = Arc::clone(&self.copied);
+        lock(&self.outputs).push(tokio::spawn(copy_out(src, sink, copied)));
         Ok(w)
     }
 
@@ -174,7 +179,8 @@ impl ProcessIo {
                 copy_in_shared(src, &dst, &close).await;
             }));
         }
-        lock(&self.outputs).push(tokio::spawn(copy_out_shared(master, sink)));
+        let copied = Arc::clone(&self.copied);
+        lock(&self.outputs).push(tokio::spawn(copy_out_shared(master, sink, copied)));
         Ok(())
     }
 
@@ -191,12 +197,26 @@ impl ProcessIo {
             .map_err(IoError::Resize)
     }
 
-    /// Waits until every output stream reached EOF and was flushed, at most `limit`:
-    /// a grandchild holding a pipe open must not hold the exit back forever.
-    pub async fn wait_output(&self, limit: Duration) -> bool {
+    /// Waits until every output stream reached EOF and was flushed. Output that keeps
+    /// flowing is waited for however long it takes (a large final burst to a slow disk must
+    /// all be in the log before the exit is recorded); only a stream silent for `idle`
+    /// gives up, since a grandchild holding a pipe open must not hold the exit back forever.
+    /// Returns false when it gave up.
+    pub async fn wait_output(&self, idle: Duration) -> bool {
         let tasks: Vec<_> = lock(&self.outputs).drain(..).collect();
         let all = futures_join_all(tasks);
-        tokio::time::timeout(limit, all).await.is_ok()
+        tokio::pin!(all);
+        let mut seen = self.copied.load(Ordering::Relaxed);
+        loop {
+            if tokio::time::timeout(idle, &mut all).await.is_ok() {
+                return true;
+            }
+            let now = self.copied.load(Ordering::Relaxed);
+            if now == seen {
+                return false;
+            }
+            seen = now;
+        }
     }
 
     /// Drops everything: used when the process is forgotten.
@@ -294,11 +314,11 @@ async fn copy_in_shared(src: AsyncPipe, dst: &AsyncPipe, close: &Notify) {
     }
 }
 
-async fn copy_out(src: AsyncPipe, sink: Sink) {
-    copy_out_shared(Arc::new(src), sink).await;
+async fn copy_out(src: AsyncPipe, sink: Sink, copied: Arc<AtomicU64>) {
+    copy_out_shared(Arc::new(src), sink, copied).await;
 }
 
-async fn copy_out_shared(src: Arc<AsyncPipe>, mut sink: Sink) {
+async fn copy_out_shared(src: Arc<AsyncPipe>, mut sink: Sink, copied: Arc<AtomicU64>) {
     // Most containers write rarely: the buffer exists only while output is flowing, and
     // goes once a read drains the pipe, so an idle shim holds none.
     let mut buf = Vec::new();
@@ -314,6 +334,7 @@ async fn copy_out_shared(src: Arc<AsyncPipe>, mut sink: Sink) {
             Ok(0) => break,
             Ok(n) => {
                 sink.write(&buf[..n]).await;
+                copied.fetch_add(n as u64, Ordering::Relaxed);
                 if n < buf.len() {
                     buf = Vec::new();
                 }
@@ -329,3 +350,58 @@ async fn copy_out_shared(src: Arc<AsyncPipe>, mut sink: Sink) {
 
 /// Bytes read from a process's output at a time.
 const OUTPUT_BUF: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Instant;
+
+    fn file_stdout(path: &std::path::Path) -> (Arc<ProcessIo>, RuntimeStdio) {
+        let spec = IoSpec {
+            stdout: format!("file://{}", path.display()),
+            ..IoSpec::default()
+        };
+        ProcessIo::prepare(&spec).expect("prepare")
+    }
+
+    #[tokio::test]
+    async fn wait_output_waits_while_output_keeps_flowing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let (io, stdio) = file_stdout(&path);
+        let mut writer = File::from(stdio.stdout);
+        // A burst that takes several idle periods to arrive but never pauses for one:
+        // the old fixed total limit gave up half-way through it.
+        let chunk = vec![b'x'; 64 * 1024];
+        let chunks = 40;
+        let feeder = std::thread::spawn(move || {
+            for _ in 0..chunks {
+                writer.write_all(&chunk).expect("write");
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
+        assert!(io.wait_output(Duration::from_millis(250)).await);
+        feeder.join().expect("feeder");
+        let len = std::fs::metadata(&path).expect("stat").len();
+        assert_eq!(len, 64 * 1024 * chunks);
+    }
+
+    #[tokio::test]
+    async fn wait_output_gives_up_on_an_idle_open_pipe() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let (io, stdio) = file_stdout(&path);
+        // A grandchild holding the pipe open and silent after some output.
+        let mut writer = File::from(stdio.stdout);
+        writer.write_all(b"last words\n").expect("write");
+        let started = Instant::now();
+        assert!(!io.wait_output(Duration::from_millis(200)).await);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"last words\n".to_vec()
+        );
+        drop(writer);
+    }
+}

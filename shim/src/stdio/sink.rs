@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -103,6 +104,11 @@ impl Sink {
     }
 }
 
+/// Plain output files get the json-file log's mode: the same output, the same secrets.
 fn append(path: &PathBuf) -> std::io::Result<File> {
-    OpenOptions::new().append(true).create(true).open(path)
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(super::jsonlog::LOG_MODE)
+        .open(path)
 }

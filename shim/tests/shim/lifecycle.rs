@@ -135,16 +135,79 @@ async fn json_log_rotates_by_size() -> anyhow::Result<()> {
         );
         assert!(!rotated(3).exists(), "more files than max-file");
         for f in [log.clone(), rotated(1), rotated(2)] {
-            assert!(
-                std::fs::metadata(&f)?.len() <= 4000,
-                "{} too big",
-                f.display()
-            );
+            let meta = std::fs::metadata(&f)?;
+            assert!(meta.len() <= 4000, "{} too big", f.display());
+            // Container output can hold secrets: never world-readable, also when
+            // rotation recreated the file.
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+            assert_eq!(mode & !0o640, 0, "{} is {mode:o}", f.display());
         }
         let current = std::fs::read_to_string(&log)?;
         let last: serde_json::Value =
             serde_json::from_str(current.lines().last().unwrap_or_default())?;
         assert_eq!(last["log"], "line-299\n");
+        fx.delete_and_shutdown(&mut client).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn final_burst_is_logged_before_the_exit_is_recorded() -> anyhow::Result<()> {
+    crate::harness::bounded(async {
+        if skip_unless_root("final_burst_is_logged_before_the_exit_is_recorded") {
+            return Ok(());
+        }
+        // Init writes 4 MiB and exits at once, while a background child keeps stdout open
+        // and silent: the log must hold every byte by the time the exit is recorded, and
+        // the silent holder must not delay the exit for long.
+        // Whole 33-byte lines: an unterminated last line is only written at EOF, which the
+        // silent child holds back.
+        const TOTAL: usize = 33 * 128 * 1024;
+        let script = format!("sleep 20 & yes 0123456789abcdef0123456789abcdef | head -c {TOTAL}");
+        let mut fx = Fixture::new(&["sh", "-c", &script])?;
+        // Without a pid namespace of its own, the background child outlives init (with
+        // one, init's exit would kill it and close the pipe).
+        let config = fx.bundle.join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&config)?)?;
+        if let Some(list) = spec["linux"]["namespaces"].as_array_mut() {
+            list.retain(|ns| ns["type"] != "pid");
+        }
+        std::fs::write(&config, serde_json::to_vec_pretty(&spec)?)?;
+        let events = FakeEvents::default();
+        events.serve(&fx.events_sock)?;
+        let mut client = fx.start_shim().await?;
+        let log = fx.path("burst-json.log");
+        let uri = format!("jsonfile://{}", log.display());
+        client.create(fx.create_request(&uri, "")).await?;
+        client
+            .start(StartRequest {
+                id: fx.id.clone(),
+                exec_id: String::new(),
+            })
+            .await?;
+        let waited = tokio::time::timeout(
+            Duration::from_secs(15),
+            client.wait(WaitRequest {
+                id: fx.id.clone(),
+                exec_id: String::new(),
+            }),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("exit not reported while a silent child holds stdout"))??
+        .into_inner();
+        assert_eq!(waited.exit_status, 0);
+        assert!(fx.bundle.join("exit.json").exists());
+        // Wait returns after exit.json was written: the log must be complete already.
+        let text = std::fs::read_to_string(&log)?;
+        let logged: usize = text
+            .lines()
+            .map(|l| {
+                let entry: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                entry["log"].as_str().map_or(0, str::len)
+            })
+            .sum();
+        assert_eq!(logged, TOTAL);
         fx.delete_and_shutdown(&mut client).await?;
         Ok(())
     })
