@@ -36,9 +36,15 @@ struct State {
     closed_stdin: Vec<(String, String)>,
 }
 
+/// Runs inside the next `container_create`, after the container exists.
+type CreateHook = Box<dyn FnOnce(&NewContainer) + Send>;
+
 pub struct FakeBackend {
     state: Arc<Mutex<State>>,
     exits: broadcast::Sender<ExitEvent>,
+    /// Errors ending every open exit stream, as highd's DataLoss does after a lag.
+    stream_errors: broadcast::Sender<String>,
+    after_container_create: Mutex<Option<CreateHook>>,
 }
 
 impl Default for FakeBackend {
@@ -49,6 +55,8 @@ impl Default for FakeBackend {
                 ..Default::default()
             })),
             exits: broadcast::channel(64).0,
+            stream_errors: broadcast::channel(4).0,
+            after_container_create: Mutex::new(None),
         }
     }
 }
@@ -152,6 +160,29 @@ impl FakeBackend {
     /// Ends a process as if it exited with `status` and publishes `/tasks/exit`.
     pub fn exit(&self, id: &str, exec_id: &str, status: u32) {
         exit_in(&self.state, &self.exits, id, exec_id, status);
+    }
+
+    /// Ends a task's init like [`FakeBackend::exit`] but without publishing the event,
+    /// as if the engine's subscription lost it.
+    pub fn exit_unannounced(&self, id: &str, status: u32) {
+        self.with(|s| {
+            let t = s.tasks.get_mut(id).expect("exit of unknown task");
+            t.status = TaskStatus::Stopped;
+            t.exit_status = status;
+        });
+    }
+
+    /// Ends every open exit stream with an error, as highd does for a lagging subscriber.
+    pub fn break_exit_streams(&self, message: &str) {
+        let _ = self.stream_errors.send(message.to_string());
+    }
+
+    /// Runs `hook` inside the next `container_create`, once the container exists.
+    pub fn after_next_container_create(&self, hook: impl FnOnce(&NewContainer) + Send + 'static) {
+        *self
+            .after_container_create
+            .lock()
+            .expect("fake hook poisoned") = Some(Box::new(hook));
     }
 
     pub fn fail_next_task_create(&self, message: &str) {
@@ -320,9 +351,18 @@ impl Backend for FakeBackend {
                     message: format!("container \"{}\": already exists", c.id),
                 });
             }
-            s.containers.insert(c.id.clone(), c);
+            s.containers.insert(c.id.clone(), c.clone());
             Ok(())
-        })
+        })?;
+        let hook = self
+            .after_container_create
+            .lock()
+            .expect("fake hook poisoned")
+            .take();
+        if let Some(hook) = hook {
+            hook(&c);
+        }
+        Ok(())
     }
 
     async fn container_delete(&self, id: &str) -> BackendResult<()> {
@@ -509,8 +549,16 @@ impl Backend for FakeBackend {
 
     async fn subscribe_exits(&self) -> BackendResult<ExitStream> {
         let rx = self.exits.subscribe();
-        Ok(Box::pin(
-            BroadcastStream::new(rx).filter_map(|r| async move { r.ok().map(Ok) }),
-        ))
+        let exits = BroadcastStream::new(rx).filter_map(|r| async move { r.ok().map(Ok) });
+        let errors =
+            BroadcastStream::new(self.stream_errors.subscribe()).filter_map(|r| async move {
+                r.ok().map(|message| {
+                    Err(BackendError::Failed {
+                        op: "events subscribe",
+                        message,
+                    })
+                })
+            });
+        Ok(Box::pin(futures::stream::select(exits, errors)))
     }
 }

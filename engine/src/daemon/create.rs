@@ -197,6 +197,33 @@ impl<B: Backend> Daemon<B> {
             let _ = self.backend.snapshot_remove(id).await;
             return Err(e.into());
         }
+        // From here on highd holds a container and a snapshot for this id: every failure
+        // below must remove both, or they leak until the next restart's orphan collection.
+        if let Err(e) = self
+            .record_created(id, name, &dir, argv, config, host_config, image, etc)
+            .await
+        {
+            self.rollback_created(id).await;
+            return Err(e);
+        }
+        tracing::info!(%id, %name, "container created");
+        self.event_log.container("create", id, &[]);
+        Ok(())
+    }
+    /// The steps of a create after highd's container exists: the log file and the record.
+    /// The caller rolls highd back if any of them fails.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_created(
+        &self,
+        id: &str,
+        name: &str,
+        dir: &Path,
+        argv: Vec<String>,
+        config: ContainerConfig,
+        host_config: HostConfig,
+        image: &ImageView,
+        etc: EtcPaths,
+    ) -> DaemonResult<()> {
         // The log exists from now on, so an attach made before start holds it open and
         // reads everything even if `--rm` unlinks it right after a fast exit.
         let log_path = dir.join(format!("{id}-json.log"));
@@ -232,13 +259,25 @@ impl<B: Backend> Daemon<B> {
             snapshot_key: id.into(),
             restart_count: 0,
         };
-        if let Err(e) = self.store.insert(record) {
-            let _ = self.backend.container_delete(id).await;
-            let _ = self.backend.snapshot_remove(id).await;
-            return Err(e.into());
-        }
-        tracing::info!(%id, %name, "container created");
-        self.event_log.container("create", id, &[]);
+        self.store.insert(record)?;
         Ok(())
+    }
+
+    /// Undoes `containers.Create` and `snapshots.Prepare` of a create that failed later.
+    /// Failures are only logged: the orphan collection at the next reconcile removes
+    /// whatever is left (the container carries ENGINE_LABEL and has no record).
+    async fn rollback_created(&self, id: &str) {
+        for (what, r) in [
+            ("container", self.backend.container_delete(id).await),
+            ("snapshot", self.backend.snapshot_remove(id).await),
+        ] {
+            match r {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "rolling back the {what} of a failed create failed")
+                }
+            }
+        }
     }
 }

@@ -82,20 +82,34 @@ impl<B: Backend> Daemon<B> {
 
     async fn reconcile_one(&self, rec: ContainerRecord) -> DaemonResult<()> {
         let id = rec.id.clone();
+        // Reconcile runs while the API serves (after every resubscribe), so it must not act
+        // on a record another operation is changing: start_container holds this lock
+        // between tasks.Create and tasks.Start, when the task looks `created`. The record
+        // listed earlier may be stale, so it is read again under the lock.
+        let lock = self.lock_for(&id);
+        let guard = lock.lock().await;
+        let Some(rec) = self.store.get(&id) else {
+            return Ok(());
+        };
         tracing::debug!(%id, status = rec.state.status.as_str(), "reconciling");
         match rec.state.status {
             Status::Removing => {
-                return self.remove_container_record(&id, rec.state.exit_code).await
+                // remove_container_record takes the lock itself.
+                drop(guard);
+                return self.remove_container_record(&id, rec.state.exit_code).await;
             }
-            Status::Created => return self.adopt_started(&id).await,
+            Status::Created => return self.adopt_started(&id, guard).await,
             Status::Exited if rec.host_config.auto_remove => {
+                drop(guard);
                 return self.remove_container_record(&id, rec.state.exit_code).await;
             }
             Status::Running => {}
             _ => return Ok(()),
         }
+        // handle_exit takes the lock itself and re-checks that the record is running.
         match self.backend.task_get(&id).await {
             Ok(t) if t.status == TaskStatus::Stopped => {
+                drop(guard);
                 self.handle_exit(&id, t.exit_status, t.exited_at).await
             }
             Ok(t) => {
@@ -109,6 +123,7 @@ impl<B: Backend> Daemon<B> {
                 self.store.update(&id, |r| {
                     r.state.error = "task not found in highd after restart".into()
                 })?;
+                drop(guard);
                 self.handle_exit(&id, 255, None).await
             }
             Err(e) => Err(e.into()),
@@ -117,7 +132,12 @@ impl<B: Backend> Daemon<B> {
 
     /// A record still `created` may have a task: the engine died between `tasks.Start`
     /// and writing `running`. Adopt it as running (and record its exit if it is over).
-    async fn adopt_started(&self, id: &str) -> DaemonResult<()> {
+    /// Called with the container's lock held (`guard`), the record read under it.
+    async fn adopt_started(
+        &self,
+        id: &str,
+        guard: tokio::sync::MutexGuard<'_, ()>,
+    ) -> DaemonResult<()> {
         let task = match self.backend.task_get(id).await {
             Ok(t) => {
                 tracing::debug!(%id, status = ?t.status, pid = t.pid, "highd has a task for a created container");
@@ -137,11 +157,14 @@ impl<B: Backend> Daemon<B> {
                     r.state.started_at = Some(Utc::now());
                 })?;
                 if task.status == TaskStatus::Stopped {
+                    drop(guard);
                     self.handle_exit(id, task.exit_status, task.exited_at)
                         .await?;
                 }
             }
-            // Created but never started: drop it, the next start makes a fresh one.
+            // Created but never started, and no start is in flight (we hold the lock a
+            // start holds from tasks.Create to tasks.Start): drop it, the next start makes
+            // a fresh one.
             TaskStatus::Created | TaskStatus::Unknown => {
                 if let Err(e) = self.backend.task_delete(id).await {
                     tracing::warn!(%id, error = %e, "deleting a never-started task failed");

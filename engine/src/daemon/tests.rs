@@ -540,3 +540,117 @@ async fn exec_stdin_reaches_the_process_and_closes() {
     );
     assert_eq!(e.daemon.exec(&exec_id).unwrap().exit_code, Some(0));
 }
+
+#[tokio::test]
+async fn an_event_stream_error_resubscribes_and_reconciles_missed_exits() {
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(None, req(&["sleep", "1000"], false))
+        .await
+        .unwrap();
+    e.daemon.start_container(&id).await.unwrap();
+    // The exit is lost (highd dropped it for a lagging subscriber) and the stream then
+    // fails: only a reconcile can find out.
+    e.fake.exit_unannounced(&id, 3);
+    e.fake
+        .break_exit_streams("subscriber fell behind: 1 events were dropped");
+    let d = Arc::clone(&e.daemon);
+    let x = id.clone();
+    eventually("the missed exit recorded", move || {
+        let r = d.container(&x).unwrap();
+        (r.state.status, r.state.exit_code) == (Status::Exited, 3)
+    })
+    .await;
+    let f = Arc::clone(&e.fake);
+    let x = id.clone();
+    eventually("the exited task deleted", move || !f.has_task(&x)).await;
+    // And the new subscription delivers exits again.
+    e.daemon.start_container(&id).await.unwrap();
+    e.fake.exit(&id, "", 4);
+    let d = Arc::clone(&e.daemon);
+    eventually("the next exit recorded", move || {
+        d.container(&id).unwrap().state.exit_code == 4
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reconcile_waits_for_a_start_in_flight() {
+    let e = env().await;
+    let id = e
+        .daemon
+        .create_container(None, req(&["sleep", "1000"], false))
+        .await
+        .unwrap();
+    // start_container holds the lock between tasks.Create and tasks.Start; play that
+    // window by hand.
+    let lock = e.daemon.lock_for(&id);
+    let guard = lock.lock().await;
+    e.fake
+        .task_create(&id, vec![], Default::default())
+        .await
+        .unwrap();
+    let d = Arc::clone(&e.daemon);
+    let reconcile = tokio::spawn(async move { d.reconcile().await });
+    // On this single-threaded runtime, yielding lets the reconcile run as far as it can:
+    // without the lock it would see a `created` task and delete it here.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        e.fake.has_task(&id),
+        "reconcile deleted a task being started"
+    );
+    e.fake.task_start(&id, "").await.unwrap();
+    e.daemon
+        .store
+        .update(&id, |r| r.state.status = Status::Running)
+        .unwrap();
+    drop(guard);
+    reconcile.await.unwrap().unwrap();
+    assert!(e.fake.has_task(&id));
+    assert_eq!(
+        e.daemon.container(&id).unwrap().state.status,
+        Status::Running
+    );
+}
+
+#[tokio::test]
+async fn a_create_failing_after_containers_create_rolls_highd_back() {
+    let e = env().await;
+    // Make the json log impossible to create: a directory where the file goes (found
+    // through the /etc/hostname bind mount, which lives in the container's directory).
+    let made = Arc::new(std::sync::Mutex::new(None::<String>));
+    let m = Arc::clone(&made);
+    e.fake.after_next_container_create(move |c| {
+        let spec: serde_json::Value = serde_json::from_slice(&c.spec).unwrap();
+        let hostname = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/etc/hostname")
+            .unwrap()["source"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let dir = std::path::Path::new(&hostname).parent().unwrap();
+        std::fs::create_dir(dir.join(format!("{}-json.log", c.id))).unwrap();
+        *m.lock().unwrap() = Some(c.id.clone());
+    });
+    let err = e
+        .daemon
+        .create_container(Some("broken"), req(&["true"], false))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("json.log"), "{err}");
+    let id = made.lock().unwrap().clone().expect("containers.Create ran");
+    assert!(!e.fake.has_container(&id), "highd container leaked");
+    assert!(!e.fake.has_snapshot(&id), "snapshot leaked");
+    assert!(e.daemon.container("broken").is_err());
+    // The name is free again.
+    e.daemon
+        .create_container(Some("broken"), req(&["true"], false))
+        .await
+        .unwrap();
+}
