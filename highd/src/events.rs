@@ -2,7 +2,8 @@
 //! forwarded here, and `events.Subscribe` streams from here.
 //!
 //! Delivery is best-effort and in memory, as in containerd: a subscriber that falls more
-//! than `CAPACITY` events behind loses the oldest ones (it is told in the log). Durable
+//! than `CAPACITY` events behind loses the oldest ones, and its stream then ends with
+//! [`EventError::Lagged`] so the client knows to resubscribe and reconcile. Durable
 //! facts (a task's exit) live in the shim's `exit.json`, not in the exchange.
 
 pub mod service;
@@ -58,6 +59,10 @@ pub enum EventError {
     NoNamespace,
     #[error("event on topic {topic:?} has no payload")]
     NoPayload { topic: String },
+    #[error(
+        "event subscriber fell behind: {missed} events were dropped; resubscribe and reconcile"
+    )]
+    Lagged { missed: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -120,22 +125,40 @@ impl Exchange {
         }
     }
 
-    /// A stream of the events matching `filters`, from now on.
-    pub fn subscribe(&self, filters: Filter) -> impl Stream<Item = Arc<Event>> + Send + 'static {
+    /// A stream of the events matching `filters`, from now on. It ends after
+    /// `Err(EventError::Lagged)` if the subscriber fell so far behind that events were
+    /// dropped: carrying on silently would let a client miss a `/tasks/exit` and never
+    /// know to reconcile.
+    pub fn subscribe_checked(
+        &self,
+        filters: Filter,
+    ) -> impl Stream<Item = Result<Arc<Event>, EventError>> + Send + 'static {
         let rx = self.tx.subscribe();
-        futures::stream::unfold((rx, filters), |(mut rx, filters)| async move {
+        futures::stream::unfold(Some((rx, filters)), |state| async move {
+            let (mut rx, filters) = state?;
             loop {
                 match rx.recv().await {
-                    Ok(ev) if filters.matches(&ev.fields()) => return Some((ev, (rx, filters))),
+                    Ok(ev) if filters.matches(&ev.fields()) => {
+                        return Some((Ok(ev), Some((rx, filters))))
+                    }
                     Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "event subscriber fell behind");
-                        continue;
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "event subscriber fell behind; ending its stream");
+                        return Some((Err(EventError::Lagged { missed }), None));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
         })
+    }
+
+    /// [`Exchange::subscribe_checked`] for in-process observers that only want events:
+    /// the stream simply ends where events were lost.
+    pub fn subscribe(&self, filters: Filter) -> impl Stream<Item = Arc<Event>> + Send + 'static {
+        use futures::StreamExt;
+        self.subscribe_checked(filters)
+            .take_while(|r| futures::future::ready(r.is_ok()))
+            .filter_map(|r| futures::future::ready(r.ok()))
     }
 }
 
@@ -196,5 +219,34 @@ mod tests {
             event: any(3),
         };
         assert!(matches!(ex.publish(no_ns), Err(EventError::NoNamespace)));
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_gets_data_loss_and_its_stream_ends() {
+        let ex = Exchange::new();
+        let mut slow = Box::pin(ex.subscribe_checked(Filter::parse(&[]).unwrap()));
+        let extra = 5;
+        for i in 0..CAPACITY + extra {
+            ex.emit("ns", "/tasks/exit", any(i as u8));
+        }
+        match slow.next().await {
+            Some(Err(EventError::Lagged { missed })) => assert_eq!(missed, extra as u64),
+            other => panic!(
+                "expected Lagged, got {:?}",
+                other.map(|r| r.map(|e| e.topic.clone()))
+            ),
+        }
+        assert!(
+            slow.next().await.is_none(),
+            "the stream ends after the loss"
+        );
+        // Over gRPC the loss is DataLoss, naming the count.
+        let status = tonic::Status::from(EventError::Lagged { missed: 5 });
+        assert_eq!(status.code(), tonic::Code::DataLoss);
+        assert!(
+            status.message().contains("5 events"),
+            "{}",
+            status.message()
+        );
     }
 }

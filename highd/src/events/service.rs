@@ -37,7 +37,10 @@ impl EventsService {
 
 impl From<EventError> for Status {
     fn from(e: EventError) -> Status {
-        Status::invalid_argument(e.to_string())
+        match e {
+            EventError::Lagged { .. } => Status::data_loss(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        }
     }
 }
 
@@ -107,7 +110,10 @@ impl Events for EventsService {
         req: Request<SubscribeRequest>,
     ) -> Result<Response<EnvelopeStream>, Status> {
         let filters = Filter::parse(&req.get_ref().filters).map_err(Status::from)?;
-        let stream = self.exchange.subscribe(filters).map(|ev| {
+        // A lagged subscriber gets DataLoss and the end of its stream, so it resubscribes
+        // and reconciles instead of silently missing events.
+        let stream = self.exchange.subscribe_checked(filters).map(|ev| {
+            let ev = ev?;
             Ok(Envelope {
                 timestamp: Some(to_timestamp(ev.timestamp)),
                 namespace: ev.namespace.clone(),
