@@ -44,6 +44,17 @@ impl ShimClient {
         })
     }
 
+    /// A client that connects on first use and reconnects after failures: for a shim
+    /// that is alive but did not accept in time (stopped, overloaded), which must be
+    /// kept, not declared dead.
+    pub fn lazy(address: &Path) -> ShimClient {
+        ShimClient {
+            inner: TaskClient::new(berth_proto::transport::connect_unix_lazy(address))
+                .max_decoding_message_size(64 << 20),
+            address: address.to_path_buf(),
+        }
+    }
+
     /// A client handle for one call (cheap: clones share the connection).
     pub fn rpc(&self) -> TaskClient<Channel> {
         self.inner.clone()
@@ -58,6 +69,28 @@ impl ShimClient {
     pub async fn alive(&self) -> bool {
         ShimClient::connect(&self.address).await.is_ok()
     }
+}
+
+/// True only if the shim is certainly dead: nothing listens on its socket (refused or
+/// no socket file) and its recorded process is gone or no longer our shim. A shim that
+/// is merely slow, stopped or overloaded is not dead; "no answer in time" never counts.
+pub async fn shim_dead(address: Option<&Path>, bundle: &Path) -> bool {
+    let refused = match address {
+        None => true,
+        Some(address) => {
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(address))
+                .await
+            {
+                Ok(Err(e)) => matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ),
+                // Accepted, or the backlog is full and connect blocks: someone listens.
+                Ok(Ok(_)) | Err(_) => false,
+            }
+        }
+    };
+    refused && !super::launch::shim_running(bundle)
 }
 
 /// "a: b: c" from an error and its sources, so the cause is not lost in a message.

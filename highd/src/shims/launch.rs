@@ -139,20 +139,125 @@ impl Collector {
     }
 }
 
-/// Kills a shim we gave up on, by the pid it recorded in the bundle. Best effort: the
-/// shim may already be gone.
+/// The pid recorded in `<bundle>/shim.pid`, if any.
+pub fn pid_from_file(bundle: &Path) -> Option<i32> {
+    let pid = std::fs::read_to_string(bundle.join("shim.pid"))
+        .ok()?
+        .trim()
+        .parse::<i32>()
+        .ok()?;
+    (pid > 1).then_some(pid)
+}
+
+/// True if `pid` is the `berth-shim serve` daemon of `bundle`. A pid file outlives its
+/// process and the pid may since belong to anything else, so the pid alone never
+/// identifies our shim. A zombie has an empty cmdline and does not match.
+pub fn is_shim_of(pid: i32, bundle: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let bundle = bundle.as_os_str().as_encoded_bytes();
+    args.iter().any(|a| *a == b"serve")
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"--bundle" && w[1] == bundle)
+}
+
+/// The pid recorded for `bundle` if it still is that bundle's shim.
+///
+/// A pidfd would close the window between this check and a signal completely, but this
+/// crate forbids unsafe code and neither std (stable) nor nix offers pidfd_open; the
+/// window left is the few microseconds between reading /proc and kill(2), and the pid
+/// would have to die and be reused by the kernel within them.
+fn verified_shim(bundle: &Path) -> Option<nix::unistd::Pid> {
+    let pid = pid_from_file(bundle)?;
+    is_shim_of(pid, bundle).then(|| nix::unistd::Pid::from_raw(pid))
+}
+
+/// True if the shim of `bundle` still runs (its recorded pid is alive and is that shim).
+pub fn shim_running(bundle: &Path) -> bool {
+    verified_shim(bundle).is_some()
+}
+
+/// Kills a shim we gave up on, by the pid it recorded in the bundle, but only if that
+/// pid still is this bundle's shim. Best effort: the shim may already be gone.
 pub fn kill_from_pidfile(bundle: &Path) {
-    let Ok(text) = std::fs::read_to_string(bundle.join("shim.pid")) else {
-        return;
-    };
-    let Ok(pid) = text.trim().parse::<i32>() else {
-        return;
-    };
-    if pid <= 1 {
-        return;
+    match verified_shim(bundle) {
+        Some(pid) => {
+            if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
+                tracing::debug!(%pid, error = %e, "shim already gone");
+            }
+        }
+        None => {
+            tracing::debug!(bundle = %bundle.display(), "no live shim of this bundle to kill")
+        }
     }
-    let pid = nix::unistd::Pid::from_raw(pid);
-    if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
-        tracing::debug!(%pid, error = %e, "shim already gone");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_exit(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    #[test]
+    fn stale_pidfile_of_an_unrelated_process_is_not_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sleep = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.path().join("shim.pid"), sleep.id().to_string()).unwrap();
+        assert!(!shim_running(dir.path()));
+        kill_from_pidfile(dir.path());
+        assert!(
+            sleep.try_wait().unwrap().is_none(),
+            "unrelated process killed"
+        );
+        sleep.kill().unwrap();
+        sleep.wait().unwrap();
+    }
+
+    #[test]
+    fn the_bundles_own_shim_is_recognized_and_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in whose command line looks like `berth-shim serve --bundle <dir>`:
+        // a shell blocked in its builtin `read`, so no child outlives the kill.
+        let mut fake = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("read x")
+            .arg("serve")
+            .arg("--bundle")
+            .arg(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.path().join("shim.pid"), fake.id().to_string()).unwrap();
+        // The child's cmdline reads empty until its exec has fully replaced it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !shim_running(dir.path()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "our shim not recognized: {:?}",
+                std::fs::read(format!("/proc/{}/cmdline", fake.id()))
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Another bundle's pid file pointing here must not match.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("shim.pid"), fake.id().to_string()).unwrap();
+        assert!(!shim_running(other.path()));
+        kill_from_pidfile(dir.path());
+        assert!(wait_exit(&mut fake).is_some(), "our shim was not killed");
     }
 }

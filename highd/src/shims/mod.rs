@@ -5,8 +5,9 @@ pub mod launch;
 
 use std::path::PathBuf;
 
+pub use client::shim_dead;
 pub use client::ShimClient;
-pub use launch::{kill_from_pidfile, ShimLaunch};
+pub use launch::{kill_from_pidfile, shim_running, ShimLaunch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {

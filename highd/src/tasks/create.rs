@@ -118,6 +118,9 @@ impl TaskManager {
                 .containers
                 .get(ns, &id)?
                 .ok_or_else(|| TaskError::ContainerNotFound { id: id.clone() })?;
+            if reg.deleting.contains(&key) {
+                return Err(TaskError::DeleteInProgress { id });
+            }
             if reg.tasks.contains_key(&key) || !reg.creating.insert(key.clone()) {
                 return Err(TaskError::AlreadyExists { id });
             }
@@ -263,7 +266,22 @@ impl TaskManager {
 
     /// Deletes a stopped task: shim Delete → Shutdown → remove the task dir.
     pub async fn delete(&self, ns: &str, id: &str) -> Result<DeleteResponse, TaskError> {
-        let task = self.task(ns, id)?;
+        let key = (ns.to_string(), id.to_string());
+        let task = {
+            // Claim the id under the registry lock: two Deletes must not both tear down
+            // the shim, and a Create must not slip in before this one is done.
+            let mut reg = self.registry();
+            let task = reg
+                .tasks
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| TaskError::NotFound { id: id.to_string() })?;
+            if !reg.deleting.insert(key.clone()) {
+                return Err(TaskError::DeleteInProgress { id: id.to_string() });
+            }
+            task
+        };
+        let _claim = DeleteClaim { mgr: self, key };
         let mut shim_was_gone = false;
         let info = match task.shim() {
             Some(client) => {
@@ -290,7 +308,7 @@ impl TaskManager {
                     Err(status) => match self.shim_failed(&task, status).await {
                         TaskError::ShimGone { .. } => {
                             shim_was_gone = true;
-                            self.cleanup_dead(&task).await
+                            self.cleanup_dead(&task).await?
                         }
                         e => return Err(e),
                     },
@@ -298,7 +316,7 @@ impl TaskManager {
             }
             None => {
                 shim_was_gone = true;
-                self.cleanup_dead(&task).await
+                self.cleanup_dead(&task).await?
             }
         };
         // The shim's server waits for open connections to close before it exits; ours
@@ -311,7 +329,7 @@ impl TaskManager {
             id: id.to_string(),
             source,
         })?;
-        self.remove(ns, id);
+        self.remove(&task);
         if shim_was_gone {
             // A dead shim cannot announce the delete; do it for it.
             let event = TaskDelete {
@@ -333,10 +351,31 @@ impl TaskManager {
     }
 
     /// A task whose shim is gone: make sure the runtime forgets the container too.
-    async fn cleanup_dead(&self, task: &Task) -> ExitInfo {
+    /// Refuses while the shim's process still runs: a shim we merely lost contact with
+    /// still parents a live container, and killing it would kill the container.
+    async fn cleanup_dead(&self, task: &Task) -> Result<ExitInfo, TaskError> {
+        if shims::shim_running(&task.bundle.dir) {
+            tracing::warn!(namespace = %task.namespace, id = %task.id, "shim process still runs; not cleaning up");
+            return Err(TaskError::ShimStillRunning {
+                id: task.id.clone(),
+            });
+        }
         let info = self.shim_gone(task);
+        // Checks the pid still is this shim before signalling (pid reuse).
         shims::kill_from_pidfile(&task.bundle.dir);
         runtime_delete(&task.runtime, &task.runtime_root, &task.id).await;
-        info
+        Ok(info)
+    }
+}
+
+/// Releases a Delete's claim on its id however the Delete ends.
+struct DeleteClaim<'a> {
+    mgr: &'a TaskManager,
+    key: super::Key,
+}
+
+impl Drop for DeleteClaim<'_> {
+    fn drop(&mut self) {
+        self.mgr.registry().deleting.remove(&self.key);
     }
 }

@@ -24,6 +24,10 @@ pub enum TaskError {
     Unimplemented { what: &'static str },
     #[error("the shim of task {id} did not answer within {seconds}s")]
     Unresponsive { id: String, seconds: u64 },
+    #[error("task {id}: a delete of this task is already in progress")]
+    DeleteInProgress { id: String },
+    #[error("task {id}: its shim still runs but does not answer; not cleaning it up")]
+    ShimStillRunning { id: String },
     #[error("process already finished: the shim of task {id} is gone")]
     ShimGone { id: String },
     #[error("task {id}")]
@@ -60,7 +64,9 @@ impl From<TaskError> for tonic::Status {
                 source: BundleError::Io { source, .. },
                 ..
             } if source.kind() == std::io::ErrorKind::AlreadyExists => Code::AlreadyExists,
-            TaskError::NoSpec { .. } => Code::FailedPrecondition,
+            TaskError::NoSpec { .. }
+            | TaskError::DeleteInProgress { .. }
+            | TaskError::ShimStillRunning { .. } => Code::FailedPrecondition,
             TaskError::UnknownRuntime { .. }
             | TaskError::ReservedNamespace { .. }
             | TaskError::InvalidArgument { .. }

@@ -131,6 +131,9 @@ struct Registry {
     tasks: HashMap<Key, Arc<Task>>,
     /// Ids being created, so two concurrent Creates cannot both launch a shim.
     creating: HashSet<Key>,
+    /// Ids with a Delete in progress: a second Delete or a Create of the same id waits
+    /// for it to finish instead of racing it (and killing the newer task).
+    deleting: HashSet<Key>,
 }
 
 pub struct TaskManager {
@@ -197,10 +200,13 @@ impl TaskManager {
         self.registry().tasks.insert(key, task);
     }
 
-    fn remove(&self, ns: &str, id: &str) {
-        self.registry()
-            .tasks
-            .remove(&(ns.to_string(), id.to_string()));
+    /// Drops `task` from the table, but never a newer task that took its id meanwhile.
+    fn remove(&self, task: &Arc<Task>) {
+        let key = (task.namespace.clone(), task.id.clone());
+        let mut reg = self.registry();
+        if reg.tasks.get(&key).is_some_and(|t| Arc::ptr_eq(t, task)) {
+            reg.tasks.remove(&key);
+        }
     }
 
     /// Records what events from shims tell us; called for every published event
@@ -240,7 +246,9 @@ impl TaskManager {
         );
         if transport {
             if let Some(shim) = task.shim() {
-                if !shim.alive().await {
+                // Only a refused socket plus a vanished process means dead: a transport
+                // error or a slow connect from a stopped or busy shim does not.
+                if crate::shims::shim_dead(Some(shim.address()), &task.bundle.dir).await {
                     self.shim_gone(task);
                     return TaskError::ShimGone {
                         id: task.id.clone(),

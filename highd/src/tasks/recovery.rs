@@ -1,7 +1,9 @@
 //! Start-up: rebuild the task table from `<state>/<ns>/<id>/` (invariant 1).
 //!
-//! A task whose shim answers on the socket named in `address` is live and keeps running
-//! untouched; one whose shim does not answer is stopped, with exit.json's status or 255.
+//! A task whose shim answers on the socket named in `address`, or whose shim is merely
+//! slow (something listens, or its process still runs), is live and keeps running
+//! untouched; only one whose socket refuses and whose process is gone is stopped, with
+//! exit.json's status or 255.
 //! Nothing here kills or deletes anything: a stopped task stays until a client deletes it.
 
 use std::path::{Path, PathBuf};
@@ -13,10 +15,10 @@ use berth_proto::containerd::task::v2 as shim;
 use super::create::Cleanup;
 use super::{Bundle, Task, TaskManager};
 use crate::config::DEFAULT_RUNTIMES;
-use crate::shims::ShimClient;
+use crate::shims::{self, ShimClient};
 
-/// A live shim answers State at once; one that does not within this time is hung and
-/// treated as gone.
+/// A live shim answers State at once; one that does not within this time is hung (or
+/// stopped): it is kept, with its status unknown until it answers.
 const STATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -129,27 +131,39 @@ impl TaskManager {
         let (runtime, runtime_root) = self.runtime_of(ns, id);
         let mut pid = bundle.init_pid().unwrap_or(0);
         let mut client = None;
-        if let Some(address) = bundle.address() {
-            match ShimClient::connect(&address).await {
+        let address = bundle.address();
+        if let Some(address) = &address {
+            match ShimClient::connect(address).await {
                 Ok(c) => {
                     let req = shim::StateRequest {
                         id: id.to_string(),
                         exec_id: String::new(),
                     };
                     match tokio::time::timeout(STATE_TIMEOUT, c.rpc().state(req)).await {
-                        Ok(Ok(state)) => {
-                            pid = state.into_inner().pid;
-                            client = Some(c);
-                        }
+                        Ok(Ok(state)) => pid = state.into_inner().pid,
+                        // It answered, so it is alive; keep it and let calls report.
                         Ok(Err(status)) => {
-                            // It answered, so it is alive; keep it and let calls report.
-                            tracing::warn!(ns, id, error = %status.message(), "shim answered State with an error");
-                            client = Some(c);
+                            tracing::warn!(ns, id, error = %status.message(), "shim answered State with an error")
                         }
-                        Err(_) => tracing::warn!(ns, id, "shim did not answer State"),
+                        // Slow is not dead (invariant 1): keep the shim, calls report.
+                        Err(_) => {
+                            tracing::warn!(ns, id, "shim did not answer State in time; keeping it")
+                        }
                     }
+                    client = Some(c);
                 }
                 Err(e) => tracing::info!(ns, id, error = %e, "shim not reachable"),
+            }
+        }
+        if client.is_none() {
+            if let Some(address) = &address {
+                if !shims::shim_dead(Some(address), &bundle.dir).await {
+                    // Something still listens or the shim process still runs: it is
+                    // hung or stopped, not gone. Keep it with a client that connects
+                    // once it answers, and never report it dead.
+                    tracing::warn!(ns, id, "shim alive but not answering; keeping it");
+                    client = Some(ShimClient::lazy(address));
+                }
             }
         }
         let live = client.is_some();

@@ -410,3 +410,115 @@ async fn create_cancelled_by_the_client_still_cleans_up() -> anyhow::Result<()> 
     assert!(err.message().contains("slow shim gave up"), "{err:?}");
     Ok(())
 }
+
+/// A shim that is alive but does not answer while highd starts (here: SIGSTOPped) is
+/// slow, not dead: it must be neither reported stopped nor killed.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopped_shim_survives_highd_restart() -> anyhow::Result<()> {
+    if skip_unless_root("stopped_shim_survives_highd_restart") {
+        return Ok(());
+    }
+    use nix::sys::signal::{kill, Signal};
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    let pid = stack
+        .create_task(&ch, "st1", &["sleep", "1000"], "")
+        .await?;
+    TasksClient::new(ch).start(start_req("st1")).await?;
+    let dir = stack.state.join(NS).join("st1");
+    let shim_pid: i32 = std::fs::read_to_string(dir.join("shim.pid"))?
+        .trim()
+        .parse()?;
+    let shim = nix::unistd::Pid::from_raw(shim_pid);
+
+    stack.kill();
+    kill(shim, Signal::SIGSTOP)?;
+    let started = stack.start().await;
+    // Resume the shim whatever happened, so a failure leaves nothing stopped behind.
+    kill(shim, Signal::SIGCONT)?;
+    let ch = started?;
+    let mut tasks = TasksClient::new(ch);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let p = loop {
+        match tasks.get(get("st1")).await {
+            Ok(resp) => {
+                let p = resp.into_inner().process.unwrap();
+                assert_ne!(
+                    p.status,
+                    ProcStatus::Stopped as i32,
+                    "a stopped shim was reported dead: {p:?}; log:\n{}",
+                    stack.log()
+                );
+                if p.status == ProcStatus::Running as i32 {
+                    break p;
+                }
+            }
+            // While the shim catches up, calls may time out; that is not "gone".
+            Err(e) => assert_ne!(e.code(), Code::NotFound, "{e:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task not running again in time; log:\n{}",
+            stack.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(p.pid, pid);
+    assert!(alive(shim_pid as u32), "the stopped shim was killed");
+    assert!(alive(pid), "the container of the stopped shim was killed");
+    Ok(())
+}
+
+/// Two Deletes of one task at once: exactly one tears it down, the other is refused,
+/// and the id can be reused right after.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_deletes_of_one_task() -> anyhow::Result<()> {
+    if skip_unless_root("concurrent_deletes_of_one_task") {
+        return Ok(());
+    }
+    let mut stack = Stack::new();
+    let ch = stack.start().await?;
+    stack.create_task(&ch, "dd1", &["true"], "").await?;
+    let mut tasks = TasksClient::new(ch.clone());
+    let mut events = subscribe_tasks(&ch).await?;
+    tasks.start(start_req("dd1")).await?;
+    next_exit(&mut events, "dd1").await?;
+
+    let delete = || {
+        let mut tasks = tasks.clone();
+        async move {
+            tasks
+                .delete(req(DeleteTaskRequest {
+                    container_id: "dd1".into(),
+                }))
+                .await
+        }
+    };
+    let (a, b) = tokio::join!(delete(), delete());
+    let oks = [&a, &b].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(oks, 1, "{a:?} {b:?}");
+    for r in [&a, &b] {
+        if let Err(e) = r {
+            assert!(
+                matches!(e.code(), Code::NotFound | Code::FailedPrecondition),
+                "{e:?}"
+            );
+        }
+    }
+    // The id is free again: a new task under it runs and is not torn down by anyone.
+    let resp = tasks
+        .create(req(CreateTaskRequest {
+            container_id: "dd1".into(),
+            rootfs: stack.rootfs_mounts(),
+            ..CreateTaskRequest::default()
+        }))
+        .await?;
+    assert_ne!(resp.into_inner().pid, 0);
+    tasks
+        .delete(req(DeleteTaskRequest {
+            container_id: "dd1".into(),
+        }))
+        .await?;
+    Ok(())
+}
