@@ -76,37 +76,80 @@ fn short_path(path: &Path) -> Result<ShortPath, ProtoError> {
 /// A leftover socket from a dead server is removed; a socket some live server still
 /// accepts on, or a non-socket file, is an error (we never steal or clobber). Must be
 /// called inside a tokio runtime.
+///
+/// The socket never appears at `path` with a wider mode: bind(2) creates it with
+/// 0777 minus umask, so we bind inside a fresh 0700 directory next to `path` (nobody
+/// else can reach it there), chmod it to 0660, and only then link it into place.
+/// The link is a hard link, not rename(2): link(2) fails if `path` appeared meanwhile,
+/// so a server that bound there since `remove_stale` is never clobbered. A unix
+/// socket is found by its inode, so the linked name is bound and connectable.
 pub fn bind_unix(path: impl AsRef<Path>) -> Result<UnixListener, ProtoError> {
     let path = path.as_ref();
     let short = short_path(path)?;
     remove_stale(path, &short.path)?;
-    let std_listener =
-        std::os::unix::net::UnixListener::bind(&short.path).map_err(|source| ProtoError::Bind {
-            path: path.to_owned(),
-            source,
-        })?;
-    let cleanup = |e: ProtoError| {
-        // Do not leave a socket nobody will serve behind.
-        let _ = std::fs::remove_file(&short.path);
-        e
+    let bind_err = |source| ProtoError::Bind {
+        path: path.to_owned(),
+        source,
     };
-    // After bind the socket's mode is 0777 minus umask; tighten it before anyone is
-    // told the address. (Under a daemon's usual umask 022 the socket is not writable,
-    // hence not connectable, by others even in that window.)
-    std::fs::set_permissions(&short.path, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .map_err(|source| ProtoError::Chmod {
+    let private = PrivateDir::create(path).map_err(bind_err)?;
+    let staged = private.path.join("s");
+    // The staging path is as long as `path` plus a few bytes: same long-path handling.
+    let staged_short = short_path(&staged)?;
+    let std_listener =
+        std::os::unix::net::UnixListener::bind(&staged_short.path).map_err(bind_err)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
+        |source| ProtoError::Chmod {
             path: path.to_owned(),
             source,
-        })
-        .map_err(cleanup)?;
+        },
+    )?;
+    std::fs::hard_link(&staged, path).map_err(bind_err)?;
+    // From here the socket is at `path`; drop the staging directory (and its name).
+    drop(private);
     std_listener
         .set_nonblocking(true)
         .and_then(|()| UnixListener::from_std(std_listener))
-        .map_err(|source| ProtoError::Bind {
-            path: path.to_owned(),
-            source,
+        .map_err(|source| {
+            // Do not leave a socket nobody will serve behind.
+            let _ = std::fs::remove_file(&short.path);
+            bind_err(source)
         })
-        .map_err(cleanup)
+}
+
+/// A 0700 directory next to a socket path, removed with its content on drop.
+struct PrivateDir {
+    path: PathBuf,
+}
+
+impl PrivateDir {
+    fn create(socket: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let name = socket
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = match socket.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // pid + per-process counter: unique among concurrent binds, and create_dir
+        // (not create_dir_all) fails rather than reuse a directory someone else made.
+        let path = parent.join(format!(
+            ".{name}.bind-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 fn remove_stale(path: &Path, short: &Path) -> Result<(), ProtoError> {

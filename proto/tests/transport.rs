@@ -172,3 +172,31 @@ async fn lazy_channel_reaches_a_server_started_later() {
     assert_eq!(resp.revision, "late");
     server.stop().await;
 }
+
+/// The socket is 0660 the moment it exists at its final path (it is staged in a private
+/// directory, chmodded, then linked into place), and the staging directory is gone.
+#[tokio::test]
+async fn socket_appears_with_final_mode_and_no_staging_dir_is_left() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let tmp = tempfile::tempdir().unwrap();
+    for path in [tmp.path().join("short.sock"), long_socket_path(tmp.path())] {
+        let listener = bind_unix(&path).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(
+            meta.permissions().mode() & 0o7777,
+            0o660,
+            "{}",
+            path.display()
+        );
+        let dir = path.parent().unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains(".bind-"))
+            .collect();
+        assert!(names.is_empty(), "staging dirs left: {names:?}");
+        // That it is still bound and serves under its final name: the other tests here.
+        drop(listener);
+    }
+}
