@@ -122,7 +122,9 @@ pub async fn ensure_bridge(h: &Handle, name: &str, gateway: Ipv4Net) -> Result<u
 }
 
 /// Creates a veth pair, plugs `host` into the bridge and moves `peer` into the namespace
-/// open at `netns`.
+/// open at `netns`; returns the host end's index. If a step after the creation fails,
+/// the pair it created is deleted again (by index: the names may belong to someone else
+/// by then), so an error means nothing of this call is left.
 pub async fn create_veth(
     h: &Handle,
     host: &str,
@@ -130,12 +132,35 @@ pub async fn create_veth(
     mtu: u32,
     bridge: u32,
     netns: &std::fs::File,
-) -> Result<(), NetworkError> {
+) -> Result<u32, NetworkError> {
     h.link()
         .add(LinkVeth::new(host, peer).mtu(mtu).build())
         .execute()
         .await
         .map_err(nl("create veth", host))?;
+    // The add succeeded, so `host` is the link this call just made.
+    let host_index = index_of(h, host)
+        .await?
+        .ok_or_else(|| NetworkError::Vanished { name: host.into() })?;
+    if let Err(e) = plug_veth(h, host, peer, host_index, mtu, bridge, netns).await {
+        // Deleting one end of a veth pair deletes the other too.
+        if let Err(undo) = delete_index(h, host_index, host).await {
+            tracing::warn!(veth = host, error = %undo, "deleting a half-made veth pair failed");
+        }
+        return Err(e);
+    }
+    Ok(host_index)
+}
+
+async fn plug_veth(
+    h: &Handle,
+    host: &str,
+    peer: &str,
+    host_index: u32,
+    mtu: u32,
+    bridge: u32,
+    netns: &std::fs::File,
+) -> Result<(), NetworkError> {
     let missing = || NetworkError::Vanished { name: peer.into() };
     let peer_index = index_of(h, peer).await?.ok_or_else(missing)?;
     h.link()
@@ -148,9 +173,6 @@ pub async fn create_veth(
         .execute()
         .await
         .map_err(nl("move into the container's netns", peer))?;
-    let host_index = index_of(h, host)
-        .await?
-        .ok_or_else(|| NetworkError::Vanished { name: host.into() })?;
     h.link()
         .set(
             LinkUnspec::new_with_index(host_index)
@@ -225,6 +247,44 @@ pub async fn delete(h: &Handle, name: &str) -> Result<(), NetworkError> {
         Err(e) if errno(&e) != Some(ENODEV) => Err(nl("delete", name)(e)),
         _ => Ok(()),
     }
+}
+
+/// Deletes the interface with index `index`, but only while it still is called `name`:
+/// an undo must not remove an interface that merely took over the index or name. One
+/// that is already gone is fine.
+pub async fn delete_index(h: &Handle, index: u32, name: &str) -> Result<(), NetworkError> {
+    let mut links = h.link().get().match_index(index).execute();
+    let link = match links.try_next().await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(()),
+        Err(e) if errno(&e) == Some(ENODEV) => return Ok(()),
+        Err(e) => return Err(nl("look up", name)(e)),
+    };
+    let current = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    });
+    if current != Some(name) {
+        tracing::warn!(index, expected = name, found = ?current, "interface index now names another link; leaving it");
+        return Ok(());
+    }
+    match h.link().del(index).execute().await {
+        Err(e) if errno(&e) != Some(ENODEV) => Err(nl("delete", name)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Names of every interface in the handle's namespace.
+pub async fn names(h: &Handle) -> Result<Vec<String>, NetworkError> {
+    let mut links = h.link().get().execute();
+    let mut out = Vec::new();
+    while let Some(l) = links.try_next().await.map_err(nl("list", "links"))? {
+        out.extend(l.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n),
+            _ => None,
+        }));
+    }
+    Ok(out)
 }
 
 /// Names of the interfaces plugged into the bridge with index `bridge`.

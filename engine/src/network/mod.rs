@@ -63,6 +63,8 @@ pub enum NetworkError {
     },
     #[error("interface {name} vanished while being configured")]
     Vanished { name: String },
+    #[error("no free host interface name for the veth of container {id}")]
+    NoVethName { id: String },
     #[error("netlink runtime: {source}")]
     Runtime { source: std::io::Error },
     #[error("{what} thread panicked")]

@@ -18,6 +18,43 @@ use super::{link, netns, nft, NetworkConfig, NetworkError};
 
 const STATE_VERSION: u32 = 1;
 
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+/// Hashed names tried after the id-prefix one before giving up.
+const VETH_NAME_ATTEMPTS: u32 = 256;
+
+/// The container side's name while it still is in the host namespace (it becomes `eth0`
+/// in the container's), derived from the host side's so both are checked and persisted
+/// as one.
+fn peer_name(host_veth: &str) -> String {
+    format!("vp{}", host_veth.strip_prefix("veth").unwrap_or(host_veth))
+}
+
+/// Picks the host veth name for container `id`: `veth` + the id's first 7 characters, as
+/// before, unless that name or its peer's is in `taken` (ids sharing a prefix would
+/// collide); then `veth` + 7 hex digits of a hash of the id and a counter. `None` when
+/// every candidate is taken.
+fn choose_veth_name(id: &str, taken: &HashSet<String>) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let free = |host: &String| {
+        host.len() <= IFNAME_MAX && !taken.contains(host) && !taken.contains(&peer_name(host))
+    };
+    let prefix: String = id.chars().take(7).collect();
+    let first = format!("veth{prefix}");
+    if !prefix.is_empty() && free(&first) {
+        return Some(first);
+    }
+    (0..VETH_NAME_ATTEMPTS)
+        .map(|n| {
+            let digest = Sha256::new()
+                .chain_update(id.as_bytes())
+                .chain_update(n.to_be_bytes())
+                .finalize();
+            format!("veth{}", &hex::encode(digest)[..7])
+        })
+        .find(free)
+}
+
 /// A container's place on the bridge. Persisted before any of it exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
@@ -38,6 +75,14 @@ struct State {
     bridge: Option<Ipv4Net>,
     alloc: Allocations,
     endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// Which host veth a teardown removes.
+enum HostVeth {
+    /// The endpoint's, by its persisted name: it was chosen free and is the endpoint's.
+    Named,
+    /// Undo of a failed attach: only the link this attempt made, if it made one.
+    Created(Option<u32>),
 }
 
 pub struct Manager {
@@ -249,8 +294,20 @@ impl Manager {
         for p in &mut wanted {
             fds.push(ports::reserve(p)?);
         }
+        // Interfaces that exist now; names of endpoints being attached concurrently
+        // (persisted, not yet created) are added under the lock below.
+        let mut taken: HashSet<String> =
+            with_netlink(None, |h| Box::pin(async move { link::names(&h).await }))?
+                .into_iter()
+                .collect();
         let ep = {
             let mut st = self.lock();
+            for e in st.endpoints.values() {
+                taken.insert(peer_name(&e.host_veth));
+                taken.insert(e.host_veth.clone());
+            }
+            let host_veth =
+                choose_veth_name(id, &taken).ok_or(NetworkError::NoVethName { id: id.into() })?;
             let ip = st.alloc.allocate(self.gateway, self.gateway.addr)?;
             let ep = Endpoint {
                 container_id: id.into(),
@@ -259,7 +316,8 @@ impl Manager {
                 prefix: self.gateway.prefix,
                 gateway: self.gateway.addr,
                 mac: ipam::mac_string(ipam::mac_for(ip)),
-                host_veth: format!("veth{}", &id[..7.min(id.len())]),
+                // Persisted before the veth exists, so repair and detach find it.
+                host_veth,
                 ports: wanted,
             };
             st.endpoints.insert(id.into(), ep.clone());
@@ -274,9 +332,12 @@ impl Manager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.into(), fds);
-        if let Err(e) = self.plumb(&ep) {
+        let mut created = None;
+        if let Err(e) = self.plumb(&ep, &mut created) {
             tracing::warn!(%id, error = %e, "network setup failed; undoing it");
-            if let Err(undo) = self.detach(id) {
+            // Only the veth this attempt made goes (by its index): if creating it failed,
+            // an interface of that name belongs to someone else.
+            if let Err(undo) = self.teardown(id, HostVeth::Created(created)) {
                 tracing::warn!(%id, error = %undo, "undoing the network setup failed too");
             }
             return Err(e);
@@ -286,24 +347,25 @@ impl Manager {
     }
 
     /// Makes the namespace, the veth pair, the container side's address and the rules.
-    fn plumb(&self, ep: &Endpoint) -> Result<(), NetworkError> {
+    /// `created` gets the host veth's index as soon as this call has made the pair.
+    fn plumb(&self, ep: &Endpoint, created: &mut Option<u32>) -> Result<(), NetworkError> {
         netns::create(&ep.netns)?;
         let ns_file = File::open(&ep.netns).map_err(io("open", &ep.netns))?;
-        let peer = format!("vp{}", &ep.container_id[..7.min(ep.container_id.len())]);
+        let peer = peer_name(&ep.host_veth);
         let (host, bridge, mtu) = (
             ep.host_veth.clone(),
             self.config.bridge_name.clone(),
             self.mtu,
         );
         let peer2 = peer.clone();
-        with_netlink(None, move |h| {
+        *created = Some(with_netlink(None, move |h| {
             Box::pin(async move {
                 let br = link::index_of(&h, &bridge)
                     .await?
                     .ok_or(NetworkError::Vanished { name: bridge })?;
                 link::create_veth(&h, &host, &peer2, mtu, br, &ns_file).await
             })
-        })?;
+        })?);
         let mac = ipam::mac_for(ep.ip);
         let (addr, gw) = (Ipv4Net::new(ep.ip, ep.prefix), ep.gateway);
         with_netlink(Some(ep.netns.clone()), move |h| {
@@ -315,13 +377,23 @@ impl Manager {
     /// Removes everything of a container's endpoint; each step tolerates "already gone"
     /// so an interrupted removal can be finished later. A missing endpoint is fine.
     pub fn detach(&self, id: &str) -> Result<(), NetworkError> {
+        self.teardown(id, HostVeth::Named)
+    }
+
+    fn teardown(&self, id: &str, veth: HostVeth) -> Result<(), NetworkError> {
         let Some(ep) = self.lock().endpoints.get(id).cloned() else {
             return Ok(());
         };
-        let veth = ep.host_veth.clone();
-        with_netlink(None, move |h| {
-            Box::pin(async move { link::delete(&h, &veth).await })
-        })?;
+        let name = ep.host_veth.clone();
+        match veth {
+            HostVeth::Named => with_netlink(None, move |h| {
+                Box::pin(async move { link::delete(&h, &name).await })
+            })?,
+            HostVeth::Created(Some(index)) => with_netlink(None, move |h| {
+                Box::pin(async move { link::delete_index(&h, index, &name).await })
+            })?,
+            HostVeth::Created(None) => {}
+        }
         netns::remove(&ep.netns)?;
         let mut st = self.lock();
         st.endpoints.remove(id);
@@ -368,5 +440,76 @@ impl Manager {
         })?;
         tracing::info!(bridge = %self.config.bridge_name, "no containers left: bridge and rules removed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn veth_name_is_the_id_prefix_when_free() {
+        assert_eq!(
+            choose_veth_name("0123456789abcdef", &set(&["eth0", "lo"])).as_deref(),
+            Some("veth0123456")
+        );
+    }
+
+    #[test]
+    fn ids_sharing_a_prefix_get_different_free_names() {
+        let mut taken = set(&["lo"]);
+        let mut chosen = Vec::new();
+        for id in ["abcdef0000", "abcdef0111", "abcdef0222"] {
+            let name = choose_veth_name(id, &taken).expect("a free name");
+            assert!(name.len() <= IFNAME_MAX, "{name} too long");
+            assert!(!taken.contains(&name), "{name} was taken");
+            assert!(
+                !taken.contains(&peer_name(&name)),
+                "peer of {name} was taken"
+            );
+            taken.insert(name.clone());
+            taken.insert(peer_name(&name));
+            chosen.push(name);
+        }
+        assert_eq!(chosen[0], "vethabcdef0");
+        assert_ne!(chosen[1], chosen[0]);
+        assert_ne!(chosen[2], chosen[1]);
+        assert!(chosen.iter().all(|n| n.starts_with("veth")));
+    }
+
+    #[test]
+    fn a_taken_peer_name_also_moves_the_choice() {
+        let name = choose_veth_name("abcdef0123", &set(&["vpabcdef0"])).unwrap();
+        assert_ne!(name, "vethabcdef0");
+        assert_ne!(peer_name(&name), "vpabcdef0");
+    }
+
+    #[test]
+    fn the_choice_is_stable_for_the_same_taken_set() {
+        let taken = set(&["vethabcdef0"]);
+        assert_eq!(
+            choose_veth_name("abcdef0123", &taken),
+            choose_veth_name("abcdef0123", &taken)
+        );
+    }
+
+    #[test]
+    fn no_name_when_every_candidate_is_taken() {
+        let id = "abcdef0123";
+        let mut taken = set(&["vethabcdef0"]);
+        while let Some(n) = choose_veth_name(id, &taken) {
+            taken.insert(n);
+        }
+        assert_eq!(taken.len() as u32, VETH_NAME_ATTEMPTS + 1);
+    }
+
+    #[test]
+    fn peer_names_fit_and_follow_the_host_name() {
+        assert_eq!(peer_name("vethabcdef0"), "vpabcdef0");
+        assert!(peer_name("veth1234567").len() <= IFNAME_MAX);
     }
 }
