@@ -507,6 +507,62 @@ mod tests {
         assert_eq!(taken.len() as u32, VETH_NAME_ATTEMPTS + 1);
     }
 
+    /// Root only. Runs in a thread with a network namespace of its own (the threads it
+    /// spawns and the `nft` it runs inherit it), so no host interface or rule is touched
+    /// and everything goes with the namespace. Before the fix the second attach failed on
+    /// the name clash and its undo deleted the first container's veth.
+    #[test]
+    fn ids_sharing_a_prefix_get_separate_veths_and_detach_keeps_the_other() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut config = NetworkConfig::new("berth-t0".into(), "berth_test".into());
+            config.bip = Some(Ipv4Net::new(Ipv4Addr::new(10, 251, 0, 1), 24));
+            config.ip_forward = false;
+            config.mtu = Some(1500);
+            let mgr = Manager::open(
+                config,
+                &dir.path().join("data"),
+                &dir.path().join("exec"),
+                &HashSet::new(),
+            )
+            .expect("open");
+            let names = || {
+                with_netlink(None, |h| Box::pin(async move { link::names(&h).await }))
+                    .expect("list links")
+            };
+            let none = Map::new();
+            let checks = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let a = mgr.attach("abcdef0000", "bridge", &none, &none);
+                let b = mgr.attach("abcdef0111", "bridge", &none, &none);
+                let (a, b) = (a.expect("first attach"), b.expect("second attach"));
+                let (a, b) = (a.expect("an endpoint"), b.expect("an endpoint"));
+                assert_ne!(a.host_veth, b.host_veth);
+                let now = names();
+                assert!(now.contains(&a.host_veth) && now.contains(&b.host_veth));
+                mgr.detach("abcdef0111").expect("detach second");
+                let now = names();
+                assert!(now.contains(&a.host_veth), "first veth gone: {now:?}");
+                assert!(!now.contains(&b.host_veth));
+            }));
+            // Always, so no netns bind mount outlives the test in the temp dir.
+            let cleanup = ["abcdef0000", "abcdef0111"]
+                .iter()
+                .try_for_each(|id| mgr.detach(id))
+                .and_then(|()| mgr.shutdown());
+            if let Err(p) = checks {
+                std::panic::resume_unwind(p);
+            }
+            cleanup.expect("cleanup");
+        })
+        .join()
+        .expect("test thread");
+    }
+
     #[test]
     fn peer_names_fit_and_follow_the_host_name() {
         assert_eq!(peer_name("vethabcdef0"), "vpabcdef0");
