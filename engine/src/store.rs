@@ -45,6 +45,41 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), std::io::Error> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Creates `path` and any missing ancestors like `create_dir_all`, and makes the new
+/// entries durable: fsyncs the parent of every directory it created, so a power loss
+/// cannot make a directory whose files were already fsynced vanish with them. Returns
+/// the directories it fsynced (none when `path` already existed: the common, cheap case).
+pub fn create_dir_durable(path: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+    let mut missing = Vec::new();
+    let mut cur = path;
+    while !cur.as_os_str().is_empty() && !cur.is_dir() {
+        missing.push(cur.to_path_buf());
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    let mut created = Vec::new();
+    for dir in missing.into_iter().rev() {
+        match std::fs::create_dir(&dir) {
+            Ok(()) => created.push(dir),
+            // Someone else created it concurrently; making it durable is their job.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut synced = Vec::new();
+    for dir in created.iter().rev() {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
+        synced.push(parent.to_path_buf());
+    }
+    Ok(synced)
+}
+
 /// How a user's container reference resolved.
 #[derive(Debug)]
 pub enum Resolved {
@@ -73,7 +108,7 @@ impl Store {
     /// (a crash between mkdir and the first write) are removed: nothing was acknowledged.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         let dir = root.join("containers");
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Write {
+        create_dir_durable(&dir).map_err(|source| StoreError::Write {
             path: dir.clone(),
             source,
         })?;
@@ -148,17 +183,31 @@ impl Store {
         }
     }
 
-    fn persist(&self, rec: &ContainerRecord) -> Result<(), StoreError> {
+    /// Writes the record; true when this call created the record's directory (and so
+    /// already fsynced `containers/`).
+    fn persist(&self, rec: &ContainerRecord) -> Result<bool, StoreError> {
         let dir = self.container_dir(&rec.id);
         let path = dir.join("config.v2.json");
         let write_err = |source| StoreError::Write {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&dir).map_err(write_err)?;
+        let created = !create_dir_durable(&dir).map_err(write_err)?.is_empty();
         // Serializing our own types cannot fail.
         let data = serde_json::to_vec_pretty(rec).unwrap_or_default();
-        write_atomic(&path, &data).map_err(write_err)
+        write_atomic(&path, &data).map_err(write_err)?;
+        Ok(created)
+    }
+
+    /// Makes the `containers/<id>` entry itself durable. Needed once per container, on
+    /// its first record write: create writes /etc files into the directory before the
+    /// record, so `persist` may find the directory already there, created by a plain
+    /// mkdir whose entry in `containers/` nobody fsynced.
+    fn sync_containers_dir(&self) -> Result<(), StoreError> {
+        let dir = self.root.join("containers");
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| StoreError::Write { path: dir, source })
     }
 
     fn write_guard(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -168,7 +217,9 @@ impl Store {
     /// Persists a new record, then indexes it (its name must be reserved).
     pub fn insert(&self, rec: ContainerRecord) -> Result<(), StoreError> {
         let _w = self.write_guard();
-        self.persist(&rec)?;
+        if !self.persist(&rec)? {
+            self.sync_containers_dir()?;
+        }
         self.lock().records.insert(rec.id.clone(), rec);
         Ok(())
     }
@@ -195,7 +246,7 @@ impl Store {
     pub fn sync(&self, id: &str) -> Result<(), StoreError> {
         let _w = self.write_guard();
         match self.get(id) {
-            Some(rec) => self.persist(&rec),
+            Some(rec) => self.persist(&rec).map(drop),
             None => Ok(()),
         }
     }

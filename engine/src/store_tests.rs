@@ -101,3 +101,41 @@ fn write_atomic_replaces_content() {
     assert_eq!(std::fs::read(&p).unwrap(), b"new");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn create_dir_durable_syncs_the_parent_of_every_dir_it_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let leaf = root.join("containers").join("c1");
+    let synced = create_dir_durable(&leaf).unwrap();
+    assert!(leaf.is_dir());
+    // Deepest first: containers/ (holds c1), root/ (holds containers), the temp dir.
+    assert_eq!(
+        synced,
+        vec![
+            root.join("containers"),
+            root.clone(),
+            dir.path().to_path_buf()
+        ]
+    );
+    // Nothing created, nothing synced: updates stay cheap.
+    assert!(create_dir_durable(&leaf).unwrap().is_empty());
+    assert_eq!(
+        create_dir_durable(&root.join("containers/c2")).unwrap(),
+        vec![root.join("containers")]
+    );
+}
+
+#[test]
+fn first_record_write_reports_a_created_dir_later_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.persist(&record("p1", "one")).unwrap());
+    assert!(!store.persist(&record("p1", "one")).unwrap());
+    // A directory made earlier by a plain mkdir (create writes /etc files first):
+    // insert still makes it durable via sync_containers_dir, and succeeds.
+    std::fs::create_dir(store.container_dir("p2")).unwrap();
+    store.reserve_name("two", "p2").unwrap();
+    store.insert(record("p2", "two")).unwrap();
+    assert!(store.container_dir("p2").join("config.v2.json").exists());
+}
