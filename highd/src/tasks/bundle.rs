@@ -77,10 +77,7 @@ impl Bundle {
                 None => *root = serde_json::json!({ "path": "rootfs" }),
             }
         }
-        if let Some(parent) = self.dir.parent() {
-            std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-        }
-        std::fs::create_dir(&self.dir).map_err(io("create", &self.dir))?;
+        self.create_dir()?;
         let result = (|| {
             // First, so a crash at any later point of Create is recognised at start-up.
             let marker = self.dir.join(CREATING);
@@ -96,6 +93,24 @@ impl Bundle {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
         result
+    }
+
+    /// Creates the task directory (failing if it exists) and any missing `<ns>` and
+    /// state dirs, and fsyncs the parent of each one it created, so the directory cannot
+    /// vanish after a power loss once `mark_created` made its content durable
+    /// (invariant 3). Returns the directories it fsynced.
+    fn create_dir(&self) -> Result<Vec<PathBuf>, BundleError> {
+        let parent = match self.dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut synced = create_dir_durable(parent).map_err(io("create", parent))?;
+        std::fs::create_dir(&self.dir).map_err(io("create", &self.dir))?;
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io("sync", parent))?;
+        synced.insert(0, parent.to_path_buf());
+        Ok(synced)
     }
 
     /// Create finished: the task is now one recovery keeps. Durable before the caller
@@ -208,6 +223,40 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Creates `path` and any missing ancestors like `create_dir_all`, and fsyncs the
+/// parent of every directory it created, deepest first. Returns those parents (none
+/// when `path` already existed, so the common case costs no fsync).
+fn create_dir_durable(path: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+    let mut missing = Vec::new();
+    let mut cur = path;
+    while !cur.as_os_str().is_empty() && !cur.is_dir() {
+        missing.push(cur.to_path_buf());
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    let mut created = Vec::new();
+    for dir in missing.into_iter().rev() {
+        match std::fs::create_dir(&dir) {
+            Ok(()) => created.push(dir),
+            // A concurrent Create made it; making it durable is that caller's job.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut synced = Vec::new();
+    for dir in created.iter().rev() {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
+        synced.push(parent.to_path_buf());
+    }
+    Ok(synced)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +316,22 @@ mod tests {
         assert_eq!((rec.pid, rec.exit_status), (42, 3));
         assert!(rec.exited_at.is_some());
         assert_eq!(b.init_pid(), Some(42));
+    }
+
+    #[test]
+    fn create_fsyncs_the_dirs_holding_new_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let b = Bundle::at(&state, "ns", "c1");
+        // state/ and state/ns/ are new: their parents are synced too, deepest first.
+        assert_eq!(
+            b.create_dir().unwrap(),
+            vec![state.join("ns"), state.clone(), dir.path().to_path_buf()]
+        );
+        // Only the task dir is new: just its namespace dir is synced.
+        let b2 = Bundle::at(&state, "ns", "c2");
+        assert_eq!(b2.create_dir().unwrap(), vec![state.join("ns")]);
+        assert!(b2.create_dir().is_err(), "existing task dir is not reused");
     }
 
     #[test]
