@@ -90,14 +90,24 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener, EngineError> {
     })
 }
 
+/// Creates `dir` if missing and sets its mode, also when it already existed with a wider one.
+fn prepare_dir(dir: &Path, mode: u32) -> Result<(), EngineError> {
+    use std::os::unix::fs::PermissionsExt;
+    let prepare = |source| EngineError::Prepare {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(prepare)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(prepare)
+}
+
 /// Runs the engine until the listener fails.
 pub async fn run(config: Config) -> Result<(), EngineError> {
-    for dir in [&config.data_root, &config.exec_root] {
-        std::fs::create_dir_all(dir).map_err(|source| EngineError::Prepare {
-            path: dir.clone(),
-            source,
-        })?;
-    }
+    // Container records, logs (which can hold secrets) and exec FIFOs are root's alone, as
+    // with dockerd's 0710 data root and 0700 exec root; the group bit lets an admin group
+    // traverse to what it is given explicitly.
+    prepare_dir(&config.data_root, 0o710)?;
+    prepare_dir(&config.exec_root, 0o700)?;
     let backend = Arc::new(
         GrpcBackend::new(&config.containerd, &config.namespace).map_err(DaemonError::from)?,
     );
@@ -144,4 +154,25 @@ async fn shutdown_signal() -> Result<(), EngineError> {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod prepare_dir_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn roots_are_created_or_narrowed_to_their_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("a/b");
+        super::prepare_dir(&fresh, 0o710).unwrap();
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&fresh), 0o710);
+
+        let wide = tmp.path().join("wide");
+        std::fs::create_dir(&wide).unwrap();
+        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).unwrap();
+        super::prepare_dir(&wide, 0o700).unwrap();
+        assert_eq!(mode(&wide), 0o700);
+    }
 }
