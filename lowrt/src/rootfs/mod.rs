@@ -3,6 +3,7 @@
 //! and masked paths and a read-only root. All kernel calls go through [`Syscall`].
 
 mod devices;
+pub mod inroot;
 mod mounts;
 pub mod options;
 pub mod paths;
@@ -37,6 +38,12 @@ pub enum RootfsError {
     },
     #[error("mount of type {typ:?} at {} needs a source", dest.display())]
     NoSource { typ: String, dest: PathBuf },
+    #[error("{op} {} inside the rootfs: {reason}", path.display())]
+    Resolve {
+        path: PathBuf,
+        op: &'static str,
+        reason: String,
+    },
 }
 
 pub(crate) fn io_err<'a>(
@@ -88,8 +95,10 @@ pub fn prepare(sys: &dyn Syscall, plan: &RootfsPlan<'_>) -> Result<(), RootfsErr
         None,
     )?;
     // 3. Spec mounts in config order (later mounts may sit on earlier ones).
+    //    Destinations are resolved by fd inside the rootfs (CVE-2021-30465).
+    let root = inroot::Root::new(plan.rootfs)?;
     for m in plan.mounts {
-        mounts::mount_entry(sys, plan, m)?;
+        mounts::mount_entry(sys, plan, &root, m)?;
     }
     // 4. /dev contents, unless the user bind-mounted the host's /dev.
     let dev_is_bind = plan.mounts.iter().any(|m| {

@@ -1,5 +1,6 @@
 //! One spec mount: pick the mount(2) calls for its type and options.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -7,59 +8,70 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 use oci_spec::runtime::Mount;
 
+use super::inroot::{Kind, Root};
 use super::options::{self, MountOptions};
-use super::paths::secure_join;
 use super::{io_err, RootfsError, RootfsPlan};
 use crate::syscall::Syscall;
 
+/// Mounts one spec entry. The destination is resolved and created inside the rootfs by
+/// fd ([`Root`]) and every call targets that fd's `/proc/self/fd/N`; after the first mount
+/// the destination is opened again, so remounts and propagation changes act on the new
+/// mount and not on the directory under it.
 pub(super) fn mount_entry(
     sys: &dyn Syscall,
     plan: &RootfsPlan<'_>,
+    root: &Root,
     m: &Mount,
 ) -> Result<(), RootfsError> {
     let opts = options::parse(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
-    let dest = secure_join(plan.rootfs, m.destination())?;
-    if opts.is_bind() {
-        bind(sys, plan, m, &opts, &dest)?;
+    let dest = m.destination();
+    let target = if opts.is_bind() {
+        bind(sys, plan, root, m, &opts)?
     } else {
-        let existing_mode = std::fs::metadata(&dest)
+        let fd = root.create(dest, Kind::Dir)?;
+        let path = sys.fd_path(fd.as_fd());
+        let existing_mode = std::fs::metadata(&path)
             .ok()
             .map(|m| m.permissions().mode() & 0o7777);
-        std::fs::create_dir_all(&dest).map_err(io_err("mkdir", &dest))?;
         match typ {
-            "cgroup" | "cgroup2" => cgroup(sys, plan, &opts, &dest)?,
-            "sysfs" => sysfs(sys, plan, &opts, &dest)?,
+            "cgroup" | "cgroup2" => cgroup(sys, plan, root, dest, &opts, &path)?,
+            "sysfs" => sysfs(sys, plan, root, dest, &opts, &path)?,
             _ => {
                 let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
                 let data = opts.data_string();
-                sys.mount(Some(&source), &dest, Some(typ), opts.flags, data.as_deref())?;
+                sys.mount(Some(&source), &path, Some(typ), opts.flags, data.as_deref())?;
+                let after = root.open(dest)?;
                 // runc gives a tmpfs the mode of the directory it covers (an image's
                 // 0755 /tmp stays 0755); images and tests rely on that.
                 if let (Some(mode), "tmpfs") = (existing_mode, typ) {
-                    match std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)) {
+                    let path = sys.fd_path(after.as_fd());
+                    match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)) {
                         Err(e) if e.raw_os_error() != Some(libc::EROFS) => {
-                            return Err(io_err("chmod", &dest)(e))
+                            return Err(io_err("chmod", dest)(e))
                         }
                         _ => {}
                     }
                 }
+                after
             }
         }
-    }
+    };
+    let path = sys.fd_path(target.as_fd());
     for flag in &opts.propagation {
-        sys.mount(None, &dest, None, *flag, None)?;
+        sys.mount(None, &path, None, *flag, None)?;
     }
     Ok(())
 }
 
+/// Returns an fd of the new mount.
 fn bind(
     sys: &dyn Syscall,
     plan: &RootfsPlan<'_>,
+    root: &Root,
     m: &Mount,
     opts: &MountOptions,
-    dest: &Path,
-) -> Result<(), RootfsError> {
+) -> Result<OwnedFd, RootfsError> {
     let source = match m.source() {
         Some(s) if s.is_absolute() => s.clone(),
         Some(s) => plan.bundle.join(s),
@@ -75,27 +87,30 @@ fn bind(
         dest: m.destination().clone(),
         source: e,
     })?;
-    create_mountpoint(dest, meta.is_dir())?;
+    let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+    let fd = root.create(m.destination(), kind)?;
     sys.mount(
         Some(&source),
-        dest,
+        &sys.fd_path(fd.as_fd()),
         Some("bind"),
         opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
         None,
     )?;
+    let after = root.open(m.destination())?;
     // A bind mount ignores ro/nosuid/... on the first call; they need a remount
     // (mount(2), "Creating a bind mount").
     let extra = opts.remount_flags();
     if !extra.is_empty() {
+        let path = sys.fd_path(after.as_fd());
         sys.mount(
-            Some(dest),
-            dest,
+            Some(&path),
+            &path,
             None,
-            extra | sys.kept_mount_flags(dest) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+            extra | sys.kept_mount_flags(&path) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
             None,
         )?;
     }
-    Ok(())
+    Ok(after)
 }
 
 /// sysfs can only be mounted by the owner of the network namespace; without a new netns
@@ -103,12 +118,14 @@ fn bind(
 fn sysfs(
     sys: &dyn Syscall,
     plan: &RootfsPlan<'_>,
-    opts: &MountOptions,
+    root: &Root,
     dest: &Path,
-) -> Result<(), RootfsError> {
+    opts: &MountOptions,
+    target: &Path,
+) -> Result<OwnedFd, RootfsError> {
     match sys.mount(
         Some(Path::new("sysfs")),
-        dest,
+        target,
         Some("sysfs"),
         opts.flags,
         None,
@@ -116,21 +133,24 @@ fn sysfs(
         Err(e) if e.source == Errno::EPERM && !plan.new_netns => {
             sys.mount(
                 Some(Path::new("/sys")),
-                dest,
+                target,
                 Some("bind"),
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )?;
+            let after = root.open(dest)?;
             if opts.flags.contains(MsFlags::MS_RDONLY) {
-                let ro = sys.kept_mount_flags(dest)
+                let path = sys.fd_path(after.as_fd());
+                let ro = sys.kept_mount_flags(&path)
                     | MsFlags::MS_BIND
                     | MsFlags::MS_REMOUNT
                     | MsFlags::MS_RDONLY;
-                sys.mount(Some(dest), dest, None, ro, None)?;
+                sys.mount(Some(&path), &path, None, ro, None)?;
             }
-            Ok(())
+            Ok(after)
         }
-        other => Ok(other?),
+        Err(e) => Err(e.into()),
+        Ok(()) => root.open(dest),
     }
 }
 
@@ -141,9 +161,11 @@ fn sysfs(
 fn cgroup(
     sys: &dyn Syscall,
     plan: &RootfsPlan<'_>,
+    root: &Root,
+    spec_dest: &Path,
     opts: &MountOptions,
-    dest: &Path,
-) -> Result<(), RootfsError> {
+    target: &Path,
+) -> Result<OwnedFd, RootfsError> {
     let bind_flags = MsFlags::MS_BIND | MsFlags::MS_REC;
     let ro_remount = opts.remount_flags() | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
     if let [(name, dir)] = plan.cgroup_sources.as_slice() {
@@ -151,27 +173,33 @@ fn cgroup(
             if plan.new_cgroupns {
                 sys.mount(
                     Some(Path::new("cgroup2")),
-                    dest,
+                    target,
                     Some("cgroup2"),
                     opts.flags,
                     None,
                 )?;
-            } else {
-                sys.mount(Some(dir), dest, Some("bind"), bind_flags, None)?;
-                let keep = sys.kept_mount_flags(dest);
-                sys.mount(Some(dest), dest, None, ro_remount | keep, None)?;
+                return root.open(spec_dest);
             }
-            return Ok(());
+            sys.mount(Some(dir), target, Some("bind"), bind_flags, None)?;
+            let after = root.open(spec_dest)?;
+            let dest = sys.fd_path(after.as_fd());
+            let keep = sys.kept_mount_flags(&dest);
+            sys.mount(Some(&dest), &dest, None, ro_remount | keep, None)?;
+            return Ok(after);
         }
     }
     let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     sys.mount(
         Some(Path::new("tmpfs")),
-        dest,
+        target,
         Some("tmpfs"),
         tmpfs_flags,
         Some("mode=755"),
     )?;
+    // Everything below lives on the tmpfs we just mounted, which the container cannot
+    // have touched yet.
+    let after = root.open(spec_dest)?;
+    let dest = &sys.fd_path(after.as_fd());
     for (name, dir) in &plan.cgroup_sources {
         let sub = dest.join(name);
         std::fs::create_dir_all(&sub).map_err(io_err("mkdir", &sub))?;
@@ -193,7 +221,7 @@ fn cgroup(
             None,
         )?;
     }
-    Ok(())
+    Ok(after)
 }
 
 /// A bind target must exist and match the source's kind (dir or file).

@@ -1,6 +1,7 @@
 //! The real implementation of [`Syscall`].
 
-use std::path::Path;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -92,6 +93,10 @@ impl Syscall for LinuxSyscall {
             Path::new("namespaces"),
             nix::sched::unshare(flags),
         )
+    }
+
+    fn fd_path(&self, fd: BorrowedFd<'_>) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
     }
 
     fn kept_mount_flags(&self, path: &Path) -> MsFlags {

@@ -5,6 +5,7 @@
 mod linux;
 mod recording;
 
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -60,4 +61,8 @@ pub trait Syscall {
     /// (nosuid, nodev, noexec, atime): in a user namespace the kernel locks the flags of
     /// mounts inherited from the host (mount_namespaces(7)) and refuses to clear them.
     fn kept_mount_flags(&self, path: &Path) -> MsFlags;
+    /// The path by which calls reach exactly the file `fd` is open on: `/proc/self/fd/N`
+    /// (a magic link, so a symlink swapped in after the fd was resolved cannot redirect
+    /// a mount). The fake answers the file's real path so recorded calls stay readable.
+    fn fd_path(&self, fd: BorrowedFd<'_>) -> PathBuf;
 }

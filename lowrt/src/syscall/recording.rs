@@ -3,6 +3,7 @@
 //! are mirrored with plain files so follow-up path resolution behaves like the real thing.
 
 use std::cell::RefCell;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -158,5 +159,10 @@ impl Syscall for RecordingSyscall {
 
     fn kept_mount_flags(&self, _path: &Path) -> MsFlags {
         MsFlags::empty()
+    }
+
+    fn fd_path(&self, fd: BorrowedFd<'_>) -> PathBuf {
+        let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        std::fs::read_link(&link).unwrap_or_else(|_| PathBuf::from(link))
     }
 }

@@ -8,6 +8,7 @@ mod errors;
 mod exec;
 mod hooks;
 mod lifecycle;
+mod mounts;
 mod run;
 mod stress;
 mod userns;
