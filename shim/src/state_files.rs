@@ -2,9 +2,6 @@
 //! `exit.json`. Each one is written atomically (temp file, fsync, rename, fsync of the
 //! directory) so a reader after a crash sees the old content or the new, never a torn one.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -73,35 +70,12 @@ pub fn rfc3339_nano(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
-/// Replaces `path` with `data` atomically and durably.
+/// Replaces `path` with `data` atomically and durably (berth-fsutil).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateFileError> {
-    let err = |source| StateFileError::Write {
+    berth_fsutil::write_atomic(path, data).map_err(|source| StateFileError::Write {
         path: path.to_owned(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename is durable only once the directory entry is (fsync(2), NOTES).
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    })
 }
 
 #[cfg(test)]

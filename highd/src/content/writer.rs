@@ -83,9 +83,7 @@ fn sha256_file(path: &Path) -> Result<String, StoreError> {
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io("fsync directory", dir))
+    berth_fsutil::fsync_dir(dir).map_err(StoreError::io("fsync directory", dir))
 }
 
 impl ContentStore {

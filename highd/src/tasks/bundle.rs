@@ -87,7 +87,11 @@ impl Bundle {
             let config = self.dir.join("config.json");
             let bytes = serde_json::to_vec_pretty(&spec)
                 .map_err(|source| BundleError::SpecJson { source })?;
-            std::fs::write(&config, bytes).map_err(io("write", &config))
+            // Durable (file and entry) before the shim, and through it the runtime,
+            // reads it: a container must never run from a config.json that a power
+            // loss could take back or leave torn (invariant 3).
+            berth_fsutil::write_new_synced(&config, &bytes, 0o644).map_err(io("write", &config))?;
+            berth_fsutil::fsync_dir(&self.dir).map_err(io("sync", &self.dir))
         })();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -104,11 +108,9 @@ impl Bundle {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let mut synced = create_dir_durable(parent).map_err(io("create", parent))?;
+        let mut synced = berth_fsutil::create_dir_durable(parent).map_err(io("create", parent))?;
         std::fs::create_dir(&self.dir).map_err(io("create", &self.dir))?;
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync", parent))?;
+        berth_fsutil::fsync_dir(parent).map_err(io("sync", parent))?;
         synced.insert(0, parent.to_path_buf());
         Ok(synced)
     }
@@ -118,9 +120,7 @@ impl Bundle {
     pub fn mark_created(&self) -> Result<(), BundleError> {
         let marker = self.dir.join(CREATING);
         std::fs::remove_file(&marker).map_err(io("remove", &marker))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync", &self.dir))
+        berth_fsutil::fsync_dir(&self.dir).map_err(io("sync", &self.dir))
     }
 
     /// True when a Create of this task never finished (highd died in the middle), or
@@ -221,40 +221,6 @@ fn unescape_mountinfo(field: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Creates `path` and any missing ancestors like `create_dir_all`, and fsyncs the
-/// parent of every directory it created, deepest first. Returns those parents (none
-/// when `path` already existed, so the common case costs no fsync).
-fn create_dir_durable(path: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
-    let mut missing = Vec::new();
-    let mut cur = path;
-    while !cur.as_os_str().is_empty() && !cur.is_dir() {
-        missing.push(cur.to_path_buf());
-        match cur.parent() {
-            Some(p) => cur = p,
-            None => break,
-        }
-    }
-    let mut created = Vec::new();
-    for dir in missing.into_iter().rev() {
-        match std::fs::create_dir(&dir) {
-            Ok(()) => created.push(dir),
-            // A concurrent Create made it; making it durable is that caller's job.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let mut synced = Vec::new();
-    for dir in created.iter().rev() {
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(parent)?.sync_all()?;
-        synced.push(parent.to_path_buf());
-    }
-    Ok(synced)
 }
 
 #[cfg(test)]
