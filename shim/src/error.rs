@@ -90,7 +90,10 @@ impl From<TaskError> for Status {
             | TaskError::MissingResources
             | TaskError::SpecType { .. }
             | TaskError::BadSignal { .. }
-            | TaskError::Io(IoError::Target { .. } | IoError::JsonStdin) => Code::InvalidArgument,
+            | TaskError::Io(IoError::Target { .. } | IoError::JsonStdin)
+            | TaskError::Mount(MountError::Target { .. } | MountError::Resolve { .. }) => {
+                Code::InvalidArgument
+            }
             TaskError::Io(IoError::NoTerminal)
             | TaskError::WrongState { .. }
             | TaskError::NoCgroup

@@ -2,8 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
 use nix::errno::Errno;
+use nix::fcntl::{open, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -15,6 +19,13 @@ pub enum MountError {
     },
     #[error("mount target {target:?} escapes the rootfs")]
     Target { target: String },
+    #[error("cannot resolve mount target {target:?} inside the rootfs {rootfs}")]
+    Resolve {
+        target: String,
+        rootfs: PathBuf,
+        #[source]
+        source: Errno,
+    },
     #[error("cannot mount {fstype} {source_path} at {target}")]
     Mount {
         fstype: String,
@@ -83,19 +94,74 @@ fn mount_one(m: &RootfsMount, rootfs: &Path) -> Result<(), MountError> {
     // propagation type"), and bind mounts ignore all other flags until a remount.
     let propagation = MsFlags::MS_SHARED | MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE;
     let base = flags - propagation;
-    mount(Some(m.source.as_str()), &target, fstype, base, data).map_err(err)?;
+    // The target is resolved inside the rootfs, and mounted on through the resolved
+    // descriptor: the earlier mounts (the image's layers) may hold a symlink such as
+    // `etc -> /`, which a plain path lookup would follow out onto the host.
+    let at = resolve_in_rootfs(rootfs, rel, &m.target)?;
+    mount(Some(m.source.as_str()), &at.proc_path(), fstype, base, data).map_err(err)?;
+    // Resolved again: the first descriptor names the directory under the new mount,
+    // and the remount and propagation change must reach the mount itself.
+    let mounted = match resolve_in_rootfs(rootfs, rel, &m.target) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = umount2(&at.proc_path(), MntFlags::MNT_DETACH);
+            return Err(e);
+        }
+    };
     if is_bind && base.intersects(!(MsFlags::MS_BIND | MsFlags::MS_REC)) {
         let remount = base | MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
-        if let Err(e) = mount(None::<&str>, &target, None::<&str>, remount, None::<&str>) {
-            let _ = umount2(&target, MntFlags::MNT_DETACH);
+        let path = mounted.proc_path();
+        if let Err(e) = mount(None::<&str>, &path, None::<&str>, remount, None::<&str>) {
+            let _ = umount2(&path, MntFlags::MNT_DETACH);
             return Err(err(e));
         }
     }
     if flags.intersects(propagation) {
         let prop = flags & (propagation | MsFlags::MS_REC);
-        mount(None::<&str>, &target, None::<&str>, prop, None::<&str>).map_err(err)?;
+        mount(
+            None::<&str>,
+            &mounted.proc_path(),
+            None::<&str>,
+            prop,
+            None::<&str>,
+        )
+        .map_err(err)?;
     }
     Ok(())
+}
+
+/// An `O_PATH` descriptor of a mount target; mount(2) and umount2(2) reach the very
+/// directory it names through its `/proc/self/fd` magic link (what runc does too).
+struct Target(OwnedFd);
+
+impl Target {
+    fn proc_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
+    }
+}
+
+/// Opens `rel` with the rootfs as its root (openat2(2) `RESOLVE_IN_ROOT`): absolute
+/// symlinks and `..` are resolved as if the rootfs were `/`, so nothing on the way can
+/// lead outside it; magic links (`/proc/PID/root`) are refused outright.
+fn resolve_in_rootfs(rootfs: &Path, rel: &Path, target: &str) -> Result<Target, MountError> {
+    let resolve_err = |source| MountError::Resolve {
+        target: target.to_owned(),
+        rootfs: rootfs.to_owned(),
+        source,
+    };
+    let root = open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(resolve_err)?;
+    if rel.as_os_str().is_empty() {
+        return Ok(Target(root));
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(&root, rel, how).map(Target).map_err(resolve_err)
 }
 
 /// Splits mount options into mount(2) flags and the filesystem's data string.
@@ -240,6 +306,94 @@ mod tests {
         unmount_all(&rootfs).expect("unmount");
         assert!(upper.join("new").exists(), "write did not land in upperdir");
         assert!(!rootfs.join("from-lower").exists());
+    }
+
+    #[test]
+    fn a_symlink_to_slash_in_the_image_does_not_lead_the_mount_out() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED a_symlink_to_slash_in_the_image_does_not_lead_the_mount_out: needs root"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The host has a directory at <dir>/victim; the image has `escape -> /` and the
+        // same path below its own root. Followed on the host, `escape/<dir>/victim`
+        // would be the host's victim.
+        let host_victim = dir.path().join("victim");
+        std::fs::create_dir(&host_victim).expect("mkdir");
+        let image = dir.path().join("image");
+        let rel_victim = host_victim.strip_prefix("/").expect("absolute");
+        std::fs::create_dir_all(image.join(rel_victim)).expect("mkdir");
+        std::os::unix::fs::symlink("/", image.join("escape")).expect("symlink");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("mkdir");
+        std::fs::write(data.join("marker"), b"m").expect("write");
+        let rootfs = dir.path().join("rootfs");
+        let mounts = [
+            RootfsMount {
+                fstype: "bind".into(),
+                source: image.display().to_string(),
+                target: String::new(),
+                options: vec!["rbind".into()],
+            },
+            RootfsMount {
+                fstype: "bind".into(),
+                source: data.display().to_string(),
+                target: format!("escape/{}", rel_victim.display()),
+                options: vec!["bind".into(), "ro".into()],
+            },
+        ];
+        let result = mount_all(&mounts, &rootfs);
+        let escaped = host_victim.join("marker").exists();
+        let inside = rootfs.join(rel_victim).join("marker").exists();
+        let _ = umount2(&host_victim, MntFlags::MNT_DETACH);
+        let _ = unmount_all(&rootfs);
+        result.expect("mount");
+        assert!(
+            !escaped,
+            "the mount followed the image's symlink onto the host"
+        );
+        assert!(inside, "the mount did not land inside the rootfs");
+        assert!(!rootfs
+            .join("escape")
+            .join(rel_victim)
+            .join("marker")
+            .exists());
+    }
+
+    #[test]
+    fn a_missing_mount_target_is_an_error_naming_it() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED a_missing_mount_target_is_an_error_naming_it: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("image");
+        std::fs::create_dir(&image).expect("mkdir");
+        let rootfs = dir.path().join("rootfs");
+        let mounts = [
+            RootfsMount {
+                fstype: "bind".into(),
+                source: image.display().to_string(),
+                target: String::new(),
+                options: vec!["rbind".into()],
+            },
+            RootfsMount {
+                fstype: "tmpfs".into(),
+                source: "tmpfs".into(),
+                target: "no/such/dir".into(),
+                options: vec![],
+            },
+        ];
+        let err = mount_all(&mounts, &rootfs).expect_err("missing target");
+        assert!(matches!(err, MountError::Resolve { .. }), "{err}");
+        assert!(err.to_string().contains("no/such/dir"), "{err}");
+        let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(
+            !table.contains(&rootfs.display().to_string()),
+            "rootfs left mounted"
+        );
     }
 
     #[test]
