@@ -19,7 +19,13 @@ pub enum Need {
     /// A local registry and the tools to fill it: Debian's docker-registry, skopeo and
     /// htpasswd (apache2-utils).
     Registry,
+    /// Debian's docker-py (python3-docker) under Debian's python3.
+    DockerPy,
 }
+
+/// The interpreter docker-py tests use: Debian's, so they run the packaged docker-py
+/// (python3-docker), not whatever a pip install put first in `$PATH`.
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// The registry tools `Need::Registry` asks for.
 pub const REGISTRY_TOOLS: [&str; 3] = [
@@ -48,6 +54,17 @@ impl Need {
                         "{} missing (apt-get install docker-registry skopeo apache2-utils)",
                         missing.join(", ")
                     )
+                })
+            }
+            Need::DockerPy => {
+                let ok = std::process::Command::new(SYSTEM_PYTHON)
+                    .args(["-c", "import docker"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                (!ok).then(|| {
+                    format!("{SYSTEM_PYTHON} cannot import docker (apt-get install python3-docker)")
                 })
             }
         }

@@ -8,6 +8,7 @@ mod berth_cli;
 mod common;
 mod docker_errors;
 mod docker_lifecycle;
+mod docker_py;
 mod docker_run;
 mod events;
 mod leftovers;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         events::tests(),
         users_seccomp::tests(),
         berth_cli::tests(),
+        docker_py::tests(),
     ]
     .into_iter()
     .flatten()
