@@ -7,6 +7,7 @@ mod events;
 mod exec;
 mod image_ops;
 mod images;
+mod inspect_defaults;
 mod lifecycle;
 mod stdin;
 mod views;

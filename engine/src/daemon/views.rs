@@ -91,10 +91,10 @@ pub fn container_inspect(rec: &ContainerRecord) -> Value {
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": null,
-        "HostConfig": rec.host_config,
+        "HostConfig": super::inspect_defaults::host_config(&rec.host_config),
         "GraphDriver": {"Name": "overlayfs", "Data": null},
         "Mounts": [],
-        "Config": rec.config,
+        "Config": super::inspect_defaults::config(&rec.config),
         "NetworkSettings": {"Networks": {}, "Ports": {}, "SandboxKey": ""},
     })
 }
