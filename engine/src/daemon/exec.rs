@@ -1,7 +1,7 @@
 //! `docker exec`: exec processes in a running container, with stdout/stderr over FIFOs
 //! under `<exec-root>/<container id>/` (ARCHITECTURE.md, "stdio strings").
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -48,15 +48,26 @@ fn exec_failure_message(err: &BackendError) -> String {
 }
 
 /// Copies one FIFO into framed chunks until the writer (the shim) closes it.
-async fn pump(path: PathBuf, stream: StdStream, tx: mpsc::Sender<Bytes>) {
+/// Opens the read end of an exec output FIFO. This must happen before the shim opens the
+/// write end: the shim opens it O_RDWR (so it never blocks), and output written and closed
+/// before any reader exists dies with the pipe.
+fn open_fifo_reader(path: &Path) -> DaemonResult<tokio::net::unix::pipe::Receiver> {
     // A receiver opened before any writer waits for one instead of reading EOF.
-    let mut rx = match tokio::net::unix::pipe::OpenOptions::new().open_receiver(&path) {
-        Ok(rx) => rx,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "opening exec fifo failed");
-            return;
-        }
-    };
+    tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(path)
+        .map_err(|source| DaemonError::Io {
+            op: "open",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+async fn pump(
+    path: PathBuf,
+    mut rx: tokio::net::unix::pipe::Receiver,
+    stream: StdStream,
+    tx: mpsc::Sender<Bytes>,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match rx.read(&mut buf).await {
@@ -195,12 +206,19 @@ impl<B: Backend> Daemon<B> {
                 }
                 let path = dir.join(format!("{id}-{suffix}"));
                 mkfifo(&path)?;
+                let reader = match open_fifo_reader(&path) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(e);
+                    }
+                };
                 let s = path.to_string_lossy().into_owned();
                 match stream {
                     StdStream::Stdout => stdio.stdout = s,
                     _ => stdio.stderr = s,
                 }
-                pumps.push(tokio::spawn(pump(path, stream, tx.clone())));
+                pumps.push(tokio::spawn(pump(path, reader, stream, tx.clone())));
             }
         }
         let stdin_path = dir.join(format!("{id}-stdin"));
@@ -290,7 +308,8 @@ mod fifo_tests {
         let path = dir.path().join("x-stdout");
         mkfifo(&path).unwrap();
         let (tx, mut rx) = mpsc::channel(8);
-        let pumping = tokio::spawn(pump(path.clone(), StdStream::Stderr, tx));
+        let reader = open_fifo_reader(&path).unwrap();
+        let pumping = tokio::spawn(pump(path.clone(), reader, StdStream::Stderr, tx));
         // No writer yet: the pump must wait rather than report EOF.
         tokio::task::yield_now().await;
         assert!(rx.try_recv().is_err());
@@ -315,5 +334,34 @@ mod fifo_tests {
         );
         pumping.await.unwrap();
         assert!(!path.exists(), "the fifo is removed after use");
+    }
+
+    #[tokio::test]
+    async fn output_of_a_writer_that_came_and_went_before_the_pump_ran_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("y-stdout");
+        mkfifo(&path).unwrap();
+        let reader = open_fifo_reader(&path).unwrap();
+        // The shim's way: O_RDWR, write everything, close, all before the pump runs.
+        {
+            let mut w = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            w.write_all(b"fast\n").unwrap();
+        }
+        let (tx, mut rx) = mpsc::channel(8);
+        let pumping = tokio::spawn(pump(path.clone(), reader, StdStream::Stdout, tx));
+        let got = rx
+            .recv()
+            .await
+            .expect("the early output reaches the stream");
+        assert_eq!(
+            crate::stdcopy::demux(&got).unwrap(),
+            vec![(1, b"fast\n".to_vec())]
+        );
+        assert!(rx.recv().await.is_none());
+        pumping.await.unwrap();
     }
 }
