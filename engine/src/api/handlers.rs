@@ -368,15 +368,21 @@ async fn dispatch<B: Backend>(
             let (parts, body) = req.into_parts();
             let bytes = read_limited(body, JSON_BODY_LIMIT).await?;
             let cfg: ExecStartConfig = decode_json(&bytes)?;
-            match detached(
-                &d,
-                move |d| async move { d.start_exec(&id, cfg.detach).await },
-            )
-            .await?
-            {
-                None => no_content(),
-                Some((rx, stdin)) => hijack_parts(&parts.headers, on_upgrade, rx, stdin),
+            if cfg.detach {
+                detached(&d, move |d| async move { d.start_exec(&id, true).await }).await?;
+                return Ok(no_content());
             }
+            // dockerd hijacks first and starts the process after: a client that reads the
+            // response head through a buffer and then the stream from the raw socket
+            // (docker-py) loses output that arrived together with the head.
+            d.exec_startable(&id)?;
+            let start = async move {
+                match d.start_exec(&id, false).await? {
+                    Some(streams) => Ok(streams),
+                    None => Err(DaemonError::NotRunning { id }),
+                }
+            };
+            hijack_parts(&parts.headers, on_upgrade, start)
         }
         Route::ExecInspect { id } => {
             let e = d.exec(&id)?;
@@ -404,19 +410,41 @@ fn hijack(
     stdin: Option<StdinSink>,
 ) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
-    hijack_parts(req.headers(), on_upgrade, rx, stdin)
+    hijack_parts(req.headers(), on_upgrade, async move { Ok((rx, stdin)) })
 }
 
 /// Answers a stream request the way dockerd hijacks it: `101 UPGRADED` with the raw
 /// stream on the connection when the client asked for an upgrade, else a streamed 200.
-fn hijack_parts(
+/// `start` runs once the response head is on its way; an error it returns is written into
+/// the stream as text, as dockerd does once a connection is hijacked.
+fn hijack_parts<F>(
     headers: &http::HeaderMap,
     on_upgrade: hyper::upgrade::OnUpgrade,
-    mut rx: mpsc::Receiver<Bytes>,
-    stdin: Option<StdinSink>,
-) -> Response<Body> {
+    start: F,
+) -> Response<Body>
+where
+    F: std::future::Future<
+            Output = Result<(mpsc::Receiver<Bytes>, Option<StdinSink>), DaemonError>,
+        > + Send
+        + 'static,
+{
     if !headers.contains_key(header::UPGRADE) {
-        let mut r = Response::new(channel_body(rx));
+        let (tx, body_rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            match start.await {
+                Ok((mut rx, _stdin)) => {
+                    while let Some(chunk) = rx.recv().await {
+                        if tx.send(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Bytes::from(format!("{e}\r\n"))).await;
+                }
+            }
+        });
+        let mut r = Response::new(channel_body(body_rx));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(MULTIPLEXED_CONTENT_TYPE),
@@ -432,6 +460,14 @@ fn hijack_parts(
             }
         };
         let (mut rd, mut wr) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let (mut rx, stdin) = match start.await {
+            Ok(streams) => streams,
+            Err(e) => {
+                let _ = wr.write_all(format!("{e}\r\n").as_bytes()).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+        };
         // The client's input goes to the process until the client half-closes; then its
         // stdin is closed so it sees EOF.
         let input = stdin.map(|StdinSink { mut fifo, close }| {

@@ -141,6 +141,17 @@ impl<B: Backend> Daemon<B> {
 
     /// Starts an exec. Returns its output stream (and its stdin with `AttachStdin`) unless
     /// `detach`.
+    /// What `start_exec` checks before doing anything, for callers that answer the client
+    /// before starting (a hijacked exec start reports later errors only in the stream).
+    pub fn exec_startable(&self, id: &str) -> DaemonResult<()> {
+        let exec = self.exec(id)?;
+        let rec = self.container(&exec.container_id)?;
+        if !rec.state.status.is_running() {
+            return Err(DaemonError::NotRunning { id: rec.id });
+        }
+        Ok(())
+    }
+
     pub async fn start_exec(
         self: &Arc<Self>,
         id: &str,
