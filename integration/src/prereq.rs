@@ -21,7 +21,12 @@ pub enum Need {
     Registry,
     /// Debian's docker-py (python3-docker) under Debian's python3.
     DockerPy,
+    /// Debian's docker-compose (v1, on docker-py).
+    Compose,
 }
+
+/// Debian's docker-compose v1.
+pub const COMPOSE: &str = "/usr/bin/docker-compose";
 
 /// The interpreter docker-py tests use: Debian's, so they run the packaged docker-py
 /// (python3-docker), not whatever a pip install put first in `$PATH`.
@@ -56,6 +61,8 @@ impl Need {
                     )
                 })
             }
+            Need::Compose => (!Path::new(COMPOSE).is_file())
+                .then(|| format!("{COMPOSE} missing (apt-get install docker-compose)")),
             Need::DockerPy => {
                 let ok = std::process::Command::new(SYSTEM_PYTHON)
                     .args(["-c", "import docker"])

@@ -6,6 +6,7 @@
 
 mod berth_cli;
 mod common;
+mod compose;
 mod docker_errors;
 mod docker_lifecycle;
 mod docker_py;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         users_seccomp::tests(),
         berth_cli::tests(),
         docker_py::tests(),
+        compose::tests(),
     ]
     .into_iter()
     .flatten()
