@@ -131,6 +131,16 @@ pub enum Command {
         flags: UpdateFlags,
         id: String,
     },
+    /// Stream the container's events (stats every interval, OOMs) as JSON lines.
+    Events {
+        /// Print one stats event and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Time between stats events (Go duration: 5s, 500ms).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
     /// Freeze all processes of a container.
     Pause { id: String },
     /// Thaw a paused container.

@@ -58,6 +58,10 @@ pub enum ContainerError {
     StartNotCreated(Status),
     #[error("container not running")]
     NotRunning,
+    #[error("container with id {0} is not running")]
+    EventsNotRunning(String),
+    #[error("invalid --interval {0:?}: want a positive duration such as 5s or 500ms")]
+    BadInterval(String),
     #[error("cannot delete container {id} that is not stopped: {status}")]
     DeleteNotStopped { id: String, status: Status },
     #[error("cannot exec in a {0} container")]

@@ -112,6 +112,11 @@ pub fn dispatch(cli: Cli) -> Result<i32, ContainerError> {
             flags,
             id,
         } => commands::update(&g, &id, resources.as_deref(), &flags),
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => commands::events(&g, &id, stats, &interval),
         Command::Pause { id } => commands::pause(&g, &id),
         Command::Resume { id } => commands::resume(&g, &id),
         Command::Ps { format: _, id } => commands::ps(&g, &id),

@@ -4,6 +4,9 @@
 //! limits, v2 only tracks membership, as runc does.
 
 mod layout;
+mod oom;
+pub mod stats;
+mod usage;
 mod v1;
 mod v2;
 
@@ -15,6 +18,7 @@ use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
 pub use layout::{detect_layout, CgroupLayout, V1Hierarchy};
+pub use oom::{OomEvent, OomWatch};
 pub use v1::V1Manager;
 pub use v2::V2Manager;
 

@@ -2,6 +2,7 @@
 //! options, does its work synchronously and returns the process exit code.
 
 mod create;
+mod events;
 mod exec;
 mod info;
 mod lifecycle;
@@ -12,6 +13,7 @@ mod update;
 use std::path::PathBuf;
 
 pub use create::{create, CreateOptions};
+pub use events::events;
 pub use exec::{exec, ExecOptions};
 pub use info::features;
 pub use lifecycle::{delete, kill, list, pause, ps, resume, spec, start, state, ListFormat};

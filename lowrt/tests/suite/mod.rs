@@ -5,6 +5,7 @@ mod console;
 mod containerd;
 mod docker;
 mod errors;
+mod events;
 mod exec;
 mod hooks;
 mod lifecycle;
