@@ -8,11 +8,12 @@
 //! crash at any point leaves a record that start-up uses to finish or undo the work.
 
 mod dns;
+pub mod dns_server;
 mod endpoint;
 mod hooks;
 pub mod ipam;
-mod link;
-mod netns;
+pub(crate) mod link;
+pub(crate) mod netns;
 pub mod nft;
 pub mod ports;
 mod state;
