@@ -2,7 +2,6 @@
 //! atomically) with the in-memory name and ID index used to resolve references.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -31,54 +30,8 @@ pub enum StoreError {
     Missing { id: String },
 }
 
-/// Writes `data` to `path` so a crash leaves the old or the new content, never a torn
-/// file: temp file in the same directory, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), std::io::Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Creates `path` and any missing ancestors like `create_dir_all`, and makes the new
-/// entries durable: fsyncs the parent of every directory it created, so a power loss
-/// cannot make a directory whose files were already fsynced vanish with them. Returns
-/// the directories it fsynced (none when `path` already existed: the common, cheap case).
-pub fn create_dir_durable(path: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
-    let mut missing = Vec::new();
-    let mut cur = path;
-    while !cur.as_os_str().is_empty() && !cur.is_dir() {
-        missing.push(cur.to_path_buf());
-        match cur.parent() {
-            Some(p) => cur = p,
-            None => break,
-        }
-    }
-    let mut created = Vec::new();
-    for dir in missing.into_iter().rev() {
-        match std::fs::create_dir(&dir) {
-            Ok(()) => created.push(dir),
-            // Someone else created it concurrently; making it durable is their job.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let mut synced = Vec::new();
-    for dir in created.iter().rev() {
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(parent)?.sync_all()?;
-        synced.push(parent.to_path_buf());
-    }
-    Ok(synced)
-}
+// Durable writes are shared with highd and the shim (crash-safety rules in DESIGN.md).
+pub use berth_fsutil::{create_dir_durable, write_atomic};
 
 /// How a user's container reference resolved.
 #[derive(Debug)]

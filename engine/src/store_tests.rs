@@ -93,40 +93,6 @@ fn records_survive_reopen_and_updates_are_atomic() {
 }
 
 #[test]
-fn write_atomic_replaces_content() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("f.json");
-    write_atomic(&p, b"old").unwrap();
-    write_atomic(&p, b"new").unwrap();
-    assert_eq!(std::fs::read(&p).unwrap(), b"new");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-}
-
-#[test]
-fn create_dir_durable_syncs_the_parent_of_every_dir_it_creates() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let leaf = root.join("containers").join("c1");
-    let synced = create_dir_durable(&leaf).unwrap();
-    assert!(leaf.is_dir());
-    // Deepest first: containers/ (holds c1), root/ (holds containers), the temp dir.
-    assert_eq!(
-        synced,
-        vec![
-            root.join("containers"),
-            root.clone(),
-            dir.path().to_path_buf()
-        ]
-    );
-    // Nothing created, nothing synced: updates stay cheap.
-    assert!(create_dir_durable(&leaf).unwrap().is_empty());
-    assert_eq!(
-        create_dir_durable(&root.join("containers/c2")).unwrap(),
-        vec![root.join("containers")]
-    );
-}
-
-#[test]
 fn first_record_write_reports_a_created_dir_later_ones_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
