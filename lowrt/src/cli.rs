@@ -175,6 +175,18 @@ pub struct UpdateFlags {
     /// CPU CFS quota in microseconds (-1: none).
     #[arg(long, allow_negative_numbers = true)]
     pub cpu_quota: Option<i64>,
+    /// Real-time CPU period in microseconds (cgroup v1 cpu.rt_period_us).
+    #[arg(long)]
+    pub cpu_rt_period: Option<u64>,
+    /// Real-time CPU runtime in microseconds per period (cgroup v1 cpu.rt_runtime_us).
+    #[arg(long, allow_negative_numbers = true)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// Intel RDT L3 cache schema: refused, berth-lowrt has no resctrl support.
+    #[arg(long)]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema: refused, berth-lowrt has no resctrl support.
+    #[arg(long)]
+    pub mem_bw_schema: Option<String>,
     /// CPU shares (relative weight).
     #[arg(long)]
     pub cpu_share: Option<u64>,

@@ -37,6 +37,8 @@ pub enum ContainerError {
         /// ": killed by signal …" or ": exit status …" when known, else empty.
         how: String,
     },
+    #[error("update: --l3-cache-schema and --mem-bw-schema (Intel RDT, linux.intelRdt) are not supported by berth-lowrt")]
+    IntelRdt,
     #[error("update: no --resources and no resource flags: nothing to update")]
     NothingToUpdate,
     #[error("container with id exists: {0}")]

@@ -12,6 +12,8 @@ use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
+    #[error("cannot write linux.timeOffsets to /proc/self/timens_offsets: {source}")]
+    TimeOffsets { source: std::io::Error },
     #[error("cannot open namespace {}: {}", path.display(), crate::syscall::errno_text(*source))]
     Open {
         path: PathBuf,
@@ -97,6 +99,9 @@ pub struct Plan {
     /// A pid namespace to join: entered by the runtime itself before clone, since
     /// setns(CLONE_NEWPID) only affects children (pid_namespaces(7)).
     pub pid_join: Option<Join>,
+    /// A new time namespace: unshared by the runtime before clone, so its offsets can be
+    /// written before the first process (init) enters it (time_namespaces(7)).
+    pub new_time: bool,
 }
 
 pub fn plan(namespaces: &[LinuxNamespace]) -> Result<Plan, NamespaceError> {
@@ -105,6 +110,7 @@ pub fn plan(namespaces: &[LinuxNamespace]) -> Result<Plan, NamespaceError> {
         unshare_later: CloneFlags::empty(),
         joins: Vec::new(),
         pid_join: None,
+        new_time: false,
     };
     for ns in namespaces {
         match (ns.typ(), ns.path()) {
@@ -113,12 +119,38 @@ pub fn plan(namespaces: &[LinuxNamespace]) -> Result<Plan, NamespaceError> {
             }
             (typ, Some(path)) => plan.joins.push(Join::open(typ, path)?),
             (LinuxNamespaceType::Cgroup, None) => plan.unshare_later |= CloneFlags::CLONE_NEWCGROUP,
+            (LinuxNamespaceType::Time, None) => plan.new_time = true,
             (typ, None) => plan.clone_flags |= flag(typ),
         }
     }
     plan.joins
         .sort_by_key(|j| j.kind == LinuxNamespaceType::Mount);
     Ok(plan)
+}
+
+/// unshare(CLONE_NEWTIME) in the calling (single-threaded) runtime, then the offsets into
+/// /proc/self/timens_offsets, which names the namespace our children will be created in;
+/// the runtime itself stays in its own. Offsets are only writable before any process has
+/// entered the namespace, which is why clone(CLONE_NEWTIME) cannot be used.
+pub fn new_time_namespace(
+    offsets: Option<&std::collections::HashMap<String, oci_spec::runtime::LinuxTimeOffset>>,
+) -> Result<(), NamespaceError> {
+    let path = Path::new("/proc/self/timens_offsets");
+    nix::sched::unshare(flag(LinuxNamespaceType::Time)).map_err(|source| NamespaceError::Join {
+        kind: "time",
+        path: PathBuf::from("(new)"),
+        source,
+    })?;
+    let mut text = String::new();
+    for (clock, off) in offsets.into_iter().flatten() {
+        let secs = off.secs().unwrap_or(0);
+        let nanos = off.nanosecs().unwrap_or(0);
+        text.push_str(&format!("{clock} {secs} {nanos}\n"));
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    std::fs::write(path, text).map_err(|e| NamespaceError::TimeOffsets { source: e })
 }
 
 pub fn is_new(namespaces: &[LinuxNamespace], typ: LinuxNamespaceType) -> bool {

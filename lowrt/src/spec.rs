@@ -17,10 +17,10 @@ pub enum SpecError {
     },
     #[error("config.json: unknown namespace type {0:?} in linux.namespaces")]
     UnknownNamespace(String),
+    #[error("config.json: linux.timeOffsets: {0}")]
+    TimeOffsets(String),
     #[error("config.json: namespace type {0:?} is listed twice")]
     DuplicateNamespace(String),
-    #[error("config.json: {0} namespaces are not supported yet")]
-    UnsupportedNamespace(&'static str),
     #[error("config.json: a new mount namespace is required (add {{\"type\": \"mount\"}} to linux.namespaces)")]
     NoMountNamespace,
     #[error("config.json: mount destination {0:?} must be an absolute path")]
@@ -110,10 +110,15 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
             LinuxNamespaceType::User if ns.path().is_some() => {
                 return Err(SpecError::Unsupported("joining a user namespace by path"))
             }
-            LinuxNamespaceType::Time => return Err(SpecError::UnsupportedNamespace("time")),
+            LinuxNamespaceType::Time if !Path::new("/proc/self/ns/time").exists() => {
+                return Err(SpecError::Unsupported(
+                    "a time namespace on this kernel (no /proc/self/ns/time)",
+                ))
+            }
             _ => {}
         }
     }
+    validate_time_offsets(linux, &seen)?;
     let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
     let new_user = seen.contains(&LinuxNamespaceType::User);
     let has_maps = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
@@ -162,6 +167,44 @@ pub fn default_spec() -> Spec {
     }
     spec.set_hostname(Some("berth".to_owned()));
     spec
+}
+
+/// runtime-spec: timeOffsets only for a new time namespace, clocks "monotonic" and
+/// "boottime" only (the two time_namespaces(7) virtualizes).
+fn validate_time_offsets(
+    linux: &oci_spec::runtime::Linux,
+    seen: &HashSet<LinuxNamespaceType>,
+) -> Result<(), SpecError> {
+    let Some(offsets) = linux.time_offsets().as_ref().filter(|o| !o.is_empty()) else {
+        return Ok(());
+    };
+    let new_time = linux
+        .namespaces()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none());
+    if !new_time {
+        let why = if seen.contains(&LinuxNamespaceType::Time) {
+            "offsets cannot be set on a time namespace joined by path"
+        } else {
+            "offsets are given but linux.namespaces has no new time namespace"
+        };
+        return Err(SpecError::TimeOffsets(why.into()));
+    }
+    for (clock, off) in offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(SpecError::TimeOffsets(format!(
+                "unknown clock {clock:?} (want \"monotonic\" or \"boottime\")"
+            )));
+        }
+        if off.nanosecs().unwrap_or(0) >= 1_000_000_000 {
+            return Err(SpecError::TimeOffsets(format!(
+                "{clock}.nanosecs must be below 1000000000"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -46,6 +46,12 @@ pub enum CgroupError {
     },
     #[error("cgroup {} still has processes after {waited_ms} ms", path.display())]
     Busy { path: PathBuf, waited_ms: u64 },
+    #[error("cannot set real-time CPU limits: the kernel has no {file} (RT group scheduling, CONFIG_RT_GROUP_SCHED, is off)")]
+    NoRtGroupSched { file: &'static str },
+    #[error(
+        "cannot set real-time CPU limits on cgroup v2: it has no RT group scheduling interface"
+    )]
+    V2Realtime,
     #[error("cgroup v2 device rules need eBPF, which is not implemented yet")]
     V2Devices,
 }

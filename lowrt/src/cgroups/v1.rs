@@ -144,6 +144,26 @@ impl CgroupManager for V1Manager {
                 if let Some(quota) = cpu.quota() {
                     write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
                 }
+                // Period before runtime, as for CFS; both files exist only with
+                // CONFIG_RT_GROUP_SCHED, and silently ignoring the request would be a lie.
+                let rt = [
+                    (
+                        "cpu.rt_period_us",
+                        cpu.realtime_period().map(|v| v.to_string()),
+                    ),
+                    (
+                        "cpu.rt_runtime_us",
+                        cpu.realtime_runtime().map(|v| v.to_string()),
+                    ),
+                ];
+                for (file, value) in rt {
+                    let Some(value) = value else { continue };
+                    let path = dir.join(file);
+                    if !path.exists() {
+                        return Err(CgroupError::NoRtGroupSched { file });
+                    }
+                    write_file(&path, &value)?;
+                }
             }
             if let Some(dir) = self.controller_dir("cpuset") {
                 if let Some(cpus) = cpu.cpus() {

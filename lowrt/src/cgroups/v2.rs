@@ -96,6 +96,13 @@ impl CgroupManager for V2Manager {
         if !self.controllers {
             return Ok(());
         }
+        if res
+            .cpu()
+            .as_ref()
+            .is_some_and(|c| c.realtime_period().is_some() || c.realtime_runtime().is_some())
+        {
+            return Err(CgroupError::V2Realtime);
+        }
         let dir = self.dir();
         if let Some(mem) = res.memory() {
             if let Some(limit) = mem.limit() {

@@ -229,6 +229,9 @@ pub(crate) fn launch_with(
     if let Some(pid_ns) = &ns_plan.pid_join {
         pid_ns.enter()?;
     }
+    if ns_plan.new_time {
+        namespaces::new_time_namespace(linux.time_offsets().as_ref())?;
+    }
     let root_path = config
         .root()
         .as_ref()

@@ -90,9 +90,6 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
     let mut pid_join = None;
     for ns in &namespaces {
         let kind = ns.typ();
-        if kind == LinuxNamespaceType::Time {
-            continue;
-        }
         let join = Join::open(
             kind,
             &PathBuf::from(format!("/proc/{}/ns/{}", st.pid, proc_name(kind))),
@@ -103,10 +100,13 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
             joins.push(join);
         }
     }
-    // The user namespace first (it grants the capabilities to join the others), the
-    // mount namespace last (it changes what paths mean).
+    // The time namespace before the user namespace (the runtime created it, so it is
+    // owned by ours and joining needs our capabilities), then the user namespace (it
+    // grants the capabilities to join the others), the mount namespace last (it changes
+    // what paths mean).
     joins.sort_by_key(|j| {
         (
+            j.kind != LinuxNamespaceType::Time,
             j.kind != LinuxNamespaceType::User,
             j.kind == LinuxNamespaceType::Mount,
         )

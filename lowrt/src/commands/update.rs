@@ -22,6 +22,9 @@ pub fn update(
     resources: Option<&Path>,
     flags: &UpdateFlags,
 ) -> Result<i32, ContainerError> {
+    if flags.l3_cache_schema.is_some() || flags.mem_bw_schema.is_some() {
+        return Err(ContainerError::IntelRdt);
+    }
     let mut st = State::load(&g.root, id)?;
     let status = st.status(&g.root);
     if status == Status::Stopped {
@@ -90,6 +93,12 @@ pub fn flags_document(f: &UpdateFlags) -> Value {
     }
     if let Some(v) = f.cpu_quota {
         set("cpu", "quota", json!(v));
+    }
+    if let Some(v) = f.cpu_rt_period {
+        set("cpu", "realtimePeriod", json!(v));
+    }
+    if let Some(v) = f.cpu_rt_runtime {
+        set("cpu", "realtimeRuntime", json!(v));
     }
     if let Some(v) = f.cpu_share {
         set("cpu", "shares", json!(v));

@@ -12,4 +12,6 @@ mod lifecycle;
 mod mounts;
 mod run;
 mod stress;
+mod timens;
+mod update_rt;
 mod userns;
