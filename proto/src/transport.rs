@@ -91,6 +91,7 @@ pub fn bind_unix(path: impl AsRef<Path>) -> Result<UnixListener, ProtoError> {
         path: path.to_owned(),
         source,
     };
+    remove_stale_staging(path);
     let private = PrivateDir::create(path).map_err(bind_err)?;
     let staged = private.path.join("s");
     // The staging path is as long as `path` plus a few bytes: same long-path handling.
@@ -144,6 +145,43 @@ impl PrivateDir {
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(Self { path })
     }
+}
+
+/// Removes the staging directories `bind_unix` left next to `socket` when its process
+/// died between creating and removing one (`.<name>.bind-<pid>-<n>` whose pid no longer
+/// exists), so a crash mid-bind leaves nothing behind for good. A directory of a live
+/// process, this one included, is somebody's bind in progress and is kept. Best effort;
+/// returns how many it removed.
+pub fn remove_stale_staging(socket: &Path) -> usize {
+    let Some(name) = socket.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return 0;
+    };
+    let parent = match socket.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let prefix = format!(".{name}.bind-");
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some((pid, seq)) = rest.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), seq.parse::<u64>()) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 impl Drop for PrivateDir {

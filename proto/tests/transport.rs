@@ -200,3 +200,27 @@ async fn socket_appears_with_final_mode_and_no_staging_dir_is_left() {
         drop(listener);
     }
 }
+
+#[tokio::test]
+async fn bind_removes_staging_dirs_of_dead_binders_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let me = std::process::id();
+    let stale = tmp.path().join(format!(".x.sock.bind-{dead}-0"));
+    let ours = tmp.path().join(format!(".x.sock.bind-{me}-999"));
+    let other_socket = tmp.path().join(format!(".y.sock.bind-{dead}-0"));
+    let not_ours = tmp.path().join(".x.sock.bind-notapid");
+    for dir in [&stale, &ours, &other_socket, &not_ours] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    // What a bind killed mid-way leaves: the staged socket inside.
+    std::fs::write(stale.join("s"), b"").unwrap();
+    let listener = berth_proto::transport::bind_unix(tmp.path().join("x.sock")).unwrap();
+    assert!(!stale.exists(), "a dead binder's staging dir was kept");
+    for kept in [&ours, &other_socket, &not_ours] {
+        assert!(kept.exists(), "{} removed", kept.display());
+    }
+    drop(listener);
+}

@@ -44,7 +44,25 @@ async fn running_task_survives_highd_sigkill() -> anyhow::Result<()> {
     stack.start().await?;
     stack.kill();
     assert!(alive(pid), "container died with highd's SIGKILL");
+    // What a highd killed in the middle of binding its socket leaves behind.
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn()?;
+        c.wait()?;
+        c.id()
+    };
+    let sock_name = stack
+        .address
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let staging = stack
+        .address
+        .with_file_name(format!(".{sock_name}.bind-{dead}-0"));
+    std::fs::create_dir(&staging)?;
+    std::fs::write(staging.join("s"), b"")?;
     let ch = stack.start().await?;
+    assert!(!staging.exists(), "start-up kept a dead bind's staging dir");
     let mut tasks = TasksClient::new(ch.clone());
     let p = tasks.get(get("r1")).await?.into_inner().process.unwrap();
     assert_eq!((p.pid, p.status), (pid, ProcStatus::Running as i32));
