@@ -224,11 +224,10 @@ impl<R: RuntimeCli> Task<R> {
     }
 
     fn watch_oom(&self, cgroup: Option<&CgroupPaths>) -> Option<tokio::task::AbortHandle> {
-        let memory = cgroup.and_then(|c| c.v1_dir("memory"));
-        let watcher = match memory.map(crate::oom::OomWatcher::for_dir) {
+        let mut watcher = match cgroup.map(crate::oom::OomWatcher::for_cgroup) {
             Some(Ok(Some(w))) => w,
             None | Some(Ok(None)) => {
-                tracing::debug!("no cgroup v1 memory controller; no OOM events");
+                tracing::debug!("no memory controller for the task; no OOM events");
                 return None;
             }
             Some(Err(err)) => {
