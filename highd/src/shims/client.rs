@@ -63,12 +63,6 @@ impl ShimClient {
     pub fn address(&self) -> &Path {
         &self.address
     }
-
-    /// True if something still accepts connections on the shim's socket. Used after a
-    /// transport error to tell "the shim died" from a transient failure.
-    pub async fn alive(&self) -> bool {
-        ShimClient::connect(&self.address).await.is_ok()
-    }
 }
 
 /// True only if the shim is certainly dead: nothing listens on its socket (refused or

@@ -17,7 +17,7 @@ use berth_proto::containerd::services::snapshots::v1::{
     snapshots_client::SnapshotsClient, MountsRequest, PrepareSnapshotRequest,
 };
 use berth_proto::containerd::services::tasks::v1::{
-    tasks_client::TasksClient, CreateTaskRequest, GetRequest,
+    tasks_client::TasksClient, CheckpointTaskRequest, CreateTaskRequest, GetRequest,
 };
 use tonic::Code;
 
@@ -216,6 +216,14 @@ async fn bad_input_is_refused_and_leaves_nothing() -> Result<()> {
         }))
         .await;
     expect(r, Code::NotFound, &["r1"])?;
+    // Checkpoint/restore is not supported: said so, by name.
+    let r = tasks
+        .checkpoint(req(CheckpointTaskRequest {
+            container_id: "r1".into(),
+            ..Default::default()
+        }))
+        .await;
+    expect(r, Code::Unimplemented, &["Checkpoint", "not implemented"])?;
     // Only the container that was created is there.
     let listed = containers
         .list(req(ListContainersRequest::default()))
