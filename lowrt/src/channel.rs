@@ -2,7 +2,7 @@
 //! runtime: a SOCK_SEQPACKET socketpair carrying one JSON message per packet. Both ends
 //! are close-on-exec, so a successful execve shows up in the parent as end-of-file.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,10 @@ pub enum Message {
     HooksDone,
     /// The runtime has written the id maps and moved init into its cgroups.
     Go,
+    /// The seccomp notify fd is attached: forward it to linux.seccomp.listenerPath and
+    /// answer [`Message::SeccompDone`].
+    SeccompFd,
+    SeccompDone,
 }
 
 /// Creates (parent end, child end).
@@ -61,21 +65,34 @@ pub fn send(fd: &OwnedFd, msg: &Message) -> Result<(), ChannelError> {
     Ok(())
 }
 
+/// `send` with an fd attached (SCM_RIGHTS).
+pub fn send_fd(fd: &OwnedFd, msg: &Message, passed: RawFd) -> Result<(), ChannelError> {
+    let data = serde_json::to_vec(msg).map_err(ChannelError::Decode)?;
+    crate::sys::send_with_fd(fd.as_fd(), &data, passed).map_err(|source| ChannelError::Io {
+        op: "write",
+        source,
+    })
+}
+
 /// Next message, or None at end-of-file (the child exec'd or died).
 pub fn recv(fd: &OwnedFd) -> Result<Option<Message>, ChannelError> {
+    Ok(recv_fd(fd)?.0)
+}
+
+/// Next message and the fd that came with it, if any.
+pub fn recv_fd(fd: &OwnedFd) -> Result<(Option<Message>, Option<OwnedFd>), ChannelError> {
     let mut buf = vec![0u8; 64 * 1024];
-    let n = loop {
-        match nix::unistd::read(fd, &mut buf) {
+    let (n, passed) = loop {
+        match crate::sys::recv_packet(fd.as_fd(), &mut buf) {
             Err(nix::errno::Errno::EINTR) => continue,
             other => break other.map_err(|source| ChannelError::Io { op: "read", source })?,
         }
     };
     if n == 0 {
-        return Ok(None);
+        return Ok((None, passed));
     }
-    serde_json::from_slice(&buf[..n])
-        .map(Some)
-        .map_err(ChannelError::Decode)
+    let msg = serde_json::from_slice(&buf[..n]).map_err(ChannelError::Decode)?;
+    Ok((Some(msg), passed))
 }
 
 #[cfg(test)]

@@ -119,6 +119,14 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
         }
     }
     validate_time_offsets(linux, &seen)?;
+    // runtime-spec: "Currently no flag values are supported."
+    if linux
+        .personality()
+        .as_ref()
+        .is_some_and(|p| p.flags().as_ref().is_some_and(|f| !f.is_empty()))
+    {
+        return Err(SpecError::Unsupported("linux.personality.flags"));
+    }
     let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
     let new_user = seen.contains(&LinuxNamespaceType::User);
     let has_maps = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {

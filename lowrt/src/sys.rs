@@ -209,3 +209,53 @@ pub fn set_window_size(fd: BorrowedFd<'_>, ws: &libc::winsize) -> nix::Result<()
     // SAFETY: TIOCSWINSZ reads one winsize from the pointer we pass.
     Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, ws) }).map(drop)
 }
+
+/// personality(2): the execution domain (PER_LINUX32 makes `uname -m` say i686).
+pub fn set_personality(persona: libc::c_ulong) -> nix::Result<()> {
+    // SAFETY: personality takes a plain integer and returns the old value or -1.
+    Errno::result(unsafe { libc::personality(persona) }).map(drop)
+}
+
+/// One packet and the first fd that came with it (SCM_RIGHTS), for the sync channel.
+pub fn recv_packet(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> nix::Result<(usize, Option<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fd = None;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for raw in fds {
+                // SAFETY: the kernel just installed this fd for us; nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    Ok((msg.bytes, fd))
+}
+
+/// Sends `data` with `fd` attached (SCM_RIGHTS); a raw fd because libseccomp owns the
+/// notify fd and hands out only its number.
+pub fn send_with_fd(socket: BorrowedFd<'_>, data: &[u8], fd: RawFd) -> nix::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(data)];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+}

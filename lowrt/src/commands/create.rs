@@ -93,6 +93,23 @@ pub(crate) fn connect_console(
     }
 }
 
+/// The child's seccomp notify fd → linux.seccomp.listenerPath (runc's protocol).
+pub(crate) fn forward_seccomp_fd(
+    config: &oci_spec::runtime::Spec,
+    state: &[u8],
+    pid: Pid,
+    fd: Option<OwnedFd>,
+) -> Result<(), ContainerError> {
+    let cfg = config.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let (Some(cfg), Some(fd)) = (cfg, fd) else {
+        return Err(ContainerError::Init(
+            "seccomp notify fd announced but not received".into(),
+        ));
+    };
+    crate::seccomp::send_to_listener(cfg, state, pid.as_raw(), fd.as_fd())
+        .map_err(|e| ContainerError::Init(e.to_string()))
+}
+
 pub(crate) fn write_pid_file(path: Option<&Path>, pid: Pid) -> Result<(), ContainerError> {
     if let Some(path) = path {
         write_atomic(path, pid.as_raw().to_string().as_bytes())?;
@@ -285,8 +302,15 @@ pub(crate) fn launch_with(
             cgroup.add_process(pid)?;
             channel::send(&parent_end, &Message::Go)?;
             loop {
-                match channel::recv(&parent_end)? {
+                let (msg, passed) = channel::recv_fd(&parent_end)?;
+                match msg {
                     Some(Message::Ready) => break,
+                    Some(Message::SeccompFd) => {
+                        let state =
+                            hooks::state_json(&config, &opts.id, "creating", pid.as_raw(), &bundle);
+                        forward_seccomp_fd(&config, &state, pid, passed)?;
+                        channel::send(&parent_end, &Message::SeccompDone)?;
+                    }
                     Some(Message::Hooks) => {
                         let state =
                             hooks::state_json(&config, &opts.id, "creating", pid.as_raw(), &bundle);
@@ -296,7 +320,7 @@ pub(crate) fn launch_with(
                         channel::send(&parent_end, &Message::HooksDone)?;
                     }
                     Some(Message::Error(text)) => return Err(ContainerError::Init(text)),
-                    Some(Message::HooksDone | Message::Go) | None => {
+                    Some(Message::HooksDone | Message::Go | Message::SeccompDone) | None => {
                         return Err(died(&mut rollback, pid, &pidfd))
                     }
                 }

@@ -151,9 +151,21 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
             drop(child_end);
             drop(console);
             // End-of-file means execve succeeded (the channel is close-on-exec).
-            if let Some(Message::Error(text)) = channel::recv(&parent_end)? {
-                let _ = nix::sys::wait::waitpid(pid, None);
-                return Err(ContainerError::Init(text));
+            loop {
+                match channel::recv_fd(&parent_end)? {
+                    (Some(Message::Error(text)), _) => {
+                        let _ = nix::sys::wait::waitpid(pid, None);
+                        return Err(ContainerError::Init(text));
+                    }
+                    (Some(Message::SeccompFd), fd) => {
+                        let state = crate::hooks::state_json(
+                            &st.config, &opts.id, "running", st.pid, &st.bundle,
+                        );
+                        super::create::forward_seccomp_fd(&st.config, &state, pid, fd)?;
+                        channel::send(&parent_end, &Message::SeccompDone)?;
+                    }
+                    _ => break,
+                }
             }
             write_pid_file(opts.pid_file.as_deref(), pid)?;
             drop(pidfd);

@@ -7,6 +7,17 @@ use crate::container::ContainerError;
 /// Prints what this runtime supports.
 pub fn features() -> Result<i32, ContainerError> {
     let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    // WAIT_KILLABLE_RECV needs libseccomp 2.6 (this crate's ctl is refused by older ones).
+    let v = libseccomp::ScmpVersion::current().ok();
+    let waitkill = v.is_some_and(|v| (v.major, v.minor) >= (2, 6));
+    let mut supported_flags = vec![
+        "SECCOMP_FILTER_FLAG_TSYNC",
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        "SECCOMP_FILTER_FLAG_LOG",
+    ];
+    if waitkill {
+        supported_flags.push("SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV");
+    }
     let doc = json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.0.2-dev",
@@ -25,7 +36,10 @@ pub fn features() -> Result<i32, ContainerError> {
             "seccomp": {
                 "enabled": true,
                 "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
-                            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                "knownFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+                               "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+                "supportedFlags": supported_flags,
                 "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
                               "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"]
             },

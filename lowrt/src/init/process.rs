@@ -45,14 +45,27 @@ pub(super) fn prepare(ctx: &mut InitContext<'_>) -> Result<Target, InitError> {
     if nnp {
         nix::sys::prctl::set_no_new_privs().map_err(errno("set no_new_privs"))?;
     }
+    personality(ctx.spec)?;
     let filter = match ctx.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(cfg) => Some(crate::seccomp::build(cfg)?),
         None => None,
     };
-    // Without no_new_privs, loading needs CAP_SYS_ADMIN, so it must precede the drop.
+    let notify = ctx
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .is_some_and(crate::seccomp::uses_notify);
+    // Without no_new_privs, loading needs CAP_SYS_ADMIN, so it must precede the drop. A
+    // notifying filter is loaded here too, while the runtime still listens: its fd goes to
+    // the runtime, which hands it to the listener (runc loads it before closing its sync
+    // pipe for the same reason).
     let seccomp = match filter {
-        Some(f) if !nnp => {
+        Some(f) if !nnp || notify => {
             crate::seccomp::load(&f)?;
+            if notify {
+                hand_over_notify_fd(ctx, &f)?;
+            }
             None
         }
         other => other,
@@ -98,6 +111,34 @@ pub(super) fn prepare(ctx: &mut InitContext<'_>) -> Result<Target, InitError> {
         name: name.clone(),
         seccomp,
     })
+}
+
+/// Sends the notify fd to the runtime and waits until it has reached the listener. Our
+/// copy (libseccomp's) is not close-on-exec-exempt: `close_fds` marks it, so the container
+/// process never holds it.
+fn hand_over_notify_fd(
+    ctx: &InitContext<'_>,
+    filter: &libseccomp::ScmpFilterContext,
+) -> Result<(), InitError> {
+    let raw = crate::seccomp::notify_fd(filter)?;
+    crate::channel::send_fd(ctx.sync, &crate::channel::Message::SeccompFd, raw)?;
+    match crate::channel::recv(ctx.sync)? {
+        Some(crate::channel::Message::SeccompDone) => Ok(()),
+        _ => Err(InitError::HookSync),
+    }
+}
+
+/// linux.personality, before seccomp (a profile may refuse personality(2)), for exec too.
+fn personality(spec: &oci_spec::runtime::Spec) -> Result<(), InitError> {
+    use oci_spec::runtime::LinuxPersonalityDomain;
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) else {
+        return Ok(());
+    };
+    let persona = match p.domain() {
+        LinuxPersonalityDomain::PerLinux => 0x0000,
+        LinuxPersonalityDomain::PerLinux32 => 0x0008,
+    };
+    crate::sys::set_personality(persona).map_err(errno("set personality"))
 }
 
 fn oom_score_adj(p: &Process) -> Result<(), InitError> {

@@ -1,0 +1,72 @@
+//! SCMP_ACT_NOTIFY with linux.seccomp.listenerPath: the runtime sends runc's container
+//! process state JSON with the notify fd (SCM_RIGHTS) to the listener, which then answers
+//! the container's intercepted syscalls itself.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
+use serde_json::{json, Value};
+
+use super::harness::{both_runtimes, stderr, stdout, Env, Runtime};
+
+both_runtimes!(seccomp_notify_listener_answers_mkdir);
+
+fn seccomp_notify_listener_answers_mkdir(rt: &Runtime) {
+    let env = Env::new(rt);
+    let sock = env.tmp.path().join("listener.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let (tx, rx) = mpsc::channel::<(Value, String)>();
+    // The listener: take the state and fd, answer one mkdir with "success" without
+    // creating anything, so the container sees mkdir succeed and the directory absent.
+    let handle = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let (n, fd) = berth_lowrt::sys::recv_packet(conn.as_fd(), &mut buf).unwrap();
+        let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
+        let fd = fd.expect("no fd with the state");
+        let req = ScmpNotifReq::receive(fd.as_raw_fd()).unwrap();
+        let name = req.data.syscall.get_name().unwrap_or_default();
+        ScmpNotifResp::new_val(req.id, 0, ScmpNotifRespFlags::empty())
+            .respond(fd.as_raw_fd())
+            .unwrap();
+        tx.send((state, name)).unwrap();
+    });
+    // ls itself opens one fd: 0, 1, 2 and its own. A leaked notify fd would make it 5.
+    let script = "mkdir /tmp/x && echo mkdir-ok; [ -d /tmp/x ] && echo exists || echo absent; \
+                  ls /proc/self/fd | wc -l";
+    let mut config = env.config("notif", &["sh", "-c", script]);
+    config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock,
+        "listenerMetadata": "berth-test-meta",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    env.write_config(&config);
+    let out = env.run(&["run", "notif"]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        ["mkdir-ok", "absent", "4"],
+        "{}: {}",
+        rt.name,
+        stderr(&out)
+    );
+    let (state, name) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    handle.join().unwrap();
+    assert!(name == "mkdir" || name == "mkdirat", "{}: {name}", rt.name);
+    assert_eq!(state["fds"], json!(["seccompFd"]), "{}: {state}", rt.name);
+    assert_eq!(state["metadata"], "berth-test-meta", "{}: {state}", rt.name);
+    assert_eq!(state["state"]["id"], "notif", "{}: {state}", rt.name);
+    assert!(
+        state["pid"].as_i64().unwrap_or(0) > 0,
+        "{}: {state}",
+        rt.name
+    );
+    assert_eq!(state["pid"], state["state"]["pid"], "{}: {state}", rt.name);
+    env.assert_nothing_left("notif");
+}
