@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod build;
 pub mod config;
 pub mod daemon;
 pub mod events_api;

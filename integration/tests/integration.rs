@@ -5,6 +5,7 @@
 //! (root, docker CLI, busybox) are not met are reported as ignored after a "SKIP:" line.
 
 mod berth_cli;
+mod build;
 mod common;
 mod compose;
 mod docker_errors;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         berth_cli::tests(),
         docker_py::tests(),
         compose::tests(),
+        build::tests(),
     ]
     .into_iter()
     .flatten()

@@ -46,6 +46,7 @@ impl From<DaemonError> for ApiError {
             E::AmbiguousPrefix { .. }
             | E::InvalidName { .. }
             | E::InvalidParameter { .. }
+            | E::Build { .. }
             | E::StartFailed { .. }
             | E::ExecFailed { .. }
             | E::Spec(_)

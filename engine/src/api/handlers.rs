@@ -133,6 +133,7 @@ async fn dispatch<B: Backend>(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let r = match route {
+        Route::Images(r) => return super::images_api::dispatch(d, r, req).await,
         Route::Ping { head } => system::ping(head),
         Route::Version => json_response(StatusCode::OK, &system::version()),
         Route::Info => json_response(StatusCode::OK, &system::info(&d).await),
@@ -182,11 +183,6 @@ async fn dispatch<B: Backend>(
             })
             .await?;
             json_response(StatusCode::OK, &json!({ "status": id }))
-        }
-        Route::ImageList => {
-            let images = d.list_images().await?;
-            let list: Vec<_> = images.iter().map(daemon::image_summary).collect();
-            json_response(StatusCode::OK, &json!(list))
         }
         Route::ImageTag { name, repo, tag } => {
             detached(

@@ -1,9 +1,12 @@
 //! The Docker Engine API over HTTP/1.1 on a unix socket (hyper 1, with upgrades for
 //! attach and exec).
 
+mod build;
 pub mod error;
 mod filters;
 mod handlers;
+mod image_filters;
+pub mod images_api;
 pub mod networks;
 pub mod route;
 mod streams;

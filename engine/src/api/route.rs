@@ -18,7 +18,6 @@ pub enum Route {
     Version,
     Info,
     ImageCreate(ImageCreate),
-    ImageList,
     ImageInspect {
         name: String,
     },
@@ -102,6 +101,8 @@ pub enum Route {
     ExecInspect {
         id: String,
     },
+    /// commit, history, build, save/load, prune (`super::images_api`).
+    Images(super::images_api::ImageRoute),
 }
 
 /// `POST /images/create`: dockerd pulls with `fromImage` and imports with `fromSrc`.
@@ -158,6 +159,12 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Parsed,
     let (version, rest) = split_version(path)?;
     let q = Query::new(query.unwrap_or(""));
     let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    if let Some(r) = super::images_api::route(method, &segs, query.unwrap_or(""))? {
+        return Ok(Parsed {
+            version,
+            route: Route::Images(r),
+        });
+    }
     let route = route(method, rest, &segs, &q)?;
     Ok(Parsed { version, route })
 }
@@ -177,7 +184,6 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
             until: q.get("until").unwrap_or("").to_string(),
             filters: q.get("filters").unwrap_or("").to_string(),
         },
-        (Method::GET, ["images", "json"]) => Route::ImageList,
         // Image names contain slashes: everything between /images/ and /json is the name.
         (Method::GET, ["images", .., "json"]) if segs.len() > 2 => Route::ImageInspect {
             name: rest["/images/".len()..rest.len() - "/json".len()].to_string(),

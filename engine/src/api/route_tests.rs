@@ -1,4 +1,5 @@
 use super::*;
+use crate::api::images_api::ImageRoute;
 use http::StatusCode;
 
 fn p(method: Method, uri: &str) -> Result<Route, ApiError> {
@@ -67,7 +68,42 @@ fn image_routes() {
             name: "docker.io/library/busybox:latest".into()
         }
     );
-    assert_eq!(p(Method::GET, "/images/json").unwrap(), Route::ImageList);
+    assert_eq!(
+        p(Method::GET, "/images/json").unwrap(),
+        Route::Images(ImageRoute::List {
+            filters: String::new()
+        })
+    );
+}
+
+#[test]
+fn image_routes_of_images_api() {
+    assert_eq!(
+        p(Method::GET, "/v1.50/images/me/app:1/history").unwrap(),
+        Route::Images(ImageRoute::History {
+            name: "me/app:1".into()
+        })
+    );
+    let Route::Images(ImageRoute::Commit { container, opts }) = p(
+        Method::POST,
+        "/commit?container=c1&repo=r&changes=ENV+A%3D1&changes=CMD+x",
+    )
+    .unwrap() else {
+        panic!("not a commit route");
+    };
+    assert_eq!(container, "c1");
+    assert_eq!(opts.changes, vec!["ENV A=1", "CMD x"]);
+    let Route::Images(ImageRoute::Build(b)) = p(
+        Method::POST,
+        "/build?t=a&t=b:2&buildargs=%7B%22X%22%3A%221%22%7D&rm=0",
+    )
+    .unwrap() else {
+        panic!("not a build route");
+    };
+    assert_eq!(b.tags, vec!["a", "b:2"]);
+    assert_eq!(b.build_args, vec![("X".to_string(), Some("1".to_string()))]);
+    assert!(!b.rm);
+    assert_eq!(b.dockerfile, "Dockerfile");
 }
 
 #[test]

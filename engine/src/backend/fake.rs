@@ -344,6 +344,25 @@ impl Backend for FakeBackend {
         Ok(layer.clone())
     }
 
+    /// The fake has no file trees: every diff is an empty tar (two zero blocks).
+    async fn diff_create(
+        &self,
+        _lower: Vec<Mount>,
+        _upper: Vec<Mount>,
+        media_type: &str,
+    ) -> BackendResult<Descriptor> {
+        use sha2::Digest;
+        let data = vec![0u8; 1024];
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
+        self.with(|s| s.content.insert(digest.clone(), data));
+        Ok(Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size: 1024,
+            annotations: HashMap::new(),
+        })
+    }
+
     async fn container_create(&self, c: NewContainer) -> BackendResult<()> {
         self.with(|s| {
             if s.containers.contains_key(&c.id) {

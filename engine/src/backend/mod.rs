@@ -153,6 +153,14 @@ pub trait Backend: Send + Sync + 'static {
         layer: &Descriptor,
         mounts: Vec<Mount>,
     ) -> impl Future<Output = BackendResult<Descriptor>> + Send;
+    /// containerd's Diff.Diff: the changes from `lower` to `upper` written as a layer blob
+    /// of `media_type` into the content store; returns its descriptor.
+    fn diff_create(
+        &self,
+        lower: Vec<Mount>,
+        upper: Vec<Mount>,
+        media_type: &str,
+    ) -> impl Future<Output = BackendResult<Descriptor>> + Send;
 
     fn container_create(&self, c: NewContainer) -> impl Future<Output = BackendResult<()>> + Send;
     fn container_delete(&self, id: &str) -> impl Future<Output = BackendResult<()>> + Send;

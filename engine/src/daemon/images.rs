@@ -9,6 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::image_store::BUILD_CACHE_PREFIX;
 use super::{DaemonError, DaemonResult};
 use crate::backend::{Backend, Descriptor, Image};
 use crate::refs::Reference;
@@ -21,7 +22,6 @@ pub const MEDIA_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v
 const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// dockerd's containerd image store names untagged images this way.
 pub(super) const DANGLING_PREFIX: &str = "moby-dangling@";
-const SNAPSHOTTER: &str = "overlayfs";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -154,69 +154,20 @@ impl<B: Backend> super::Daemon<B> {
             history: vec![json!({"created": now, "created_by": "", "comment": "Imported from -"})],
             extra: Default::default(),
         };
-        // Serializing our own types cannot fail.
-        let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
         let layer_desc = Descriptor {
             media_type: MEDIA_LAYER_TAR.into(),
             digest: diff_id.clone(),
             size: layer.len() as i64,
             annotations: HashMap::new(),
         };
-        let config_desc = Descriptor {
-            media_type: MEDIA_CONFIG.into(),
-            digest: sha256(&config_bytes),
-            size: config_bytes.len() as i64,
-            annotations: HashMap::new(),
-        };
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "config": {"mediaType": MEDIA_CONFIG, "size": config_desc.size, "digest": config_desc.digest},
-            "layers": [{"mediaType": MEDIA_LAYER_TAR, "size": layer_desc.size, "digest": layer_desc.digest}],
-        });
-        let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
-        let manifest_desc = Descriptor {
-            media_type: MEDIA_MANIFEST.into(),
-            digest: sha256(&manifest_bytes),
-            size: manifest_bytes.len() as i64,
-            annotations: HashMap::new(),
-        };
-        // Labels let highd's garbage collector see what references what (containerd's
-        // gc.ref labels).
-        let b = &self.backend;
-        b.content_write(&layer_desc, Bytes::from(layer), HashMap::new())
+        self.backend
+            .content_write(&layer_desc, Bytes::from(layer), HashMap::new())
             .await?;
-        let cfg_labels = HashMap::from([(
-            format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
-            diff_id.clone(),
-        )]);
-        b.content_write(&config_desc, Bytes::from(config_bytes), cfg_labels)
-            .await?;
-        let man_labels = HashMap::from([
-            (
-                "containerd.io/gc.ref.content.config".to_string(),
-                config_desc.digest.clone(),
-            ),
-            (
-                "containerd.io/gc.ref.content.l.0".to_string(),
-                layer_desc.digest.clone(),
-            ),
-        ]);
-        b.content_write(&manifest_desc, Bytes::from(manifest_bytes), man_labels)
-            .await?;
-        self.unpack(&[layer_desc], &[diff_id]).await?;
-        let name = name.unwrap_or_else(|| format!("{DANGLING_PREFIX}{}", manifest_desc.digest));
-        b.image_put(Image {
-            name,
-            target: manifest_desc,
-            labels: HashMap::new(),
-            created_at: Some(Utc::now()),
-            updated_at: Some(Utc::now()),
-        })
-        .await?;
-        self.event_log
-            .image("import", &config_desc.digest, repo.trim());
-        Ok(config_desc.digest)
+        let stored = self.write_image(&config, &[layer_desc]).await?;
+        let names: Vec<String> = name.into_iter().collect();
+        self.name_new_image(&stored, &names).await?;
+        self.event_log.image("import", &stored.id, repo.trim());
+        Ok(stored.id)
     }
 
     /// Applies each layer on its parent and commits it under its chain ID, skipping
@@ -309,10 +260,39 @@ impl<B: Backend> super::Daemon<B> {
         })
     }
 
-    /// All images, one entry per image ID with every name pointing at it.
+    /// The image a manifest describes (no names).
+    pub async fn view_of(&self, manifest: &Descriptor) -> DaemonResult<ImageView> {
+        let mut v = self
+            .load_image(&Image {
+                target: manifest.clone(),
+                ..Default::default()
+            })
+            .await?;
+        v.names.clear();
+        Ok(v)
+    }
+
+    /// The image highd stores under exactly `name` (a cache or dangling name), if any.
+    pub async fn stored_image(&self, name: &str) -> DaemonResult<Option<ImageView>> {
+        match self.backend.image_get(name).await {
+            Ok(image) => self.load_image(&image).await.map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// All images, one entry per image ID with every name pointing at it; the builder's
+    /// cache images are left out.
     pub async fn list_images(&self) -> DaemonResult<Vec<ImageView>> {
+        self.images_with(false).await
+    }
+
+    pub(crate) async fn images_with(&self, build_cache: bool) -> DaemonResult<Vec<ImageView>> {
         let mut by_id: BTreeMap<String, ImageView> = BTreeMap::new();
         for image in self.backend.image_list().await? {
+            if !build_cache && image.name.starts_with(BUILD_CACHE_PREFIX) {
+                continue;
+            }
             let view = match self.load_image(&image).await {
                 Ok(v) => v,
                 Err(e) => {
@@ -341,7 +321,7 @@ impl<B: Backend> super::Daemon<B> {
         let hex_part = reference.strip_prefix("sha256:").unwrap_or(reference);
         if !hex_part.is_empty() && hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
             let mut matches: Vec<ImageView> = self
-                .list_images()
+                .images_with(true)
                 .await?
                 .into_iter()
                 .filter(|v| v.id["sha256:".len()..].starts_with(hex_part))

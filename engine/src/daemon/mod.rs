@@ -1,11 +1,13 @@
 //! The engine's logic (dockerd's `daemon` package): containers, images and execs on top
 //! of a [`Backend`], with records in a [`Store`].
 
+mod commit;
 mod create;
 mod etc;
 mod events;
 mod exec;
 mod image_ops;
+mod image_store;
 mod images;
 mod inspect_defaults;
 mod lifecycle;
@@ -27,9 +29,11 @@ use crate::refs::ReferenceError;
 use crate::spec::SpecError;
 use crate::store::{Resolved, Store, StoreError};
 
+pub use commit::{history_rows, now_rfc3339, runtime_from_container, target_name, CommitOptions};
 pub use exec::{ExecRecord, ExecStream};
 pub use image_ops::ImageDeleted;
-pub use images::{chain_id, ImportError};
+pub use image_store::{sha256_digest, Stored, BUILD_CACHE_PREFIX};
+pub use images::{chain_id, ImageView, ImportError, MEDIA_LAYER_TAR};
 pub use lifecycle::WaitOutcome;
 pub use stdin::StdinSink;
 pub use views::{
@@ -65,6 +69,9 @@ pub enum DaemonError {
     ExecFailed { message: String },
     #[error("conflict: {message}")]
     ImageConflict { message: String },
+    /// A Dockerfile or `--change` problem, in dockerd's words.
+    #[error("{message}")]
+    Build { message: String },
     #[error("{what} is not implemented yet in berth-engine")]
     NotImplemented { what: String },
     #[error(transparent)]

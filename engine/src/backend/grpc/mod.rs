@@ -351,6 +351,31 @@ impl Backend for GrpcBackend {
         Ok(resp.into_inner().applied.map(desc_from).unwrap_or_default())
     }
 
+    async fn diff_create(
+        &self,
+        lower: Vec<Mount>,
+        upper: Vec<Mount>,
+        media_type: &str,
+    ) -> BackendResult<Descriptor> {
+        use svc::diff::v1::DiffRequest;
+        let req = DiffRequest {
+            left: lower.into_iter().map(mount_to).collect(),
+            right: upper.into_iter().map(mount_to).collect(),
+            media_type: media_type.into(),
+            r#ref: String::new(),
+            labels: HashMap::new(),
+            source_date_epoch: None,
+        };
+        let resp = self.diff().diff(req).await.map_err(self.err("diff"))?;
+        resp.into_inner()
+            .diff
+            .map(desc_from)
+            .ok_or_else(|| BackendError::Decode {
+                what: "diff response",
+                message: "no descriptor".into(),
+            })
+    }
+
     async fn container_create(&self, c: NewContainer) -> BackendResult<()> {
         use svc::containers::v1::CreateContainerRequest;
         let container = Container {

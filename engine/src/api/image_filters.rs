@@ -1,0 +1,160 @@
+//! `GET /images/json?all=&digests=&filters=`: dockerd's image filters (dangling, label,
+//! reference, before, since), parsed without I/O and applied to image views.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::error::ApiError;
+use crate::build::context::glob;
+use crate::daemon::ImageView;
+
+const KEYS: &[&str] = &["dangling", "label", "reference", "before", "since", "until"];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFilters(pub BTreeMap<String, Vec<String>>);
+
+impl ImageFilters {
+    /// Both encodings clients send: `{"k":["v"]}` and `{"k":{"v":true}}`.
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        if raw.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let value: Value = serde_json::from_str(raw)
+            .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
+        let map = value
+            .as_object()
+            .ok_or_else(|| ApiError::bad_request("invalid filter: expected a JSON object"))?;
+        let mut out = BTreeMap::new();
+        for (key, values) in map {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
+            }
+            let list: Vec<String> = match values {
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                Value::Object(o) => o
+                    .iter()
+                    .filter(|(_, b)| b.as_bool() == Some(true))
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+                _ => return Err(ApiError::bad_request(format!("invalid filter '{key}'"))),
+            };
+            if key == "dangling" {
+                for v in &list {
+                    if !matches!(
+                        v.to_ascii_lowercase().as_str(),
+                        "true" | "false" | "1" | "0"
+                    ) {
+                        return Err(ApiError::bad_request(format!(
+                            "invalid filter 'dangling={v}'"
+                        )));
+                    }
+                }
+            }
+            out.insert(key.clone(), list);
+        }
+        Ok(Self(out))
+    }
+
+    pub fn get(&self, k: &str) -> &[String] {
+        self.0.get(k).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// `Some(true)` for `dangling=true`, `Some(false)` for `dangling=false`.
+    pub fn dangling(&self) -> Option<bool> {
+        self.get("dangling")
+            .first()
+            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1"))
+    }
+}
+
+/// reference.FamiliarMatch: the pattern against `name` and `name:tag`.
+fn reference_matches(pattern: &str, tag: &str) -> bool {
+    let name = tag.rsplit_once(':').map_or(tag, |(n, _)| n);
+    let segs = |s: &str| s.split('/').map(String::from).collect::<Vec<_>>();
+    let m = |p: &str, s: &str| {
+        let (p, s) = (segs(p), segs(s));
+        p.len() == s.len() && p.iter().zip(&s).all(|(a, b)| glob(a, b))
+    };
+    m(pattern, tag) || m(pattern, name)
+}
+
+fn label_matches(img: &ImageView, filter: &str) -> bool {
+    let labels = img.runtime_config().labels;
+    match filter.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(filter),
+    }
+}
+
+fn created(img: &ImageView) -> i64 {
+    img.config
+        .created
+        .as_deref()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0))
+}
+
+/// The images to list with the tags to show for each (reference-filtered).
+pub fn apply(
+    images: Vec<ImageView>,
+    f: &ImageFilters,
+    before: &[ImageView],
+    since: &[ImageView],
+) -> Vec<(ImageView, Vec<String>)> {
+    let bounds: Vec<(i64, i8)> = before
+        .iter()
+        .map(|i| (created(i), -1))
+        .chain(since.iter().map(|i| (created(i), 1)))
+        .collect();
+    let mut out = Vec::new();
+    for img in images {
+        let mut tags = img.repo_tags();
+        let refs = f.get("reference");
+        if !refs.is_empty() {
+            tags.retain(|t| refs.iter().any(|p| reference_matches(p, t)));
+            if tags.is_empty() {
+                continue;
+            }
+        }
+        match f.dangling() {
+            Some(true) if !tags.is_empty() => continue,
+            Some(false) if tags.is_empty() => continue,
+            _ => {}
+        }
+        if !f.get("label").iter().all(|l| label_matches(&img, l)) {
+            continue;
+        }
+        let c = created(&img);
+        if !bounds
+            .iter()
+            .all(|&(b, cmp)| if cmp < 0 { c < b } else { c > b })
+        {
+            continue;
+        }
+        out.push((img, tags));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_match() {
+        let f =
+            ImageFilters::parse(r#"{"dangling":{"true":true},"reference":["app:v*"]}"#).unwrap();
+        assert_eq!(f.dangling(), Some(true));
+        assert!(ImageFilters::parse(r#"{"nope":["x"]}"#).is_err());
+        assert!(ImageFilters::parse(r#"{"dangling":["maybe"]}"#).is_err());
+        assert!(reference_matches("app", "app:v1"));
+        assert!(reference_matches("app:v[12]", "app:v2"));
+        assert!(!reference_matches("app:v[12]", "app:v3"));
+        assert!(reference_matches("*/x", "me/x:latest"));
+        assert!(!reference_matches("x", "me/x:latest"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Image routes beyond pull/push/import: `POST /commit`, `GET /images/{name}/history`,
+//! `POST /build`, save/load and prune. Routed here before the main table so the shared
+//! route file only needs one variant.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::image_filters::{self, ImageFilters};
+use super::{json_response, ApiError, Body};
+use crate::backend::Backend;
+use crate::daemon::{CommitOptions, Daemon, DaemonError};
+
+/// The routes this module serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRoute {
+    Commit {
+        container: String,
+        opts: CommitQuery,
+    },
+    History {
+        name: String,
+    },
+    Build(super::build::BuildQuery),
+    List {
+        filters: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitQuery {
+    pub repo: String,
+    pub tag: String,
+    pub comment: String,
+    pub author: String,
+    pub changes: Vec<String>,
+}
+
+/// Raw query pairs, repeated keys kept (`changes`, `t`, `buildargs`...).
+#[derive(Debug, Clone, Default)]
+pub struct Pairs(pub Vec<(String, String)>);
+
+impl Pairs {
+    pub fn new(raw: &str) -> Self {
+        Self(
+            url::form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+    pub fn get(&self, k: &str) -> String {
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+    pub fn all(&self, k: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    /// moby's `httputils.BoolValue`.
+    pub fn bool(&self, k: &str) -> bool {
+        let v = self.get(k).trim().to_ascii_lowercase();
+        !matches!(v.as_str(), "" | "0" | "no" | "false" | "none")
+    }
+}
+
+/// `Some(route)` for the paths this module owns.
+pub fn route(method: &Method, segs: &[&str], query: &str) -> Result<Option<ImageRoute>, ApiError> {
+    let q = Pairs::new(query);
+    let r = match (method, segs) {
+        (&Method::POST, ["commit"]) => ImageRoute::Commit {
+            container: q.get("container"),
+            opts: CommitQuery {
+                repo: q.get("repo"),
+                tag: q.get("tag"),
+                comment: q.get("comment"),
+                author: q.get("author"),
+                changes: q.all("changes"),
+            },
+        },
+        (&Method::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+            ImageRoute::History {
+                name: name.join("/"),
+            }
+        }
+        (&Method::GET, ["images", "json"]) => ImageRoute::List {
+            filters: q.get("filters"),
+        },
+        (&Method::POST, ["build"]) => ImageRoute::Build(super::build::BuildQuery::parse(&q)?),
+        _ => return Ok(None),
+    };
+    Ok(Some(r))
+}
+
+pub async fn dispatch<B: Backend>(
+    d: Arc<Daemon<B>>,
+    route: ImageRoute,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    match route {
+        ImageRoute::Commit { container, opts } => {
+            let changes = crate::build::meta::parse_changes(&opts.changes)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let opts = CommitOptions {
+                repo: opts.repo,
+                tag: opts.tag,
+                comment: opts.comment,
+                author: opts.author,
+                changes,
+            };
+            // Like the other state changes: finish even if the client hangs up.
+            let id = tokio::spawn(async move { d.commit_container(&container, opts).await })
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("operation aborted: {e}"),
+                    )
+                })?
+                .map_err(ApiError::from)?;
+            Ok(json_response(StatusCode::CREATED, &json!({ "Id": id })))
+        }
+        ImageRoute::History { name } => {
+            let rows = d.image_history(&name).await?;
+            Ok(json_response(StatusCode::OK, &json!(rows)))
+        }
+        ImageRoute::Build(q) => super::build::build(d, q, req).await,
+        ImageRoute::List { filters } => {
+            let f = ImageFilters::parse(&filters)?;
+            let mut before = Vec::new();
+            for r in f.get("before") {
+                before.push(d.image(r).await?);
+            }
+            let mut since = Vec::new();
+            for r in f.get("since") {
+                since.push(d.image(r).await?);
+            }
+            let images = d.list_images().await?;
+            let list: Vec<_> = image_filters::apply(images, &f, &before, &since)
+                .into_iter()
+                .map(|(img, tags)| {
+                    let mut v = crate::daemon::image_summary(&img);
+                    v["RepoTags"] = json!(tags);
+                    v
+                })
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!(list)))
+        }
+    }
+}
+
+impl From<crate::build::BuildError> for ApiError {
+    fn from(e: crate::build::BuildError) -> Self {
+        ApiError::from(DaemonError::Build {
+            message: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! Writing images: config and manifest blobs with containerd's gc labels, unpacking their
+//! layers into snapshots, and naming them (a name moved off an image leaves it dangling,
+//! as dockerd's containerd image store does).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::images::{chain_id, DANGLING_PREFIX, MEDIA_CONFIG, MEDIA_MANIFEST};
+use super::{Daemon, DaemonResult};
+use crate::backend::{Backend, Descriptor, Image};
+use crate::types::ImageConfig;
+
+/// Names of the builder's per-step images (the layer cache): `<prefix><cache key>`.
+/// They are kept in highd so their content and snapshots survive its GC, and are hidden
+/// from image listings like dockerd's intermediate images.
+pub const BUILD_CACHE_PREFIX: &str = "berth-build-cache@";
+const SNAPSHOTTER: &str = "overlayfs";
+
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// A stored image: its ID (config digest) and manifest descriptor.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub id: String,
+    pub manifest: Descriptor,
+}
+
+impl<B: Backend> Daemon<B> {
+    /// Writes `config` and a schema2 manifest over `layers` (already in the content
+    /// store), unpacks the layers, and returns the stored image (not named yet).
+    pub async fn write_image(
+        &self,
+        config: &ImageConfig,
+        layers: &[Descriptor],
+    ) -> DaemonResult<Stored> {
+        // Serializing our own types cannot fail.
+        let config_bytes = serde_json::to_vec(config).unwrap_or_default();
+        let config_desc = Descriptor {
+            media_type: MEDIA_CONFIG.into(),
+            digest: sha256_digest(&config_bytes),
+            size: config_bytes.len() as i64,
+            annotations: HashMap::new(),
+        };
+        let layer_json: Vec<_> = layers
+            .iter()
+            .map(|l| json!({"mediaType": l.media_type, "size": l.size, "digest": l.digest}))
+            .collect();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": {"mediaType": MEDIA_CONFIG, "size": config_desc.size, "digest": config_desc.digest},
+            "layers": layer_json,
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+        let manifest_desc = Descriptor {
+            media_type: MEDIA_MANIFEST.into(),
+            digest: sha256_digest(&manifest_bytes),
+            size: manifest_bytes.len() as i64,
+            annotations: HashMap::new(),
+        };
+        let mut cfg_labels = HashMap::new();
+        if !config.rootfs.diff_ids.is_empty() {
+            cfg_labels.insert(
+                format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+                chain_id(&config.rootfs.diff_ids),
+            );
+        }
+        self.backend
+            .content_write(&config_desc, Bytes::from(config_bytes), cfg_labels)
+            .await?;
+        let mut man_labels = HashMap::from([(
+            "containerd.io/gc.ref.content.config".to_string(),
+            config_desc.digest.clone(),
+        )]);
+        for (i, l) in layers.iter().enumerate() {
+            man_labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                l.digest.clone(),
+            );
+        }
+        self.backend
+            .content_write(&manifest_desc, Bytes::from(manifest_bytes), man_labels)
+            .await?;
+        self.unpack(layers, &config.rootfs.diff_ids).await?;
+        Ok(Stored {
+            id: config_desc.digest,
+            manifest: manifest_desc,
+        })
+    }
+
+    /// Points `name` (a full reference, a dangling or a cache name) at `manifest`. An image
+    /// that loses its last name this way stays as a dangling image.
+    pub async fn name_image(&self, name: &str, manifest: &Descriptor) -> DaemonResult<()> {
+        let previous = match self.backend.image_get(name).await {
+            Ok(img) => Some(img.target),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let now = Some(Utc::now());
+        self.backend
+            .image_put(Image {
+                name: name.into(),
+                target: manifest.clone(),
+                labels: HashMap::new(),
+                created_at: now,
+                updated_at: now,
+            })
+            .await?;
+        if let Some(old) = previous.filter(|old| old.digest != manifest.digest) {
+            if name.starts_with(BUILD_CACHE_PREFIX) {
+                return Ok(());
+            }
+            let still_named =
+                self.backend.image_list().await?.iter().any(|i| {
+                    i.target.digest == old.digest && !i.name.starts_with(BUILD_CACHE_PREFIX)
+                });
+            if !still_named {
+                self.backend
+                    .image_put(Image {
+                        name: format!("{DANGLING_PREFIX}{}", old.digest),
+                        target: old,
+                        labels: HashMap::new(),
+                        created_at: now,
+                        updated_at: now,
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Names a new image: every tag, or a dangling name when there is none. A dangling
+    /// name of the same manifest is dropped once it has a real name.
+    pub async fn name_new_image(&self, stored: &Stored, names: &[String]) -> DaemonResult<()> {
+        let dangling = format!("{DANGLING_PREFIX}{}", stored.manifest.digest);
+        if names.is_empty() {
+            return self.name_image(&dangling, &stored.manifest).await;
+        }
+        for n in names {
+            self.name_image(n, &stored.manifest).await?;
+        }
+        match self.backend.image_delete(&dangling).await {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives a built image without tags a dangling name unless something already names it.
+    pub async fn show_untagged(&self, manifest: &Descriptor) -> DaemonResult<()> {
+        let named =
+            self.backend.image_list().await?.iter().any(|i| {
+                i.target.digest == manifest.digest && !i.name.starts_with(BUILD_CACHE_PREFIX)
+            });
+        if named {
+            return Ok(());
+        }
+        self.name_image(&format!("{DANGLING_PREFIX}{}", manifest.digest), manifest)
+            .await
+    }
+}
