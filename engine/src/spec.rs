@@ -246,12 +246,11 @@ pub fn namespaces(network_mode: &str) -> Result<Vec<Value>, SpecError> {
         .map(|t| json!({"type": t}))
         .collect();
     match network_mode {
-        // A fresh network namespace with only loopback: bridge networking is a later issue.
-        "" | "default" | "bridge" | "none" => ns.push(json!({"type": "network"})),
         "host" => {}
-        // The engine fills in the other container's namespace path (crate::network).
-        m if m.starts_with("container:") => ns.push(json!({"type": "network"})),
-        other => return Err(SpecError::NetworkMode { mode: other.into() }),
+        // A namespace of its own: the engine fills in the path of the persistent one it
+        // made (bridge and user-defined networks) or of the other container's
+        // (`container:`), see crate::network; `none` keeps the runtime's empty one.
+        _ => ns.push(json!({"type": "network"})),
     }
     Ok(ns)
 }

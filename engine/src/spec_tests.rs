@@ -155,11 +155,17 @@ fn host_options() {
         };
         assert!(generate(&input(&h)).is_err(), "{bad}");
     }
+    // A user-defined network: a namespace of its own (the engine fills in its path).
     let h = HostConfig {
         network_mode: "mynet".into(),
         ..Default::default()
     };
-    assert!(generate(&input(&h)).is_err());
+    let spec = generate(&input(&h)).unwrap();
+    assert!(spec["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["type"] == "network"));
     let h = HostConfig {
         privileged: true,
         ..Default::default()

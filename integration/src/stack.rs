@@ -154,6 +154,12 @@ impl Stack {
         Ok(stack)
     }
 
+    /// A bridge name of this stack's own for a test's user-defined network
+    /// (`com.docker.network.bridge.name`): `bt<random><n>`, removed at teardown.
+    pub fn net_bridge(&self, n: u8) -> String {
+        format!("{}{n}", self.firewall_table)
+    }
+
     pub fn highd_sock(&self) -> PathBuf {
         self.dir.join("h.sock")
     }
@@ -358,6 +364,21 @@ impl Stack {
             .args(["link", "delete", &self.bridge])
             .stderr(Stdio::null())
             .status();
+        // User-defined networks of tests are named after the table (`bt<random>N`).
+        let own: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&self.firewall_table) && *n != self.bridge)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in own {
+            let _ = Command::new("ip")
+                .args(["link", "delete", &name])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = Command::new("nft")
             .args(["delete", "table", "ip", &self.firewall_table])
             .stderr(Stdio::null())

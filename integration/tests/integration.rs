@@ -17,6 +17,7 @@ mod leftovers;
 mod network;
 mod registry;
 mod restart;
+mod user_networks;
 mod users_seccomp;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         restart::tests(),
         leftovers::tests(),
         network::tests(),
+        user_networks::tests(),
         registry::tests(),
         events::tests(),
         users_seccomp::tests(),

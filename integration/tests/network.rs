@@ -63,14 +63,14 @@ pub fn tests() -> Vec<Spec> {
 }
 
 /// A web server on port 80 answering "hello from <name>".
-fn httpd_args(name: &str) -> String {
+pub(crate) fn httpd_args(name: &str) -> String {
     format!(
         "mkdir -p /www && echo hello from {name} > /www/index.html && exec httpd -f -p 80 -h /www"
     )
 }
 
 /// `GET /` from `port` on 127.0.0.1, or the error.
-fn http_get(port: u16) -> Result<String> {
+pub(crate) fn http_get(port: u16) -> Result<String> {
     let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -81,7 +81,7 @@ fn http_get(port: u16) -> Result<String> {
 }
 
 /// Polls until `GET /` on `port` answers with `want` in the body.
-fn wait_http(port: u16, want: &str) -> Result<()> {
+pub(crate) fn wait_http(port: u16, want: &str) -> Result<()> {
     wait_until(
         &format!("127.0.0.1:{port} to serve {want:?}"),
         Duration::from_secs(20),
@@ -90,14 +90,14 @@ fn wait_http(port: u16, want: &str) -> Result<()> {
 }
 
 /// The host port published for `key` (e.g. `80/tcp`) according to inspect.
-fn host_port(v: &Value, key: &str) -> Result<u16> {
+pub(crate) fn host_port(v: &Value, key: &str) -> Result<u16> {
     let p = &v["NetworkSettings"]["Ports"][key][0]["HostPort"];
     p.as_str()
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no host port for {key} in {}", v["NetworkSettings"]))
 }
 
-fn container_ip(v: &Value) -> Result<Ipv4Addr> {
+pub(crate) fn container_ip(v: &Value) -> Result<Ipv4Addr> {
     v["NetworkSettings"]["IPAddress"]
         .as_str()
         .and_then(|s| s.parse().ok())
@@ -105,7 +105,7 @@ fn container_ip(v: &Value) -> Result<Ipv4Addr> {
 }
 
 /// Interfaces plugged into the stack's bridge.
-fn bridge_ports(s: &Stack) -> Vec<String> {
+pub(crate) fn bridge_ports(s: &Stack) -> Vec<String> {
     std::fs::read_dir(Path::new("/sys/class/net").join(&s.bridge).join("brif"))
         .map(|d| {
             d.flatten()
@@ -115,7 +115,7 @@ fn bridge_ports(s: &Stack) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn netns_files(s: &Stack) -> Vec<String> {
+pub(crate) fn netns_files(s: &Stack) -> Vec<String> {
     std::fs::read_dir(s.dir.join("ex").join("netns"))
         .map(|d| {
             d.flatten()
@@ -125,7 +125,7 @@ fn netns_files(s: &Stack) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn nft_table(name: &str) -> Option<String> {
+pub(crate) fn nft_table(name: &str) -> Option<String> {
     let out = Command::new("nft")
         .args(["list", "table", "ip", name])
         .output()
@@ -136,7 +136,7 @@ fn nft_table(name: &str) -> Option<String> {
 }
 
 /// After every container is gone: no veth on the bridge, no netns file, no DNAT rule.
-fn expect_no_endpoints(s: &Stack) -> Result<()> {
+pub(crate) fn expect_no_endpoints(s: &Stack) -> Result<()> {
     wait_until(
         "the bridge to have no ports",
         Duration::from_secs(10),
@@ -153,7 +153,7 @@ fn expect_no_endpoints(s: &Stack) -> Result<()> {
 }
 
 /// Stops the stack's engine cleanly and checks that its bridge and table went with it.
-fn expect_engine_cleans_up(mut s: Stack) -> Result<()> {
+pub(crate) fn expect_engine_cleans_up(mut s: Stack) -> Result<()> {
     s.stop_daemon(Daemon::Engine, nix::sys::signal::Signal::SIGTERM)?;
     ensure!(
         !Path::new("/sys/class/net").join(&s.bridge).exists(),
@@ -169,7 +169,7 @@ fn expect_engine_cleans_up(mut s: Stack) -> Result<()> {
 }
 
 /// A port nothing listens on right now (the kernel's pick, released again).
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -57,8 +57,9 @@ impl From<DaemonError> for ApiError {
             | E::RemoveRunning { .. }
             | E::ImageConflict { .. } => StatusCode::CONFLICT,
             E::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
-            E::Network(n) if n.is_bad_input() => StatusCode::BAD_REQUEST,
-            E::Network(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Network(n) => {
+                StatusCode::from_u16(n.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             E::User(UserError::NoUser { .. } | UserError::NoGroup { .. }) => {
                 StatusCode::BAD_REQUEST
             }

@@ -137,7 +137,26 @@ async fn dispatch<B: Backend>(
         Route::Ping { head } => system::ping(head),
         Route::Version => json_response(StatusCode::OK, &system::version()),
         Route::Info => json_response(StatusCode::OK, &system::info(&d).await),
-        Route::NetworkList => json_response(StatusCode::OK, &super::networks::list(&d)),
+        Route::NetworkList { filters } => {
+            json_response(StatusCode::OK, &super::networks::list(&d, &filters)?)
+        }
+        Route::NetworkCreate
+        | Route::NetworkRemove { .. }
+        | Route::NetworkPrune { .. }
+        | Route::NetworkConnect { .. }
+        | Route::NetworkDisconnect { .. } => {
+            let body = body_bytes(req).await?;
+            // Detached like `detached`: a half-made network or endpoint is never left
+            // because the client hung up.
+            tokio::spawn(super::networks::change(Arc::clone(&d), route, body))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("operation aborted: {e}"),
+                    )
+                })??
+        }
         Route::NetworkInspect { id } => {
             json_response(StatusCode::OK, &super::networks::inspect(&d, &id)?)
         }

@@ -44,8 +44,24 @@ pub enum Route {
         until: String,
         filters: String,
     },
-    NetworkList,
+    /// `GET /networks?filters=` (raw; parsed by the handler).
+    NetworkList {
+        filters: String,
+    },
     NetworkInspect {
+        id: String,
+    },
+    NetworkCreate,
+    NetworkRemove {
+        id: String,
+    },
+    NetworkPrune {
+        filters: String,
+    },
+    NetworkConnect {
+        id: String,
+    },
+    NetworkDisconnect {
         id: String,
     },
     ContainerCreate {
@@ -263,8 +279,17 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
         (Method::POST, ["containers", c, "exec"]) => Route::ExecCreate { id: id(c) },
         (Method::POST, ["exec", e, "start"]) => Route::ExecStart { id: id(e) },
         (Method::GET, ["exec", e, "json"]) => Route::ExecInspect { id: id(e) },
-        (Method::GET, ["networks"]) => Route::NetworkList,
+        (Method::GET, ["networks"]) => Route::NetworkList {
+            filters: q.get("filters").unwrap_or("").to_string(),
+        },
+        (Method::POST, ["networks", "create"]) => Route::NetworkCreate,
+        (Method::POST, ["networks", "prune"]) => Route::NetworkPrune {
+            filters: q.get("filters").unwrap_or("").to_string(),
+        },
         (Method::GET, ["networks", n]) => Route::NetworkInspect { id: id(n) },
+        (Method::DELETE, ["networks", n]) => Route::NetworkRemove { id: id(n) },
+        (Method::POST, ["networks", n, "connect"]) => Route::NetworkConnect { id: id(n) },
+        (Method::POST, ["networks", n, "disconnect"]) => Route::NetworkDisconnect { id: id(n) },
         _ => return Err(ApiError::page_not_found()),
     };
     Ok(r)

@@ -103,7 +103,7 @@ impl<B: Backend> Daemon<B> {
         let id = random_id();
         let name = self.reserve_name(name, &id)?;
         let result = self
-            .create_reserved(&id, &name, config, req.host_config, &image, argv)
+            .create_reserved(&id, &name, CreateRequest { config, ..req }, &image, argv)
             .await;
         if result.is_err() {
             self.store.release_name(&name, &id);
@@ -139,11 +139,15 @@ impl<B: Backend> Daemon<B> {
         &self,
         id: &str,
         name: &str,
-        config: ContainerConfig,
-        host_config: HostConfig,
+        req: CreateRequest,
         image: &ImageView,
         argv: Vec<String>,
     ) -> DaemonResult<()> {
+        let CreateRequest {
+            config,
+            host_config,
+            networking_config: networking,
+        } = req;
         let dir = self.store.container_dir(id);
         let hostname = if !config.hostname.is_empty() {
             config.hostname.clone()
@@ -177,7 +181,7 @@ impl<B: Backend> Daemon<B> {
         let mut spec = spec::generate(&input)?;
         exec_user.apply(&mut spec);
         crate::seccomp::apply(&mut spec, &host_config)?;
-        self.attach_network(id, &host_config, &config, &mut spec)
+        self.attach_network(id, name, &host_config, &config, networking, &mut spec)
             .await?;
         let labels = HashMap::from([(ENGINE_LABEL.to_string(), "1".to_string())]);
         self.backend

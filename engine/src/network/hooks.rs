@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Endpoint, Manager, NetworkError};
+use super::{Endpoint, EndpointRequest, Manager, NetworkCreate, NetworkError, NetworkRecord};
 use crate::backend::Backend;
 use crate::daemon::Daemon;
 use crate::types::{ContainerConfig, HostConfig};
@@ -20,8 +20,10 @@ impl<B: Backend> Daemon<B> {
     pub(crate) async fn attach_network(
         &self,
         id: &str,
+        name: &str,
         host: &HostConfig,
         config: &ContainerConfig,
+        networking: Option<Value>,
         spec: &mut Value,
     ) -> Result<(), NetworkError> {
         self.apply_dns(id, host)?;
@@ -41,16 +43,24 @@ impl<B: Backend> Daemon<B> {
             return Ok(());
         }
         let id_for_hosts = id;
-        let (id, mode) = (id.to_string(), host.network_mode.clone());
+        let (id, mode, name) = (id.to_string(), host.network_mode.clone(), name.to_string());
         let (host_extra, config_extra) = (host.extra.clone(), config.extra.clone());
-        let ep =
-            tokio::task::spawn_blocking(move || mgr.attach(&id, &mode, &host_extra, &config_extra))
-                .await
-                .map_err(|_| NetworkError::ThreadPanicked { what: "attach" })??;
-        if let Some(ep) = ep {
-            super::set_spec_netns(spec, &ep);
+        let eps = tokio::task::spawn_blocking(move || {
+            mgr.attach(
+                &id,
+                &name,
+                &mode,
+                &host_extra,
+                &config_extra,
+                networking.as_ref(),
+            )
+        })
+        .await
+        .map_err(|_| NetworkError::ThreadPanicked { what: "attach" })??;
+        if let Some(first) = eps.first() {
+            super::set_spec_netns(spec, first);
             let hostname = spec["hostname"].as_str().unwrap_or_default();
-            self.hosts_to_endpoint(id_for_hosts, hostname, &ep)?;
+            self.hosts_to_endpoints(id_for_hosts, hostname, &eps)?;
         }
         Ok(())
     }
@@ -87,13 +97,33 @@ impl<B: Backend> Daemon<B> {
         crate::store::write_atomic(&path, dns.apply(&old).as_bytes()).map_err(io("write"))
     }
 
-    /// The container's /etc/hosts (written before the endpoint existed) maps its hostname
-    /// to loopback; on the bridge it maps to the container's address, as with dockerd.
-    fn hosts_to_endpoint(
+    /// The container's /etc/hosts (written before the endpoints existed) maps its
+    /// hostname to loopback; on a network it maps to the container's first address, and
+    /// each further endpoint adds a line, as with dockerd.
+    fn hosts_to_endpoints(
         &self,
         id: &str,
         hostname: &str,
-        ep: &Endpoint,
+        eps: &[Endpoint],
+    ) -> Result<(), NetworkError> {
+        let loopback = format!("127.0.0.1\t{hostname}");
+        self.edit_hosts(id, |lines| {
+            let mut out: Vec<String> = Vec::new();
+            for l in lines {
+                if l == loopback {
+                    out.extend(eps.iter().map(|ep| format!("{}\t{hostname}", ep.ip)));
+                } else {
+                    out.push(l);
+                }
+            }
+            out
+        })
+    }
+
+    fn edit_hosts(
+        &self,
+        id: &str,
+        edit: impl FnOnce(Vec<String>) -> Vec<String>,
     ) -> Result<(), NetworkError> {
         let path = self.store.container_dir(id).join("hosts");
         let io = |op| {
@@ -101,17 +131,7 @@ impl<B: Backend> Daemon<B> {
             move |source| NetworkError::Io { op, path, source }
         };
         let old = std::fs::read_to_string(&path).map_err(io("read"))?;
-        let loopback = format!("127.0.0.1\t{hostname}");
-        let new: Vec<String> = old
-            .lines()
-            .map(|l| {
-                if l == loopback {
-                    format!("{}\t{hostname}", ep.ip)
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
+        let new = edit(old.lines().map(String::from).collect());
         crate::store::write_atomic(&path, format!("{}\n", new.join("\n")).as_bytes())
             .map_err(io("write"))
     }
@@ -133,6 +153,166 @@ impl<B: Backend> Daemon<B> {
 
     /// `docker inspect`'s NetworkSettings for a container.
     pub fn network_settings(&self, id: &str, mode: &str) -> Value {
-        super::inspect_settings(self.network_endpoint(id).as_ref(), mode)
+        let name = self
+            .store
+            .get(id)
+            .map(|r| r.name.trim_start_matches('/').to_string())
+            .unwrap_or_default();
+        let (eps, nets) = match self.network_manager() {
+            Some(m) => (m.endpoints_of(id), m.networks()),
+            None => (Vec::new(), Vec::new()),
+        };
+        super::inspect_settings(&eps, &nets, mode, &name)
     }
+
+    fn require_manager(&self) -> Result<Arc<Manager>, NetworkError> {
+        self.network_manager().ok_or_else(|| {
+            NetworkError::invalid("networking is disabled in this engine (no network manager)")
+        })
+    }
+
+    /// `POST /networks/create`.
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<NetworkRecord, NetworkError> {
+        let mgr = self.require_manager()?;
+        blocking("network create", move || mgr.create_network(&req)).await
+    }
+
+    /// `DELETE /networks/{id}`.
+    pub async fn remove_network(&self, reference: &str) -> Result<(), NetworkError> {
+        let mgr = self.require_manager()?;
+        let labels: std::collections::HashMap<String, String> = mgr
+            .endpoints()
+            .into_iter()
+            .map(|ep| {
+                let name = self
+                    .store
+                    .get(&ep.container_id)
+                    .map(|r| r.name.trim_start_matches('/').to_string())
+                    .unwrap_or_default();
+                let id12: String = ep.container_id.chars().take(12).collect();
+                (ep.container_id, format!("name:\"{name}\" id:\"{id12}\""))
+            })
+            .collect();
+        let reference = reference.to_string();
+        blocking("network rm", move || {
+            mgr.remove_network(&reference, &|id| {
+                labels.get(id).cloned().unwrap_or_else(|| id.to_string())
+            })
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// `POST /networks/prune`: the names of the removed networks.
+    pub async fn prune_networks(
+        &self,
+        selected: impl Fn(&NetworkRecord) -> bool + Send + 'static,
+    ) -> Result<Vec<String>, NetworkError> {
+        let mgr = self.require_manager()?;
+        blocking("network prune", move || mgr.prune_networks(&selected)).await
+    }
+
+    /// The container a connect/disconnect names, checked to have a namespace of the
+    /// engine's own (dockerd's messages for host, none and container: modes).
+    fn connectable(
+        &self,
+        mgr: &Manager,
+        container: &str,
+        network: &str,
+    ) -> Result<crate::record::ContainerRecord, NetworkError> {
+        let rec = self
+            .container(container)
+            .map_err(|_| NetworkError::JoinContainer {
+                reference: container.into(),
+            })?;
+        if matches!(network, "host" | "none") {
+            return Err(NetworkError::invalid(
+                "container cannot be disconnected from host network or connected to host network",
+            ));
+        }
+        let mode = rec.host_config.network_mode.as_str();
+        if mode == "host" || mode.starts_with("container:") {
+            return Err(NetworkError::invalid(
+                "container sharing network namespace with another container or host cannot be connected to any other network",
+            ));
+        }
+        if mode == "none" || !mgr.has_sandbox(&rec.id) {
+            return Err(NetworkError::invalid(
+                "container cannot be connected to multiple networks with one of the networks in private (none) mode",
+            ));
+        }
+        Ok(rec)
+    }
+
+    /// `POST /networks/{id}/connect`: a new interface (`ethN`) in the container's
+    /// namespace, running or not, and a line for it in its /etc/hosts.
+    pub async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        req: EndpointRequest,
+    ) -> Result<(), NetworkError> {
+        let mgr = self.require_manager()?;
+        mgr.network(network)?;
+        let rec = self.connectable(&mgr, container, network)?;
+        let (id, name, net) = (
+            rec.id.clone(),
+            rec.name.trim_start_matches('/').to_string(),
+            network.to_string(),
+        );
+        let ep = blocking("network connect", move || {
+            mgr.connect(&id, &name, &net, &req)
+        })
+        .await?;
+        let hostname = std::fs::read_to_string(self.store.container_dir(&rec.id).join("hostname"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        self.edit_hosts(&rec.id, |mut lines| {
+            lines.push(format!("{}\t{hostname}", ep.ip));
+            lines
+        })
+    }
+
+    /// `POST /networks/{id}/disconnect`: removes the interface and its /etc/hosts line.
+    pub async fn disconnect_network(
+        &self,
+        network: &str,
+        container: &str,
+    ) -> Result<(), NetworkError> {
+        let mgr = self.require_manager()?;
+        let net = mgr.network(network)?;
+        let rec = self.connectable(&mgr, container, network)?;
+        let ip = mgr
+            .endpoints_of(&rec.id)
+            .into_iter()
+            .find(|e| e.network_id == net.id)
+            .map(|e| e.ip);
+        let (id, name, n) = (
+            rec.id.clone(),
+            rec.name.trim_start_matches('/').to_string(),
+            network.to_string(),
+        );
+        blocking("network disconnect", move || mgr.disconnect(&id, &name, &n)).await?;
+        if let Some(ip) = ip {
+            let prefix = format!("{ip}\t");
+            self.edit_hosts(&rec.id, |lines| {
+                lines
+                    .into_iter()
+                    .filter(|l| !l.starts_with(&prefix))
+                    .collect()
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Netlink and nft block: run on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, NetworkError> + Send + 'static,
+) -> Result<T, NetworkError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| NetworkError::ThreadPanicked { what })?
 }

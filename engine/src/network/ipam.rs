@@ -16,6 +16,10 @@ pub enum IpamError {
     PoolExhausted,
     #[error("no available IPv4 addresses on network {subnet}")]
     SubnetFull { subnet: Ipv4Net },
+    #[error("no configured subnet or ip-range contain the IP address {ip}")]
+    NotInSubnet { ip: Ipv4Addr },
+    #[error("Address already in use")]
+    InUse { ip: Ipv4Addr },
 }
 
 /// An IPv4 network (or, with host bits set, an address with its prefix, as `--bip` takes).
@@ -66,6 +70,11 @@ impl Ipv4Net {
 
     fn size(&self) -> u64 {
         1u64 << (32 - u32::from(self.prefix))
+    }
+
+    /// The last (broadcast) address of the network.
+    pub fn last(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network().addr) | !self.mask())
     }
 }
 
@@ -145,6 +154,49 @@ impl Allocations {
         })
     }
 
+    /// Like [`Self::allocate`], but only from `range` when there is one (`--ip-range`).
+    pub fn allocate_in(
+        &mut self,
+        subnet: Ipv4Net,
+        range: Option<Ipv4Net>,
+        gateway: Ipv4Addr,
+    ) -> Result<Ipv4Addr, IpamError> {
+        let Some(range) = range else {
+            return self.allocate(subnet, gateway);
+        };
+        let (net, bcast) = (subnet.network().addr, subnet.last());
+        for n in 0..range.size() {
+            let Some(ip) = u32::try_from(n).ok().and_then(|n| range.nth(n)) else {
+                break;
+            };
+            if ip != gateway && ip != net && ip != bcast && !self.used.contains(&ip) {
+                self.used.insert(ip);
+                return Ok(ip);
+            }
+        }
+        Err(IpamError::SubnetFull {
+            subnet: subnet.network(),
+        })
+    }
+
+    /// Marks a user-chosen address (`--ip`) used: it must be a host address of `subnet`,
+    /// not the gateway and not in use.
+    pub fn reserve(
+        &mut self,
+        subnet: Ipv4Net,
+        gateway: Ipv4Addr,
+        ip: Ipv4Addr,
+    ) -> Result<(), IpamError> {
+        if !subnet.contains(ip) || ip == subnet.network().addr || ip == subnet.last() {
+            return Err(IpamError::NotInSubnet { ip });
+        }
+        if ip == gateway || self.used.contains(&ip) {
+            return Err(IpamError::InUse { ip });
+        }
+        self.used.insert(ip);
+        Ok(())
+    }
+
     pub fn release(&mut self, ip: Ipv4Addr) {
         self.used.remove(&ip);
     }
@@ -209,6 +261,35 @@ mod tests {
         ));
         a.release(Ipv4Addr::new(10, 9, 0, 2));
         assert_eq!(a.allocate(subnet, gw).unwrap(), Ipv4Addr::new(10, 9, 0, 2));
+    }
+
+    #[test]
+    fn allocates_from_the_range_and_reserves_chosen_addresses() {
+        let subnet = net("10.9.0.0/16");
+        let gw = Ipv4Addr::new(10, 9, 0, 1);
+        let mut a = Allocations::default();
+        let range = Some(net("10.9.4.0/30"));
+        assert_eq!(
+            a.allocate_in(subnet, range, gw).unwrap(),
+            Ipv4Addr::new(10, 9, 4, 0)
+        );
+        a.reserve(subnet, gw, Ipv4Addr::new(10, 9, 4, 1)).unwrap();
+        assert_eq!(
+            a.allocate_in(subnet, range, gw).unwrap(),
+            Ipv4Addr::new(10, 9, 4, 2)
+        );
+        assert_eq!(
+            a.reserve(subnet, gw, Ipv4Addr::new(10, 9, 4, 1)),
+            Err(IpamError::InUse {
+                ip: Ipv4Addr::new(10, 9, 4, 1)
+            })
+        );
+        assert!(a.reserve(subnet, gw, gw).is_err());
+        assert!(a.reserve(subnet, gw, Ipv4Addr::new(10, 8, 0, 1)).is_err());
+        assert!(a
+            .reserve(subnet, gw, Ipv4Addr::new(10, 9, 255, 255))
+            .is_err());
+        assert_eq!(net("10.9.0.0/16").last(), Ipv4Addr::new(10, 9, 255, 255));
     }
 
     #[test]

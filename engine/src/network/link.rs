@@ -186,14 +186,16 @@ async fn plug_veth(
     Ok(())
 }
 
-/// Inside the container's namespace: `peer` becomes `eth0` with the endpoint's MAC and
-/// address, loopback comes up, the default route goes through the gateway.
+/// Inside the container's namespace: `peer` becomes `ifname` (`eth0`, `eth1`, ...) with
+/// the endpoint's MAC and address, loopback comes up, and with `gateway` the default
+/// route goes through it.
 pub async fn configure_container(
     h: &Handle,
     peer: &str,
+    ifname: &str,
     mac: [u8; 6],
     addr: Ipv4Net,
-    gateway: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
 ) -> Result<(), NetworkError> {
     if let Some(lo) = index_of(h, "lo").await? {
         h.link()
@@ -209,23 +211,40 @@ pub async fn configure_container(
     h.link()
         .set(
             LinkUnspec::new_with_index(index)
-                .name("eth0")
+                .name(ifname.to_string())
                 .address(mac.to_vec())
                 .build(),
         )
         .execute()
         .await
-        .map_err(nl("rename to eth0", peer))?;
+        .map_err(nl("rename", peer))?;
     h.address()
         .add(index, IpAddr::V4(addr.addr), addr.prefix)
         .execute()
         .await
-        .map_err(nl("add address to", "eth0"))?;
+        .map_err(nl("add address to", ifname))?;
     h.link()
         .set(LinkUnspec::new_with_index(index).up().build())
         .execute()
         .await
-        .map_err(nl("bring up", "eth0"))?;
+        .map_err(nl("bring up", ifname))?;
+    if let Some(gw) = gateway {
+        add_default_route(h, ifname, gw).await?;
+    }
+    Ok(())
+}
+
+/// Adds the default route through `gateway` on `ifname` (inside a container).
+pub async fn add_default_route(
+    h: &Handle,
+    ifname: &str,
+    gateway: Ipv4Addr,
+) -> Result<(), NetworkError> {
+    let index = index_of(h, ifname)
+        .await?
+        .ok_or_else(|| NetworkError::Vanished {
+            name: ifname.into(),
+        })?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .gateway(gateway)
         .output_interface(index)

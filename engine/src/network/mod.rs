@@ -1,29 +1,49 @@
-//! Container networking (dockerd's libnetwork job, first increment): the default `bridge`
-//! network with NAT and published ports, plus `host` and `none`. See docs/networking.md.
+//! Container networking (dockerd's libnetwork job): the default `bridge` network and
+//! user-defined bridge networks with NAT, isolation and published ports, plus `host`,
+//! `none` and `container:`. See docs/networking.md.
 //!
-//! Every container on the bridge gets a persistent network namespace under
-//! `<exec-root>/netns/<id>` made at create time (the OCI spec joins it by path), a veth
-//! pair into the bridge, an address from the bridge's subnet and its published ports.
-//! What exists is recorded in `<data-root>/network/state.json` *before* it is made, so a
-//! crash at any point leaves a record that start-up uses to finish or undo the work.
+//! Every container on a bridge network gets a persistent network namespace under
+//! `<exec-root>/netns/<id>` made at create time (the OCI spec joins it by path) and, per
+//! network it is connected to, a veth pair into that network's bridge (`eth0`, `eth1`, ...
+//! inside) with an address from the network's subnet. What exists is recorded in
+//! `<data-root>/network/state.json` *before* it is made, so a crash at any point leaves a
+//! record that start-up uses to finish or undo the work.
 
+mod attach;
 mod dns;
 pub mod dns_server;
 mod endpoint;
 mod hooks;
 pub mod ipam;
 pub(crate) mod link;
+mod manager;
 pub(crate) mod netns;
 pub mod nft;
 pub mod ports;
+mod records;
+pub mod request;
 mod state;
+mod usernet;
 
 use std::path::PathBuf;
 
 use ipam::Ipv4Net;
 
-pub use endpoint::{inspect_settings, set_spec_netns};
-pub use state::{Endpoint, Manager};
+pub use endpoint::{endpoint_id, inspect_settings, set_spec_netns};
+pub use manager::Manager;
+pub use records::DnsRecord;
+pub use request::{EndpointRequest, NetworkCreate};
+pub use state::{Endpoint, NetworkRecord};
+
+/// Name of the default bridge network, as dockerd calls it.
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+/// A stable 64-hex ID for a built-in network (`bridge`, `host`, `none`); dockerd's are
+/// random per host, user-defined networks get random ones here too.
+pub fn builtin_id(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(format!("berth-network:{name}").as_bytes()))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -37,6 +57,33 @@ pub enum NetworkError {
     JoinStopped { id: String },
     #[error("{value} is not an ip address")]
     Dns { value: String },
+    #[error("network {reference} not found")]
+    NotFound { reference: String },
+    #[error("network {reference} is ambiguous ({count} matches found based on ID prefix)")]
+    Ambiguous { reference: String, count: usize },
+    #[error("network with name {name} already exists")]
+    Duplicate { name: String },
+    #[error("{name} is a pre-defined network and cannot be {action}")]
+    PreDefined { name: String, action: &'static str },
+    #[error("plugin \"{driver}\" not found")]
+    Driver { driver: String },
+    /// Bad `network create` / endpoint settings (dockerd's wording in `message`).
+    #[error("{message}")]
+    Invalid { message: String },
+    #[error("invalid pool request: Pool overlaps with other one on this address space")]
+    PoolOverlap,
+    #[error("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")]
+    NoPool,
+    #[error("Address already in use")]
+    AddressInUse { ip: std::net::Ipv4Addr },
+    #[error("error while removing network: network {name} has active endpoints ({endpoints})")]
+    InUse { name: String, endpoints: String },
+    #[error("endpoint with name {container} already exists in network {network}")]
+    AlreadyConnected { container: String, network: String },
+    #[error("container {container} is not connected to network {network}")]
+    NotConnected { container: String, network: String },
+    #[error("interface {name} already exists on the host: choose another com.docker.network.bridge.name")]
+    BridgeTaken { name: String },
     #[error("invalid port specification: {spec:?}")]
     InvalidPort { spec: String },
     #[error("Bind for {addr} failed: port is already allocated ({source})")]
@@ -98,7 +145,32 @@ impl NetworkError {
                 | Self::Dns { .. }
                 | Self::JoinContainer { .. }
                 | Self::JoinStopped { .. }
+                | Self::Ambiguous { .. }
+                | Self::Invalid { .. }
         )
+    }
+
+    /// dockerd's HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            e if e.is_bad_input() => 400,
+            Self::NotFound { .. } | Self::Driver { .. } => 404,
+            Self::Duplicate { .. } | Self::BridgeTaken { .. } => 409,
+            Self::PreDefined { .. }
+            | Self::PoolOverlap
+            | Self::NoPool
+            | Self::AddressInUse { .. }
+            | Self::InUse { .. }
+            | Self::AlreadyConnected { .. }
+            | Self::NotConnected { .. } => 403,
+            _ => 500,
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid {
+            message: message.into(),
+        }
     }
 }
 

@@ -22,6 +22,8 @@ pub struct BridgeRules {
     pub subnet: Ipv4Net,
     /// Masquerade traffic leaving through other interfaces (dockerd's ip-masq).
     pub masquerade: bool,
+    /// `--internal`: nothing is forwarded between this bridge and any other interface.
+    pub internal: bool,
 }
 
 /// One published port: `host_ip:host_port` → `addr:port` over `proto`.
@@ -62,7 +64,7 @@ pub fn render(table: &str, bridges: &[BridgeRules], ports: &[PortRule]) -> Strin
     );
     for b in bridges {
         let (br, net) = (&b.bridge, b.subnet.network());
-        if b.masquerade {
+        if b.masquerade && !b.internal {
             s.push_str(&format!(
                 "    ip saddr {net} oifname != \"{br}\" masquerade\n"
             ));
@@ -77,6 +79,29 @@ pub fn render(table: &str, bridges: &[BridgeRules], ports: &[PortRule]) -> Strin
     }
     s.push_str("  }\n");
     s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
+    // Isolation (dockerd's DOCKER-ISOLATION chains): no forwarding between two of our
+    // bridges, and none at all in or out of an internal one. Same-bridge traffic is
+    // switched by the bridge and never reaches this hook.
+    for b in bridges {
+        let br = &b.bridge;
+        if b.internal {
+            s.push_str(&format!(
+                "    iifname \"{br}\" oifname != \"{br}\" drop\n    oifname \"{br}\" iifname != \"{br}\" drop\n"
+            ));
+            continue;
+        }
+        let others: Vec<String> = bridges
+            .iter()
+            .filter(|o| o.bridge != b.bridge)
+            .map(|o| format!("\"{}\"", o.bridge))
+            .collect();
+        if !others.is_empty() {
+            s.push_str(&format!(
+                "    iifname \"{br}\" oifname {{ {} }} drop\n",
+                others.join(", ")
+            ));
+        }
+    }
     for b in bridges {
         s.push_str(&format!(
             "    iifname \"{0}\" accept\n    oifname \"{0}\" accept\n",
@@ -122,6 +147,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn isolates_bridges_and_closes_internal_ones() {
+        let br = |name: &str, subnet: &str, internal| BridgeRules {
+            bridge: name.into(),
+            subnet: subnet.parse().unwrap(),
+            masquerade: true,
+            internal,
+        };
+        let s = render(
+            "t",
+            &[
+                br("b0", "10.1.0.1/24", false),
+                br("b1", "10.2.0.1/24", false),
+                br("b2", "10.3.0.1/24", true),
+            ],
+            &[],
+        );
+        assert!(s.contains("    iifname \"b0\" oifname { \"b1\", \"b2\" } drop\n"));
+        assert!(s.contains("    iifname \"b1\" oifname { \"b0\", \"b2\" } drop\n"));
+        assert!(s.contains("    iifname \"b2\" oifname != \"b2\" drop\n"));
+        assert!(s.contains("    oifname \"b2\" iifname != \"b2\" drop\n"));
+        // Drops come before the per-bridge accepts.
+        assert!(s.find("drop").unwrap() < s.find("accept\n").unwrap());
+        assert!(!s.contains("10.3.0.0/24 oifname != \"b2\" masquerade"));
+        assert!(s.contains("10.1.0.0/24 oifname != \"b0\" masquerade"));
+    }
+
+    #[test]
     fn renders_ports_and_bridge_rules_in_one_table() {
         let s = render(
             "bt1",
@@ -129,6 +181,7 @@ mod tests {
                 bridge: "bt10".into(),
                 subnet: "10.5.0.1/24".parse().unwrap(),
                 masquerade: true,
+                internal: false,
             }],
             &[
                 PortRule {
