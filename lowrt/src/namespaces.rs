@@ -102,6 +102,9 @@ pub struct Plan {
     /// A new time namespace: unshared by the runtime before clone, so its offsets can be
     /// written before the first process (init) enters it (time_namespaces(7)).
     pub new_time: bool,
+    /// A user namespace to join: entered by the runtime itself right before clone, so the
+    /// namespaces clone creates are owned by it (as runc's nsexec does with setns first).
+    pub user_join: Option<Join>,
 }
 
 pub fn plan(namespaces: &[LinuxNamespace]) -> Result<Plan, NamespaceError> {
@@ -111,9 +114,13 @@ pub fn plan(namespaces: &[LinuxNamespace]) -> Result<Plan, NamespaceError> {
         joins: Vec::new(),
         pid_join: None,
         new_time: false,
+        user_join: None,
     };
     for ns in namespaces {
         match (ns.typ(), ns.path()) {
+            (LinuxNamespaceType::User, Some(path)) => {
+                plan.user_join = Some(Join::open(ns.typ(), path)?)
+            }
             (LinuxNamespaceType::Pid, Some(path)) => {
                 plan.pid_join = Some(Join::open(ns.typ(), path)?)
             }
@@ -151,6 +158,11 @@ pub fn new_time_namespace(
         return Ok(());
     }
     std::fs::write(path, text).map_err(|e| NamespaceError::TimeOffsets { source: e })
+}
+
+/// [`is_new`] over a spec's `linux` section.
+pub fn is_new_in(linux: &oci_spec::runtime::Linux, typ: LinuxNamespaceType) -> bool {
+    is_new(linux.namespaces().as_deref().unwrap_or(&[]), typ)
 }
 
 pub fn is_new(namespaces: &[LinuxNamespace], typ: LinuxNamespaceType) -> bool {

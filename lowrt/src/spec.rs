@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::namespaces;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("cannot read {}: {source}", path.display())]
@@ -107,9 +109,6 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
             return Err(SpecError::DuplicateNamespace(ns.typ().to_string()));
         }
         match ns.typ() {
-            LinuxNamespaceType::User if ns.path().is_some() => {
-                return Err(SpecError::Unsupported("joining a user namespace by path"))
-            }
             LinuxNamespaceType::Time if !Path::new("/proc/self/ns/time").exists() => {
                 return Err(SpecError::Unsupported(
                     "a time namespace on this kernel (no /proc/self/ns/time)",
@@ -128,7 +127,8 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
         return Err(SpecError::Unsupported("linux.personality.flags"));
     }
     let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
-    let new_user = seen.contains(&LinuxNamespaceType::User);
+    let new_user = namespaces::is_new_in(linux, LinuxNamespaceType::User);
+    let joined_user = seen.contains(&LinuxNamespaceType::User) && !new_user;
     let has_maps = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
         m.as_ref().is_some_and(|m| !m.is_empty())
     };
@@ -145,6 +145,9 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
                 "joining namespaces by path together with a new user namespace",
             ));
         }
+    } else if joined_user {
+        // The joined namespace's own maps apply; runc 1.1 insists on mappings here anyway,
+        // so configs written for it carry them: accepted, not written.
     } else if has_maps(linux.uid_mappings()) || has_maps(linux.gid_mappings()) {
         return Err(SpecError::Unsupported(
             "linux.uidMappings without a user namespace",

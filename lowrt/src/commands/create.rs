@@ -246,6 +246,13 @@ pub(crate) fn launch_with(
     if let Some(pid_ns) = &ns_plan.pid_join {
         pid_ns.enter()?;
     }
+    // Last of the runtime's own set-up in the host's user namespace: after this setns our
+    // capabilities hold only in the joined namespace. Everything that needs the host's
+    // (cgroups, the pid namespace above, the state dir) is done; cgroup.procs stays
+    // writable since our kuid is still root, its owner.
+    if let Some(user) = &ns_plan.user_join {
+        user.enter()?;
+    }
     if ns_plan.new_time {
         namespaces::new_time_namespace(linux.time_offsets().as_ref())?;
     }

@@ -170,7 +170,11 @@ fn wait_for_runtime(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
 }
 
 fn user_namespace_root(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
-    if !namespaces::is_new(namespaces_of(ctx.spec), LinuxNamespaceType::User) {
+    // New or joined by path (the runtime entered that one before clone).
+    if !namespaces_of(ctx.spec)
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User)
+    {
         return Ok(());
     }
     // Our ids are unmapped until now; take the namespace's root where 0 is mapped
