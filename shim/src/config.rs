@@ -48,6 +48,9 @@ pub struct ShimConfig {
     /// The runtime's `--root`.
     #[arg(long)]
     pub runtime_root: Option<PathBuf>,
+    /// Pass the runtime its global `--systemd-cgroup` (containerd's `SystemdCgroup`).
+    #[arg(long)]
+    pub systemd_cgroup: bool,
     /// Log at debug level.
     #[arg(long)]
     pub debug: bool,
@@ -118,6 +121,9 @@ impl ShimConfig {
         if let Some(root) = &self.runtime_root {
             args.extend(["--runtime-root".into(), root.clone().into()]);
         }
+        if self.systemd_cgroup {
+            args.push("--systemd-cgroup".into());
+        }
         if self.debug {
             args.push("--debug".into());
         }
@@ -159,6 +165,7 @@ mod tests {
             address: "/run/x.sock".into(),
             runtime: "sh".into(),
             runtime_root: None,
+            systemd_cgroup: false,
             debug: false,
             cgroup: None,
         }

@@ -194,6 +194,7 @@ fn serve_inner(mut cfg: ShimConfig, ready: &mut Option<File>) -> Result<(), Daem
         let runtime = ProcessRuntime {
             binary: cfg.runtime.clone(),
             root: cfg.runtime_root.clone(),
+            systemd_cgroup: cfg.systemd_cgroup,
             log: cfg.bundle.join("log.json"),
             reaper: Arc::clone(&reaper),
         };

@@ -102,6 +102,8 @@ pub trait RuntimeCli: Send + Sync + 'static {
 pub struct ProcessRuntime {
     pub binary: PathBuf,
     pub root: Option<PathBuf>,
+    /// Global `--systemd-cgroup` on every command, as containerd's runc shim passes it.
+    pub systemd_cgroup: bool,
     /// `--log`: the JSON log the runtime's error messages are read back from.
     pub log: PathBuf,
     pub reaper: Arc<Reaper>,
@@ -120,6 +122,9 @@ impl ProcessRuntime {
         let mut cmd = Command::new(&self.binary);
         if let Some(root) = &self.root {
             cmd.arg("--root").arg(root);
+        }
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
         }
         cmd.arg("--log")
             .arg(&self.log)
@@ -368,6 +373,7 @@ esac
         let rt = ProcessRuntime {
             binary: fake(dir.path()),
             root: Some(dir.path().join("root")),
+            systemd_cgroup: false,
             log,
             reaper: Reaper::start().expect("reaper"),
         };

@@ -27,6 +27,10 @@ pub struct ShimLaunch<'a> {
     pub shim: &'a Path,
     pub runtime: &'a Path,
     pub runtime_root: &'a Path,
+    /// The runtime's global `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
+    /// The cgroup the shim moves itself into (containerd's `ShimCgroup`).
+    pub cgroup: Option<&'a str>,
     pub namespace: &'a str,
     pub id: &'a str,
     pub bundle: &'a Path,
@@ -50,6 +54,12 @@ pub async fn start(l: &ShimLaunch<'_>) -> Result<PathBuf, ShimError> {
         .arg(l.runtime)
         .arg("--runtime-root")
         .arg(l.runtime_root);
+    if l.systemd_cgroup {
+        cmd.arg("--systemd-cgroup");
+    }
+    if let Some(cgroup) = l.cgroup {
+        cmd.arg("--cgroup").arg(cgroup);
+    }
     if l.debug {
         cmd.arg("--debug");
     }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::options::TaskRuntime;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("cannot {action} {path}")]
@@ -31,6 +33,9 @@ pub struct ExitRecord {
     pub exit_status: u32,
     pub exited_at: Option<DateTime<Utc>>,
 }
+
+/// The runtime binary, root and cgroup options the task was created with.
+pub const RUNTIME_FILE: &str = "runtime.json";
 
 /// Present in a task dir from its creation until the shim's Create succeeded.
 pub const CREATING: &str = "creating";
@@ -60,7 +65,12 @@ impl Bundle {
     /// mounts, `root.path` becomes "rootfs" since the shim mounts them there; without,
     /// an absolute `root.path` is kept (`ctr run --rootfs DIR`, as containerd does).
     /// Fails if the directory exists: a leftover belongs to a task we still track.
-    pub fn create(&self, spec_json: &[u8], has_mounts: bool) -> Result<(), BundleError> {
+    pub fn create(
+        &self,
+        spec_json: &[u8],
+        has_mounts: bool,
+        runtime: Option<&TaskRuntime>,
+    ) -> Result<(), BundleError> {
         let mut spec: serde_json::Value =
             serde_json::from_slice(spec_json).map_err(|source| BundleError::SpecJson { source })?;
         let obj = spec.as_object_mut().ok_or(BundleError::SpecNotObject)?;
@@ -91,6 +101,12 @@ impl Bundle {
             // reads it: a container must never run from a config.json that a power
             // loss could take back or leave torn (invariant 3).
             berth_fsutil::write_new_synced(&config, &bytes, 0o644).map_err(io("write", &config))?;
+            if let Some(runtime) = runtime {
+                let path = self.dir.join(RUNTIME_FILE);
+                let bytes = serde_json::to_vec(runtime)
+                    .map_err(|source| BundleError::SpecJson { source })?;
+                berth_fsutil::write_new_synced(&path, &bytes, 0o644).map_err(io("write", &path))?;
+            }
             berth_fsutil::fsync_dir(&self.dir).map_err(io("sync", &self.dir))
         })();
         if result.is_err() {
@@ -128,6 +144,12 @@ impl Bundle {
     pub fn is_unfinished(&self) -> bool {
         self.dir.join(CREATING).exists()
             || std::fs::read_dir(&self.dir).is_ok_and(|mut d| d.next().is_none())
+    }
+
+    /// The runtime this task was created with (`runtime.json`), if recorded.
+    pub fn runtime(&self) -> Option<TaskRuntime> {
+        let bytes = std::fs::read(self.dir.join(RUNTIME_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// The socket path the shim recorded, if any.
@@ -232,13 +254,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = Bundle::at(dir.path(), "ns", "c1");
         assert!(matches!(
-            b.create(b"[1]", true),
+            b.create(b"[1]", true, None),
             Err(BundleError::SpecNotObject)
         ));
         assert!(!b.dir.exists());
         b.create(
             br#"{"ociVersion":"1.0.2","root":{"path":"/elsewhere","readonly":true}}"#,
             true,
+            None,
         )
         .unwrap();
         let spec: serde_json::Value =
@@ -247,12 +270,12 @@ mod tests {
         assert_eq!(spec["root"]["readonly"], true);
         assert!(b.dir.join("rootfs").is_dir());
         assert!(
-            b.create(b"{}", true).is_err(),
+            b.create(b"{}", true, None).is_err(),
             "existing dir must not be reused"
         );
         b.remove().unwrap();
         assert!(!b.dir.exists());
-        b.create(br#"{"root":{"path":"/elsewhere"}}"#, false)
+        b.create(br#"{"root":{"path":"/elsewhere"}}"#, false, None)
             .unwrap();
         let spec: serde_json::Value =
             serde_json::from_slice(&std::fs::read(b.dir.join("config.json")).unwrap()).unwrap();
@@ -267,7 +290,7 @@ mod tests {
     fn reads_shim_files() {
         let dir = tempfile::tempdir().unwrap();
         let b = Bundle::at(dir.path(), "ns", "c2");
-        b.create(b"{}", false).unwrap();
+        b.create(b"{}", false, None).unwrap();
         assert_eq!(b.address(), None);
         assert_eq!(b.exit_record(), None);
         std::fs::write(b.dir.join("address"), "unix:///tmp/x.sock\n").unwrap();
@@ -282,6 +305,16 @@ mod tests {
         assert_eq!((rec.pid, rec.exit_status), (42, 3));
         assert!(rec.exited_at.is_some());
         assert_eq!(b.init_pid(), Some(42));
+        assert_eq!(b.runtime(), None);
+        let b3 = Bundle::at(dir.path(), "ns", "c3");
+        let rt = TaskRuntime {
+            runtime: "runc".into(),
+            runtime_root: "/run/x/ns".into(),
+            systemd_cgroup: false,
+            shim_cgroup: None,
+        };
+        b3.create(b"{}", false, Some(&rt)).unwrap();
+        assert_eq!(b3.runtime(), Some(rt));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use berth_proto::containerd::services::tasks::v1::{
 };
 use berth_proto::containerd::task::v2 as shim;
 
+use super::options::TaskRuntime;
 use super::{wait_gone, Bundle, ExitInfo, Task, TaskError, TaskManager};
 use crate::shims::{self, ShimClient, ShimLaunch};
 
@@ -147,8 +148,18 @@ impl TaskManager {
                         .collect::<Vec<_>>()
                         .join(", "),
                 })?;
-            let runtime_root = self.cfg.runtime_root(runtime, ns);
-            self.create_reserved(ns, &id, &spec, runtime, runtime_root, &req, &container)
+            // containerd: the task's options, else the container's runtime options.
+            let options = req.options.clone().or_else(|| {
+                container
+                    .runtime_options
+                    .as_ref()
+                    .map(|o| prost_types::Any {
+                        type_url: o.type_url.clone(),
+                        value: hex::decode(&o.value_hex).unwrap_or_default(),
+                    })
+            });
+            let task_runtime = TaskRuntime::resolve(&self.cfg, runtime, ns, options.as_ref())?;
+            self.create_reserved(ns, &id, &spec, &runtime.shim, task_runtime, options, &req)
                 .await
         }
         .await;
@@ -169,14 +180,15 @@ impl TaskManager {
         ns: &str,
         id: &str,
         spec: &[u8],
-        runtime: &crate::config::RuntimeConfig,
-        runtime_root: std::path::PathBuf,
+        shim_bin: &Path,
+        task_runtime: TaskRuntime,
+        options: Option<prost_types::Any>,
         req: &CreateTaskRequest,
-        container: &crate::containers::Record,
     ) -> Result<Arc<Task>, TaskError> {
+        let runtime_root = task_runtime.runtime_root.clone();
         let bundle = Bundle::at(&self.cfg.state, ns, id);
         bundle
-            .create(spec, !req.rootfs.is_empty())
+            .create(spec, !req.rootfs.is_empty(), Some(&task_runtime))
             .map_err(|source| TaskError::Bundle {
                 id: id.to_string(),
                 source,
@@ -185,7 +197,7 @@ impl TaskManager {
             bundle: &bundle,
             shim: None,
             id,
-            runtime: &runtime.runtime,
+            runtime: &task_runtime.runtime,
             runtime_root: &runtime_root,
         };
         let outcome = async {
@@ -194,9 +206,11 @@ impl TaskManager {
                 source,
             })?;
             let launch = ShimLaunch {
-                shim: &runtime.shim,
-                runtime: &runtime.runtime,
+                shim: shim_bin,
+                runtime: &task_runtime.runtime,
                 runtime_root: &runtime_root,
+                systemd_cgroup: task_runtime.systemd_cgroup,
+                cgroup: task_runtime.shim_cgroup.as_deref(),
                 namespace: ns,
                 id,
                 bundle: &bundle.dir,
@@ -210,15 +224,6 @@ impl TaskManager {
             let address = shims::launch::start(&launch).await.map_err(shim_err)?;
             let client = ShimClient::connect(&address).await.map_err(shim_err)?;
             cleanup.shim = Some(client.clone());
-            let options = req.options.clone().or_else(|| {
-                container
-                    .runtime_options
-                    .as_ref()
-                    .map(|o| prost_types::Any {
-                        type_url: o.type_url.clone(),
-                        value: hex::decode(&o.value_hex).unwrap_or_default(),
-                    })
-            });
             let resp = client
                 .rpc()
                 .create(shim::CreateTaskRequest {
@@ -245,7 +250,7 @@ impl TaskManager {
                 id: id.to_string(),
                 bundle: bundle.clone(),
                 pid: resp.pid,
-                runtime: runtime.runtime.clone(),
+                runtime: task_runtime.runtime.clone(),
                 runtime_root: runtime_root.clone(),
                 shim: Mutex::new(Some(client)),
                 exit: Mutex::new(None),

@@ -5,6 +5,7 @@ pub mod bundle;
 mod create;
 pub mod error;
 mod ops;
+pub mod options;
 pub mod recovery;
 pub mod service;
 

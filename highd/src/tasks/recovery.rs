@@ -105,6 +105,10 @@ impl TaskManager {
 
     /// The runtime binary and root a task of container `ns/id` runs with.
     fn runtime_of(&self, ns: &str, id: &str) -> (PathBuf, PathBuf) {
+        // What Create recorded, with the task's runtime options applied.
+        if let Some(rt) = Bundle::at(&self.cfg.state, ns, id).runtime() {
+            return (rt.runtime, rt.runtime_root);
+        }
         // The container record names the runtime; a record lost to a damaged DB still
         // leaves a task we must be able to clean up, so fall back to the default.
         let runtime_name = match self.containers.get(ns, id) {

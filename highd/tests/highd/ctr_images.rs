@@ -168,6 +168,37 @@ async fn ctr_imports_and_runs_an_image() -> Result<()> {
             "{image}: {out}"
         );
     }
+    // ctr's runc options pick the runtime binary and its root for one container.
+    if std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let cg = format!("{}/i3", stack.cgroup_parent);
+        let runc_root = stack.dir.path().join("ctr-runc");
+        let runc_root_arg = runc_root.display().to_string();
+        let out = ctr.ok(&[
+            "run",
+            "--rm",
+            "--cgroup",
+            &cg,
+            "--runc-binary",
+            "runc",
+            "--runc-root",
+            &runc_root_arg,
+            oci,
+            "i3",
+            "/bin/echo",
+            "via-runc",
+        ])?;
+        ensure!(out.contains("via-runc"), "{out}");
+        // --runc-root reached the runtime: <root>/<namespace> was made (runc itself
+        // running it is checked by runtime_options.rs).
+        let ns_dirs = std::fs::read_dir(&runc_root)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        ensure!(ns_dirs == 1, "runc root {runc_root_arg} unused");
+    }
     let left = ctr.ok(&["containers", "ls", "-q"])?;
     ensure!(left.trim().is_empty(), "run --rm left {left}");
 

@@ -12,5 +12,6 @@ mod crash_images;
 mod ctr;
 mod ctr_images;
 mod restart;
+mod runtime_options;
 mod scale;
 mod tasks;
