@@ -49,6 +49,20 @@ pub struct State {
     pub oom_killed: bool,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The task is frozen (`docker pause`); `status` stays `running`, as dockerd's
+    /// `Running` does.
+    #[serde(default)]
+    pub paused: bool,
+    /// Exited, and the restart policy will start it again after the back-off; `status`
+    /// is `exited` (no task exists).
+    #[serde(default)]
+    pub restarting: bool,
+    /// dockerd's `HasBeenManuallyStopped`: set by stop/kill, cleared by a user start;
+    /// `unless-stopped` does not restart such a container.
+    #[serde(default)]
+    pub has_been_manually_stopped: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::daemon::Health>,
 }
 
 impl Default for State {
@@ -61,6 +75,10 @@ impl Default for State {
             oom_killed: false,
             started_at: None,
             finished_at: None,
+            paused: false,
+            restarting: false,
+            has_been_manually_stopped: false,
+            health: None,
         }
     }
 }
@@ -72,6 +90,23 @@ impl State {
         self.pid = 0;
         self.exit_code = code;
         self.finished_at = Some(at);
+        self.paused = false;
+    }
+
+    /// dockerd's `StateString`: `paused` and `restarting` are refinements of the status.
+    pub fn status_str(&self) -> &'static str {
+        if self.restarting {
+            "restarting"
+        } else if self.paused && self.status.is_running() {
+            "paused"
+        } else {
+            self.status.as_str()
+        }
+    }
+
+    /// What `docker ps` without `-a` lists: dockerd counts restarting containers as running.
+    pub fn is_up(&self) -> bool {
+        self.status.is_running() || self.restarting
     }
 }
 

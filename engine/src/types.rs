@@ -81,6 +81,8 @@ pub struct HostConfig {
     pub memory: i64,
     #[serde(deserialize_with = "nullable")]
     pub extra_hosts: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub restart_policy: crate::daemon::RestartPolicy,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

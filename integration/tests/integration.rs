@@ -17,6 +17,7 @@ mod leftovers;
 mod network;
 mod registry;
 mod restart;
+mod restart_policy;
 mod user_networks;
 mod users_seccomp;
 
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         docker_lifecycle::tests(),
         docker_errors::tests(),
         restart::tests(),
+        restart_policy::tests(),
         leftovers::tests(),
         network::tests(),
         user_networks::tests(),

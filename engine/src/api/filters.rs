@@ -80,7 +80,7 @@ impl ContainerFilters {
                         .name
                         .trim_start_matches('/')
                         .contains(v.trim_start_matches('/')),
-                    "status" => rec.state.status.as_str() == v,
+                    "status" => rec.state.status_str() == v,
                     "exited" => {
                         rec.state.status.as_str() == "exited"
                             && rec.state.exit_code.to_string() == *v

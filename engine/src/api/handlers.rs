@@ -259,7 +259,7 @@ async fn dispatch<B: Backend>(
                 .store
                 .list()
                 .into_iter()
-                .filter(|r| (all || r.state.status.is_running()) && filters.matches(r))
+                .filter(|r| (all || r.state.is_up()) && filters.matches(r))
                 .collect();
             recs.sort_by_key(|r| std::cmp::Reverse(r.created));
             if let Some(l) = limit {
@@ -290,8 +290,7 @@ async fn dispatch<B: Backend>(
             signal,
         } => {
             detached(&d, move |d| async move {
-                d.stop_container(&id, timeout, signal.as_deref()).await?;
-                d.start_container(&id).await
+                d.restart_container(&id, timeout, signal.as_deref()).await
             })
             .await?;
             no_content()

@@ -93,6 +93,8 @@ impl<B: Backend> Daemon<B> {
         if req.config.tty {
             return Err(InvalidParameter::Tty.into());
         }
+        let mut req = req;
+        super::restart::check_create(&mut req.host_config)?;
         let image = self.image(&req.config.image).await?;
         let config = merge_image_config(&req.config, &image);
         let mut argv: Vec<String> = config.entrypoint.as_slice().to_vec();

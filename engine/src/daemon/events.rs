@@ -32,10 +32,16 @@ impl<B: Backend> Daemon<B> {
             return Ok(());
         }
         let code = i64::from(exit_status);
+        let at = exited_at.unwrap_or_else(Utc::now);
+        let restart = self.restart_decision(&rec, code, at);
         self.store.update_in_memory(id, |r| {
-            r.state.set_exited(code, exited_at.unwrap_or_else(Utc::now))
+            r.state.set_exited(code, at);
+            if restart.is_some() {
+                r.state.restarting = true;
+                r.restart_count += 1;
+            }
         })?;
-        tracing::info!(%id, code, "container exited");
+        tracing::info!(%id, code, restart = restart.is_some(), "container exited");
         // Waiters (stop, wait, attach) hear of the exit before the fsync and the task
         // delete, both of which can be slow; the task is deleted only after the record is
         // durable, so a crash in between is repaired by reconcile.
@@ -50,7 +56,9 @@ impl<B: Backend> Daemon<B> {
             Err(e) => tracing::warn!(%id, error = %e, "deleting the exited task failed"),
         }
         drop(guard);
-        if rec.host_config.auto_remove {
+        if let Some(delay) = restart {
+            self.schedule_restart(id, delay);
+        } else if rec.host_config.auto_remove {
             self.remove_container_record(id, code).await?;
         }
         Ok(())
@@ -197,6 +205,7 @@ impl<B: Backend> Daemon<B> {
     /// Follows highd's `/tasks/exit` events forever, resubscribing (and reconciling, since
     /// events may have been missed) whenever the stream breaks.
     pub async fn run_event_loop(self: Arc<Self>) {
+        self.spawn_restart_worker();
         let mut backoff = Duration::from_millis(100);
         let mut failures = 0u32;
         loop {
@@ -224,6 +233,9 @@ impl<B: Backend> Daemon<B> {
             }
             if let Err(e) = self.reconcile().await {
                 tracing::warn!(error = %e, "reconciling with highd failed");
+            }
+            if !self.booted.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.restart_at_boot().await;
             }
             while let Some(item) = stream.next().await {
                 match item {

@@ -60,14 +60,29 @@ fn shim_task_message(err: &BackendError) -> String {
 }
 
 impl<B: Backend> Daemon<B> {
-    /// Starts a container. `Ok(false)` means it was already running (HTTP 304).
+    /// Starts a container (a user's start: the restart policy starts over). `Ok(false)`
+    /// means it was already running (HTTP 304).
     pub async fn start_container(&self, reference: &str) -> DaemonResult<bool> {
         let rec = self.container(reference)?;
-        let lock = self.lock_for(&rec.id);
+        if !rec.state.status.is_running() {
+            self.reset_restart(&rec.id);
+        }
+        self.start_inner(&rec.id, None).await
+    }
+
+    /// Starts a container; `by_policy` is the restart manager's generation when the
+    /// restart policy starts it (the start is dropped if a stop or start came since).
+    pub(super) async fn start_inner(&self, id: &str, by_policy: Option<u64>) -> DaemonResult<bool> {
+        let lock = self.lock_for(id);
         let guard = lock.lock().await;
-        let rec = self.container(&rec.id)?;
+        let rec = self.container(id)?;
         if rec.state.status.is_running() {
             return Ok(false);
+        }
+        if let Some(generation) = by_policy {
+            if !rec.state.restarting || !self.restart_generation_is(id, generation) {
+                return Ok(false);
+            }
         }
         if !rec.state.status.can_start() {
             return Err(DaemonError::NotRunning { id: rec.id });
@@ -119,6 +134,7 @@ impl<B: Backend> Daemon<B> {
                 self.store.update(&id, |r| {
                     r.state.error = failed.to_string();
                     r.state.exit_code = code;
+                    r.state.restarting = false;
                 })?;
                 drop(guard);
                 tracing::warn!(%id, error = %message, "container start failed");
@@ -136,6 +152,12 @@ impl<B: Backend> Daemon<B> {
             r.state.exit_code = 0;
             r.state.error.clear();
             r.state.started_at = Some(Utc::now());
+            r.state.restarting = false;
+            r.state.paused = false;
+            if by_policy.is_none() {
+                r.state.has_been_manually_stopped = false;
+                r.restart_count = 0;
+            }
         })?;
         self.emit(ContainerEvent::Started { id: id.clone() });
         tracing::info!(%id, pid, "container started");
@@ -150,14 +172,23 @@ impl<B: Backend> Daemon<B> {
         timeout: Option<i64>,
         signal: Option<&str>,
     ) -> DaemonResult<bool> {
-        let rec = self.container(reference)?;
+        let mut rec = self.container(reference)?;
         if !rec.state.status.is_running() {
-            return Ok(false);
+            // A container waiting to be restarted stops by not restarting.
+            let (now, cancelled) = self.settle_restarting(&rec.id).await?;
+            if cancelled {
+                return Ok(true);
+            }
+            if !now.state.status.is_running() {
+                return Ok(false);
+            }
+            rec = now;
         }
         let signal = match signal.or(rec.config.stop_signal.as_deref()) {
             Some(s) => parse_signal(s)?,
             None => SIGTERM,
         };
+        self.cancel_restart(&rec.id)?;
         let timeout = timeout
             .or(rec.config.stop_timeout)
             .unwrap_or(DEFAULT_STOP_TIMEOUT);
@@ -175,11 +206,48 @@ impl<B: Backend> Daemon<B> {
         Ok(true)
     }
 
+    /// `docker restart`: stop (if running), start, and the `restart` event.
+    pub async fn restart_container(
+        &self,
+        reference: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> DaemonResult<()> {
+        let id = self.container(reference)?.id;
+        self.stop_container(&id, timeout, signal).await?;
+        self.start_container(&id).await?;
+        self.event_log.container("restart", &id, &[]);
+        Ok(())
+    }
+
     pub async fn kill_container(&self, reference: &str, signal: Option<&str>) -> DaemonResult<()> {
-        let rec = self.container(reference)?;
+        let mut rec = self.container(reference)?;
         let signal = signal.map(parse_signal).transpose()?.unwrap_or(SIGKILL);
         if !rec.state.status.is_running() {
+            let (now, cancelled) = self.settle_restarting(&rec.id).await?;
+            if cancelled {
+                return Ok(());
+            }
+            rec = now;
+        }
+        if !rec.state.status.is_running() {
             return Err(DaemonError::NotRunning { id: rec.id });
+        }
+        // dockerd: SIGKILL or the container's stop signal (any signal when it has none)
+        // makes the exit final; every kill counts as a manual stop.
+        let stop_signal = rec
+            .config
+            .stop_signal
+            .as_deref()
+            .map(parse_signal)
+            .transpose()
+            .ok()
+            .flatten();
+        if signal == SIGKILL || stop_signal.is_none_or(|s| s == signal) {
+            self.cancel_restart(&rec.id)?;
+        } else {
+            self.store
+                .update(&rec.id, |r| r.state.has_been_manually_stopped = true)?;
         }
         let mut events = self.subscribe();
         self.kill_task(&rec.id, signal).await?;
@@ -236,13 +304,24 @@ impl<B: Backend> Daemon<B> {
     }
 
     pub async fn remove_container(&self, reference: &str, force: bool) -> DaemonResult<()> {
-        let rec = self.container(reference)?;
+        let mut rec = self.container(reference)?;
+        if rec.state.restarting {
+            if !force {
+                return Err(DaemonError::RemoveRunning {
+                    name: rec.name.trim_start_matches('/').into(),
+                    state: rec.state.status_str(),
+                });
+            }
+            rec = self.settle_restarting(&rec.id).await?.0;
+        }
         if rec.state.status.is_running() {
             if !force {
                 return Err(DaemonError::RemoveRunning {
                     name: rec.name.trim_start_matches('/').into(),
+                    state: rec.state.status_str(),
                 });
             }
+            self.cancel_restart(&rec.id)?;
             let mut events = self.subscribe();
             self.kill_task(&rec.id, SIGKILL).await?;
             if !self.wait_exit(&rec.id, &mut events, Some(KILL_WAIT)).await {
@@ -280,6 +359,7 @@ impl<B: Backend> Daemon<B> {
         }
         self.store.remove(id)?;
         self.forget_execs(id);
+        self.forget_restart(id);
         self.forget_lock(id);
         tracing::info!(%id, "container removed");
         self.emit(ContainerEvent::Removed {

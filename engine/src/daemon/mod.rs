@@ -6,11 +6,13 @@ mod create;
 mod etc;
 mod events;
 mod exec;
+mod health;
 mod image_ops;
 mod image_store;
 mod images;
 mod inspect_defaults;
 mod lifecycle;
+mod restart;
 mod stdin;
 mod views;
 
@@ -31,10 +33,12 @@ use crate::store::{Resolved, Store, StoreError};
 
 pub use commit::{history_rows, now_rfc3339, runtime_from_container, target_name, CommitOptions};
 pub use exec::{ExecRecord, ExecStream};
+pub use health::{Health, HealthResult};
 pub use image_ops::ImageDeleted;
 pub use image_store::{sha256_digest, Stored, BUILD_CACHE_PREFIX};
 pub use images::{chain_id, ImageView, ImportError, MEDIA_LAYER_TAR};
 pub use lifecycle::WaitOutcome;
+pub use restart::RestartPolicy;
 pub use stdin::StdinSink;
 pub use views::{
     container_inspect, container_summary, human_duration, image_inspect, image_summary,
@@ -60,8 +64,8 @@ pub enum DaemonError {
     NotRunning { id: String },
     #[error("tried to kill container {id}, but did not receive an exit event")]
     NoExitEvent { id: String },
-    #[error("cannot remove container \"{name}\": container is running: stop the container before removing or force remove")]
-    RemoveRunning { name: String },
+    #[error("cannot remove container \"{name}\": container is {state}: stop the container before removing or force remove")]
+    RemoveRunning { name: String, state: &'static str },
     /// dockerd's start failure shape; `message` is what highd/the runtime said.
     #[error("failed to create task for container: {message}")]
     StartFailed { message: String },
@@ -109,6 +113,8 @@ pub enum InvalidParameter {
     Signal(String),
     #[error("terminals (-t) are not implemented yet")]
     Tty,
+    #[error("{0}")]
+    RestartPolicy(String),
 }
 
 impl From<InvalidParameter> for DaemonError {
@@ -154,6 +160,11 @@ pub struct Daemon<B> {
     pub network: std::sync::OnceLock<Arc<crate::network::Manager>>,
     /// What `GET /events` serves.
     pub event_log: crate::events_api::EventLog,
+    restarts: Mutex<HashMap<String, restart::RestartManager>>,
+    restart_tx: tokio::sync::mpsc::UnboundedSender<restart::PendingRestart>,
+    restart_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<restart::PendingRestart>>>,
+    /// Restart policies are applied once per engine start, at the first reconcile.
+    booted: std::sync::atomic::AtomicBool,
 }
 
 impl<B: Backend> Daemon<B> {
@@ -164,6 +175,7 @@ impl<B: Backend> Daemon<B> {
             path: config.exec_root.clone(),
             source,
         })?;
+        let (restart_tx, restart_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             backend,
             store,
@@ -173,6 +185,10 @@ impl<B: Backend> Daemon<B> {
             execs: Mutex::new(HashMap::new()),
             network: std::sync::OnceLock::new(),
             event_log: Default::default(),
+            restarts: Mutex::new(HashMap::new()),
+            restart_tx,
+            restart_rx: Mutex::new(Some(restart_rx)),
+            booted: Default::default(),
         })
     }
 

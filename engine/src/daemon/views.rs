@@ -19,9 +19,25 @@ fn time(t: Option<DateTime<Utc>>) -> String {
 /// `docker ps` status text.
 pub fn status_text(rec: &ContainerRecord, now: DateTime<Utc>) -> String {
     let s = &rec.state;
+    if s.restarting {
+        return format!(
+            "Restarting ({}) {} ago",
+            s.exit_code,
+            human_duration(now - s.finished_at.unwrap_or(now))
+        );
+    }
     match s.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", human_duration(now - s.started_at.unwrap_or(now))),
+        Status::Running => {
+            let up = format!("Up {}", human_duration(now - s.started_at.unwrap_or(now)));
+            if s.paused {
+                format!("{up} (Paused)")
+            } else if let Some(h) = &s.health {
+                format!("{up} ({})", super::health::ps_word(&h.status))
+            } else {
+                up
+            }
+        }
         Status::Exited if s.finished_at.is_none() => format!("Exited ({})", s.exit_code),
         Status::Exited => format!(
             "Exited ({}) {} ago",
@@ -49,7 +65,7 @@ pub fn container_summary(rec: &ContainerRecord, now: DateTime<Utc>) -> Value {
         "Created": rec.created.timestamp(),
         "Ports": [],
         "Labels": rec.config.labels,
-        "State": rec.state.status.as_str(),
+        "State": rec.state.status_str(),
         "Status": status_text(rec, now),
         "HostConfig": {"NetworkMode": if rec.host_config.network_mode.is_empty() { "default" } else { &rec.host_config.network_mode }},
         "NetworkSettings": {"Networks": {}},
@@ -59,6 +75,14 @@ pub fn container_summary(rec: &ContainerRecord, now: DateTime<Utc>) -> Value {
 
 /// `GET /containers/{id}/json`.
 pub fn container_inspect(rec: &ContainerRecord) -> Value {
+    let mut v = inspect_base(rec);
+    if let Some(h) = &rec.state.health {
+        v["State"]["Health"] = json!(h);
+    }
+    v
+}
+
+fn inspect_base(rec: &ContainerRecord) -> Value {
     let s = &rec.state;
     json!({
         "Id": rec.id,
@@ -66,10 +90,10 @@ pub fn container_inspect(rec: &ContainerRecord) -> Value {
         "Path": rec.path,
         "Args": rec.args,
         "State": {
-            "Status": s.status.as_str(),
-            "Running": s.status == Status::Running,
-            "Paused": false,
-            "Restarting": false,
+            "Status": s.status_str(),
+            "Running": s.is_up(),
+            "Paused": s.paused && s.status.is_running(),
+            "Restarting": s.restarting,
             "OOMKilled": s.oom_killed,
             "Dead": s.status == Status::Dead,
             "Pid": s.pid,
