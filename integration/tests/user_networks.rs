@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use berth_integration::cmd::Output;
 use berth_integration::http::request;
+use berth_integration::stack::Daemon;
 use berth_integration::{wait_until, Stack};
 use rand::Rng;
 use serde_json::Value;
@@ -33,6 +34,21 @@ pub fn tests() -> Vec<Spec> {
             name: "user_networks::containers_with_ip_mac_and_alias",
             needs: DOCKER,
             run: containers_on_a_network,
+        },
+        Spec {
+            name: "user_networks::isolation_and_internal",
+            needs: DOCKER,
+            run: isolation_and_internal,
+        },
+        Spec {
+            name: "user_networks::connect_disconnect_running_and_created",
+            needs: DOCKER,
+            run: connect_disconnect,
+        },
+        Spec {
+            name: "user_networks::engine_kill_keeps_networking_and_removes_leftovers",
+            needs: DOCKER,
+            run: engine_kill_and_leftovers,
         },
     ]
 }
@@ -547,6 +563,313 @@ fn containers_on_a_network() -> Result<()> {
     ensure!(bridge_ports(&s).is_empty(), "default bridge ports left");
     s.docker(&["network", "rm", "app"])?.ok()?;
     expect_network_gone(&s, &bridge)?;
+    expect_no_endpoints(&s)?;
+    expect_engine_cleans_up(s)
+}
+
+/// Runs `GET /` against `ip:80` from inside the running container `c`.
+fn fetch_in(s: &Stack, c: &str, ip: &str) -> Result<Output> {
+    let cmd = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80");
+    s.docker(&["exec", c, "sh", "-c", &cmd])
+}
+
+fn run_httpd(s: &Stack, name: &str, net: &str) -> Result<(String, String)> {
+    let id = container_id(
+        &s.docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            net,
+            "busybox",
+            "sh",
+            "-c",
+            &crate::network::httpd_args(name),
+        ])?
+        .ok()?
+        .stdout,
+    )?;
+    let v = inspect(s, &id)?;
+    let ip = v["NetworkSettings"]["Networks"][net]["IPAddress"]
+        .as_str()
+        .filter(|ip| !ip.is_empty())
+        .with_context(|| format!("no address on {net}: {}", v["NetworkSettings"]))?
+        .to_string();
+    Ok((id, ip))
+}
+
+/// Waits until a container on `net` gets `hello from <name>` from `ip`.
+fn wait_reaches(s: &Stack, net: &str, ip: &str, name: &str) -> Result<()> {
+    wait_until(
+        &format!("a container on {net} to reach {name} at {ip}"),
+        Duration::from_secs(20),
+        || {
+            let out = fetch_from(s, net, ip)?;
+            Ok((out.code == 0 && out.stdout.contains(&format!("hello from {name}"))).then_some(()))
+        },
+    )
+}
+
+fn isolation_and_internal() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let (_, _, br_a) = create_net(&s, "a", 1, &[])?;
+    let (_, _, br_b) = create_net(&s, "b", 2, &[])?;
+    let (_, prefix_i, br_i) = create_net(&s, "i", 3, &["--internal"])?;
+    let (web, ip_a) = run_httpd(&s, "weba", "a")?;
+    wait_reaches(&s, "a", &ip_a, "weba")?;
+    // Another user network cannot reach it, nor can the default bridge.
+    for net in ["b", "bridge"] {
+        let out = fetch_from(&s, net, &ip_a)?;
+        ensure!(
+            !out.stdout.contains("hello from weba"),
+            "a container on {net} reached a's web server"
+        );
+    }
+    // Internal: its own members talk, nothing else is reachable, no default route.
+    let (webi, ip_i) = run_httpd(&s, "webi", "i")?;
+    wait_reaches(&s, "i", &ip_i, "webi")?;
+    let out = fetch_from(&s, "i", &ip_a)?;
+    ensure!(
+        !out.stdout.contains("hello from weba"),
+        "a container on internal i reached network a"
+    );
+    let route = s
+        .docker(&["run", "--rm", "--network", "i", "busybox", "ip", "route"])?
+        .ok()?;
+    ensure!(
+        !route.stdout.contains("default"),
+        "internal network has a default route: {}",
+        route.stdout
+    );
+    expect_contains("internal route", &route.stdout, &format!("{prefix_i}.0/24"))?;
+    let table = nft_table(&s.firewall_table).unwrap_or_default();
+    expect_contains(
+        "nft table",
+        &table,
+        &format!("iifname \"{br_i}\" oifname != \"{br_i}\" drop"),
+    )?;
+    s.docker(&["rm", "-f", &web, &webi])?.ok()?;
+    s.docker(&["network", "rm", "a", "b", "i"])?.ok()?;
+    for br in [&br_a, &br_b, &br_i] {
+        expect_network_gone(&s, br)?;
+    }
+    expect_no_endpoints(&s)?;
+    expect_engine_cleans_up(s)
+}
+
+fn connect_disconnect() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let (_, prefix_a, br_a) = create_net(&s, "a", 1, &[])?;
+    let (_, _, br_b) = create_net(&s, "b", 2, &[])?;
+    let (web, ip_a) = run_httpd(&s, "weba", "a")?;
+    wait_reaches(&s, "a", &ip_a, "weba")?;
+    let c = container_id(
+        &s.docker(&[
+            "run",
+            "-d",
+            "--name",
+            "cc",
+            "--network",
+            "b",
+            "busybox",
+            "sleep",
+            "1000",
+        ])?
+        .ok()?
+        .stdout,
+    )?;
+    let before = fetch_in(&s, "cc", &ip_a)?;
+    ensure!(
+        !before.stdout.contains("hello from weba"),
+        "c reached a before connecting"
+    );
+    let ip_c = format!("{prefix_a}.99");
+    s.docker(&[
+        "network", "connect", "--ip", &ip_c, "--alias", "cee", "a", "cc",
+    ])?
+    .ok()?;
+    let ifs = s.docker(&["exec", "cc", "ls", "/sys/class/net"])?.ok()?;
+    let ifs: Vec<&str> = ifs.stdout.split_whitespace().collect();
+    ensure!(
+        ifs == ["eth0", "eth1", "lo"],
+        "interfaces after connect: {ifs:?}"
+    );
+    let addr = s
+        .docker(&["exec", "cc", "ip", "addr", "show", "eth1"])?
+        .ok()?;
+    expect_contains("eth1", &addr.stdout, &format!("inet {ip_c}/24"))?;
+    wait_until(
+        "c to reach weba after connect",
+        Duration::from_secs(20),
+        || {
+            let out = fetch_in(&s, "cc", &ip_a)?;
+            Ok((out.code == 0 && out.stdout.contains("hello from weba")).then_some(()))
+        },
+    )?;
+    let hosts = s.docker(&["exec", "cc", "cat", "/etc/hosts"])?.ok()?;
+    expect_contains("hosts after connect", &hosts.stdout, &format!("{ip_c}\t"))?;
+    let v = inspect(&s, &c)?;
+    let nets = &v["NetworkSettings"]["Networks"];
+    ensure!(
+        nets["a"]["IPAddress"] == ip_c.as_str()
+            && nets["a"]["Aliases"][0] == "cee"
+            && nets["b"].is_object(),
+        "networks after connect: {nets}"
+    );
+    let again = s.docker(&["network", "connect", "a", "cc"])?;
+    expect_contains(
+        "connect twice",
+        &again.stderr,
+        "endpoint with name cc already exists in network a",
+    )?;
+    s.docker(&["network", "disconnect", "a", "cc"])?.ok()?;
+    let ifs = s.docker(&["exec", "cc", "ls", "/sys/class/net"])?.ok()?;
+    let ifs: Vec<&str> = ifs.stdout.split_whitespace().collect();
+    ensure!(
+        ifs == ["eth0", "lo"],
+        "interfaces after disconnect: {ifs:?}"
+    );
+    let after = fetch_in(&s, "cc", &ip_a)?;
+    ensure!(
+        !after.stdout.contains("hello from weba"),
+        "c still reaches a after disconnect"
+    );
+    let hosts = s.docker(&["exec", "cc", "cat", "/etc/hosts"])?.ok()?;
+    ensure!(
+        !hosts.stdout.contains(&format!("{ip_c}\t")),
+        "hosts line left: {}",
+        hosts.stdout
+    );
+    let twice = s.docker(&["network", "disconnect", "a", "cc"])?;
+    expect_contains(
+        "disconnect twice",
+        &twice.stderr,
+        "container cc is not connected to network a",
+    )?;
+    // A created (not started) container: connected before its first start.
+    let d = container_id(
+        &s.docker(&[
+            "create",
+            "--name",
+            "dd",
+            "--network",
+            "b",
+            "busybox",
+            "sh",
+            "-c",
+            "ls /sys/class/net | tr '\\n' ' '; ip -4 addr show eth1",
+        ])?
+        .ok()?
+        .stdout,
+    )?;
+    s.docker(&["network", "connect", "a", "dd"])?.ok()?;
+    let out = s.docker(&["start", "-a", "dd"])?.ok()?;
+    expect_contains("created container", &out.stdout, "eth0 eth1 lo")?;
+    expect_contains(
+        "created container",
+        &out.stdout,
+        &format!("inet {prefix_a}."),
+    )?;
+    // Modes without a namespace of their own are refused.
+    let h = container_id(
+        &s.docker(&["create", "--network", "host", "busybox", "true"])?
+            .ok()?
+            .stdout,
+    )?;
+    let refused = s.docker(&["network", "connect", "a", &h])?;
+    expect_contains(
+        "connect host container",
+        &refused.stderr,
+        "container sharing network namespace with another container or host cannot be connected to any other network",
+    )?;
+    let unknown = s.docker(&["network", "connect", "a", "nosuch"])?;
+    expect_contains(
+        "connect unknown",
+        &unknown.stderr,
+        "No such container: nosuch",
+    )?;
+    s.docker(&["rm", "-f", &web, &c, &d, &h])?.ok()?;
+    s.docker(&["network", "rm", "a", "b"])?.ok()?;
+    for br in [&br_a, &br_b] {
+        expect_network_gone(&s, br)?;
+    }
+    expect_no_endpoints(&s)?;
+    expect_engine_cleans_up(s)
+}
+
+/// SIGKILL of the engine: running containers on user networks keep networking, and the
+/// next start removes what a crash left (a veth nobody owns on a network's bridge, the
+/// bridge of a network whose removal was cut short).
+fn engine_kill_and_leftovers() -> Result<()> {
+    let mut s = Stack::with_busybox()?;
+    let (_, _, br_a) = create_net(&s, "a", 1, &[])?;
+    let (_, _, br_gone) = create_net(&s, "gone", 2, &[])?;
+    let web = container_id(
+        &s.docker(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "a",
+            "-p",
+            "127.0.0.1::80",
+            "busybox",
+            "sh",
+            "-c",
+            &crate::network::httpd_args("web"),
+        ])?
+        .ok()?
+        .stdout,
+    )?;
+    let v = inspect(&s, &web)?;
+    let port = crate::network::host_port(&v, "80/tcp")?;
+    let ip = v["NetworkSettings"]["Networks"]["a"]["IPAddress"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    crate::network::wait_http(port, "hello from web")?;
+    s.kill_daemon(Daemon::Engine)?;
+    crate::network::wait_http(port, "hello from web")?;
+    // A crash in the middle of `network rm gone`: the record is gone, the bridge is not.
+    let state_path = s.dir.join("e").join("network").join("state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_path)?)?;
+    let gone_id = state["networks"]
+        .as_object()
+        .and_then(|m| m.iter().find(|(_, n)| n["name"] == "gone"))
+        .map(|(id, _)| id.clone())
+        .context("network gone not in the state")?;
+    state["networks"]
+        .as_object_mut()
+        .context("networks")?
+        .remove(&gone_id);
+    state["doomed_bridges"] = serde_json::json!([br_gone]);
+    std::fs::write(&state_path, serde_json::to_vec(&state)?)?;
+    // A veth on a's bridge that no endpoint owns (a crash between veth and record).
+    let (stray, peer) = (s.net_bridge(7), s.net_bridge(8));
+    let ip_cmd = |args: &[&str]| -> Result<()> {
+        let st = std::process::Command::new("ip").args(args).status()?;
+        ensure!(st.success(), "ip {args:?} failed");
+        Ok(())
+    };
+    ip_cmd(&["link", "add", &stray, "type", "veth", "peer", "name", &peer])?;
+    ip_cmd(&["link", "set", &stray, "master", &br_a])?;
+    s.start_daemon(Daemon::Engine)?;
+    ensure!(
+        !link_exists(&stray) && !link_exists(&peer),
+        "stray veth left"
+    );
+    expect_network_gone(&s, &br_gone)?;
+    crate::network::wait_http(port, "hello from web")?;
+    wait_reaches(&s, "a", &ip, "web")?;
+    let ls = s
+        .docker(&["network", "ls", "--format", "{{.Name}}"])?
+        .ok()?;
+    ensure!(!ls.stdout.lines().any(|l| l == "gone"), "gone still listed");
+    s.docker(&["rm", "-f", &web])?.ok()?;
+    s.docker(&["network", "rm", "a"])?.ok()?;
+    expect_network_gone(&s, &br_a)?;
     expect_no_endpoints(&s)?;
     expect_engine_cleans_up(s)
 }

@@ -132,8 +132,9 @@ impl<B: Backend> Daemon<B> {
         };
         let old = std::fs::read_to_string(&path).map_err(io("read"))?;
         let new = edit(old.lines().map(String::from).collect());
-        crate::store::write_atomic(&path, format!("{}\n", new.join("\n")).as_bytes())
-            .map_err(io("write"))
+        // In place, not by rename: a running container has this very inode bind-mounted
+        // on its /etc/hosts (dockerd rewrites it in place too).
+        std::fs::write(&path, format!("{}\n", new.join("\n"))).map_err(io("write"))
     }
 
     /// Container removal (and a failed create): removes the endpoint if there is one.
