@@ -37,6 +37,18 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 /// directory (`.<name>.tmp-<pid>-<n>`, created with `mode` minus the umask), fsync,
 /// rename over `path`, fsync of the directory. On failure the temp file is removed.
 pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, data, mode, true)
+}
+
+/// Like [`write_atomic`] without the two fsyncs: a reader never sees a torn file, even
+/// if the writer is killed, but a power loss may take the change back. For files whose
+/// meaning dies with the machine's processes anyway (a daemon's pid or socket path under
+/// a runtime-state dir), where two fsyncs per write would only add latency.
+pub fn write_atomic_nosync(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace(path, data, 0o644, false)
+}
+
+fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let dir = parent_of(path);
     let name = path
@@ -58,7 +70,9 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> 
             .mode(mode)
             .open(&tmp)?;
         file.write_all(data)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         drop(file);
         std::fs::rename(&tmp, path)
     })();
@@ -66,7 +80,10 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> 
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    fsync_dir(dir)
+    if durable {
+        fsync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Writes a new file and makes its content durable (not its directory entry: the caller
@@ -141,6 +158,18 @@ mod tests {
         write_atomic_mode(&path, b"x", 0o600).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn write_atomic_nosync_replaces_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shim.pid");
+        write_atomic_nosync(&path, b"1").unwrap();
+        write_atomic_nosync(&path, b"22").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"22");
+        assert_eq!(names(dir.path()), ["shim.pid"]);
+        assert!(write_atomic_nosync(&dir.path().join("missing/file"), b"x").is_err());
+        assert_eq!(names(dir.path()), ["shim.pid"]);
     }
 
     #[test]

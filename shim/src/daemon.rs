@@ -26,7 +26,7 @@ use crate::events::Publisher;
 use crate::reaper::Reaper;
 use crate::runtime::ProcessRuntime;
 use crate::service::TaskService;
-use crate::state_files::{write_atomic, StateFileError};
+use crate::state_files::{write_atomic_nosync, StateFileError};
 use crate::task::{Task, TaskConfig};
 
 /// How long `start` waits for the daemon to come up.
@@ -207,8 +207,8 @@ fn serve_inner(mut cfg: ShimConfig, ready: &mut Option<File>) -> Result<(), Daem
         let socket = cfg.socket_path();
         let listener = bind_unix(&socket).map_err(DaemonError::Listen)?;
         let pid = std::process::id().to_string();
-        write_atomic(&cfg.bundle.join("shim.pid"), pid.as_bytes())?;
-        write_atomic(
+        write_atomic_nosync(&cfg.bundle.join("shim.pid"), pid.as_bytes())?;
+        write_atomic_nosync(
             &cfg.bundle.join("address"),
             socket.as_os_str().as_encoded_bytes(),
         )?;

@@ -54,7 +54,7 @@ impl<R: RuntimeCli> Task<R> {
         let process_file = self.cfg.bundle.join(format!("exec-{exec_id}.json"));
         let pid_file = self.cfg.bundle.join(format!("exec-{exec_id}.pid"));
         let spec = process.spec.as_deref().unwrap_or_default();
-        crate::state_files::write_atomic(&process_file, spec)?;
+        crate::state_files::write_atomic_nosync(&process_file, spec)?;
         let id = self.cfg.id.clone();
         let console_name = format!("exec-{exec_id}");
         let result = self

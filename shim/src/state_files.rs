@@ -1,6 +1,7 @@
 //! Files the shim leaves in the task directory for its peers: `shim.pid`, `address` and
-//! `exit.json`. Each one is written atomically (temp file, fsync, rename, fsync of the
-//! directory) so a reader after a crash sees the old content or the new, never a torn one.
+//! `exit.json`. Each one is written atomically (temp file, rename) so a reader after a
+//! crash sees the old content or the new, never a torn one; `exit.json` also durably
+//! (fsync of the file and the directory), since it records what highd must report.
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +69,17 @@ impl ExitRecord {
 /// Docker's and containerd's fixed-width RFC3339Nano (nine fractional digits, `Z`).
 pub fn rfc3339_nano(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// Replaces `path` with `data` atomically, not durably (berth-fsutil): for the pid and
+/// socket path of this process and the files handed to the runtime, none of which means
+/// anything after a reboot, so a power loss taking them back is harmless while two
+/// fsyncs would sit on every task start and exec.
+pub fn write_atomic_nosync(path: &Path, data: &[u8]) -> Result<(), StateFileError> {
+    berth_fsutil::write_atomic_nosync(path, data).map_err(|source| StateFileError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Replaces `path` with `data` atomically and durably (berth-fsutil).

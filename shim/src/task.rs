@@ -479,7 +479,7 @@ impl<R: RuntimeCli> Task<R> {
             return Err(wrong_state(&init, &state, "update"));
         }
         let file = self.cfg.bundle.join("update-resources.json");
-        crate::state_files::write_atomic(&file, resources)?;
+        crate::state_files::write_atomic_nosync(&file, resources)?;
         let result = self.runtime.update(&self.cfg.id, &file).await;
         let _ = std::fs::remove_file(&file);
         Ok(result?)

@@ -102,10 +102,12 @@ impl Bundle {
             // loss could take back or leave torn (invariant 3).
             berth_fsutil::write_new_synced(&config, &bytes, 0o644).map_err(io("write", &config))?;
             if let Some(runtime) = runtime {
+                // Not fsynced: only clean-up after a restart reads it, and an unreadable
+                // one falls back to the runtime name's configuration.
                 let path = self.dir.join(RUNTIME_FILE);
                 let bytes = serde_json::to_vec(runtime)
                     .map_err(|source| BundleError::SpecJson { source })?;
-                berth_fsutil::write_new_synced(&path, &bytes, 0o644).map_err(io("write", &path))?;
+                std::fs::write(&path, bytes).map_err(io("write", &path))?;
             }
             berth_fsutil::fsync_dir(&self.dir).map_err(io("sync", &self.dir))
         })();
