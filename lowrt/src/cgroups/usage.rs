@@ -239,3 +239,129 @@ fn clock_ticks() -> u64 {
         _ => 100,
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+    use super::*;
+    use crate::cgroups::{CgroupLayout, OomEvent, OomWatch, V1Hierarchy};
+
+    fn write(dir: &Path, file: &str, text: &str) {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+
+    /// A pure-v2 host, faked: the files runc's fs2 reads, then inotify on memory.events.
+    #[test]
+    fn v2_stats_and_oom_watch_on_a_fake_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ctr");
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&dir, "cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 4\nnr_throttled 1\nthrottled_usec 7\n");
+        write(&dir, "memory.current", "8192\n");
+        write(&dir, "memory.max", "max\n");
+        write(&dir, "memory.swap.current", "0\n");
+        write(&dir, "memory.swap.max", "0\n");
+        write(&dir, "memory.stat", "anon 4096\nfile 4096\n");
+        write(
+            &dir,
+            "memory.events",
+            "low 0\nhigh 0\nmax 2\noom 0\noom_kill 0\n",
+        );
+        write(&dir, "pids.current", "3\n");
+        write(&dir, "pids.max", "max\n");
+        write(
+            &dir,
+            "io.stat",
+            "8:0 rbytes=512 wbytes=1024 rios=1 wios=2\n",
+        );
+        let cfg = CgroupConfig {
+            path: PathBuf::from("/ctr"),
+            layout: CgroupLayout {
+                v1: Vec::new(),
+                v2: Some(tmp.path().to_path_buf()),
+            },
+        };
+        let s = cfg.stats().unwrap();
+        assert_eq!(
+            (s.cpu.usage.total, s.cpu.usage.user, s.cpu.usage.kernel),
+            (1_500_000, 1_000_000, 500_000)
+        );
+        assert_eq!(s.cpu.throttling.throttled_time, 7000);
+        assert_eq!(
+            (s.memory.usage.usage, s.memory.usage.limit),
+            (8192, u64::MAX)
+        );
+        assert_eq!((s.memory.usage.failcnt, s.memory.cache), (2, 4096));
+        assert_eq!((s.pids.current, s.pids.limit), (3, 0));
+        assert_eq!(s.blkio.io_service_bytes_recursive.len(), 2);
+
+        let mut watch = cfg.oom_watch().unwrap().expect("a v2 watch");
+        let ready = |w: &OomWatch| {
+            let mut fds = [PollFd::new(w.fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::from(2000u16)).unwrap() > 0
+        };
+        write(
+            &dir,
+            "memory.events",
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        );
+        assert!(ready(&watch));
+        assert_eq!(watch.read(), OomEvent::Oom);
+        // A change that is not an OOM is not reported.
+        write(
+            &dir,
+            "memory.events",
+            "low 0\nhigh 1\nmax 3\noom 1\noom_kill 1\n",
+        );
+        assert!(ready(&watch));
+        assert_eq!(watch.read(), OomEvent::Nothing);
+    }
+
+    #[test]
+    fn v1_stats_on_a_fake_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = |name: &str| {
+            let mp = tmp.path().join(name);
+            std::fs::create_dir_all(mp.join("ctr")).unwrap();
+            V1Hierarchy {
+                mountpoint: mp,
+                controllers: vec![name.to_owned()],
+            }
+        };
+        let layout = CgroupLayout {
+            v1: vec![h("memory"), h("pids"), h("cpuacct")],
+            v2: None,
+        };
+        let mem = tmp.path().join("memory/ctr");
+        write(&mem, "memory.usage_in_bytes", "4096\n");
+        write(&mem, "memory.limit_in_bytes", "33554432\n");
+        write(&mem, "memory.failcnt", "5\n");
+        write(&mem, "memory.stat", "cache 100\nrss 200\n");
+        write(&tmp.path().join("pids/ctr"), "pids.current", "2\n");
+        write(&tmp.path().join("pids/ctr"), "pids.max", "10\n");
+        let acct = tmp.path().join("cpuacct/ctr");
+        write(&acct, "cpuacct.usage", "999\n");
+        write(&acct, "cpuacct.usage_percpu", "500 499 \n");
+        let cfg = CgroupConfig {
+            path: PathBuf::from("/ctr"),
+            layout,
+        };
+        let s = cfg.stats().unwrap();
+        assert_eq!(
+            (
+                s.memory.usage.usage,
+                s.memory.usage.limit,
+                s.memory.usage.failcnt
+            ),
+            (4096, 33554432, 5)
+        );
+        assert_eq!((s.memory.cache, s.memory.raw["rss"]), (100, 200));
+        assert_eq!((s.pids.current, s.pids.limit), (2, 10));
+        assert_eq!(
+            (s.cpu.usage.total, s.cpu.usage.percpu.clone()),
+            (999, vec![500, 499])
+        );
+    }
+}

@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 
 use super::harness::{both_runtimes, stderr, stdout, Env, Runtime};
 
-both_runtimes!(seccomp_notify_listener_answers_mkdir);
+both_runtimes!(
+    seccomp_notify_listener_answers_mkdir,
+    seccomp_notify_reaches_listener_for_exec
+);
 
 fn seccomp_notify_listener_answers_mkdir(rt: &Runtime) {
     let env = Env::new(rt);
@@ -69,4 +72,71 @@ fn seccomp_notify_listener_answers_mkdir(rt: &Runtime) {
     );
     assert_eq!(state["pid"], state["state"]["pid"], "{}: {state}", rt.name);
     env.assert_nothing_left("notif");
+}
+
+/// `exec` into a container with a notifying profile hands its own notify fd over too.
+fn seccomp_notify_reaches_listener_for_exec(rt: &Runtime) {
+    let env = Env::new(rt);
+    let sock = env.tmp.path().join("listener.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let (tx, rx) = mpsc::channel::<(Value, String)>();
+    // First connection: init's fd (nothing to answer). Second: the exec'd process's.
+    let handle = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let (first, _) = listener.accept().unwrap();
+        let (_, init_fd) = berth_lowrt::sys::recv_packet(first.as_fd(), &mut buf).unwrap();
+        let (conn, _) = listener.accept().unwrap();
+        let (n, fd) = berth_lowrt::sys::recv_packet(conn.as_fd(), &mut buf).unwrap();
+        let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
+        let fd = fd.expect("no fd with the exec state");
+        let req = ScmpNotifReq::receive(fd.as_raw_fd()).unwrap();
+        let name = req.data.syscall.get_name().unwrap_or_default();
+        ScmpNotifResp::new_error(req.id, -libc::EXDEV, ScmpNotifRespFlags::empty())
+            .respond(fd.as_raw_fd())
+            .unwrap();
+        drop(init_fd);
+        tx.send((state, name)).unwrap();
+    });
+    let mut config = env.config("notex", &["sleep", "60"]);
+    config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    env.write_config(&config);
+    let out = env.run(&["run", "--detach", "notex"]);
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    let init_pid = env.state("notex").unwrap()["pid"].as_i64().unwrap();
+    // The listener answers EXDEV: the container sees exactly that error.
+    let out = env.run(&["exec", "notex", "sh", "-c", "mkdir /tmp/y 2>&1; echo rc=$?"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("rc=1"),
+        "{}: {text} {}",
+        rt.name,
+        stderr(&out)
+    );
+    assert!(
+        text.to_lowercase().contains("cross-device"),
+        "{}: {text}",
+        rt.name
+    );
+    let (state, name) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    handle.join().unwrap();
+    assert!(name == "mkdir" || name == "mkdirat", "{}: {name}", rt.name);
+    assert_eq!(
+        state["state"]["pid"].as_i64(),
+        Some(init_pid),
+        "{}: {state}",
+        rt.name
+    );
+    assert_ne!(
+        state["pid"].as_i64(),
+        Some(init_pid),
+        "{}: {state}",
+        rt.name
+    );
+    assert!(env.run(&["delete", "--force", "notex"]).status.success());
+    env.assert_nothing_left("notex");
 }
