@@ -13,6 +13,7 @@ mod docker_lifecycle;
 mod docker_py;
 mod docker_run;
 mod events;
+mod images_more;
 mod leftovers;
 mod network;
 mod registry;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         docker_py::tests(),
         compose::tests(),
         build::tests(),
+        images_more::tests(),
     ]
     .into_iter()
     .flatten()

@@ -47,6 +47,9 @@ impl From<DaemonError> for ApiError {
             | E::InvalidName { .. }
             | E::InvalidParameter { .. }
             | E::Build { .. }
+            | E::Archive(crate::daemon::ArchiveError::Invalid { .. })
+            | E::Archive(crate::daemon::ArchiveError::Missing { .. })
+            | E::Archive(crate::daemon::ArchiveError::DiffId { .. })
             | E::StartFailed { .. }
             | E::ExecFailed { .. }
             | E::Spec(_)
@@ -68,9 +71,12 @@ impl From<DaemonError> for ApiError {
             E::Backend(BackendError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Backend(BackendError::AlreadyExists { .. }) => StatusCode::CONFLICT,
             E::Backend(BackendError::InvalidArgument { .. }) => StatusCode::BAD_REQUEST,
-            E::Backend(_) | E::NoExitEvent { .. } | E::Store(_) | E::Io { .. } | E::Import(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            E::Backend(_)
+            | E::NoExitEvent { .. }
+            | E::Store(_)
+            | E::Io { .. }
+            | E::Import(_)
+            | E::Archive(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, err.to_string())
     }

@@ -82,7 +82,7 @@ fn reference_matches(pattern: &str, tag: &str) -> bool {
     m(pattern, tag) || m(pattern, name)
 }
 
-fn label_matches(img: &ImageView, filter: &str) -> bool {
+pub fn label_matches(img: &ImageView, filter: &str) -> bool {
     let labels = img.runtime_config().labels;
     match filter.split_once('=') {
         Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
@@ -137,6 +137,8 @@ pub fn apply(
         }
         out.push((img, tags));
     }
+    // dockerd lists the newest first.
+    out.sort_by_key(|(img, _)| std::cmp::Reverse(created(img)));
     out
 }
 

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use http_body_util::BodyExt;
+
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -12,6 +14,9 @@ use super::image_filters::{self, ImageFilters};
 use super::{json_response, ApiError, Body};
 use crate::backend::Backend;
 use crate::daemon::{CommitOptions, Daemon, DaemonError};
+
+/// Archives are held in memory while they are read, like `docker import` bodies.
+const LOAD_LIMIT: usize = 2 << 30;
 
 /// The routes this module serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +30,15 @@ pub enum ImageRoute {
     },
     Build(super::build::BuildQuery),
     List {
+        filters: String,
+    },
+    Save {
+        names: Vec<String>,
+    },
+    Load {
+        quiet: bool,
+    },
+    Prune {
         filters: String,
     },
 }
@@ -93,6 +107,18 @@ pub fn route(method: &Method, segs: &[&str], query: &str) -> Result<Option<Image
         (&Method::GET, ["images", "json"]) => ImageRoute::List {
             filters: q.get("filters"),
         },
+        (&Method::GET, ["images", "get"]) => ImageRoute::Save {
+            names: q.all("names"),
+        },
+        (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => ImageRoute::Save {
+            names: vec![name.join("/")],
+        },
+        (&Method::POST, ["images", "load"]) => ImageRoute::Load {
+            quiet: q.bool("quiet"),
+        },
+        (&Method::POST, ["images", "prune"]) => ImageRoute::Prune {
+            filters: q.get("filters"),
+        },
         (&Method::POST, ["build"]) => ImageRoute::Build(super::build::BuildQuery::parse(&q)?),
         _ => return Ok(None),
     };
@@ -132,6 +158,85 @@ pub async fn dispatch<B: Backend>(
             Ok(json_response(StatusCode::OK, &json!(rows)))
         }
         ImageRoute::Build(q) => super::build::build(d, q, req).await,
+        ImageRoute::Save { names } => {
+            if names.is_empty() {
+                return Err(ApiError::bad_request("no image names given"));
+            }
+            let data = d.save_images(&names).await?;
+            let mut r = Response::new(super::full(data));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-tar"),
+            );
+            Ok(r)
+        }
+        ImageRoute::Load { quiet } => {
+            let body = http_body_util::Limited::new(req.into_body(), LOAD_LIMIT)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .map_err(|e| ApiError::bad_request(format!("read the image archive: {e}")))?;
+            let lines = tokio::spawn(async move { d.load_images(&body).await })
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("operation aborted: {e}"),
+                    )
+                })??;
+            // dockerd answers JSON messages either way; quiet only drops progress bars.
+            let _ = quiet;
+            let mut text = String::new();
+            for l in lines {
+                text.push_str(&json!({ "stream": format!("{l}\n") }).to_string());
+                text.push('\n');
+            }
+            let mut r = Response::new(super::full(text));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
+        ImageRoute::Prune { filters } => {
+            let f = ImageFilters::parse(&filters)?;
+            for k in f.0.keys() {
+                if !matches!(k.as_str(), "dangling" | "label") {
+                    return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
+                }
+            }
+            let all = f.dangling() == Some(false);
+            let labels = f.get("label").to_vec();
+            let (gone, space) = tokio::spawn(async move {
+                d.prune_images(all, |img| {
+                    !labels.iter().all(|l| image_filters::label_matches(img, l))
+                })
+                .await
+            })
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("operation aborted: {e}"),
+                )
+            })??;
+            let list: Vec<_> = gone
+                .into_iter()
+                .map(|g| match g {
+                    crate::daemon::ImageDeleted::Untagged(n) => json!({ "Untagged": n }),
+                    crate::daemon::ImageDeleted::Deleted(id) => json!({ "Deleted": id }),
+                })
+                .collect();
+            let list = if list.is_empty() {
+                json!(null)
+            } else {
+                json!(list)
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"ImagesDeleted": list, "SpaceReclaimed": space}),
+            ))
+        }
         ImageRoute::List { filters } => {
             let f = ImageFilters::parse(&filters)?;
             let mut before = Vec::new();

@@ -41,6 +41,18 @@ impl<B: Backend> Daemon<B> {
     ) -> DaemonResult<Stored> {
         // Serializing our own types cannot fail.
         let config_bytes = serde_json::to_vec(config).unwrap_or_default();
+        self.write_image_raw(config_bytes, &config.rootfs.diff_ids, layers)
+            .await
+    }
+
+    /// [`Self::write_image`] for a config blob kept byte for byte (a loaded image keeps
+    /// its ID).
+    pub async fn write_image_raw(
+        &self,
+        config_bytes: Vec<u8>,
+        diff_ids: &[String],
+        layers: &[Descriptor],
+    ) -> DaemonResult<Stored> {
         let config_desc = Descriptor {
             media_type: MEDIA_CONFIG.into(),
             digest: sha256_digest(&config_bytes),
@@ -65,10 +77,10 @@ impl<B: Backend> Daemon<B> {
             annotations: HashMap::new(),
         };
         let mut cfg_labels = HashMap::new();
-        if !config.rootfs.diff_ids.is_empty() {
+        if !diff_ids.is_empty() {
             cfg_labels.insert(
                 format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
-                chain_id(&config.rootfs.diff_ids),
+                chain_id(diff_ids),
             );
         }
         self.backend
@@ -87,7 +99,7 @@ impl<B: Backend> Daemon<B> {
         self.backend
             .content_write(&manifest_desc, Bytes::from(manifest_bytes), man_labels)
             .await?;
-        self.unpack(layers, &config.rootfs.diff_ids).await?;
+        self.unpack(layers, diff_ids).await?;
         Ok(Stored {
             id: config_desc.digest,
             manifest: manifest_desc,

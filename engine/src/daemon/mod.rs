@@ -13,6 +13,7 @@ mod images;
 mod inspect_defaults;
 mod lifecycle;
 mod restart;
+mod save_load;
 mod stdin;
 mod views;
 
@@ -39,6 +40,7 @@ pub use image_store::{sha256_digest, Stored, BUILD_CACHE_PREFIX};
 pub use images::{chain_id, ImageView, ImportError, MEDIA_LAYER_TAR};
 pub use lifecycle::WaitOutcome;
 pub use restart::RestartPolicy;
+pub use save_load::ArchiveError;
 pub use stdin::StdinSink;
 pub use views::{
     container_inspect, container_summary, human_duration, image_inspect, image_summary,
@@ -90,6 +92,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     #[error(transparent)]
     User(#[from] crate::users::UserError),
     #[error(transparent)]

@@ -1,0 +1,228 @@
+//! `docker save` / `docker load` (docker-archive and OCI layout), `docker image prune`
+//! and `docker images --filter` through the real docker CLI.
+
+use std::io::Read;
+
+use anyhow::{ensure, Context, Result};
+use berth_integration::Stack;
+
+use crate::build::{context, nothing_left};
+use crate::common::{expect_contains, Spec, DOCKER};
+
+pub fn tests() -> Vec<Spec> {
+    vec![
+        Spec {
+            name: "images_more::save_rmi_load_round_trip",
+            needs: DOCKER,
+            run: save_rmi_load_round_trip,
+        },
+        Spec {
+            name: "images_more::prune_and_filters",
+            needs: DOCKER,
+            run: prune_and_filters,
+        },
+    ]
+}
+
+fn image_id(s: &Stack, name: &str) -> Result<String> {
+    Ok(s.docker(&["inspect", "-f", "{{.Id}}", name])?
+        .ok()?
+        .out()
+        .to_string())
+}
+
+/// Rewrites a tar keeping only the entries `keep` accepts.
+fn filter_tar(
+    src: &std::path::Path,
+    dest: &std::path::Path,
+    keep: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let mut input = tar::Archive::new(std::fs::File::open(src)?);
+    let mut out = tar::Builder::new(std::fs::File::create(dest)?);
+    for e in input.entries()? {
+        let mut e = e?;
+        let path = e.path()?.to_string_lossy().into_owned();
+        if !keep(&path) {
+            continue;
+        }
+        let mut data = Vec::new();
+        e.read_to_end(&mut data)?;
+        let mut h = e.header().clone();
+        out.append_data(&mut h, &path, data.as_slice())?;
+    }
+    out.finish()?;
+    Ok(())
+}
+
+fn save_rmi_load_round_trip() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    s.docker(&[
+        "run",
+        "--name",
+        "wr",
+        "busybox",
+        "sh",
+        "-c",
+        "echo saved > /f",
+    ])?
+    .ok()?;
+    s.docker(&["commit", "wr", "keep:1"])?.ok()?;
+    s.docker(&["rm", "wr"])?.ok()?;
+    let id = image_id(&s, "keep:1")?;
+    let archive = s.dir.join("keep.tar");
+    s.docker(&["save", "-o", &archive.to_string_lossy(), "keep:1"])?
+        .ok()?;
+    let mut names = Vec::new();
+    for e in tar::Archive::new(std::fs::File::open(&archive)?).entries()? {
+        names.push(e?.path()?.to_string_lossy().into_owned());
+    }
+    for want in ["manifest.json", "index.json", "oci-layout", "repositories"] {
+        ensure!(
+            names.iter().any(|n| n == want),
+            "{want} missing from the archive: {names:?}"
+        );
+    }
+    s.docker(&["rmi", "keep:1"])?.ok()?;
+    let loaded = s
+        .docker(&["load", "-i", &archive.to_string_lossy()])?
+        .ok()?;
+    expect_contains("docker load", &loaded.stdout, "Loaded image: keep:1")?;
+    ensure!(
+        image_id(&s, "keep:1")? == id,
+        "the image ID changed over save/load"
+    );
+    let run = s.docker(&["run", "--rm", "keep:1", "cat", "/f"])?.ok()?;
+    ensure!(
+        run.stdout == "saved\n",
+        "loaded image output: {:?}",
+        run.stdout
+    );
+
+    // The same archive as a bare OCI layout (no manifest.json) loads too, from stdin.
+    s.docker(&["rmi", "keep:1"])?.ok()?;
+    let oci = s.dir.join("keep-oci.tar");
+    filter_tar(&archive, &oci, |p| {
+        p != "manifest.json" && p != "repositories"
+    })?;
+    let loaded = s
+        .docker(&["load", "-q", "-i", &oci.to_string_lossy()])?
+        .ok()?;
+    expect_contains(
+        "docker load (OCI layout)",
+        &loaded.stdout,
+        "Loaded image: keep:1",
+    )?;
+    let run = s.docker(&["run", "--rm", "keep:1", "cat", "/f"])?.ok()?;
+    ensure!(
+        run.stdout == "saved\n",
+        "OCI-loaded image output: {:?}",
+        run.stdout
+    );
+
+    let bad = s.dir.join("bad.tar");
+    filter_tar(&archive, &bad, |p| p == "oci-layout")?;
+    let out = s.docker(&["load", "-i", &bad.to_string_lossy()])?;
+    ensure!(
+        out.code != 0,
+        "loading an archive without manifests succeeded"
+    );
+    expect_contains("bad archive", &out.stderr, "invalid image archive")?;
+    s.docker(&["rmi", "keep:1"])?.ok()?;
+    nothing_left(&s)
+}
+
+fn prune_and_filters() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let ctx = context(
+        &s,
+        "ctxp",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nLABEL purpose=test\nRUN echo v1 > /v\n",
+        )],
+    )?;
+    let ctx_s = ctx.to_string_lossy().into_owned();
+    s.docker(&["build", "-t", "pr:1", &ctx_s])?.ok()?;
+    // Rebuilding the tag with a change leaves the old image dangling.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nLABEL purpose=test\nRUN echo v2 > /v\n",
+    )?;
+    s.docker(&["build", "-t", "pr:1", &ctx_s])?.ok()?;
+    let dangling = s
+        .docker(&["images", "-q", "--filter", "dangling=true"])?
+        .ok()?;
+    ensure!(
+        dangling.out().lines().count() == 1,
+        "dangling images: {:?}",
+        dangling.stdout
+    );
+    let labelled = s
+        .docker(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            "label=purpose=test",
+        ])?
+        .ok()?;
+    ensure!(
+        labelled.out().lines().collect::<Vec<_>>() == ["pr:1", "<none>:<none>"],
+        "label filter: {:?}",
+        labelled.stdout
+    );
+    let since = s
+        .docker(&[
+            "images",
+            "--format",
+            "{{.Repository}}",
+            "--filter",
+            "since=busybox",
+        ])?
+        .ok()?;
+    ensure!(
+        !since.stdout.contains("busybox"),
+        "since=busybox lists busybox: {:?}",
+        since.stdout
+    );
+    expect_contains("since filter", &since.stdout, "pr")?;
+    let before = s
+        .docker(&[
+            "images",
+            "--format",
+            "{{.Repository}}",
+            "--filter",
+            "before=pr:1",
+        ])?
+        .ok()?;
+    expect_contains("before filter", &before.stdout, "busybox")?;
+    let bad = s.docker(&["images", "--filter", "nope=1"])?;
+    ensure!(bad.code != 0, "an unknown filter was accepted");
+    expect_contains("unknown filter", &bad.stderr, "invalid filter 'nope'")?;
+
+    let pruned = s.docker(&["image", "prune", "-f"])?.ok()?;
+    expect_contains("image prune", &pruned.stdout, "deleted: sha256:")?;
+    let dangling = s
+        .docker(&["images", "-q", "--filter", "dangling=true"])?
+        .ok()?;
+    ensure!(
+        dangling.out().is_empty(),
+        "dangling after prune: {:?}",
+        dangling.stdout
+    );
+    // -a keeps what a container uses.
+    s.docker(&["create", "--name", "holder", "busybox", "true"])?
+        .ok()?;
+    let pruned = s.docker(&["image", "prune", "-a", "-f"])?.ok()?;
+    expect_contains("image prune -a", &pruned.stdout, "untagged: pr:1")?;
+    let left = s.docker(&["images", "--format", "{{.Repository}}"])?.ok()?;
+    ensure!(
+        left.out() == "busybox",
+        "images after prune -a: {:?}",
+        left.stdout
+    );
+    s.docker(&["rm", "holder"])?.ok()?;
+    let id = image_id(&s, "busybox").context("busybox is still there")?;
+    ensure!(id.starts_with("sha256:"), "busybox id {id}");
+    nothing_left(&s)
+}
