@@ -170,11 +170,17 @@ mod tests {
     /// A loopback fake upstream: answers over UDP with TC set and fully over TCP.
     #[tokio::test]
     async fn truncated_udp_answers_are_retried_over_tcp() {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let port = udp.local_addr().unwrap().port();
-        let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
+        // The kernel picks a free UDP port; the same TCP port may be taken: retry.
+        let mut pair = None;
+        for _ in 0..50 {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                pair = Some((udp, tcp, port));
+                break;
+            }
+        }
+        let (udp, tcp, port) = pair.expect("a port free for both UDP and TCP");
         let server: SocketAddr = ([127, 0, 0, 1], port).into();
         tokio::spawn(async move {
             let mut buf = [0u8; 512];
