@@ -121,8 +121,10 @@ pub async fn run(config: Config) -> Result<(), EngineError> {
     )?);
     if let Some(net) = config.network.clone() {
         let live = daemon.store.list().into_iter().map(|r| r.id).collect();
+        let upstreams = net.dns_upstreams.clone();
         let mgr = crate::network::Manager::open(net, &config.data_root, &config.exec_root, &live)?;
         let _ = daemon.network.set(Arc::new(mgr));
+        crate::network::dns_server::install(&daemon, upstreams);
     }
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), highd = %config.containerd.display(), "berth-engine listening");

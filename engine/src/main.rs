@@ -50,6 +50,11 @@ struct Args {
     /// Masquerade outbound traffic of the bridge network.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ip_masq: bool,
+    /// Where the embedded DNS server of user-defined networks forwards the queries it
+    /// does not answer (IP or IP:PORT, repeatable); by default the host's resolv.conf
+    /// servers. Hidden: for tests, which point it at a fake server of their own.
+    #[arg(long = "dns-upstream", hide = true)]
+    dns_upstream: Vec<String>,
     /// A registry (HOST[:PORT]) pulled from over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
@@ -95,6 +100,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     network.mtu = args.mtu;
     network.ip_forward = args.ip_forward;
     network.ip_masq = args.ip_masq;
+    network.dns_upstreams = args
+        .dns_upstream
+        .iter()
+        .map(|s| {
+            berth_engine::network::dns_server::parse_upstream(s)
+                .ok_or_else(|| anyhow::anyhow!("--dns-upstream {s:?}: expected IP or IP:PORT"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let mut config = berth_engine::Config::new(
         args.data_root,
         args.exec_root,

@@ -78,6 +78,8 @@ pub struct Stack {
     pub firewall_table: String,
     /// The bridge's `--bip`, a random 10.x.y.1/24 (the engine refuses a routed one).
     pub bip: String,
+    /// Extra engine flags, used from the next engine start on.
+    pub engine_args: Vec<String>,
     highd: Option<Child>,
     engine: Option<Child>,
 }
@@ -111,6 +113,11 @@ pub fn bin_dir() -> Result<PathBuf> {
 impl Stack {
     /// Starts highd and the engine in a fresh temp dir and waits until both answer.
     pub fn start() -> Result<Stack> {
+        Self::start_with(Vec::new())
+    }
+
+    /// `start` with extra engine flags.
+    pub fn start_with(engine_args: Vec<String>) -> Result<Stack> {
         let bins = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("bt-")
@@ -134,6 +141,7 @@ impl Stack {
                 rand::rng().random_range(64..=254),
                 rand::rng().random_range(0..=255)
             ),
+            engine_args,
             highd: None,
             engine: None,
         };
@@ -145,7 +153,12 @@ impl Stack {
 
     /// A started stack with the busybox image imported through the docker CLI.
     pub fn with_busybox() -> Result<Stack> {
-        let stack = Stack::start()?;
+        Self::with_busybox_args(Vec::new())
+    }
+
+    /// `with_busybox` with extra engine flags.
+    pub fn with_busybox_args(engine_args: Vec<String>) -> Result<Stack> {
+        let stack = Stack::start_with(engine_args)?;
         let tar = stack.busybox_tar()?;
         stack
             .docker(&["import", &tar.to_string_lossy(), "busybox"])?
@@ -207,7 +220,8 @@ impl Stack {
                 .arg(format!("/{}", self.cgroup_name))
                 .args(["--bridge-name", &self.bridge, "--bip", &self.bip])
                 .args(["--firewall-table", &self.firewall_table])
-                .arg("--ip-forward=false"),
+                .arg("--ip-forward=false")
+                .args(&self.engine_args),
         };
         // Debug for Berth's own crates; the gRPC/HTTP plumbing at debug drowns everything.
         cmd.arg("--log-level").arg(LOG_FILTER);

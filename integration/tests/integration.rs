@@ -16,6 +16,7 @@ mod events;
 mod images_more;
 mod leftovers;
 mod network;
+mod network_dns;
 mod registry;
 mod restart;
 mod restart_policy;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         restart_policy::tests(),
         leftovers::tests(),
         network::tests(),
+        network_dns::tests(),
         user_networks::tests(),
         registry::tests(),
         events::tests(),

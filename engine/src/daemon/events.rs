@@ -42,6 +42,7 @@ impl<B: Backend> Daemon<B> {
             }
         })?;
         tracing::info!(%id, code, restart = restart.is_some(), "container exited");
+        self.dns_stop(id);
         // Waiters (stop, wait, attach) hear of the exit before the fsync and the task
         // delete, both of which can be slow; the task is deleted only after the record is
         // durable, so a crash in between is repaired by reconcile.
@@ -123,6 +124,10 @@ impl<B: Backend> Daemon<B> {
             Ok(t) => {
                 if t.pid != rec.state.pid {
                     self.store.update(&id, |r| r.state.pid = t.pid)?;
+                }
+                // After an engine restart: its DNS sockets died with the old engine.
+                if let Err(e) = self.dns_start(&rec).await {
+                    tracing::warn!(%id, error = %e, "reopening the embedded DNS server failed");
                 }
                 Ok(())
             }

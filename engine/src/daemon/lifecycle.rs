@@ -108,6 +108,7 @@ impl<B: Backend> Daemon<B> {
             stderr: log_uri,
             terminal: false,
         };
+        self.dns_start(&rec).await?;
         let started = async {
             let mounts = self.backend.snapshot_mounts(&rec.snapshot_key).await?;
             self.backend.task_create(&id, mounts, stdio).await?;
@@ -123,6 +124,7 @@ impl<B: Backend> Daemon<B> {
         let pid = match started {
             Ok(pid) => pid,
             Err(e) => {
+                self.dns_stop(&id);
                 let message = shim_task_message(&e);
                 let code = start_failure_code(&message);
                 let auto_remove = rec.host_config.auto_remove;

@@ -3,7 +3,7 @@
 
 mod commit;
 mod create;
-mod etc;
+pub(crate) mod etc;
 mod events;
 mod exec;
 mod health;
@@ -162,6 +162,8 @@ pub struct Daemon<B> {
     execs: Mutex<HashMap<String, ExecRecord>>,
     /// Set once at start-up when networking is enabled (see `crate::network`).
     pub network: std::sync::OnceLock<Arc<crate::network::Manager>>,
+    /// The embedded DNS servers of user-defined networks, set with `network`.
+    pub dns: std::sync::OnceLock<Arc<crate::network::dns_server::DnsServers>>,
     /// What `GET /events` serves.
     pub event_log: crate::events_api::EventLog,
     restarts: Mutex<HashMap<String, restart::RestartManager>>,
@@ -188,6 +190,7 @@ impl<B: Backend> Daemon<B> {
             locks: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
             network: std::sync::OnceLock::new(),
+            dns: std::sync::OnceLock::new(),
             event_log: Default::default(),
             restarts: Mutex::new(HashMap::new()),
             restart_tx,

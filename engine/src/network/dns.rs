@@ -70,6 +70,47 @@ impl DnsSettings {
     }
 }
 
+impl DnsSettings {
+    /// resolv.conf of a container on a user-defined network, as dockerd writes it: only
+    /// the embedded server (the user's `--dns` become its upstreams), the user's search
+    /// domains else the host's, the user's options else the host's, plus `ndots:0`
+    /// unless an ndots option is already there.
+    pub fn embedded(&self, host: &str) -> String {
+        let host_lines = |kinds: &[&str]| -> Vec<String> {
+            host.lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .next()
+                        .is_some_and(|w| kinds.contains(&w))
+                })
+                .map(String::from)
+                .collect()
+        };
+        let mut out = String::new();
+        if self.search.is_empty() {
+            for l in host_lines(&["search", "domain"]) {
+                out.push_str(&format!("{l}\n"));
+            }
+        } else {
+            out.push_str(&format!("search {}\n", self.search.join(" ")));
+        }
+        out.push_str(&format!("nameserver {}\n", super::dns_server::ADDRESS));
+        let mut options: Vec<String> = if self.options.is_empty() {
+            host_lines(&["options"])
+                .iter()
+                .flat_map(|l| l.split_whitespace().skip(1).map(String::from))
+                .collect()
+        } else {
+            self.options.clone()
+        };
+        if !options.iter().any(|o| o.starts_with("ndots:")) {
+            options.push("ndots:0".into());
+        }
+        out.push_str(&format!("options {}\n", options.join(" ")));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +127,24 @@ mod tests {
             "options ndots:2\nsearch corp.example\nnameserver 10.0.0.53\n"
         );
         assert!(DnsSettings::default().apply("nameserver 1.1.1.1\n") == "nameserver 1.1.1.1\n");
+    }
+
+    #[test]
+    fn embedded_server_with_host_or_user_search_and_options() {
+        let host = "domain corp\nsearch a.example\nnameserver 10.0.0.1\noptions rotate\n";
+        assert_eq!(
+            DnsSettings::default().embedded(host),
+            "domain corp\nsearch a.example\nnameserver 127.0.0.11\noptions rotate ndots:0\n"
+        );
+        let user = DnsSettings {
+            servers: vec!["10.9.9.9".into()],
+            search: vec!["b.example".into()],
+            options: vec!["ndots:3".into()],
+        };
+        assert_eq!(
+            user.embedded(host),
+            "search b.example\nnameserver 127.0.0.11\noptions ndots:3\n"
+        );
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl<B: Backend> Daemon<B> {
             super::set_spec_netns(spec, first);
             let hostname = spec["hostname"].as_str().unwrap_or_default();
             self.hosts_to_endpoints(id_for_hosts, hostname, &eps)?;
+            self.resolv_for_embedded_dns(id_for_hosts, host)?;
         }
         Ok(())
     }
@@ -139,6 +140,7 @@ impl<B: Backend> Daemon<B> {
 
     /// Container removal (and a failed create): removes the endpoint if there is one.
     pub(crate) async fn detach_network(&self, id: &str) -> Result<(), NetworkError> {
+        self.dns_stop(id);
         let Some(mgr) = self.network_manager() else {
             return Ok(());
         };
@@ -272,7 +274,8 @@ impl<B: Backend> Daemon<B> {
         self.edit_hosts(&rec.id, |mut lines| {
             lines.push(format!("{}\t{hostname}", ep.ip));
             lines
-        })
+        })?;
+        self.dns_refresh(&rec.id).await
     }
 
     /// `POST /networks/{id}/disconnect`: removes the interface and its /etc/hosts line.
@@ -304,7 +307,7 @@ impl<B: Backend> Daemon<B> {
                     .collect()
             })?;
         }
-        Ok(())
+        self.dns_refresh(&rec.id).await
     }
 }
 

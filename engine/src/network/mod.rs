@@ -127,6 +127,8 @@ pub enum NetworkError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    DnsServer(#[from] dns_server::DnsServerError),
     #[error("network state {path}: {source}")]
     State {
         path: PathBuf,
@@ -191,6 +193,9 @@ pub struct NetworkConfig {
     pub ip_forward: bool,
     /// Masquerade the bridge's outbound traffic (`--ip-masq`).
     pub ip_masq: bool,
+    /// Where the embedded DNS server forwards (`--dns-upstream`); the host's
+    /// resolv.conf when empty.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 impl NetworkConfig {
@@ -204,6 +209,7 @@ impl NetworkConfig {
             mtu: None,
             ip_forward: true,
             ip_masq: true,
+            dns_upstreams: Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod answer;
 mod forward;
+mod hooks;
 mod listen;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
 pub use forward::{parse_upstream, upstreams_from_resolv_conf};
+pub use hooks::install;
 
 /// The address containers' resolv.conf names, as dockerd's.
 pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
