@@ -17,6 +17,11 @@ pub fn tests() -> Vec<Spec> {
             run: save_rmi_load_round_trip,
         },
         Spec {
+            name: "images_more::import_with_changes",
+            needs: DOCKER,
+            run: import_with_changes,
+        },
+        Spec {
             name: "images_more::prune_and_filters",
             needs: DOCKER,
             run: prune_and_filters,
@@ -224,5 +229,46 @@ fn prune_and_filters() -> Result<()> {
     s.docker(&["rm", "holder"])?.ok()?;
     let id = image_id(&s, "busybox").context("busybox is still there")?;
     ensure!(id.starts_with("sha256:"), "busybox id {id}");
+    nothing_left(&s)
+}
+
+fn import_with_changes() -> Result<()> {
+    let s = Stack::start()?;
+    let tar = s.busybox_tar()?;
+    let tar = tar.to_string_lossy().into_owned();
+    s.docker(&[
+        "import",
+        "-m",
+        "from a tarball",
+        "-c",
+        "ENV GREETING=imported",
+        "-c",
+        r#"CMD ["sh", "-c", "echo $GREETING"]"#,
+        &tar,
+        "imp:1",
+    ])?
+    .ok()?;
+    let run = s.docker(&["run", "--rm", "imp:1"])?.ok()?;
+    ensure!(
+        run.stdout == "imported\n",
+        "imported image output: {:?}",
+        run.stdout
+    );
+    let hist = s
+        .docker(&["history", "--format", "{{.Comment}}", "imp:1"])?
+        .ok()?;
+    ensure!(
+        hist.out() == "from a tarball",
+        "import comment: {:?}",
+        hist.stdout
+    );
+    let bad = s.docker(&["import", "-c", "RUN true", &tar, "imp:2"])?;
+    ensure!(bad.code != 0, "import --change RUN succeeded");
+    expect_contains(
+        "import --change RUN",
+        &bad.stderr,
+        "RUN is not a valid change command",
+    )?;
+    s.docker(&["rmi", "imp:1"])?.ok()?;
     nothing_left(&s)
 }

@@ -189,16 +189,25 @@ async fn dispatch<B: Backend>(
             );
             r
         }
-        Route::ImageCreate(ImageCreate::Import { src, repo, tag }) => {
+        Route::ImageCreate(ImageCreate::Import {
+            src,
+            repo,
+            tag,
+            message,
+            changes,
+        }) => {
             if src != "-" {
                 return Err(DaemonError::NotImplemented {
                     what: format!("importing from a URL ({src})"),
                 }
                 .into());
             }
+            let changes = crate::build::meta::parse_changes(&changes)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let body = read_limited(req.into_body(), IMPORT_BODY_LIMIT).await?;
             let id = detached(&d, move |d| async move {
-                d.import_image(&repo, &tag, &body).await
+                d.import_image_with(&repo, &tag, &body, &message, &changes)
+                    .await
             })
             .await?;
             json_response(StatusCode::OK, &json!({ "status": id }))

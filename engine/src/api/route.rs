@@ -132,6 +132,10 @@ pub enum ImageCreate {
         src: String,
         repo: String,
         tag: String,
+        /// `docker import -m`: the history comment.
+        message: String,
+        /// `docker import --change` (repeated `changes`).
+        changes: Vec<String>,
     },
 }
 
@@ -308,6 +312,8 @@ fn image_create(q: &Query) -> Result<ImageCreate, ApiError> {
             src: src.to_string(),
             repo: get("repo"),
             tag: get("tag"),
+            message: get("message"),
+            changes: q.all("changes"),
         }),
         None => Err(ApiError::bad_request(
             "either fromImage or fromSrc is required",
@@ -397,6 +403,14 @@ impl Query {
                 .into_owned()
                 .collect(),
         )
+    }
+
+    fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     fn get(&self, key: &str) -> Option<&str> {

@@ -42,13 +42,15 @@ fn image_routes() {
     assert_eq!(
         p(
             Method::POST,
-            "/v1.50/images/create?fromSrc=-&repo=busybox&tag=1.0"
+            "/v1.50/images/create?fromSrc=-&repo=busybox&tag=1.0&message=m&changes=CMD+sh&changes=ENV+A%3D1"
         )
         .unwrap(),
         Route::ImageCreate(ImageCreate::Import {
             src: "-".into(),
             repo: "busybox".into(),
-            tag: "1.0".into()
+            tag: "1.0".into(),
+            message: "m".into(),
+            changes: vec!["CMD sh".into(), "ENV A=1".into()],
         })
     );
     assert_eq!(

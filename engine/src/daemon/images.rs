@@ -124,6 +124,19 @@ pub fn layer_from_upload(body: &[u8]) -> Result<Vec<u8>, ImportError> {
 impl<B: Backend> super::Daemon<B> {
     /// `docker import`: returns the image ID (`sha256:<config digest>`).
     pub async fn import_image(&self, repo: &str, tag: &str, body: &[u8]) -> DaemonResult<String> {
+        self.import_image_with(repo, tag, body, "", &[]).await
+    }
+
+    /// `docker import -m MESSAGE --change ...`: the comment goes into the history entry,
+    /// the (already validated) changes into the config.
+    pub async fn import_image_with(
+        &self,
+        repo: &str,
+        tag: &str,
+        body: &[u8],
+        message: &str,
+        changes: &[crate::build::dockerfile::Instruction],
+    ) -> DaemonResult<String> {
         let name = match repo {
             "" => None,
             r => {
@@ -151,9 +164,34 @@ impl<B: Backend> super::Daemon<B> {
                 kind: "layers".into(),
                 diff_ids: vec![diff_id.clone()],
             },
-            history: vec![json!({"created": now, "created_by": "", "comment": "Imported from -"})],
+            history: vec![json!({
+                "created": now,
+                "created_by": "",
+                "comment": if message.is_empty() { "Imported from -" } else { message },
+            })],
             extra: Default::default(),
         };
+        let mut config = config;
+        if !changes.is_empty() {
+            let mut runtime = config.config.take().unwrap_or_default();
+            let mut st = crate::build::meta::MetaState::default();
+            let vars = crate::build::words::Vars(
+                runtime
+                    .env
+                    .iter()
+                    .filter_map(|e| e.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            for c in changes {
+                crate::build::meta::apply(c, &mut runtime, &mut st, &vars).map_err(|e| {
+                    DaemonError::Build {
+                        message: e.to_string(),
+                    }
+                })?;
+            }
+            config.config = Some(runtime);
+        }
         let layer_desc = Descriptor {
             media_type: MEDIA_LAYER_TAR.into(),
             digest: diff_id.clone(),
