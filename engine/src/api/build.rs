@@ -144,16 +144,17 @@ pub async fn build<B: Backend>(
     q: BuildQuery,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let mut tags = Vec::new();
-    for t in &q.tags {
-        let r = Reference::parse(t).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        tags.push(r.with_default_tag());
-    }
     let body = http_body_util::Limited::new(req.into_body(), CONTEXT_LIMIT)
         .collect()
         .await
         .map(|c| c.to_bytes())
         .map_err(|e| ApiError::bad_request(format!("read the build context: {e}")))?;
+    // Checked after the upload: an answer before it ends would break the client's pipe.
+    let mut tags = Vec::new();
+    for t in &q.tags {
+        let r = Reference::parse(t).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        tags.push(r.with_default_tag());
+    }
     let root = d
         .config
         .exec_root

@@ -202,9 +202,11 @@ async fn dispatch<B: Backend>(
                 }
                 .into());
             }
+            // The body is read first: answering before the upload ends would break the
+            // client's pipe instead of showing it the error.
+            let body = read_limited(req.into_body(), IMPORT_BODY_LIMIT).await?;
             let changes = crate::build::meta::parse_changes(&changes)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let body = read_limited(req.into_body(), IMPORT_BODY_LIMIT).await?;
             let id = detached(&d, move |d| async move {
                 d.import_image_with(&repo, &tag, &body, &message, &changes)
                     .await
