@@ -22,6 +22,11 @@ pub fn tests() -> Vec<Spec> {
             run: multi_stage_and_dockerignore,
         },
         Spec {
+            name: "build::add_archive_and_chown",
+            needs: DOCKER,
+            run: add_archive_and_chown,
+        },
+        Spec {
             name: "build::errors",
             needs: DOCKER,
             run: errors,
@@ -351,5 +356,47 @@ fn commit_and_history() -> Result<()> {
     let bad = s.docker(&["history", "no-such-image"])?.expect_code(1)?;
     expect_contains("history of a missing image", &bad.stderr, "No such image")?;
     s.docker(&["rmi", "snap:1"])?.ok()?;
+    nothing_left(&s)
+}
+
+fn add_archive_and_chown() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let ctx = context(
+        &s,
+        "ctx4",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nADD files.tar /unpacked/\nCOPY --chown=12:34 owned.txt /owned.txt\n",
+            ),
+            ("owned.txt", "o"),
+        ],
+    )?;
+    let mut b = tar::Builder::new(std::fs::File::create(ctx.join("files.tar"))?);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o640);
+    h.set_uid(7);
+    h.set_gid(8);
+    b.append_data(&mut h, "inner/file", &b"abc"[..])?;
+    b.finish()?;
+    drop(b);
+    s.docker(&["build", "-t", "addc", &ctx_arg(&ctx)])?.ok()?;
+    let out = s
+        .docker(&[
+            "run",
+            "--rm",
+            "addc",
+            "sh",
+            "-c",
+            "cat /unpacked/inner/file; stat -c '%u:%g' /owned.txt /unpacked/inner/file",
+        ])?
+        .ok()?;
+    ensure!(
+        out.stdout == "abc12:34\n7:8\n",
+        "ADD/COPY --chown result: {:?}",
+        out.stdout
+    );
+    s.docker(&["rmi", "addc"])?.ok()?;
     nothing_left(&s)
 }

@@ -262,3 +262,25 @@ mod tests {
         assert_eq!(resolve_in(root, "../../x"), root.join("x"));
     }
 }
+#[cfg(test)]
+mod extract_tests {
+    use super::*;
+
+    #[test]
+    fn add_unpacks_a_tar_without_dir_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let tar_path = d.path().join("f.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o640);
+        h.set_uid(7);
+        h.set_gid(8);
+        b.append_data(&mut h, "inner/file", &b"abc"[..]).unwrap();
+        b.finish().unwrap();
+        drop(b);
+        let dest = d.path().join("out");
+        extract_into(&tar_path, &dest, None).unwrap();
+        assert_eq!(std::fs::read(dest.join("inner/file")).unwrap(), b"abc");
+    }
+}
