@@ -30,6 +30,69 @@ pub enum EngineError {
     Serve { source: std::io::Error },
     #[error("install signal handler: {source}")]
     Signal { source: std::io::Error },
+    #[error("unable to configure the engine with file {path}: {message}")]
+    ConfigFile { path: PathBuf, message: String },
+}
+
+/// The daemon.json keys Berth supports (dockerd's names).
+const CONFIG_FILE_KEYS: &[&str] = &["init", "init-path"];
+
+/// `--init`/`--init-path` merged with daemon.json (`"init"`, `"init-path"`) as dockerd
+/// merges flags and file: unknown keys and a key given both ways are errors. A missing
+/// file is fine unless it was named explicitly (`required`).
+pub fn init_config(
+    file: &Path,
+    required: bool,
+    flag_init: bool,
+    flag_path: Option<PathBuf>,
+) -> Result<crate::daemon::InitConfig, EngineError> {
+    let bad = |message: String| EngineError::ConfigFile {
+        path: file.to_path_buf(),
+        message,
+    };
+    let mut out = crate::daemon::InitConfig {
+        default: flag_init,
+        path: flag_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::daemon::DEFAULT_INIT_PATH)),
+    };
+    let raw = match std::fs::read(file) {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(out),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
+    let unknown: Vec<&str> = v
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !CONFIG_FILE_KEYS.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(bad(format!(
+            "the following directives don't match any configuration option: {}",
+            unknown.join(", ")
+        )));
+    }
+    if let Some(init) = v.get("init") {
+        let init = init
+            .as_bool()
+            .ok_or_else(|| bad("\"init\" must be a boolean".into()))?;
+        if flag_init {
+            return Err(bad(format!("the following directives are specified both as a flag and in the configuration file: init: (from flag: true, from file: {init})")));
+        }
+        out.default = init;
+    }
+    if let Some(p) = v.get("init-path") {
+        let p = p
+            .as_str()
+            .ok_or_else(|| bad("\"init-path\" must be a string".into()))?;
+        if let Some(f) = &flag_path {
+            return Err(bad(format!("the following directives are specified both as a flag and in the configuration file: init-path: (from flag: {}, from file: {p})", f.display())));
+        }
+        out.path = PathBuf::from(p);
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +106,8 @@ pub struct Config {
     pub cgroup_parent: String,
     /// Bridge networking; `None` leaves containers an empty network namespace.
     pub network: Option<crate::network::NetworkConfig>,
+    /// `--init` default and `--init-path`.
+    pub init: crate::daemon::InitConfig,
 }
 
 impl Config {
@@ -71,6 +136,7 @@ impl Config {
             namespace,
             cgroup_parent,
             network: None,
+            init: Default::default(),
         })
     }
 }
@@ -117,6 +183,7 @@ pub async fn run(config: Config) -> Result<(), EngineError> {
             data_root: config.data_root.clone(),
             exec_root: config.exec_root.clone(),
             cgroup_parent: config.cgroup_parent.clone(),
+            init: config.init.clone(),
         },
     )?);
     if let Some(net) = config.network.clone() {

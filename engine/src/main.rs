@@ -58,6 +58,16 @@ struct Args {
     /// A registry (HOST[:PORT]) pulled from over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
+    /// Run an init (reaping zombies, forwarding signals) in every container by default.
+    #[arg(long)]
+    init: bool,
+    /// The init binary bind-mounted at /sbin/docker-init [default: /usr/bin/tini-static].
+    #[arg(long)]
+    init_path: Option<PathBuf>,
+    /// daemon.json with dockerd's key names (supported: init, init-path)
+    /// [default: /etc/berth/daemon.json, when it exists].
+    #[arg(long)]
+    config_file: Option<PathBuf>,
     /// trace, debug, info, warn, error (for berth's crates), or a full tracing filter.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -117,6 +127,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.cgroup_parent,
     )?;
     config.network = Some(network);
+    let required = args.config_file.is_some();
+    let file = args
+        .config_file
+        .unwrap_or_else(|| PathBuf::from("/etc/berth/daemon.json"));
+    config.init = berth_engine::config::init_config(&file, required, args.init, args.init_path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -83,6 +83,8 @@ pub struct HostConfig {
     pub extra_hosts: Vec<String>,
     #[serde(deserialize_with = "nullable")]
     pub restart_policy: crate::daemon::RestartPolicy,
+    /// `--init`; `None` takes the engine's default.
+    pub init: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -15,6 +15,7 @@ mod docker_run;
 mod events;
 mod images_more;
 mod leftovers;
+mod lifecycle_more;
 mod network;
 mod network_dns;
 mod registry;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         docker_errors::tests(),
         restart::tests(),
         restart_policy::tests(),
+        lifecycle_more::tests(),
         leftovers::tests(),
         network::tests(),
         network_dns::tests(),

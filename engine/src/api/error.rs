@@ -57,6 +57,9 @@ impl From<DaemonError> for ApiError {
             | E::Reference(_) => StatusCode::BAD_REQUEST,
             E::NameConflict { .. }
             | E::NotRunning { .. }
+            | E::AlreadyPaused { .. }
+            | E::NotPaused { .. }
+            | E::Restarting { .. }
             | E::RemoveRunning { .. }
             | E::ImageConflict { .. } => StatusCode::CONFLICT,
             E::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
@@ -73,6 +76,7 @@ impl From<DaemonError> for ApiError {
             E::Backend(BackendError::InvalidArgument { .. }) => StatusCode::BAD_REQUEST,
             E::Backend(_)
             | E::NoExitEvent { .. }
+            | E::InitBinary { .. }
             | E::Store(_)
             | E::Io { .. }
             | E::Import(_)

@@ -328,6 +328,22 @@ async fn dispatch<B: Backend>(
             .await?;
             no_content()
         }
+        Route::ContainerPause { id } => {
+            detached(&d, move |d| async move { d.pause_container(&id).await }).await?;
+            no_content()
+        }
+        Route::ContainerUnpause { id } => {
+            detached(&d, move |d| async move { d.unpause_container(&id).await }).await?;
+            no_content()
+        }
+        Route::ContainerRename { id, name } => {
+            detached(
+                &d,
+                move |d| async move { d.rename_container(&id, &name).await },
+            )
+            .await?;
+            no_content()
+        }
         Route::ContainerRemove { id, force } => {
             detached(
                 &d,

@@ -96,6 +96,16 @@ pub enum Route {
         id: String,
         force: bool,
     },
+    ContainerPause {
+        id: String,
+    },
+    ContainerUnpause {
+        id: String,
+    },
+    ContainerRename {
+        id: String,
+        name: String,
+    },
     ContainerWait {
         id: String,
         condition: WaitCondition,
@@ -257,6 +267,12 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
                 .get("signal")
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
+        },
+        (Method::POST, ["containers", c, "pause"]) => Route::ContainerPause { id: id(c) },
+        (Method::POST, ["containers", c, "unpause"]) => Route::ContainerUnpause { id: id(c) },
+        (Method::POST, ["containers", c, "rename"]) => Route::ContainerRename {
+            id: id(c),
+            name: q.get("name").unwrap_or("").to_string(),
         },
         (Method::DELETE, ["containers", c]) => Route::ContainerRemove {
             id: id(c),

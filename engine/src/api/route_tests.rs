@@ -331,3 +331,22 @@ fn registry_and_events_routes() {
         }
     );
 }
+
+#[test]
+fn pause_unpause_rename_routes() {
+    assert_eq!(
+        p(Method::POST, "/v1.50/containers/web/pause").unwrap(),
+        Route::ContainerPause { id: "web".into() }
+    );
+    assert_eq!(
+        p(Method::POST, "/containers/web/unpause").unwrap(),
+        Route::ContainerUnpause { id: "web".into() }
+    );
+    assert_eq!(
+        p(Method::POST, "/v1.50/containers/web/rename?name=db").unwrap(),
+        Route::ContainerRename {
+            id: "web".into(),
+            name: "db".into()
+        }
+    );
+}

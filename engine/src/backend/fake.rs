@@ -566,6 +566,14 @@ impl Backend for FakeBackend {
         Ok(())
     }
 
+    async fn task_pause(&self, id: &str, pause: bool) -> BackendResult<()> {
+        if !self.has_task(id) {
+            return Err(not_found(&format!("task {id}")));
+        }
+        let _ = pause;
+        Ok(())
+    }
+
     async fn subscribe_exits(&self) -> BackendResult<ExitStream> {
         let rx = self.exits.subscribe();
         let exits = BroadcastStream::new(rx).filter_map(|r| async move { r.ok().map(Ok) });

@@ -219,6 +219,9 @@ pub trait Backend: Send + Sync + 'static {
         exec_id: &str,
     ) -> impl Future<Output = BackendResult<()>> + Send;
 
+    /// Freezes (`pause`) or thaws (`resume`) every process of the task.
+    fn task_pause(&self, id: &str, pause: bool) -> impl Future<Output = BackendResult<()>> + Send;
+
     /// Subscribes to `/tasks/exit` events from now on.
     fn subscribe_exits(&self) -> impl Future<Output = BackendResult<ExitStream>> + Send;
 }

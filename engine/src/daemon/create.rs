@@ -181,6 +181,9 @@ impl<B: Backend> Daemon<B> {
             ],
         };
         let mut spec = spec::generate(&input)?;
+        if host_config.init.unwrap_or(self.config.init.default) {
+            super::init::apply(&mut spec, &self.config.init.path)?;
+        }
         exec_user.apply(&mut spec);
         crate::seccomp::apply(&mut spec, &host_config)?;
         self.attach_network(id, name, &host_config, &config, networking, &mut spec)

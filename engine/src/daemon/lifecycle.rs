@@ -266,7 +266,7 @@ impl<B: Backend> Daemon<B> {
             .task_kill(id, "", signal, signal == SIGKILL)
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => self.thaw_after_signal(id).await,
             // Gone already: its exit event is on the way.
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e.into()),

@@ -10,8 +10,10 @@ mod health;
 mod image_ops;
 mod image_store;
 mod images;
+mod init;
 mod inspect_defaults;
 mod lifecycle;
+mod manage;
 mod restart;
 mod save_load;
 mod stdin;
@@ -38,6 +40,7 @@ pub use health::{Health, HealthResult};
 pub use image_ops::ImageDeleted;
 pub use image_store::{sha256_digest, Stored, BUILD_CACHE_PREFIX};
 pub use images::{chain_id, ImageView, ImportError, MEDIA_LAYER_TAR};
+pub use init::{InitConfig, DEFAULT_INIT_PATH};
 pub use lifecycle::WaitOutcome;
 pub use restart::RestartPolicy;
 pub use save_load::ArchiveError;
@@ -64,6 +67,12 @@ pub enum DaemonError {
     NameConflict { name: String, id: String },
     #[error("Container {id} is not running")]
     NotRunning { id: String },
+    #[error("Container {id} is already paused")]
+    AlreadyPaused { id: String },
+    #[error("Container {id} is not paused")]
+    NotPaused { id: String },
+    #[error("Container {id} is restarting, wait until the container is running")]
+    Restarting { id: String },
     #[error("tried to kill container {id}, but did not receive an exit event")]
     NoExitEvent { id: String },
     #[error("cannot remove container \"{name}\": container is {state}: stop the container before removing or force remove")]
@@ -98,6 +107,11 @@ pub enum DaemonError {
     User(#[from] crate::users::UserError),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error("init binary {path} for --init is not usable (set --init-path): {source}")]
+    InitBinary {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -119,6 +133,10 @@ pub enum InvalidParameter {
     Tty,
     #[error("{0}")]
     RestartPolicy(String),
+    #[error("Neither old nor new names may be empty")]
+    EmptyName,
+    #[error("Renaming a container with the same name as its current name")]
+    SameName,
 }
 
 impl From<InvalidParameter> for DaemonError {
@@ -134,6 +152,7 @@ pub struct DaemonConfig {
     pub data_root: PathBuf,
     pub exec_root: PathBuf,
     pub cgroup_parent: String,
+    pub init: InitConfig,
 }
 
 /// A container state change, broadcast to waiters (`wait`, `stop`, attach, logs).

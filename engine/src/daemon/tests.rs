@@ -38,6 +38,7 @@ pub async fn env() -> Env {
                 data_root: dir.path().join("data"),
                 exec_root: dir.path().join("exec"),
                 cgroup_parent: "/berth-test".into(),
+                init: Default::default(),
             },
         )
         .unwrap(),

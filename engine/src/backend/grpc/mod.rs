@@ -596,6 +596,24 @@ impl Backend for GrpcBackend {
             .map_err(self.err("task close io"))
     }
 
+    async fn task_pause(&self, id: &str, pause: bool) -> BackendResult<()> {
+        use svc::tasks::v1::{PauseTaskRequest, ResumeTaskRequest};
+        let container_id = id.to_string();
+        if pause {
+            self.tasks()
+                .pause(PauseTaskRequest { container_id })
+                .await
+                .map(|_| ())
+                .map_err(self.err("task pause"))
+        } else {
+            self.tasks()
+                .resume(ResumeTaskRequest { container_id })
+                .await
+                .map(|_| ())
+                .map_err(self.err("task resume"))
+        }
+    }
+
     async fn subscribe_exits(&self) -> BackendResult<ExitStream> {
         use berth_proto::any::Event;
         use svc::events::v1::SubscribeRequest;
