@@ -1,6 +1,8 @@
 //! The only module of lowrt with `unsafe`: thin wrappers over the syscalls that nix does
 //! not wrap (clone3, close_range, pidfd, TIOCSCTTY, SIOCSIFFLAGS, `_exit`). Each wrapper
-//! returns `nix::Result` and keeps pointers local to the call.
+//! returns `nix::Result` and keeps pointers local to the call. bpf(2) is in [`bpf`].
+
+pub mod bpf;
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 

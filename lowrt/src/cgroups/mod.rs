@@ -3,6 +3,7 @@
 //! cgroup2 mount, like this project's CI) the container is placed in both: v1 enforces the
 //! limits, v2 only tracks membership, as runc does.
 
+pub mod devices_bpf;
 mod layout;
 mod oom;
 pub mod stats;
@@ -52,8 +53,19 @@ pub enum CgroupError {
         "cannot set real-time CPU limits on cgroup v2: it has no RT group scheduling interface"
     )]
     V2Realtime,
-    #[error("cgroup v2 device rules need eBPF, which is not implemented yet")]
-    V2Devices,
+    #[error("invalid device cgroup rule {rule:?}: {reason}")]
+    DeviceRule { rule: String, reason: String },
+    #[error("cgroup v2 device filter: {op} on {}: {source}", path.display())]
+    Bpf {
+        op: &'static str,
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
+    #[error("cgroup v2 device filter: the kernel refused the program ({source}): {log}")]
+    BpfVerifier {
+        source: nix::errno::Errno,
+        log: String,
+    },
 }
 
 /// What a container needs from a cgroup implementation.

@@ -1,10 +1,16 @@
 //! cgroup v2: one directory in the unified hierarchy; controllers must be enabled in
 //! every ancestor's cgroup.subtree_control before their files appear (cgroups(7)).
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use nix::unistd::Pid;
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
+
+use super::devices_bpf;
+use crate::sys::bpf;
 
 use super::{
     mkdir_all, read_file, read_pids, remove_dir, under, write_file, CgroupError, CgroupManager,
@@ -66,6 +72,40 @@ impl V2Manager {
         for part in self.path.components().skip(1) {
             write_file(&current.join("cgroup.subtree_control"), line.trim_end())?;
             current.push(part);
+        }
+        Ok(())
+    }
+
+    /// Replaces the container's device program: attach the new one first, then detach the
+    /// old ones, so there is no moment without a filter (runc does the same).
+    fn set_device_filter(&self, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
+        let prog = devices_bpf::device_filter(&devices_bpf::effective_rules(rules)?)?;
+        let dir = self.dir();
+        let fail = |op: &'static str| {
+            let path = dir.clone();
+            move |source| CgroupError::Bpf { op, path, source }
+        };
+        let cgroup = nix::fcntl::open(
+            &dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(fail("open"))?;
+        let old = bpf::query_device_programs(cgroup.as_fd()).map_err(fail("BPF_PROG_QUERY"))?;
+        let new = bpf::load_device_program(&prog)
+            .map_err(|(source, log)| CgroupError::BpfVerifier { source, log })?;
+        bpf::attach_device_program(cgroup.as_fd(), new.as_fd()).map_err(fail("BPF_PROG_ATTACH"))?;
+        for id in old {
+            // Someone else detached it meanwhile (ENOENT): the end state is the same.
+            let fd = match bpf::program_by_id(id) {
+                Ok(fd) => fd,
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(fail("BPF_PROG_GET_FD_BY_ID")(e)),
+            };
+            match bpf::detach_device_program(cgroup.as_fd(), fd.as_fd()) {
+                Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(fail("BPF_PROG_DETACH")(e)),
+            }
         }
         Ok(())
     }
@@ -168,14 +208,8 @@ impl CgroupManager for V2Manager {
                 write_file(&dir.join(key), value)?;
             }
         }
-        if res
-            .devices()
-            .as_ref()
-            .is_some_and(|d| d.iter().any(|r| !r.allow()))
-        {
-            // Device access is only enforceable with an eBPF program on v2; better to
-            // refuse than to run a container believing it is confined.
-            return Err(CgroupError::V2Devices);
+        if let Some(rules) = res.devices() {
+            self.set_device_filter(rules)?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@ mod harness;
 mod cgroups;
 mod console;
 mod containerd;
+mod devices_bpf;
 mod docker;
 mod errors;
 mod events;
