@@ -297,6 +297,8 @@ fn restarting_state() -> Result<()> {
     );
     let rm = s.docker(&["rm", &id])?;
     ensure!(rm.code != 0, "rm of a restarting container succeeded: {rm}");
+    s.docker(&["container", "prune", "-f"])?.ok()?;
+    inspect(&s, &id)?;
     s.docker(&["stop", &id])?.ok()?;
     let v = wait_until(
         "the stopped container to stay exited",

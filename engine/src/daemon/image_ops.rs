@@ -111,7 +111,8 @@ impl<B: Backend> Daemon<B> {
     pub async fn prune_containers(&self) -> DaemonResult<Vec<String>> {
         let mut removed = Vec::new();
         for rec in self.store.list() {
-            if rec.state.status.is_running() {
+            // dockerd counts a container waiting for its restart policy as running.
+            if rec.state.is_up() {
                 continue;
             }
             self.remove_container_record(&rec.id, rec.state.exit_code)
