@@ -5,6 +5,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod archive;
 pub mod backend;
 pub mod build;
 pub mod config;
@@ -22,5 +23,6 @@ pub mod stdcopy;
 pub mod store;
 pub mod types;
 pub mod users;
+pub mod volumes;
 
 pub use config::{run, Config, EngineError};

@@ -131,6 +131,9 @@ pub struct ContainerRecord {
     pub resolv_conf_path: String,
     pub snapshot_key: String,
     pub restart_count: u32,
+    /// Volumes, binds and tmpfs mounts, resolved at create (dockerd's `MountPoints`).
+    #[serde(default)]
+    pub mount_points: Vec<crate::volumes::MountPoint>,
 }
 
 impl ContainerRecord {

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::types::HostConfig;
+use crate::volumes::{MountKind, MountPoint};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -12,8 +13,6 @@ pub enum SpecError {
     User { user: String },
     #[error("invalid capability {cap:?}")]
     Capability { cap: String },
-    #[error("invalid bind mount spec {spec:?}: {reason}")]
-    Bind { spec: String, reason: &'static str },
     #[error("privileged containers are not implemented yet")]
     Privileged,
     #[error(
@@ -171,36 +170,53 @@ pub fn capabilities(host: &HostConfig) -> Result<Vec<String>, SpecError> {
     Ok(caps)
 }
 
-fn bind_mounts(host: &HostConfig) -> Result<Vec<Value>, SpecError> {
-    let mut out = Vec::new();
-    for spec in host.binds.iter().flatten() {
-        let bad = |reason| SpecError::Bind {
-            spec: spec.clone(),
-            reason,
+/// The container's own mounts (volumes, binds, tmpfs; sources already resolved) added to
+/// the spec: each replaces a default mount at the same destination, and all are ordered
+/// parents first, as dockerd sorts them, so a mount inside another lands on top of it.
+pub fn add_mounts(spec: &mut Value, mounts: &[MountPoint]) {
+    let Some(list) = spec["mounts"].as_array_mut() else {
+        return;
+    };
+    list.retain(|m| {
+        !mounts
+            .iter()
+            .any(|u| m["destination"].as_str() == Some(u.destination.as_str()))
+    });
+    for m in mounts {
+        let rw = if m.rw { "rw" } else { "ro" };
+        let v = match m.kind {
+            MountKind::Tmpfs => {
+                let mut opts: Vec<String> = vec!["nosuid".into(), "nodev".into(), "noexec".into()];
+                for o in &m.tmpfs_options {
+                    // A user's word replaces its default opposite (`exec` for `noexec`).
+                    let opposite = o
+                        .strip_prefix("no")
+                        .map_or(format!("no{o}"), str::to_string);
+                    opts.retain(|d| *d != opposite && d != o);
+                    opts.push(o.clone());
+                }
+                opts.push(rw.into());
+                json!({"destination": m.destination, "type": "tmpfs", "source": "tmpfs",
+                       "options": opts})
+            }
+            MountKind::Bind | MountKind::Volume => {
+                let propagation = if m.propagation.is_empty() {
+                    "rprivate"
+                } else {
+                    &m.propagation
+                };
+                json!({"destination": m.destination, "type": "bind", "source": m.source,
+                       "options": ["rbind", rw, propagation]})
+            }
         };
-        let parts: Vec<&str> = spec.split(':').collect();
-        let (src, dst, mode) = match parts.as_slice() {
-            [s, d] => (*s, *d, "rw"),
-            [s, d, m] => (*s, *d, *m),
-            _ => return Err(bad("expected SRC:DST[:ro|rw]")),
-        };
-        if !src.starts_with('/') {
-            return Err(bad(
-                "named volumes are not implemented yet; use an absolute host path",
-            ));
-        }
-        if !dst.starts_with('/') {
-            return Err(bad("the destination must be an absolute path"));
-        }
-        let rw = match mode {
-            "rw" | "" => "rw",
-            "ro" => "ro",
-            _ => return Err(bad("mode must be ro or rw")),
-        };
-        out.push(json!({"destination": dst, "type": "bind", "source": src,
-                        "options": ["rbind", rw, "rprivate"]}));
+        list.push(v);
     }
-    Ok(out)
+    let depth = |m: &Value| {
+        m["destination"]
+            .as_str()
+            .map_or(0, |d| d.split('/').filter(|c| !c.is_empty()).count())
+    };
+    list.sort_by_key(depth);
 }
 
 fn default_mounts(host: &HostConfig) -> Vec<Value> {
@@ -267,7 +283,6 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Value, SpecError> {
         mounts.push(json!({"destination": dst, "type": "bind", "source": src,
                            "options": ["rbind", "rprivate"]}));
     }
-    mounts.extend(bind_mounts(host)?);
     let mut resources = json!({"devices": device_rules()});
     if host.memory > 0 {
         resources["memory"] = json!({"limit": host.memory});

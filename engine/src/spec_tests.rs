@@ -135,7 +135,6 @@ fn host_options() {
         readonly_rootfs: true,
         memory: 1 << 26,
         shm_size: 1 << 20,
-        binds: Some(vec!["/tmp/x:/data:ro".into()]),
         ..Default::default()
     };
     let v = generate(&input(&host)).unwrap();
@@ -145,16 +144,6 @@ fn host_options() {
         .as_array()
         .unwrap()
         .contains(&json!({"type": "network"})));
-    let last = v["mounts"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["destination"], "/data");
-    assert_eq!(last["options"], json!(["rbind", "ro", "rprivate"]));
-    for bad in ["data:/x", "/x:rel", "/x:/y:zz", "/x"] {
-        let h = HostConfig {
-            binds: Some(vec![bad.into()]),
-            ..Default::default()
-        };
-        assert!(generate(&input(&h)).is_err(), "{bad}");
-    }
     // A user-defined network: a namespace of its own (the engine fills in its path).
     let h = HostConfig {
         network_mode: "mynet".into(),
@@ -171,4 +160,39 @@ fn host_options() {
         ..Default::default()
     };
     assert_eq!(generate(&input(&h)).unwrap_err(), SpecError::Privileged);
+}
+
+#[test]
+fn user_mounts_replace_defaults_and_sort_parents_first() {
+    let host = HostConfig::default();
+    let mut v = generate(&input(&host)).unwrap();
+    let mounts = crate::volumes::parse::container_mounts(
+        &[],
+        &[],
+        &["/tmp/x:/data/sub:ro".into(), "vol:/data".into()],
+        &[],
+        &[("/dev/shm".to_string(), "size=1m,exec".to_string())].into(),
+    )
+    .unwrap();
+    let mut mounts = mounts;
+    mounts[1].source = "/vols/vol/_data".into();
+    add_mounts(&mut v, &mounts);
+    let list = v["mounts"].as_array().unwrap();
+    let shm: Vec<_> = list
+        .iter()
+        .filter(|m| m["destination"] == "/dev/shm")
+        .collect();
+    assert_eq!(shm.len(), 1);
+    assert_eq!(
+        shm[0]["options"],
+        json!(["nosuid", "nodev", "size=1m", "exec", "rw"])
+    );
+    let pos = |d: &str| list.iter().position(|m| m["destination"] == d).unwrap();
+    assert!(pos("/data") < pos("/data/sub"));
+    assert_eq!(
+        list[pos("/data/sub")]["options"],
+        json!(["rbind", "ro", "rprivate"])
+    );
+    assert_eq!(list[pos("/data")]["source"], "/vols/vol/_data");
+    let _: oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
 }

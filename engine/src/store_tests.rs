@@ -19,6 +19,7 @@ pub fn record(id: &str, name: &str) -> ContainerRecord {
         resolv_conf_path: String::new(),
         snapshot_key: id.into(),
         restart_count: 0,
+        mount_points: Vec::new(),
     }
 }
 

@@ -23,6 +23,7 @@ mod restart;
 mod restart_policy;
 mod user_networks;
 mod users_seccomp;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
         compose::tests(),
         build::tests(),
         images_more::tests(),
+        volumes::tests(),
     ]
     .into_iter()
     .flatten()

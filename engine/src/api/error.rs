@@ -5,6 +5,7 @@ use http::StatusCode;
 use crate::backend::BackendError;
 use crate::daemon::{DaemonError, ImportError};
 use crate::users::UserError;
+use crate::volumes::VolumeError;
 
 /// An error as the Docker API reports it: an HTTP status and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +72,14 @@ impl From<DaemonError> for ApiError {
             }
             E::User(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Seccomp(_) => StatusCode::BAD_REQUEST,
+            E::Mount(_) => StatusCode::BAD_REQUEST,
+            E::Volume(v) if v.is_bad_input() => StatusCode::BAD_REQUEST,
+            E::Volume(VolumeError::NotFound { .. } | VolumeError::NoDriver { .. }) => {
+                StatusCode::NOT_FOUND
+            }
+            E::Volume(VolumeError::InUse { .. }) => StatusCode::CONFLICT,
+            E::Volume(VolumeError::NoQuota) => StatusCode::BAD_REQUEST,
+            E::Volume(_) | E::Filesystem(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Backend(BackendError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Backend(BackendError::AlreadyExists { .. }) => StatusCode::CONFLICT,
             E::Backend(BackendError::InvalidArgument { .. }) => StatusCode::BAD_REQUEST,

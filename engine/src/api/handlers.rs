@@ -344,14 +344,38 @@ async fn dispatch<B: Backend>(
             .await?;
             no_content()
         }
-        Route::ContainerRemove { id, force } => {
-            detached(
-                &d,
-                move |d| async move { d.remove_container(&id, force).await },
-            )
+        Route::ContainerRemove { id, force, volumes } => {
+            detached(&d, move |d| async move {
+                d.remove_container(&id, force, volumes).await
+            })
             .await?;
             no_content()
         }
+        Route::VolumeList { filters } => {
+            json_response(StatusCode::OK, &super::volumes::list(&d, &filters)?)
+        }
+        Route::VolumeCreate => {
+            check_json(req.headers())?;
+            let opts: crate::volumes::CreateOptions = decode_json(&body_bytes(req).await?)?;
+            let (v, _) = d.volumes.create(opts).map_err(DaemonError::from)?;
+            json_response(StatusCode::CREATED, &d.volumes.view(&v, false))
+        }
+        Route::VolumeInspect { name } => {
+            let v = d.volumes.get(&name).map_err(DaemonError::from)?;
+            json_response(StatusCode::OK, &d.volumes.view(&v, false))
+        }
+        Route::VolumeRemove { name, force } => {
+            d.volumes.remove(&name, force).map_err(DaemonError::from)?;
+            no_content()
+        }
+        Route::VolumePrune {
+            filters,
+            anonymous_only,
+        } => json_response(
+            StatusCode::OK,
+            &super::volumes::prune(&d, &filters, anonymous_only)?,
+        ),
+        Route::SystemDf => json_response(StatusCode::OK, &super::volumes::df(&d).await?),
         Route::ContainerWait { id, condition } => {
             // Headers go out at once (the CLI waits for them before starting); the body
             // follows when the condition holds.

@@ -12,6 +12,7 @@ pub mod route;
 mod streams;
 mod system;
 pub mod version;
+mod volumes;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -95,6 +95,8 @@ pub enum Route {
     ContainerRemove {
         id: String,
         force: bool,
+        /// `v`: remove the container's anonymous volumes too.
+        volumes: bool,
     },
     ContainerPause {
         id: String,
@@ -106,6 +108,25 @@ pub enum Route {
         id: String,
         name: String,
     },
+    /// `GET /volumes?filters=` (raw; parsed by the handler).
+    VolumeList {
+        filters: String,
+    },
+    VolumeCreate,
+    VolumeInspect {
+        name: String,
+    },
+    VolumeRemove {
+        name: String,
+        force: bool,
+    },
+    VolumePrune {
+        filters: String,
+        /// API 1.42+: only anonymous volumes unless the `all` filter says otherwise.
+        anonymous_only: bool,
+    },
+    /// `GET /system/df`.
+    SystemDf,
     ContainerWait {
         id: String,
         condition: WaitCondition,
@@ -195,7 +216,14 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Parsed,
             route: Route::Images(r),
         });
     }
-    let route = route(method, rest, &segs, &q)?;
+    let mut route = route(method, rest, &segs, &q)?;
+    if let Route::VolumePrune { anonymous_only, .. } = &mut route {
+        *anonymous_only = version
+            >= ApiVersion {
+                major: 1,
+                minor: 42,
+            };
+    }
     Ok(Parsed { version, route })
 }
 
@@ -277,7 +305,22 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
         (Method::DELETE, ["containers", c]) => Route::ContainerRemove {
             id: id(c),
             force: q.bool("force"),
+            volumes: q.bool("v"),
         },
+        (Method::GET, ["volumes"]) => Route::VolumeList {
+            filters: q.get("filters").unwrap_or("").to_string(),
+        },
+        (Method::POST, ["volumes", "create"]) => Route::VolumeCreate,
+        (Method::POST, ["volumes", "prune"]) => Route::VolumePrune {
+            filters: q.get("filters").unwrap_or("").to_string(),
+            anonymous_only: true,
+        },
+        (Method::GET, ["volumes", v]) => Route::VolumeInspect { name: id(v) },
+        (Method::DELETE, ["volumes", v]) => Route::VolumeRemove {
+            name: id(v),
+            force: q.bool("force"),
+        },
+        (Method::GET, ["system", "df"]) => Route::SystemDf,
         (Method::POST, ["containers", c, "wait"]) => Route::ContainerWait {
             id: id(c),
             condition: wait_condition(q.get("condition"))?,

@@ -146,7 +146,8 @@ fn container_routes_with_query_parameters() {
         p(Method::DELETE, "/containers/abc?force=True&v=1").unwrap(),
         Route::ContainerRemove {
             id: "abc".into(),
-            force: true
+            force: true,
+            volumes: true,
         }
     );
     assert_eq!(
@@ -349,4 +350,46 @@ fn pause_unpause_rename_routes() {
             name: "db".into()
         }
     );
+}
+
+#[test]
+fn volume_routes() {
+    assert_eq!(
+        p(Method::GET, "/v1.50/volumes?filters=%7B%7D").unwrap(),
+        Route::VolumeList {
+            filters: "{}".into()
+        }
+    );
+    assert_eq!(
+        p(Method::POST, "/volumes/create").unwrap(),
+        Route::VolumeCreate
+    );
+    assert_eq!(
+        p(Method::GET, "/volumes/data").unwrap(),
+        Route::VolumeInspect {
+            name: "data".into()
+        }
+    );
+    assert_eq!(
+        p(Method::DELETE, "/volumes/data?force=1").unwrap(),
+        Route::VolumeRemove {
+            name: "data".into(),
+            force: true
+        }
+    );
+    assert_eq!(
+        p(Method::POST, "/volumes/prune").unwrap(),
+        Route::VolumePrune {
+            filters: String::new(),
+            anonymous_only: true,
+        }
+    );
+    assert_eq!(
+        p(Method::POST, "/v1.41/volumes/prune").unwrap(),
+        Route::VolumePrune {
+            filters: String::new(),
+            anonymous_only: false,
+        }
+    );
+    assert_eq!(p(Method::GET, "/system/df").unwrap(), Route::SystemDf);
 }

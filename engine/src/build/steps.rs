@@ -607,7 +607,7 @@ impl<B: Backend> Builder<'_, B> {
                 .stream(format!("Removing intermediate container {}\n", short(id)))
                 .await;
         }
-        if let Err(e) = self.d.remove_container(id, true).await {
+        if let Err(e) = self.d.remove_container(id, true, true).await {
             tracing::warn!(%id, error = %e, "removing an intermediate build container failed");
         }
     }

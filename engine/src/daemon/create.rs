@@ -7,6 +7,7 @@ use std::path::Path;
 
 use chrono::Utc;
 
+use super::volumes::PreparedMounts;
 use super::{
     etc, images::ImageView, random_id, Daemon, DaemonError, DaemonResult, InvalidParameter,
 };
@@ -162,6 +163,43 @@ impl<B: Backend> Daemon<B> {
             id[..12].to_string()
         };
         let etc = write_etc_files(&dir, &hostname, &host_config)?;
+        let mounts = self.prepare_mounts(id, &config, &host_config, image)?;
+        let result = self
+            .create_with_mounts(
+                id,
+                name,
+                &dir,
+                config,
+                host_config,
+                image,
+                argv,
+                hostname,
+                etc,
+                networking,
+                &mounts,
+            )
+            .await;
+        if result.is_err() {
+            self.undo_mounts(id, &mounts);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_with_mounts(
+        &self,
+        id: &str,
+        name: &str,
+        dir: &Path,
+        config: ContainerConfig,
+        host_config: HostConfig,
+        image: &ImageView,
+        argv: Vec<String>,
+        hostname: String,
+        etc: EtcPaths,
+        networking: Option<serde_json::Value>,
+        mounts: &PreparedMounts,
+    ) -> DaemonResult<()> {
         let exec_user =
             crate::users::for_image(&*self.backend, &image.layers, &config.user).await?;
         let input = SpecInput {
@@ -184,14 +222,20 @@ impl<B: Backend> Daemon<B> {
         if host_config.init.unwrap_or(self.config.init.default) {
             super::init::apply(&mut spec, &self.config.init.path)?;
         }
+        spec::add_mounts(&mut spec, &mounts.points);
         exec_user.apply(&mut spec);
         crate::seccomp::apply(&mut spec, &host_config)?;
         self.attach_network(id, name, &host_config, &config, networking, &mut spec)
             .await?;
         let labels = HashMap::from([(ENGINE_LABEL.to_string(), "1".to_string())]);
-        self.backend
+        let snapshot = self
+            .backend
             .snapshot_prepare(id, &image.chain_id(), labels.clone())
             .await?;
+        if let Err(e) = self.copy_up(mounts, &snapshot) {
+            let _ = self.backend.snapshot_remove(id).await;
+            return Err(e);
+        }
         let created = self
             .backend
             .container_create(NewContainer {
@@ -209,7 +253,7 @@ impl<B: Backend> Daemon<B> {
         // From here on highd holds a container and a snapshot for this id: every failure
         // below must remove both, or they leak until the next restart's orphan collection.
         if let Err(e) = self
-            .record_created(id, name, &dir, argv, config, host_config, image, etc)
+            .record_created(id, name, dir, argv, config, host_config, image, etc, mounts)
             .await
         {
             self.rollback_created(id).await;
@@ -232,6 +276,7 @@ impl<B: Backend> Daemon<B> {
         host_config: HostConfig,
         image: &ImageView,
         etc: EtcPaths,
+        mounts: &PreparedMounts,
     ) -> DaemonResult<()> {
         // The log exists from now on, so an attach made before start holds it open and
         // reads everything even if `--rm` unlinks it right after a fast exit.
@@ -267,6 +312,7 @@ impl<B: Backend> Daemon<B> {
             resolv_conf_path: etc.resolv,
             snapshot_key: id.into(),
             restart_count: 0,
+            mount_points: mounts.points.clone(),
         };
         self.store.insert(record)?;
         Ok(())

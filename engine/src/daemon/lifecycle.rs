@@ -305,7 +305,13 @@ impl<B: Backend> Daemon<B> {
         }
     }
 
-    pub async fn remove_container(&self, reference: &str, force: bool) -> DaemonResult<()> {
+    /// `DELETE /containers/{id}?force=&v=`: `volumes` removes its anonymous volumes too.
+    pub async fn remove_container(
+        &self,
+        reference: &str,
+        force: bool,
+        volumes: bool,
+    ) -> DaemonResult<()> {
         let mut rec = self.container(reference)?;
         if rec.state.restarting {
             if !force {
@@ -330,14 +336,25 @@ impl<B: Backend> Daemon<B> {
                 return Err(DaemonError::NoExitEvent { id: rec.id });
             }
         }
-        self.remove_container_record(&rec.id, rec.state.exit_code)
+        self.remove_container_with(&rec.id, rec.state.exit_code, Some(volumes))
             .await
     }
 
     /// Removes everything of a stopped container: task, highd container, snapshot, exec
     /// FIFOs, record and logs. Each step tolerates "already gone" so a removal interrupted
     /// by a crash can be finished later.
+    /// `--rm` containers (`AutoRemove`) take their anonymous volumes with them.
     pub(super) async fn remove_container_record(&self, id: &str, code: i64) -> DaemonResult<()> {
+        self.remove_container_with(id, code, None).await
+    }
+
+    /// `volumes`: remove anonymous volumes; `None` means as `AutoRemove` says.
+    async fn remove_container_with(
+        &self,
+        id: &str,
+        code: i64,
+        volumes: Option<bool>,
+    ) -> DaemonResult<()> {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let Some(rec) = self.store.get(id) else {
@@ -360,6 +377,8 @@ impl<B: Backend> Daemon<B> {
             return Err(e);
         }
         self.store.remove(id)?;
+        let volumes = volumes.unwrap_or(false) || rec.host_config.auto_remove;
+        self.release_mounts(&rec, volumes);
         self.forget_execs(id);
         self.forget_restart(id);
         self.forget_lock(id);

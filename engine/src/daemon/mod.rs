@@ -18,6 +18,7 @@ mod restart;
 mod save_load;
 mod stdin;
 mod views;
+mod volumes;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -112,6 +113,12 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
+    #[error(transparent)]
+    Mount(#[from] crate::volumes::MountError),
+    #[error(transparent)]
+    Filesystem(#[from] crate::archive::ArchiveError),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -190,6 +197,8 @@ pub struct Daemon<B> {
     restart_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<restart::PendingRestart>>>,
     /// Restart policies are applied once per engine start, at the first reconcile.
     booted: std::sync::atomic::AtomicBool,
+    /// `<data-root>/volumes`.
+    pub volumes: crate::volumes::VolumeStore,
 }
 
 impl<B: Backend> Daemon<B> {
@@ -201,7 +210,8 @@ impl<B: Backend> Daemon<B> {
             source,
         })?;
         let (restart_tx, restart_rx) = tokio::sync::mpsc::unbounded_channel();
-        Ok(Self {
+        let volumes = crate::volumes::VolumeStore::open(&config.data_root.join("volumes"))?;
+        let daemon = Self {
             backend,
             store,
             config,
@@ -215,7 +225,10 @@ impl<B: Backend> Daemon<B> {
             restart_tx,
             restart_rx: Mutex::new(Some(restart_rx)),
             booted: Default::default(),
-        })
+            volumes,
+        };
+        daemon.restore_volume_refs();
+        Ok(daemon)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {

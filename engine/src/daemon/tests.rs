@@ -271,7 +271,11 @@ async fn stop_kill_and_remove() {
         "stop of a created container is 304"
     );
     e.daemon.start_container("sv").await.unwrap();
-    let err = e.daemon.remove_container("sv", false).await.unwrap_err();
+    let err = e
+        .daemon
+        .remove_container("sv", false, false)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "cannot remove container \"sv\": container is running: stop the container before removing or force remove"
@@ -294,7 +298,7 @@ async fn stop_kill_and_remove() {
     let kills: Vec<u32> = e.fake.kills().iter().map(|k| k.2).collect();
     assert_eq!(kills, [10, 15]);
     assert_eq!(e.daemon.container("sv").unwrap().state.exit_code, 143);
-    e.daemon.remove_container("sv", false).await.unwrap();
+    e.daemon.remove_container("sv", false, false).await.unwrap();
     assert!(!e.fake.has_snapshot(&id));
 }
 
@@ -450,12 +454,16 @@ async fn failed_removal_marks_dead_and_rm_retries() {
         .await
         .unwrap();
     e.fake.fail_next_container_delete("it has a task");
-    let err = e.daemon.remove_container("dd", false).await.unwrap_err();
+    let err = e
+        .daemon
+        .remove_container("dd", false, false)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("it has a task"), "{err}");
     let rec = e.daemon.container("dd").unwrap();
     assert_eq!(rec.state.status, Status::Dead);
     assert!(rec.state.error.starts_with("removal failed"));
-    e.daemon.remove_container("dd", false).await.unwrap();
+    e.daemon.remove_container("dd", false, false).await.unwrap();
     assert!(!e.fake.has_container(&id));
     assert!(e.daemon.container("dd").is_err());
 }

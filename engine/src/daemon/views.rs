@@ -69,8 +69,15 @@ pub fn container_summary(rec: &ContainerRecord, now: DateTime<Utc>) -> Value {
         "Status": status_text(rec, now),
         "HostConfig": {"NetworkMode": if rec.host_config.network_mode.is_empty() { "default" } else { &rec.host_config.network_mode }},
         "NetworkSettings": {"Networks": {}},
-        "Mounts": [],
+        "Mounts": mounts(rec),
     })
+}
+
+/// dockerd's `Mounts`: the container's mount points in destination order.
+fn mounts(rec: &ContainerRecord) -> Value {
+    let mut list: Vec<&crate::volumes::MountPoint> = rec.mount_points.iter().collect();
+    list.sort_by(|a, b| a.destination.cmp(&b.destination));
+    Value::Array(list.iter().map(|m| m.inspect()).collect())
 }
 
 /// `GET /containers/{id}/json`.
@@ -117,7 +124,7 @@ fn inspect_base(rec: &ContainerRecord) -> Value {
         "ExecIDs": null,
         "HostConfig": super::inspect_defaults::host_config(&rec.host_config),
         "GraphDriver": {"Name": "overlayfs", "Data": null},
-        "Mounts": [],
+        "Mounts": mounts(rec),
         "Config": super::inspect_defaults::config(&rec.config),
         "NetworkSettings": {"Networks": {}, "Ports": {}, "SandboxKey": ""},
     })
