@@ -73,6 +73,11 @@ impl ContainerFilters {
 
     pub fn matches(&self, rec: &ContainerRecord) -> bool {
         self.0.iter().all(|(key, values)| {
+            // dockerd ANDs label filters (every label must match) and ORs the values of
+            // every other key; compose relies on project AND service labels.
+            if key == "label" {
+                return values.iter().all(|v| label_matches(rec, v));
+            }
             values.is_empty()
                 || values.iter().any(|v| match key.as_str() {
                     "id" => rec.id.starts_with(v.as_str()),
@@ -85,13 +90,16 @@ impl ContainerFilters {
                         rec.state.status.as_str() == "exited"
                             && rec.state.exit_code.to_string() == *v
                     }
-                    "label" => match v.split_once('=') {
-                        Some((k, val)) => rec.config.labels.get(k).is_some_and(|x| x == val),
-                        None => rec.config.labels.contains_key(v),
-                    },
                     _ => false,
                 })
         })
+    }
+}
+
+fn label_matches(rec: &ContainerRecord, filter: &str) -> bool {
+    match filter.split_once('=') {
+        Some((k, val)) => rec.config.labels.get(k).is_some_and(|x| x == val),
+        None => rec.config.labels.contains_key(filter),
     }
 }
 
@@ -140,5 +148,7 @@ mod tests {
         assert!(f(r#"{"label":["app=web"]}"#).matches(&exited));
         assert!(!f(r#"{"label":["app=db"]}"#).matches(&exited));
         assert!(f(r#"{"label":["app"],"status":["exited","running"]}"#).matches(&running));
+        // Several labels must all match (compose filters by project AND service).
+        assert!(!f(r#"{"label":["app=web","tier=db"]}"#).matches(&exited));
     }
 }
