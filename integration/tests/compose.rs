@@ -17,11 +17,18 @@ use crate::common::{expect_contains, wait_no_containers, Spec};
 const NEEDS: &[Need] = &[Need::Root, Need::Busybox, Need::Docker, Need::Compose];
 
 pub fn tests() -> Vec<Spec> {
-    vec![Spec {
-        name: "compose::bridge_services_up_ps_logs_exec_down",
-        needs: NEEDS,
-        run: bridge_services,
-    }]
+    vec![
+        Spec {
+            name: "compose::bridge_services_up_ps_logs_exec_down",
+            needs: NEEDS,
+            run: bridge_services,
+        },
+        Spec {
+            name: "compose::project_network_service_discovery",
+            needs: NEEDS,
+            run: project_network,
+        },
+    ]
 }
 
 /// Runs docker-compose for project `project` with `file` against the stack.
@@ -118,4 +125,55 @@ fn bridge_services() -> Result<()> {
         .ok()
         .context("compose down")?;
     wait_no_containers(&s)
+}
+
+fn project_network() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let p = "btcomposenet";
+    let bridge = format!("{}9", s.firewall_table);
+    let env = [("NET_BRIDGE", bridge.as_str())];
+    compose(&s, p, "network.yml", &env, &["up", "-d"])?.ok()?;
+    let nets = s
+        .docker(&["network", "ls", "--format", "{{.Name}}"])?
+        .ok()?;
+    expect_contains("network ls", &nets.stdout, "btcomposenet_default")?;
+    // The client reaches the web service by its name and exits 0 with the page.
+    wait_until(
+        "the client service to exit",
+        Duration::from_secs(40),
+        || {
+            let out = compose(&s, p, "network.yml", &env, &["ps"])?.ok()?;
+            Ok(out
+                .stdout
+                .lines()
+                .find(|l| l.starts_with("btcomposenet_client_1") && l.contains("Exit"))
+                .map(str::to_string))
+        },
+    )
+    .and_then(|line| {
+        anyhow::ensure!(line.contains("Exit 0"), "client service: {line}");
+        Ok(())
+    })?;
+    let logs = compose(
+        &s,
+        p,
+        "network.yml",
+        &env,
+        &["logs", "--no-color", "client"],
+    )?
+    .ok()?;
+    expect_contains("compose logs client", &logs.stdout, "compose-net-ok")?;
+    compose(&s, p, "network.yml", &env, &["down"])?
+        .ok()
+        .context("compose down")?;
+    wait_no_containers(&s)?;
+    let nets = s
+        .docker(&["network", "ls", "--format", "{{.Name}}"])?
+        .ok()?;
+    anyhow::ensure!(
+        !nets.stdout.contains("btcomposenet_default"),
+        "the project network outlived down: {}",
+        nets.stdout
+    );
+    Ok(())
 }
