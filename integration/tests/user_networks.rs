@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use berth_integration::cmd::Output;
 use berth_integration::http::request;
+use berth_integration::prereq::Need;
 use berth_integration::stack::Daemon;
 use berth_integration::{wait_until, Stack};
 use rand::Rng;
@@ -49,6 +50,11 @@ pub fn tests() -> Vec<Spec> {
             name: "user_networks::engine_kill_keeps_networking_and_removes_leftovers",
             needs: DOCKER,
             run: engine_kill_and_leftovers,
+        },
+        Spec {
+            name: "user_networks::compose_project_network",
+            needs: &[Need::Root, Need::Busybox, Need::Docker, Need::Compose],
+            run: compose_project_network,
         },
     ]
 }
@@ -870,6 +876,61 @@ fn engine_kill_and_leftovers() -> Result<()> {
     s.docker(&["rm", "-f", &web])?.ok()?;
     s.docker(&["network", "rm", "a"])?.ok()?;
     expect_network_gone(&s, &br_a)?;
+    expect_no_endpoints(&s)?;
+    expect_engine_cleans_up(s)
+}
+
+/// docker-compose v1 creates a project network (docker-py sends `null` for unset
+/// fields), connects both services to it, and `down` removes it again.
+fn compose_project_network() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let prefix = free_subnet();
+    let subnet = format!("{prefix}.0/24");
+    let br = s.net_bridge(1);
+    let file = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("compose")
+        .join("network_ipam.yml");
+    let compose = |args: &[&str]| -> Result<Output> {
+        let mut c = std::process::Command::new(berth_integration::prereq::COMPOSE);
+        c.arg("--no-ansi")
+            .args(["-p", "proj", "-f"])
+            .arg(&file)
+            .args(args)
+            .env("DOCKER_HOST", s.engine_host())
+            .env("DOCKER_CONFIG", s.dir.join("dc"))
+            .env("BR", &br)
+            .env("SUBNET", &subnet)
+            .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
+            .env_remove("DOCKER_API_VERSION")
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROJECT_NAME");
+        berth_integration::cmd::run(c, &s.dir, Duration::from_secs(120))
+    };
+    compose(&["up", "-d"])?.ok()?;
+    let v = net_inspect(&s, "proj_default")?;
+    ensure!(
+        v["Labels"]["com.docker.compose.project"] == "proj"
+            && v["IPAM"]["Config"][0]["Subnet"] == subnet.as_str(),
+        "project network {v}"
+    );
+    let web_ip = v["Containers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find(|(_, c)| c["Name"] == "proj_web_1")
+        .and_then(|(_, c)| c["IPv4Address"].as_str())
+        .map(|a| a.trim_end_matches("/24").to_string())
+        .with_context(|| format!("web not on proj_default: {}", v["Containers"]))?;
+    wait_until(
+        "client to reach web over the project network",
+        Duration::from_secs(20),
+        || {
+            let out = fetch_in(&s, "proj_client_1", &web_ip)?;
+            Ok((out.code == 0 && out.stdout.contains("compose-net-ok")).then_some(()))
+        },
+    )?;
+    compose(&["down"])?.ok()?;
+    expect_network_gone(&s, &br)?;
     expect_no_endpoints(&s)?;
     expect_engine_cleans_up(s)
 }

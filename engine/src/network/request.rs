@@ -18,14 +18,23 @@ pub const MASQUERADE_OPTION: &str = "com.docker.network.bridge.enable_ip_masquer
 /// dockerd's option setting the MTU of a network's interfaces.
 pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 
+/// docker-py (docker-compose v1) sends `null` for unset strings and lists.
+fn null_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+fn null_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or_default())
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct IpamConfigBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_str")]
     subnet: String,
-    #[serde(default, rename = "IPRange")]
+    #[serde(default, rename = "IPRange", deserialize_with = "null_str")]
     ip_range: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_str")]
     gateway: String,
     #[serde(default)]
     auxiliary_addresses: Option<BTreeMap<String, String>>,
@@ -34,7 +43,7 @@ struct IpamConfigBody {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct IpamBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_str")]
     driver: String,
     #[serde(default)]
     config: Option<Vec<IpamConfigBody>>,
@@ -44,15 +53,15 @@ struct IpamBody {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct CreateBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_str")]
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_str")]
     driver: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_bool")]
     internal: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_bool")]
     attachable: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_bool")]
     ingress: bool,
     #[serde(default, rename = "EnableIPv6")]
     enable_ipv6: Option<bool>,
@@ -62,9 +71,9 @@ struct CreateBody {
     options: Option<BTreeMap<String, String>>,
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_bool")]
     config_only: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_str")]
     scope: String,
 }
 
@@ -417,6 +426,19 @@ mod tests {
             json!({"Name": "x", "Options": {BRIDGE_NAME_OPTION: "a-very-long-bridge-name"}})
         )
         .is_err());
+    }
+
+    #[test]
+    fn nulls_from_docker_py_mean_unset() {
+        let n = create(
+            json!({"Name": "proj_default", "Driver": null, "Internal": null,
+            "Scope": null, "EnableIPv6": null, "Options": null, "Labels": null,
+            "IPAM": {"Driver": null, "Options": null, "Config": [{"Subnet": "10.3.0.0/24",
+            "IPRange": null, "Gateway": null, "AuxiliaryAddresses": null}]}}),
+        )
+        .unwrap();
+        assert_eq!(n.subnet, Some("10.3.0.0/24".parse().unwrap()));
+        assert_eq!(n.gateway, None);
     }
 
     #[test]
