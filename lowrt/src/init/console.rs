@@ -27,6 +27,17 @@ pub(super) fn setup(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
         Mode::empty(),
     )
     .map_err(errno(format!("open {name}")))?;
+    // Sized before anyone can read it, as runc does: the caller's first resize would
+    // race a process that asks at once.
+    if let Some(size) = ctx.process.console_size() {
+        let ws = libc::winsize {
+            ws_row: u16::try_from(size.height()).unwrap_or(u16::MAX),
+            ws_col: u16::try_from(size.width()).unwrap_or(u16::MAX),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        crate::sys::set_window_size(master.as_fd(), &ws).map_err(errno("set console size"))?;
+    }
     let fds = [master.as_raw_fd()];
     sendmsg::<()>(
         socket.as_raw_fd(),

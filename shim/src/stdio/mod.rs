@@ -180,7 +180,9 @@ impl ProcessIo {
             }));
         }
         let copied = Arc::clone(&self.copied);
-        lock(&self.outputs).push(tokio::spawn(copy_out_shared(master, sink, copied)));
+        // A terminal's prompt and echo come without a newline: each read is logged as it
+        // arrives, or a reader of the log (the engine's attach) would see them late.
+        lock(&self.outputs).push(tokio::spawn(copy_out_shared(master, sink, copied, true)));
         Ok(())
     }
 
@@ -315,10 +317,15 @@ async fn copy_in_shared(src: AsyncPipe, dst: &AsyncPipe, close: &Notify) {
 }
 
 async fn copy_out(src: AsyncPipe, sink: Sink, copied: Arc<AtomicU64>) {
-    copy_out_shared(Arc::new(src), sink, copied).await;
+    copy_out_shared(Arc::new(src), sink, copied, false).await;
 }
 
-async fn copy_out_shared(src: Arc<AsyncPipe>, mut sink: Sink, copied: Arc<AtomicU64>) {
+async fn copy_out_shared(
+    src: Arc<AsyncPipe>,
+    mut sink: Sink,
+    copied: Arc<AtomicU64>,
+    flush_partial: bool,
+) {
     // Most containers write rarely: the buffer exists only while output is flowing, and
     // goes once a read drains the pipe, so an idle shim holds none.
     let mut buf = Vec::new();
@@ -334,6 +341,9 @@ async fn copy_out_shared(src: Arc<AsyncPipe>, mut sink: Sink, copied: Arc<Atomic
             Ok(0) => break,
             Ok(n) => {
                 sink.write(&buf[..n]).await;
+                if flush_partial {
+                    sink.finish();
+                }
                 copied.fetch_add(n as u64, Ordering::Relaxed);
                 if n < buf.len() {
                     buf = Vec::new();

@@ -93,7 +93,7 @@ impl Sink {
         }
     }
 
-    /// End of stream: writes an unterminated last line.
+    /// End of stream (and after each read from a terminal): writes an unterminated line.
     pub fn finish(&mut self) {
         if let Sink::Json { log, stream, lines } = self {
             let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
