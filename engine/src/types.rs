@@ -116,6 +116,9 @@ pub struct ExecConfig {
     pub env: Vec<String>,
     pub working_dir: String,
     pub cmd: StrSlice,
+    pub detach_keys: String,
+    /// `[height, width]` of the CLI's terminal (API ≥ 1.42).
+    pub console_size: Option<Vec<u64>>,
 }
 
 /// Body of `POST /exec/{id}/start`.

@@ -9,6 +9,7 @@ pub mod http;
 pub mod image;
 pub mod poll;
 pub mod prereq;
+pub mod pty;
 pub mod stack;
 
 pub use cmd::Output;

@@ -21,6 +21,7 @@ mod network_dns;
 mod registry;
 mod restart;
 mod restart_policy;
+mod tty;
 mod user_networks;
 mod users_seccomp;
 mod volumes;
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         build::tests(),
         images_more::tests(),
         volumes::tests(),
+        tty::tests(),
     ]
     .into_iter()
     .flatten()

@@ -80,6 +80,8 @@ impl From<DaemonError> for ApiError {
             E::Volume(VolumeError::InUse { .. }) => StatusCode::CONFLICT,
             E::Volume(VolumeError::NoQuota) => StatusCode::BAD_REQUEST,
             E::Volume(_) | E::Filesystem(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Top(crate::daemon::TopError::BadArgs(_)) => StatusCode::BAD_REQUEST,
+            E::Top(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Backend(BackendError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Backend(BackendError::AlreadyExists { .. }) => StatusCode::CONFLICT,
             E::Backend(BackendError::InvalidArgument { .. }) => StatusCode::BAD_REQUEST,

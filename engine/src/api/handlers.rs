@@ -15,7 +15,7 @@ use super::system;
 use super::{channel_body, empty, error_response, json_response, streams, ApiError, Body};
 use crate::backend::Backend;
 use crate::daemon::{self, Daemon, DaemonError, StdinSink};
-use crate::stdcopy::MULTIPLEXED_CONTENT_TYPE;
+use crate::stdcopy::{MULTIPLEXED_CONTENT_TYPE, RAW_CONTENT_TYPE};
 use crate::types::{CreateRequest, ExecConfig, ExecStartConfig};
 
 pub async fn handle<B: Backend>(daemon: Arc<Daemon<B>>, req: Request<Incoming>) -> Response<Body> {
@@ -402,14 +402,16 @@ async fn dispatch<B: Backend>(
         }
         Route::ContainerAttach { id, opts } => {
             let rec = d.container(&id)?;
+            let keys = daemon::parse_detach_keys(&opts.detach_keys)?;
             // Like dockerd, stdin is attached only to containers created with OpenStdin.
             let stdin = if opts.stdin && rec.config.open_stdin {
-                Some(d.attach_stdin(&rec.id)?)
+                let watch = rec.config.tty.then(|| daemon::DetachWatch::new(keys));
+                Some(d.attach_stdin(&rec.id, watch)?)
             } else {
                 None
             };
             let rx = streams::attach(Arc::clone(&d), &rec, opts).map_err(log_error)?;
-            hijack(req, rx, stdin)
+            hijack(req, rx, stdin, rec.config.tty)
         }
         Route::ContainerLogs { id, opts } => {
             let rec = d.container(&id)?;
@@ -417,9 +419,26 @@ async fn dispatch<B: Backend>(
             let mut r = Response::new(channel_body(rx));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(MULTIPLEXED_CONTENT_TYPE),
+                HeaderValue::from_static(stream_type(rec.config.tty)),
             );
             r
+        }
+        Route::ContainerResize { id, height, width } => {
+            d.resize_container(&id, height, width).await?;
+            Response::new(empty())
+        }
+        Route::ExecResize { id, height, width } => {
+            d.resize_exec(&id, height, width).await?;
+            Response::new(empty())
+        }
+        Route::ContainerTop { id, ps_args } => {
+            json_response(StatusCode::OK, &json!(d.top(&id, &ps_args).await?))
+        }
+        Route::ContainerStats { .. } => {
+            return Err(DaemonError::NotImplemented {
+                what: "container stats".into(),
+            }
+            .into())
         }
         Route::ExecCreate { id } => {
             check_json(req.headers())?;
@@ -441,13 +460,14 @@ async fn dispatch<B: Backend>(
             // response head through a buffer and then the stream from the raw socket
             // (docker-py) loses output that arrived together with the head.
             d.exec_startable(&id)?;
+            let tty = d.exec(&id)?.config.tty;
             let start = async move {
                 match d.start_exec(&id, false).await? {
                     Some(streams) => Ok(streams),
                     None => Err(DaemonError::NotRunning { id }),
                 }
             };
-            hijack_parts(&parts.headers, on_upgrade, start)
+            hijack_parts(&parts.headers, on_upgrade, start, tty)
         }
         Route::ExecInspect { id } => {
             let e = d.exec(&id)?;
@@ -473,19 +493,61 @@ fn hijack(
     mut req: Request<Incoming>,
     rx: mpsc::Receiver<Bytes>,
     stdin: Option<StdinSink>,
+    raw: bool,
 ) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
-    hijack_parts(req.headers(), on_upgrade, async move { Ok((rx, stdin)) })
+    hijack_parts(
+        req.headers(),
+        on_upgrade,
+        async move { Ok((rx, stdin)) },
+        raw,
+    )
+}
+
+/// A terminal's output is one raw stream; anything else is multiplexed.
+fn stream_type(raw: bool) -> &'static str {
+    if raw {
+        RAW_CONTENT_TYPE
+    } else {
+        MULTIPLEXED_CONTENT_TYPE
+    }
+}
+
+/// Copies a terminal's input into the process until the client's input ends or it types
+/// the detach keys; the process's stdin stays open either way (dockerd's `copyEscapable`).
+async fn copy_terminal_input<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    fifo: &mut tokio::net::unix::pipe::Sender,
+    watch: &mut daemon::DetachWatch,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let (out, detached) = watch.feed(&buf[..n]);
+        if !out.is_empty() && fifo.write_all(&out).await.is_err() {
+            return;
+        }
+        if detached {
+            tracing::debug!("attach detached by the detach keys");
+            return;
+        }
+    }
 }
 
 /// Answers a stream request the way dockerd hijacks it: `101 UPGRADED` with the raw
 /// stream on the connection when the client asked for an upgrade, else a streamed 200.
 /// `start` runs once the response head is on its way; an error it returns is written into
-/// the stream as text, as dockerd does once a connection is hijacked.
+/// the stream as text, as dockerd does once a connection is hijacked. `raw`: a terminal's
+/// stream (no frames).
 fn hijack_parts<F>(
     headers: &http::HeaderMap,
     on_upgrade: hyper::upgrade::OnUpgrade,
     start: F,
+    raw: bool,
 ) -> Response<Body>
 where
     F: std::future::Future<
@@ -512,7 +574,7 @@ where
         let mut r = Response::new(channel_body(body_rx));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(MULTIPLEXED_CONTENT_TYPE),
+            HeaderValue::from_static(stream_type(raw)),
         );
         return r;
     }
@@ -534,9 +596,21 @@ where
             }
         };
         // The client's input goes to the process until the client half-closes; then its
-        // stdin is closed so it sees EOF.
-        let input = stdin.map(|StdinSink { mut fifo, close }| {
+        // stdin is closed so it sees EOF. A terminal's input ending ends the attach.
+        let input_over = Arc::new(tokio::sync::Notify::new());
+        let input = stdin.map(|sink| {
+            let input_over = Arc::clone(&input_over);
+            let StdinSink {
+                mut fifo,
+                close,
+                detach,
+            } = sink;
             tokio::spawn(async move {
+                if let Some(mut watch) = detach {
+                    copy_terminal_input(&mut rd, &mut fifo, &mut watch).await;
+                    input_over.notify_one();
+                    return;
+                }
                 if let Err(e) = tokio::io::copy(&mut rd, &mut fifo).await {
                     tracing::debug!(error = %e, "copying attach input ended");
                 }
@@ -544,9 +618,17 @@ where
                 drop(fifo);
             })
         });
-        while let Some(chunk) = rx.recv().await {
-            if wr.write_all(&chunk).await.is_err() {
-                break;
+        loop {
+            tokio::select! {
+                chunk = rx.recv() => match chunk {
+                    Some(chunk) => {
+                        if wr.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                () = input_over.notified() => break,
             }
         }
         let _ = wr.flush().await;
@@ -563,7 +645,7 @@ where
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(MULTIPLEXED_CONTENT_TYPE),
+        HeaderValue::from_static(stream_type(raw)),
     );
     r
 }

@@ -150,6 +150,29 @@ pub enum Route {
     },
     /// commit, history, build, save/load, prune (`super::images_api`).
     Images(super::images_api::ImageRoute),
+    /// `POST /containers/{id}/resize?h=&w=`.
+    ContainerResize {
+        id: String,
+        height: u32,
+        width: u32,
+    },
+    /// `POST /exec/{id}/resize?h=&w=`.
+    ExecResize {
+        id: String,
+        height: u32,
+        width: u32,
+    },
+    /// `GET /containers/{id}/top?ps_args=`.
+    ContainerTop {
+        id: String,
+        ps_args: String,
+    },
+    /// `GET /containers/{id}/stats?stream=&one-shot=`.
+    ContainerStats {
+        id: String,
+        stream: bool,
+        one_shot: bool,
+    },
 }
 
 /// `POST /images/create`: dockerd pulls with `fromImage` and imports with `fromSrc`.
@@ -184,6 +207,8 @@ pub struct AttachOptions {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    /// `detachKeys`: empty means dockerd's default (ctrl-p,ctrl-q).
+    pub detach_keys: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -333,7 +358,33 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
                 stdin: q.bool("stdin"),
                 stdout: q.bool("stdout"),
                 stderr: q.bool("stderr"),
+                detach_keys: q.get("detachKeys").unwrap_or("").to_string(),
             },
+        },
+        (Method::POST, ["containers", c, "resize"]) => {
+            let (height, width) = dimensions(q)?;
+            Route::ContainerResize {
+                id: id(c),
+                height,
+                width,
+            }
+        }
+        (Method::POST, ["exec", e, "resize"]) => {
+            let (height, width) = dimensions(q)?;
+            Route::ExecResize {
+                id: id(e),
+                height,
+                width,
+            }
+        }
+        (Method::GET, ["containers", c, "top"]) => Route::ContainerTop {
+            id: id(c),
+            ps_args: q.get("ps_args").unwrap_or("").to_string(),
+        },
+        (Method::GET, ["containers", c, "stats"]) => Route::ContainerStats {
+            id: id(c),
+            stream: q.get("stream").is_none_or(|_| q.bool("stream")),
+            one_shot: q.bool("one-shot"),
         },
         (Method::GET, ["containers", c, "logs"]) => Route::ContainerLogs {
             id: id(c),
@@ -378,6 +429,12 @@ fn image_create(q: &Query) -> Result<ImageCreate, ApiError> {
             "either fromImage or fromSrc is required",
         )),
     }
+}
+
+/// `h` and `w` of a resize, checked as dockerd's Atoi does.
+fn dimensions(q: &Query) -> Result<(u32, u32), ApiError> {
+    let get = |k| crate::daemon::parse_dimension(q.get(k)).map_err(ApiError::bad_request);
+    Ok((get("h")?, get("w")?))
 }
 
 fn wait_condition(value: Option<&str>) -> Result<WaitCondition, ApiError> {

@@ -393,3 +393,59 @@ fn volume_routes() {
     );
     assert_eq!(p(Method::GET, "/system/df").unwrap(), Route::SystemDf);
 }
+
+#[test]
+fn terminal_and_observation_routes() {
+    assert_eq!(
+        p(Method::POST, "/v1.50/containers/c1/resize?h=40&w=120").unwrap(),
+        Route::ContainerResize {
+            id: "c1".into(),
+            height: 40,
+            width: 120
+        }
+    );
+    assert_eq!(
+        p(Method::POST, "/exec/e1/resize?h=1&w=2").unwrap(),
+        Route::ExecResize {
+            id: "e1".into(),
+            height: 1,
+            width: 2
+        }
+    );
+    let err = p(Method::POST, "/containers/c1/resize?h=x&w=1").unwrap_err();
+    assert_eq!(err.status, StatusCode::BAD_REQUEST);
+    assert_eq!(err.message, "strconv.Atoi: parsing \"x\": invalid syntax");
+    assert_eq!(
+        p(Method::GET, "/containers/c1/top?ps_args=aux").unwrap(),
+        Route::ContainerTop {
+            id: "c1".into(),
+            ps_args: "aux".into()
+        }
+    );
+    // dockerd streams unless told otherwise.
+    assert_eq!(
+        p(Method::GET, "/containers/c1/stats").unwrap(),
+        Route::ContainerStats {
+            id: "c1".into(),
+            stream: true,
+            one_shot: false
+        }
+    );
+    assert_eq!(
+        p(Method::GET, "/containers/c1/stats?stream=0&one-shot=1").unwrap(),
+        Route::ContainerStats {
+            id: "c1".into(),
+            stream: false,
+            one_shot: true
+        }
+    );
+    match p(
+        Method::POST,
+        "/containers/c1/attach?stream=1&detachKeys=ctrl-a",
+    )
+    .unwrap()
+    {
+        Route::ContainerAttach { opts, .. } => assert_eq!(opts.detach_keys, "ctrl-a"),
+        other => panic!("attach parsed as {other:?}"),
+    }
+}

@@ -1,5 +1,6 @@
 //! Attach and logs output: the container's json log (written by the shim) turned into
-//! docker's multiplexed frames, following the file until the container exits.
+//! docker's multiplexed frames (or, for a terminal container, the raw bytes: a terminal
+//! has one stream), following the file until the container exits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,8 @@ struct Filter {
     stdout: bool,
     stderr: bool,
     timestamps: bool,
+    /// A terminal container: no frames, as dockerd sends it.
+    raw: bool,
 }
 
 fn encode(e: &LogEntry, f: Filter) -> Option<Bytes> {
@@ -34,14 +37,19 @@ fn encode(e: &LogEntry, f: Filter) -> Option<Bytes> {
     if !wanted {
         return None;
     }
-    if f.timestamps {
+    let text = if f.timestamps {
         // dockerd prints RFC3339Nano with a fixed 9-digit fraction.
         let ts = DateTime::parse_from_rfc3339(&e.time)
             .map(|t| t.to_utc().to_rfc3339_opts(SecondsFormat::Nanos, true))
             .unwrap_or_else(|_| e.time.clone());
-        return Some(frame(e.stream, format!("{ts} {}", e.log).as_bytes()));
+        format!("{ts} {}", e.log)
+    } else {
+        e.log.clone()
+    };
+    if f.raw {
+        return Some(Bytes::from(text));
     }
-    Some(frame(e.stream, e.log.as_bytes()))
+    Some(frame(e.stream, text.as_bytes()))
 }
 
 async fn send_all(tx: &mpsc::Sender<Bytes>, entries: &[LogEntry], f: Filter) -> bool {
@@ -110,6 +118,7 @@ pub fn attach<B: Backend>(
         stdout: opts.stdout,
         stderr: opts.stderr,
         timestamps: false,
+        raw: rec.config.tty,
     };
     let events = daemon.subscribe();
     let path = std::path::PathBuf::from(&rec.log_path);
@@ -140,6 +149,7 @@ pub fn logs<B: Backend>(
         stdout: opts.stdout,
         stderr: opts.stderr,
         timestamps: opts.timestamps,
+        raw: rec.config.tty,
     };
     let events = daemon.subscribe();
     let (mut entries, follower) =

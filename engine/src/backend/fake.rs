@@ -574,6 +574,33 @@ impl Backend for FakeBackend {
         Ok(())
     }
 
+    async fn task_resize_pty(
+        &self,
+        id: &str,
+        _exec_id: &str,
+        _width: u32,
+        _height: u32,
+    ) -> BackendResult<()> {
+        if !self.has_task(id) {
+            return Err(not_found(&format!("task {id}")));
+        }
+        Ok(())
+    }
+
+    async fn task_pids(&self, id: &str) -> BackendResult<Vec<u32>> {
+        if !self.has_task(id) {
+            return Err(not_found(&format!("task {id}")));
+        }
+        Ok(Vec::new())
+    }
+
+    async fn task_metrics(&self, id: &str) -> BackendResult<CgroupMetrics> {
+        if !self.has_task(id) {
+            return Err(not_found(&format!("task {id}")));
+        }
+        Ok(CgroupMetrics::V1(Default::default()))
+    }
+
     async fn subscribe_exits(&self) -> BackendResult<ExitStream> {
         let rx = self.exits.subscribe();
         let exits = BroadcastStream::new(rx).filter_map(|r| async move { r.ok().map(Ok) });

@@ -112,6 +112,13 @@ pub struct ExitEvent {
     pub exited_at: Option<DateTime<Utc>>,
 }
 
+/// A task's cgroup statistics as the shim reads them (containerd's cgroups packages).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CgroupMetrics {
+    V1(Box<berth_proto::io::containerd::cgroups::v1::Metrics>),
+    V2(Box<berth_proto::io::containerd::cgroups::v2::Metrics>),
+}
+
 pub type ExitStream = Pin<Box<dyn Stream<Item = BackendResult<ExitEvent>> + Send>>;
 
 /// The containerd calls the engine makes. Every call is in the engine's namespace.
@@ -221,6 +228,21 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Freezes (`pause`) or thaws (`resume`) every process of the task.
     fn task_pause(&self, id: &str, pause: bool) -> impl Future<Output = BackendResult<()>> + Send;
+
+    /// Sets the window size of a terminal process (ResizePty).
+    fn task_resize_pty(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+
+    /// The pids of every process in the task's cgroup (ListPids).
+    fn task_pids(&self, id: &str) -> impl Future<Output = BackendResult<Vec<u32>>> + Send;
+
+    /// The task's cgroup statistics (Metrics filtered by id); NotFound without a task.
+    fn task_metrics(&self, id: &str) -> impl Future<Output = BackendResult<CgroupMetrics>> + Send;
 
     /// Subscribes to `/tasks/exit` events from now on.
     fn subscribe_exits(&self) -> impl Future<Output = BackendResult<ExitStream>> + Send;

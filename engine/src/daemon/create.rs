@@ -91,9 +91,6 @@ impl<B: Backend> Daemon<B> {
                 return Err(DaemonError::InvalidName { name: n.into() });
             }
         }
-        if req.config.tty {
-            return Err(InvalidParameter::Tty.into());
-        }
         let mut req = req;
         super::restart::check_create(&mut req.host_config)?;
         let image = self.image(&req.config.image).await?;
@@ -223,6 +220,11 @@ impl<B: Backend> Daemon<B> {
             super::init::apply(&mut spec, &self.config.init.path)?;
         }
         spec::add_mounts(&mut spec, &mounts.points);
+        if config.tty {
+            if let Some(size) = super::console_size(host_config.extra.get("ConsoleSize")) {
+                spec["process"]["consoleSize"] = size;
+            }
+        }
         exec_user.apply(&mut spec);
         crate::seccomp::apply(&mut spec, &host_config)?;
         self.attach_network(id, name, &host_config, &config, networking, &mut spec)

@@ -9,6 +9,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::stdin::{mkfifo, StdinSink};
+use super::tty::{parse_detach_keys, DetachWatch};
 use super::{random_id, Daemon, DaemonError, DaemonResult, InvalidParameter};
 use crate::backend::{Backend, BackendError, Stdio};
 use crate::spec::{self, SpecInput};
@@ -47,7 +48,6 @@ fn exec_failure_message(err: &BackendError) -> String {
     m
 }
 
-/// Copies one FIFO into framed chunks until the writer (the shim) closes it.
 /// Opens the read end of an exec output FIFO. This must happen before the shim opens the
 /// write end: the shim opens it O_RDWR (so it never blocks), and output written and closed
 /// before any reader exists dies with the pipe.
@@ -62,10 +62,12 @@ fn open_fifo_reader(path: &Path) -> DaemonResult<tokio::net::unix::pipe::Receive
         })
 }
 
+/// Copies one FIFO into chunks until the writer (the shim) closes it: framed for `stream`,
+/// or as they are (`None`: a terminal's raw stream).
 async fn pump(
     path: PathBuf,
     mut rx: tokio::net::unix::pipe::Receiver,
-    stream: StdStream,
+    stream: Option<StdStream>,
     tx: mpsc::Sender<Bytes>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
@@ -73,7 +75,11 @@ async fn pump(
         match rx.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if tx.send(frame(stream, &buf[..n])).await.is_err() {
+                let chunk = match stream {
+                    Some(s) => frame(s, &buf[..n]),
+                    None => Bytes::copy_from_slice(&buf[..n]),
+                };
+                if tx.send(chunk).await.is_err() {
                     // The client went away; keep draining so the process never blocks on a
                     // full pipe.
                     continue;
@@ -93,9 +99,7 @@ impl<B: Backend> Daemon<B> {
         if config.cmd.as_slice().is_empty() {
             return Err(InvalidParameter::NoExecCommand.into());
         }
-        if config.tty {
-            return Err(InvalidParameter::Tty.into());
-        }
+        parse_detach_keys(&config.detach_keys)?;
         let id = random_id();
         let exec = ExecRecord {
             id: id.clone(),
@@ -189,7 +193,7 @@ impl<B: Backend> Daemon<B> {
                 cfg.working_dir.clone()
             },
             user: format!("{}:{}", exec_user.uid, exec_user.gid),
-            tty: false,
+            tty: cfg.tty,
             hostname,
             cgroup_parent: &self.config.cgroup_parent,
             host_config: &rec.host_config,
@@ -197,6 +201,12 @@ impl<B: Backend> Daemon<B> {
         };
         let mut process = spec::process(&input)?;
         process["user"] = exec_user.to_json();
+        if cfg.tty {
+            let size = cfg.console_size.as_ref().map(|s| serde_json::json!(s));
+            if let Some(size) = super::console_size(size.as_ref()) {
+                process["consoleSize"] = size;
+            }
+        }
         let process = serde_json::to_vec(&process).unwrap_or_default();
         let dir = self.exec_dir(&rec.id);
         std::fs::create_dir_all(&dir).map_err(|source| DaemonError::Io {
@@ -205,12 +215,16 @@ impl<B: Backend> Daemon<B> {
             source,
         })?;
         let (tx, rx) = mpsc::channel(64);
-        let mut stdio = Stdio::default();
+        let mut stdio = Stdio {
+            terminal: cfg.tty,
+            ..Stdio::default()
+        };
         let mut pumps = Vec::new();
         if !detach {
             for (wanted, stream, suffix) in [
                 (cfg.attach_stdout, StdStream::Stdout, "stdout"),
-                (cfg.attach_stderr, StdStream::Stderr, "stderr"),
+                // A terminal has one output stream, carried as stdout.
+                (cfg.attach_stderr && !cfg.tty, StdStream::Stderr, "stderr"),
             ] {
                 if !wanted {
                     continue;
@@ -229,7 +243,8 @@ impl<B: Backend> Daemon<B> {
                     StdStream::Stdout => stdio.stdout = s,
                     _ => stdio.stderr = s,
                 }
-                pumps.push(tokio::spawn(pump(path, reader, stream, tx.clone())));
+                let framing = (!cfg.tty).then_some(stream);
+                pumps.push(tokio::spawn(pump(path, reader, framing, tx.clone())));
             }
         }
         let stdin_path = dir.join(format!("{id}-stdin"));
@@ -237,7 +252,12 @@ impl<B: Backend> Daemon<B> {
         if !detach && cfg.attach_stdin {
             mkfifo(&stdin_path)?;
             stdio.stdin = stdin_path.to_string_lossy().into_owned();
-            stdin = Some(self.exec_stdin(&rec.id, id, &stdin_path)?);
+            let watch = if cfg.tty {
+                Some(DetachWatch::new(parse_detach_keys(&cfg.detach_keys)?))
+            } else {
+                None
+            };
+            stdin = Some(self.exec_stdin(&rec.id, id, &stdin_path, watch)?);
         }
         let started = async {
             self.backend.task_exec(&rec.id, id, process, stdio).await?;
@@ -269,10 +289,12 @@ impl<B: Backend> Daemon<B> {
                 // dockerd reports a failed exec inside the already hijacked stream (as
                 // stdout text) and lets the client read the exit code from inspect.
                 let (tx, rx) = mpsc::channel(1);
-                let _ = tx.try_send(frame(
-                    StdStream::Stdout,
-                    format!("{message}\r\n").as_bytes(),
-                ));
+                let text = format!("{message}\r\n");
+                let _ = tx.try_send(if cfg.tty {
+                    Bytes::from(text)
+                } else {
+                    frame(StdStream::Stdout, text.as_bytes())
+                });
                 return Ok(Some((rx, None)));
             }
         };
@@ -320,7 +342,7 @@ mod fifo_tests {
         mkfifo(&path).unwrap();
         let (tx, mut rx) = mpsc::channel(8);
         let reader = open_fifo_reader(&path).unwrap();
-        let pumping = tokio::spawn(pump(path.clone(), reader, StdStream::Stderr, tx));
+        let pumping = tokio::spawn(pump(path.clone(), reader, Some(StdStream::Stderr), tx));
         // No writer yet: the pump must wait rather than report EOF.
         tokio::task::yield_now().await;
         assert!(rx.try_recv().is_err());
@@ -363,7 +385,7 @@ mod fifo_tests {
             w.write_all(b"fast\n").unwrap();
         }
         let (tx, mut rx) = mpsc::channel(8);
-        let pumping = tokio::spawn(pump(path.clone(), reader, StdStream::Stdout, tx));
+        let pumping = tokio::spawn(pump(path.clone(), reader, Some(StdStream::Stdout), tx));
         let got = rx
             .recv()
             .await

@@ -98,6 +98,9 @@ impl<B: Backend> Daemon<B> {
         let stdin = if rec.config.open_stdin {
             let path = self.init_stdin_path(&id);
             super::stdin::ensure_fifo(&path)?;
+            if rec.config.tty {
+                self.keep_stdin_open(&id)?;
+            }
             path.to_string_lossy().into_owned()
         } else {
             String::new()
@@ -106,7 +109,7 @@ impl<B: Backend> Daemon<B> {
             stdin,
             stdout: log_uri.clone(),
             stderr: log_uri,
-            terminal: false,
+            terminal: rec.config.tty,
         };
         self.dns_start(&rec).await?;
         let started = async {

@@ -17,6 +17,8 @@ mod manage;
 mod restart;
 mod save_load;
 mod stdin;
+mod top;
+mod tty;
 mod views;
 mod volumes;
 
@@ -46,6 +48,8 @@ pub use lifecycle::WaitOutcome;
 pub use restart::RestartPolicy;
 pub use save_load::ArchiveError;
 pub use stdin::StdinSink;
+pub use top::{TopBody, TopError};
+pub use tty::{console_size, parse_detach_keys, parse_dimension, DetachWatch};
 pub use views::{
     container_inspect, container_summary, human_duration, image_inspect, image_summary,
 };
@@ -119,6 +123,8 @@ pub enum DaemonError {
     Mount(#[from] crate::volumes::MountError),
     #[error(transparent)]
     Filesystem(#[from] crate::archive::ArchiveError),
+    #[error(transparent)]
+    Top(#[from] top::TopError),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -136,8 +142,8 @@ pub enum InvalidParameter {
     NoExecCommand,
     #[error("Invalid signal: {0}")]
     Signal(String),
-    #[error("terminals (-t) are not implemented yet")]
-    Tty,
+    #[error("Invalid detach keys ({0}) provided")]
+    DetachKeys(String),
     #[error("{0}")]
     RestartPolicy(String),
     #[error("Neither old nor new names may be empty")]

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use tokio::net::unix::pipe;
 use tokio::sync::broadcast;
 
+use super::tty::DetachWatch;
 use super::{ContainerEvent, Daemon, DaemonError, DaemonResult};
 use crate::backend::Backend;
 
@@ -18,6 +19,10 @@ pub struct StdinSink {
     /// Called at the client's end of input: closes the process's stdin (CloseIO) once
     /// everything written so far is forwarded.
     pub close: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>,
+    /// Terminal input: watched for the detach keys. Its end (EOF, hang-up or detach)
+    /// ends the whole attach and leaves the process's stdin open, as dockerd does; `close`
+    /// is then not called.
+    pub detach: Option<DetachWatch>,
 }
 
 pub(super) fn mkfifo(path: &Path) -> DaemonResult<()> {
@@ -68,8 +73,13 @@ impl<B: Backend> Daemon<B> {
         self.exec_dir(id).join("init-stdin")
     }
 
-    /// The stdin of a container created with `OpenStdin`, for an attach.
-    pub fn attach_stdin(self: &Arc<Self>, id: &str) -> DaemonResult<StdinSink> {
+    /// The stdin of a container created with `OpenStdin`, for an attach; `detach` for a
+    /// terminal container.
+    pub fn attach_stdin(
+        self: &Arc<Self>,
+        id: &str,
+        detach: Option<DetachWatch>,
+    ) -> DaemonResult<StdinSink> {
         let path = self.init_stdin_path(id);
         ensure_fifo(&path)?;
         let fifo = open_writer(&path)?;
@@ -80,7 +90,32 @@ impl<B: Backend> Daemon<B> {
             close: Box::new(move || {
                 Box::pin(async move { this.close_init_stdin(&id, events).await })
             }),
+            detach,
         })
+    }
+
+    /// A terminal container's stdin outlives its attaches (detach, then attach again):
+    /// the shim's reader must never see every writer gone, which is an end of input. The
+    /// engine holds one writer from the start until the container's exit. (After an
+    /// engine restart there is none: input ends with the old engine's writer.)
+    pub(super) fn keep_stdin_open(&self, id: &str) -> DaemonResult<()> {
+        let fifo = open_writer(&self.init_stdin_path(id))?;
+        let mut events = self.subscribe();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(
+                        ContainerEvent::Exited { id: e, .. }
+                        | ContainerEvent::Removed { id: e, .. },
+                    ) if e == id => break,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                    _ => {}
+                }
+            }
+            drop(fifo);
+        });
+        Ok(())
     }
 
     /// The CLI attaches (and may send all its input) before it starts the container, so
@@ -110,6 +145,7 @@ impl<B: Backend> Daemon<B> {
         container_id: &str,
         exec_id: &str,
         path: &Path,
+        detach: Option<DetachWatch>,
     ) -> DaemonResult<StdinSink> {
         let fifo = open_writer(path)?;
         let (this, cid, eid) = (
@@ -126,6 +162,7 @@ impl<B: Backend> Daemon<B> {
                     }
                 })
             }),
+            detach,
         })
     }
 }

@@ -614,6 +614,76 @@ impl Backend for GrpcBackend {
         }
     }
 
+    async fn task_resize_pty(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> BackendResult<()> {
+        use svc::tasks::v1::ResizePtyRequest;
+        let req = ResizePtyRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+            width,
+            height,
+        };
+        self.tasks()
+            .resize_pty(req)
+            .await
+            .map(|_| ())
+            .map_err(self.err("task resize pty"))
+    }
+
+    async fn task_pids(&self, id: &str) -> BackendResult<Vec<u32>> {
+        use svc::tasks::v1::ListPidsRequest;
+        let req = ListPidsRequest {
+            container_id: id.into(),
+        };
+        let r = self
+            .tasks()
+            .list_pids(req)
+            .await
+            .map_err(self.err("task list pids"))?
+            .into_inner();
+        Ok(r.processes.iter().map(|p| p.pid).collect())
+    }
+
+    async fn task_metrics(&self, id: &str) -> BackendResult<CgroupMetrics> {
+        use berth_proto::io::containerd::cgroups::{v1, v2};
+        use svc::tasks::v1::MetricsRequest;
+        let req = MetricsRequest {
+            filters: vec![format!("id==\"{id}\"")],
+        };
+        let r = self
+            .tasks()
+            .metrics(req)
+            .await
+            .map_err(self.err("task metrics"))?
+            .into_inner();
+        let data = r
+            .metrics
+            .into_iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.data)
+            .ok_or_else(|| BackendError::NotFound {
+                message: format!("no metrics for task {id}"),
+            })?;
+        let decode = |e: berth_proto::ProtoError| BackendError::Decode {
+            what: "cgroup metrics",
+            message: e.to_string(),
+        };
+        if data.type_url.ends_with("cgroups.v2.Metrics") {
+            berth_proto::any::unpack::<v2::Metrics>(&data)
+                .map(|m| CgroupMetrics::V2(Box::new(m)))
+                .map_err(decode)
+        } else {
+            berth_proto::any::unpack::<v1::Metrics>(&data)
+                .map(|m| CgroupMetrics::V1(Box::new(m)))
+                .map_err(decode)
+        }
+    }
+
     async fn subscribe_exits(&self) -> BackendResult<ExitStream> {
         use berth_proto::any::Event;
         use svc::events::v1::SubscribeRequest;
