@@ -21,6 +21,7 @@ mod network_dns;
 mod registry;
 mod restart;
 mod restart_policy;
+mod stats_top;
 mod tty;
 mod user_networks;
 mod users_seccomp;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         images_more::tests(),
         volumes::tests(),
         tty::tests(),
+        stats_top::tests(),
     ]
     .into_iter()
     .flatten()
