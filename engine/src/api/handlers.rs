@@ -434,11 +434,18 @@ async fn dispatch<B: Backend>(
         Route::ContainerTop { id, ps_args } => {
             json_response(StatusCode::OK, &json!(d.top(&id, &ps_args).await?))
         }
-        Route::ContainerStats { .. } => {
-            return Err(DaemonError::NotImplemented {
-                what: "container stats".into(),
-            }
-            .into())
+        Route::ContainerStats {
+            id,
+            stream,
+            one_shot,
+        } => {
+            let rx = d.container_stats(&id, stream, one_shot)?;
+            let mut r = Response::new(channel_body(rx));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
         }
         Route::ExecCreate { id } => {
             check_json(req.headers())?;

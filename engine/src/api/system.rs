@@ -89,7 +89,7 @@ pub async fn info<B: Backend>(d: &Daemon<B>) -> serde_json::Value {
         "ExperimentalBuild": false, "ServerVersion": ENGINE_VERSION,
         "Runtimes": {"runc": {"path": "berth-lowrt"}}, "DefaultRuntime": "runc",
         "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
-        "LiveRestoreEnabled": true, "Isolation": "", "InitBinary": "",
-        "SecurityOptions": [], "Warnings": ["WARNING: seccomp and user-defined networks are not implemented yet in berth-engine"],
+        "LiveRestoreEnabled": true, "Isolation": "", "InitBinary": "docker-init",
+        "SecurityOptions": ["name=seccomp,profile=builtin"], "Warnings": [],
     })
 }

@@ -16,6 +16,7 @@ mod lifecycle;
 mod manage;
 mod restart;
 mod save_load;
+mod stats;
 mod stdin;
 mod top;
 mod tty;
