@@ -22,26 +22,6 @@ RUNS=${1:-20}
 STACK_NETNS=1 stack_start be
 dockerd_start bf
 
-mean_ms() { awk '{ s += $1 } END { if (NR) printf "%.1f", s / NR / 1000; else print "-" }'; }
-
-# time_ms CMD...: mean wall time in ms of RUNS runs of CMD (failures are counted, not timed).
-time_ms() {
-    local i t0 t1 failed=0 f
-    f=$(mktemp)
-    for ((i = 0; i < RUNS; i++)); do
-        t0=$(date +%s%N)
-        if "$@" >/dev/null 2>&1; then
-            t1=$(date +%s%N)
-            echo $(((t1 - t0) / 1000)) >>"$f"
-        else
-            failed=$((failed + 1))
-        fi
-    done
-    ((failed == 0)) || echo "warning: $failed of $RUNS runs failed: $*" >&2
-    mean_ms <"$f"
-    rm -f "$f"
-}
-
 # create_rm CLI...: one `create` and one `rm` (the pair is timed as a unit).
 create_rm() {
     local id

@@ -31,27 +31,6 @@ if [[ -z ${NO_DOCKERD:-} ]]; then
     dockerd_start bd
 fi
 
-# Prints the mean of the microsecond values on stdin, in ms; "-" for none.
-mean_ms() { awk '{ s += $1 } END { if (NR) printf "%.1f", s / NR / 1000; else print "-" }'; }
-
-# run_ms CLI...: mean wall time in ms of RUNS `CLI run --rm ...` (the rest of the args).
-run_ms() {
-    local i t0 t1 failed=0 f
-    f=$(mktemp)
-    for ((i = 0; i < RUNS; i++)); do
-        t0=$(date +%s%N)
-        if "$@" >/dev/null 2>&1; then
-            t1=$(date +%s%N)
-            echo $(((t1 - t0) / 1000)) >>"$f"
-        else
-            failed=$((failed + 1))
-        fi
-    done
-    ((failed == 0)) || echo "warning: $failed of $RUNS runs failed: $*" >&2
-    mean_ms <"$f"
-    rm -f "$f"
-}
-
 # httpd_up CLI...: starts busybox httpd with port 80 published on 127.0.0.1 and prints
 # "ID PORT IP" once it answers from inside the namespace NS (the array named by $NSVAR).
 httpd_up() {
@@ -88,8 +67,8 @@ declare -A R
 measure() {
     local who=$1 nsvar=$2
     shift 2
-    R[$who,none]=$(run_ms "$@" run --rm --network none busybox true)
-    R[$who,bridge]=$(run_ms "$@" run --rm busybox true)
+    R[$who,none]=$(time_ms "$@" run --rm --network none busybox true)
+    R[$who,bridge]=$(time_ms "$@" run --rm busybox true)
     local id port ip n=$((RUNS * 100))
     read -r id port ip < <(httpd_up "$nsvar" "$@")
     R[$who,lat]=$(ab_stat "$nsvar" 1 "$n" "http://127.0.0.1:$port/" ms)

@@ -13,6 +13,8 @@
 # and nft table live there, and IN_NS runs a command inside it (e.g. a load generator).
 #
 # dockerd_start PREFIX starts Debian's dockerd the same way for comparisons (see below).
+#
+# time_ms CMD... times $RUNS runs of a command (mean ms); mean_ms averages microseconds.
 
 stack_start() {
     local prefix=$1 b
@@ -171,4 +173,26 @@ dockerd_cleanup() {
         echo "warning: mounts left under $DK_DIR; not removing it" >&2
     fi
     DK_DIR=
+}
+
+# mean_ms: the mean of the microsecond values on stdin, in ms; "-" for none.
+mean_ms() { awk '{ s += $1 } END { if (NR) printf "%.1f", s / NR / 1000; else print "-" }'; }
+
+# time_ms CMD...: mean wall time in ms of $RUNS runs of CMD (failures are counted and
+# reported, not timed).
+time_ms() {
+    local i t0 t1 failed=0 f
+    f=$(mktemp)
+    for ((i = 0; i < RUNS; i++)); do
+        t0=$(date +%s%N)
+        if "$@" >/dev/null 2>&1; then
+            t1=$(date +%s%N)
+            echo $(((t1 - t0) / 1000)) >>"$f"
+        else
+            failed=$((failed + 1))
+        fi
+    done
+    ((failed == 0)) || echo "warning: $failed of $RUNS runs failed: $*" >&2
+    mean_ms <"$f"
+    rm -f "$f"
 }
