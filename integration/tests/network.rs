@@ -25,6 +25,11 @@ pub fn tests() -> Vec<Spec> {
             run: published_tcp,
         },
         Spec {
+            name: "network::hairpin_container_reaches_its_own_published_port",
+            needs: DOCKER,
+            run: hairpin,
+        },
+        Spec {
             name: "network::published_udp_port_reaches_the_container",
             needs: DOCKER,
             run: published_udp,
@@ -560,4 +565,42 @@ fn ls_and_inspect() -> Result<()> {
     s.docker(&["rm", "-f", &id])?.ok()?;
     expect_no_endpoints(&s)?;
     expect_engine_cleans_up(s)
+}
+
+/// A container reaching its own published port through the host's address on its bridge:
+/// the DNATed packet goes back out the port it came in by (hairpin mode), and is
+/// masqueraded so the reply returns through the host.
+fn hairpin() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let port = free_port()?;
+    let spec = format!("{port}:80");
+    let a = container_id(
+        &s.docker(&[
+            "run",
+            "-d",
+            "-p",
+            &spec,
+            "busybox",
+            "sh",
+            "-c",
+            &httpd_args("self"),
+        ])?
+        .ok()?
+        .stdout,
+    )?;
+    wait_http(port, "hello from self")?;
+    let gateway = inspect(&s, &a)?["NetworkSettings"]["Gateway"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(!gateway.is_empty(), "no gateway in inspect");
+    let fetch = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {gateway} {port}");
+    let out = s.docker(&["exec", &a, "sh", "-c", &fetch])?.ok()?;
+    expect_contains(
+        "container → own published port",
+        &out.stdout,
+        "hello from self",
+    )?;
+    s.docker(&["rm", "-f", &a])?.ok()?;
+    Ok(())
 }

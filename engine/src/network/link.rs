@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use futures::TryStreamExt;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::ipam::Ipv4Net;
 use super::NetworkError;
@@ -183,6 +183,16 @@ async fn plug_veth(
         .execute()
         .await
         .map_err(nl("attach to bridge", host))?;
+    // A container reaching its own published port through the host's address is DNATed
+    // back to itself: the reply path leaves the bridge by the port it came in on, which
+    // a bridge only allows in hairpin mode (dockerd sets it without the userland proxy;
+    // with br_netfilter the DNATed frame is bridged, not routed). Port settings need
+    // RTM_NEWLINK, hence set_port.
+    h.link()
+        .set_port(LinkBridgePort::new(host_index).hairpin(true).build())
+        .execute()
+        .await
+        .map_err(nl("enable hairpin mode on", host))?;
     Ok(())
 }
 
