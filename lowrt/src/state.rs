@@ -2,7 +2,7 @@
 //! status, and the JSON that `state` and `list` print (runc's shape).
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -247,23 +247,10 @@ impl State {
     }
 }
 
-/// Writes `data` to `path` atomically (used for state.json and pid files).
+/// Writes `data` to `path` atomically and durably (state.json and pid files), with the
+/// helper highd, the shim and the engine share.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(data).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io_err("rename", path))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        d.sync_all().map_err(io_err("fsync", dir))?;
-    }
-    Ok(())
+    berth_fsutil::write_atomic(path, data).map_err(io_err("write", path))
 }
 
 #[cfg(test)]
