@@ -16,54 +16,19 @@ impl ContainerFilters {
     /// Accepts both encodings docker clients send: `{"k":["v"]}` and the older
     /// `{"k":{"v":true}}`.
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        if raw.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        let value: serde_json::Value = serde_json::from_str(raw)
-            .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
-        let Some(map) = value.as_object() else {
-            return Err(ApiError::bad_request(
-                "invalid filter: expected a JSON object",
-            ));
-        };
-        let mut out = BTreeMap::new();
-        for (key, values) in map {
-            if !KEYS.contains(&key.as_str()) {
-                return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
+        parse_args(raw, KEYS, |key, s| {
+            let known = matches!(
+                s,
+                "created" | "restarting" | "running" | "removing" | "paused" | "exited" | "dead"
+            );
+            if key == "status" && !known {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter 'status={s}'"
+                )));
             }
-            let list: Vec<String> = match values {
-                serde_json::Value::Array(a) => a
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect(),
-                serde_json::Value::Object(o) => o
-                    .iter()
-                    .filter(|(_, b)| b.as_bool() == Some(true))
-                    .map(|(k, _)| k.clone())
-                    .collect(),
-                _ => return Err(ApiError::bad_request(format!("invalid filter '{key}'"))),
-            };
-            if key == "status" {
-                for s in &list {
-                    if !matches!(
-                        s.as_str(),
-                        "created"
-                            | "restarting"
-                            | "running"
-                            | "removing"
-                            | "paused"
-                            | "exited"
-                            | "dead"
-                    ) {
-                        return Err(ApiError::bad_request(format!(
-                            "invalid filter 'status={s}'"
-                        )));
-                    }
-                }
-            }
-            out.insert(key.clone(), list);
-        }
-        Ok(Self(out))
+            Ok(())
+        })
+        .map(Self)
     }
 
     /// Whether a status filter was given (it makes `all` implicit, as in dockerd).
@@ -76,7 +41,7 @@ impl ContainerFilters {
             // dockerd ANDs label filters (every label must match) and ORs the values of
             // every other key; compose relies on project AND service labels.
             if key == "label" {
-                return values.iter().all(|v| label_matches(rec, v));
+                return values.iter().all(|v| label_matches(&rec.config.labels, v));
             }
             values.is_empty()
                 || values.iter().any(|v| match key.as_str() {
@@ -96,10 +61,55 @@ impl ContainerFilters {
     }
 }
 
-fn label_matches(rec: &ContainerRecord, filter: &str) -> bool {
+/// docker's `filters` query argument as key → values, from either encoding clients send:
+/// `{"k":["v"]}` or the older `{"k":{"v":true}}`. A key outside `keys` is dockerd's 400
+/// `invalid filter 'k'`; `check` sees each value of each key, in order, and refuses the
+/// ones its endpoint does not accept.
+pub fn parse_args(
+    raw: &str,
+    keys: &[&str],
+    check: impl Fn(&str, &str) -> Result<(), ApiError>,
+) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+    let mut out = BTreeMap::new();
+    if raw.trim().is_empty() {
+        return Ok(out);
+    }
+    let value: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
+    let Some(map) = value.as_object() else {
+        return Err(ApiError::bad_request(
+            "invalid filter: expected a JSON object",
+        ));
+    };
+    for (key, values) in map {
+        if !keys.contains(&key.as_str()) {
+            return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
+        }
+        let list: Vec<String> = match values {
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            serde_json::Value::Object(o) => o
+                .iter()
+                .filter(|(_, b)| b.as_bool() == Some(true))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            _ => return Err(ApiError::bad_request(format!("invalid filter '{key}'"))),
+        };
+        for v in &list {
+            check(key, v)?;
+        }
+        out.insert(key.clone(), list);
+    }
+    Ok(out)
+}
+
+/// A `label=k` (present) or `label=k=v` (equal) filter value against a label map.
+pub fn label_matches(labels: &BTreeMap<String, String>, filter: &str) -> bool {
     match filter.split_once('=') {
-        Some((k, val)) => rec.config.labels.get(k).is_some_and(|x| x == val),
-        None => rec.config.labels.contains_key(filter),
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(filter),
     }
 }
 

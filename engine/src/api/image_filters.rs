@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use super::error::ApiError;
+use super::filters::parse_args;
 use crate::build::context::glob;
 use crate::daemon::ImageView;
 
@@ -17,46 +16,19 @@ pub struct ImageFilters(pub BTreeMap<String, Vec<String>>);
 impl ImageFilters {
     /// Both encodings clients send: `{"k":["v"]}` and `{"k":{"v":true}}`.
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        if raw.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        let value: Value = serde_json::from_str(raw)
-            .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
-        let map = value
-            .as_object()
-            .ok_or_else(|| ApiError::bad_request("invalid filter: expected a JSON object"))?;
-        let mut out = BTreeMap::new();
-        for (key, values) in map {
-            if !KEYS.contains(&key.as_str()) {
-                return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
+        parse_args(raw, KEYS, |key, v| {
+            let boolean = matches!(
+                v.to_ascii_lowercase().as_str(),
+                "true" | "false" | "1" | "0"
+            );
+            if key == "dangling" && !boolean {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter 'dangling={v}'"
+                )));
             }
-            let list: Vec<String> = match values {
-                Value::Array(a) => a
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect(),
-                Value::Object(o) => o
-                    .iter()
-                    .filter(|(_, b)| b.as_bool() == Some(true))
-                    .map(|(k, _)| k.clone())
-                    .collect(),
-                _ => return Err(ApiError::bad_request(format!("invalid filter '{key}'"))),
-            };
-            if key == "dangling" {
-                for v in &list {
-                    if !matches!(
-                        v.to_ascii_lowercase().as_str(),
-                        "true" | "false" | "1" | "0"
-                    ) {
-                        return Err(ApiError::bad_request(format!(
-                            "invalid filter 'dangling={v}'"
-                        )));
-                    }
-                }
-            }
-            out.insert(key.clone(), list);
-        }
-        Ok(Self(out))
+            Ok(())
+        })
+        .map(Self)
     }
 
     pub fn get(&self, k: &str) -> &[String] {
@@ -83,11 +55,7 @@ fn reference_matches(pattern: &str, tag: &str) -> bool {
 }
 
 pub fn label_matches(img: &ImageView, filter: &str) -> bool {
-    let labels = img.runtime_config().labels;
-    match filter.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-        None => labels.contains_key(filter),
-    }
+    super::filters::label_matches(&img.runtime_config().labels, filter)
 }
 
 fn created(img: &ImageView) -> i64 {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
+use super::filters::{label_matches, parse_args};
 use super::ApiError;
 use crate::backend::Backend;
 use crate::daemon::Daemon;
@@ -124,53 +125,19 @@ fn summary<B: Backend>(d: &Daemon<B>, v: &View) -> Value {
 /// type), in both encodings clients send.
 fn parse_filters(raw: &str) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
     const KEYS: &[&str] = &["dangling", "driver", "id", "label", "name", "scope", "type"];
-    let mut out = BTreeMap::new();
-    if raw.trim().is_empty() {
-        return Ok(out);
-    }
-    let v: Value = serde_json::from_str(raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
-    let map = v
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("invalid filter: expected a JSON object"))?;
-    for (key, values) in map {
-        if !KEYS.contains(&key.as_str()) {
-            return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
-        }
-        let list: Vec<String> = match values {
-            Value::Array(a) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect(),
-            Value::Object(o) => o
-                .iter()
-                .filter(|(_, b)| b.as_bool() == Some(true))
-                .map(|(k, _)| k.clone())
-                .collect(),
-            _ => return Err(ApiError::bad_request(format!("invalid filter '{key}'"))),
+    parse_args(raw, KEYS, |key, value| {
+        let ok = match key {
+            "type" => matches!(value, "custom" | "builtin"),
+            "dangling" => matches!(value, "true" | "false" | "1" | "0"),
+            _ => true,
         };
-        for value in &list {
-            let ok = match key.as_str() {
-                "type" => matches!(value.as_str(), "custom" | "builtin"),
-                "dangling" => matches!(value.as_str(), "true" | "false" | "1" | "0"),
-                _ => true,
-            };
-            if !ok {
-                return Err(ApiError::bad_request(format!(
-                    "invalid filter: '{key}'='{value}'"
-                )));
-            }
+        if !ok {
+            return Err(ApiError::bad_request(format!(
+                "invalid filter: '{key}'='{value}'"
+            )));
         }
-        out.insert(key.clone(), list);
-    }
-    Ok(out)
-}
-
-fn label_matches(labels: &BTreeMap<String, String>, want: &str) -> bool {
-    match want.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-        None => labels.contains_key(want),
-    }
+        Ok(())
+    })
 }
 
 fn matches(v: &View, used: bool, filters: &BTreeMap<String, Vec<String>>) -> bool {

@@ -5,43 +5,16 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::filters::{label_matches, parse_args};
 use super::ApiError;
 use crate::backend::Backend;
 use crate::daemon::{self, Daemon};
 use crate::volumes::{dir_size, Volume};
 
-/// Filter key → values, from either encoding docker clients send.
+/// Filter key → values, from either encoding docker clients send (values are checked
+/// where they are used).
 fn parse_filters(raw: &str, keys: &[&str]) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
-    let mut out = BTreeMap::new();
-    if raw.trim().is_empty() {
-        return Ok(out);
-    }
-    let value: Value = serde_json::from_str(raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
-    let Some(map) = value.as_object() else {
-        return Err(ApiError::bad_request(
-            "invalid filter: expected a JSON object",
-        ));
-    };
-    for (key, values) in map {
-        if !keys.contains(&key.as_str()) {
-            return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
-        }
-        let list: Vec<String> = match values {
-            Value::Array(a) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            Value::Object(o) => o
-                .iter()
-                .filter(|(_, b)| b.as_bool() == Some(true))
-                .map(|(k, _)| k.clone())
-                .collect(),
-            _ => return Err(ApiError::bad_request(format!("invalid filter '{key}'"))),
-        };
-        out.insert(key.clone(), list);
-    }
-    Ok(out)
+    parse_args(raw, keys, |_, _| Ok(()))
 }
 
 /// dockerd's boolean filter values.
@@ -57,10 +30,7 @@ fn filter_bool(key: &str, v: &str) -> Result<bool, ApiError> {
 fn labels_match(v: &Volume, wanted: &[String]) -> bool {
     let empty = BTreeMap::new();
     let labels = v.labels.as_ref().unwrap_or(&empty);
-    wanted.iter().all(|w| match w.split_once('=') {
-        Some((k, val)) => labels.get(k).is_some_and(|x| x == val),
-        None => labels.contains_key(w),
-    })
+    wanted.iter().all(|w| label_matches(labels, w))
 }
 
 pub fn list<B: Backend>(d: &Daemon<B>, raw: &str) -> Result<Value, ApiError> {
