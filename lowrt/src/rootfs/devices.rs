@@ -2,17 +2,20 @@
 //! symlinks. Nodes are made with mknod(2); where that is refused, the host node is
 //! bind-mounted instead (runc's fallback, needed in user namespaces).
 
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
 use nix::mount::MsFlags;
 use nix::sys::stat::{makedev, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
 
-use super::mounts::create_mountpoint;
-use super::paths::secure_join;
-use super::{io_err, RootfsError};
+use super::inroot::{resolve_err, Kind, Root};
+use super::{io_err, paths, RootfsError};
 use crate::syscall::Syscall;
 
 /// Devices every container gets (runtime-spec "Default Devices"): (path, major, minor).
@@ -37,7 +40,7 @@ struct Node<'a> {
 
 pub(super) fn create_devices(
     sys: &dyn Syscall,
-    rootfs: &Path,
+    root: &Root,
     spec: &[LinuxDevice],
 ) -> Result<(), RootfsError> {
     for (path, major, minor) in DEFAULT_DEVICES {
@@ -50,7 +53,7 @@ pub(super) fn create_devices(
             uid: 0,
             gid: 0,
         };
-        create_node(sys, rootfs, &node)?;
+        create_node(sys, root, &node)?;
     }
     for d in spec {
         let kind = match d.typ() {
@@ -67,19 +70,21 @@ pub(super) fn create_devices(
             uid: d.uid().unwrap_or(0),
             gid: d.gid().unwrap_or(0),
         };
-        create_node(sys, rootfs, &node)?;
+        create_node(sys, root, &node)?;
     }
     Ok(())
 }
 
-fn create_node(sys: &dyn Syscall, rootfs: &Path, node: &Node<'_>) -> Result<(), RootfsError> {
-    let dest = secure_join(rootfs, node.path)?;
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(io_err("mkdir", parent))?;
-    }
+/// The node is made relative to an fd of its parent directory, itself resolved and
+/// created inside the rootfs ([`Root`]): a symlink in the image (`/dev -> /host/dev`,
+/// `/dev/null -> /proc/self/root/...`) can never place or chmod a node outside it. An
+/// existing entry, a symlink included, is left alone (runc: EEXIST is success).
+fn create_node(sys: &dyn Syscall, root: &Root, node: &Node<'_>) -> Result<(), RootfsError> {
+    let (parent, name) = parent_and_name(root, node.path, "mknod")?;
+    let dir = sys.fd_path(parent.as_fd());
     let dev = makedev(node.major, node.minor);
     match sys.mknod(
-        &dest,
+        &dir.join(&name),
         node.kind,
         Mode::from_bits_truncate(node.mode & 0o7777),
         dev,
@@ -87,21 +92,59 @@ fn create_node(sys: &dyn Syscall, rootfs: &Path, node: &Node<'_>) -> Result<(), 
         Ok(()) => {}
         Err(e) if e.source == Errno::EEXIST => return Ok(()),
         Err(e) if e.source == Errno::EPERM => {
-            create_mountpoint(&dest, false)?;
-            sys.mount(Some(node.path), &dest, Some("bind"), MsFlags::MS_BIND, None)?;
+            // Bind the host's node over an empty file (made with O_NOFOLLOW, so an
+            // existing symlink fails instead of being followed).
+            let target = root.create(&paths::clean(node.path), Kind::File)?;
+            let target = sys.fd_path(target.as_fd());
+            sys.mount(
+                Some(node.path),
+                &target,
+                Some("bind"),
+                MsFlags::MS_BIND,
+                None,
+            )?;
             return Ok(());
         }
         Err(e) => return Err(e.into()),
     }
-    // mknod's mode is filtered by the umask; set the exact mode afterwards.
-    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(node.mode & 0o7777))
-        .map_err(io_err("chmod", &dest))?;
-    sys.chown(&dest, node.uid, node.gid)?;
+    // mknod's mode is filtered by the umask; set the exact mode afterwards, through an
+    // O_PATH fd of the node just made (chmod/chown of /proc/self/fd/N act on that inode).
+    let fd = openat(
+        &parent,
+        name.as_os_str(),
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| resolve_err(node.path, "open", e))?;
+    let path = sys.fd_path(fd.as_fd());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(node.mode & 0o7777))
+        .map_err(io_err("chmod", node.path))?;
+    sys.chown(&path, node.uid, node.gid)?;
     Ok(())
 }
 
-/// /dev/fd, stdio, ptmx (to the devpts instance) and core, as runc and docker expect.
-pub(super) fn create_symlinks(sys: &dyn Syscall, rootfs: &Path) -> Result<(), RootfsError> {
+/// An fd of the (created) parent directory of `path` inside the root, and the last
+/// component of the cleaned path. The root itself is refused (runc: "mknod over rootfs").
+fn parent_and_name(
+    root: &Root,
+    path: &Path,
+    op: &'static str,
+) -> Result<(OwnedFd, OsString), RootfsError> {
+    let clean = paths::clean(path);
+    let (Some(parent), Some(name)) = (clean.parent(), clean.file_name()) else {
+        return Err(RootfsError::Resolve {
+            path: path.to_path_buf(),
+            op,
+            reason: "the path is the rootfs itself".into(),
+            errno: None,
+        });
+    };
+    Ok((root.create(parent, Kind::Dir)?, name.to_os_string()))
+}
+
+/// /dev/fd, stdio, ptmx (to the devpts instance) and core, as runc and docker expect;
+/// each made relative to an fd of its directory inside the rootfs.
+pub(super) fn create_symlinks(sys: &dyn Syscall, root: &Root) -> Result<(), RootfsError> {
     let mut links = vec![
         ("/proc/self/fd", "/dev/fd"),
         ("/proc/self/fd/0", "/dev/stdin"),
@@ -112,20 +155,20 @@ pub(super) fn create_symlinks(sys: &dyn Syscall, rootfs: &Path) -> Result<(), Ro
         links.push(("/proc/kcore", "/dev/core"));
     }
     for (target, link) in links {
-        let dest = secure_join(rootfs, Path::new(link))?;
+        let (dir, name) = parent_and_name(root, Path::new(link), "symlink")?;
+        let dest = sys.fd_path(dir.as_fd()).join(name);
         match sys.symlink(Path::new(target), &dest) {
             Err(e) if e.source != Errno::EEXIST => return Err(e.into()),
             _ => {}
         }
     }
     // A /dev/ptmx node from the image would point at the host's devpts instance.
-    let ptmx = secure_join(rootfs, Path::new("/dev/ptmx"))?;
-    match std::fs::remove_file(&ptmx) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(io_err("remove", &ptmx)(e))
-        }
-        _ => {}
+    let ptmx = Path::new("/dev/ptmx");
+    let (dir, name) = parent_and_name(root, ptmx, "symlink")?;
+    match unlinkat(&dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+        Err(Errno::ENOENT) | Ok(()) => {}
+        Err(e) => return Err(resolve_err(ptmx, "remove", e)),
     }
-    sys.symlink(Path::new("pts/ptmx"), &ptmx)?;
+    sys.symlink(Path::new("pts/ptmx"), &sys.fd_path(dir.as_fd()).join(name))?;
     Ok(())
 }

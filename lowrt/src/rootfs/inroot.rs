@@ -97,6 +97,7 @@ impl Root {
                     path: dest.to_path_buf(),
                     op: "create",
                     reason: "a component to be created is followed by \"..\"".into(),
+                    errno: None,
                 });
             }
             let mut restart = None;
@@ -149,6 +150,7 @@ impl Root {
                 Path::new(&real).display(),
                 self.path.display()
             ),
+            errno: None,
         })
     }
 }
@@ -256,11 +258,12 @@ fn relative(path: &Path) -> PathBuf {
     join(&normal_components(path))
 }
 
-fn resolve_err(path: &Path, op: &'static str, e: Errno) -> RootfsError {
+pub(super) fn resolve_err(path: &Path, op: &'static str, e: Errno) -> RootfsError {
     RootfsError::Resolve {
         path: path.to_path_buf(),
         op,
         reason: crate::syscall::errno_text(e),
+        errno: Some(e),
     }
 }
 

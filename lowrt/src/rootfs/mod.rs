@@ -9,9 +9,12 @@ pub mod options;
 pub mod paths;
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::SFlag;
 use oci_spec::runtime::{LinuxDevice, Mount};
 
 use crate::syscall::{Syscall, SyscallError};
@@ -43,6 +46,8 @@ pub enum RootfsError {
         path: PathBuf,
         op: &'static str,
         reason: String,
+        /// The kernel's answer, when the failure was one.
+        errno: Option<Errno>,
     },
 }
 
@@ -102,12 +107,12 @@ pub fn prepare(sys: &dyn Syscall, plan: &RootfsPlan<'_>) -> Result<(), RootfsErr
     }
     // 4. /dev contents, unless the user bind-mounted the host's /dev.
     let dev_is_bind = plan.mounts.iter().any(|m| {
-        m.destination() == Path::new("/dev")
+        paths::clean(m.destination()) == Path::new("/dev")
             && options::parse(m.options().as_deref().unwrap_or(&[])).is_bind()
     });
     if !dev_is_bind {
-        devices::create_devices(sys, plan.rootfs, plan.devices)?;
-        devices::create_symlinks(sys, plan.rootfs)?;
+        devices::create_devices(sys, &root, plan.devices)?;
+        devices::create_symlinks(sys, &root)?;
     }
     // pivot_root is a separate init phase: hooks run between the two.
     Ok(())
@@ -168,11 +173,15 @@ pub fn finalize(
         let flags = keep | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         sys.mount(None, root, None, flags, None)?;
     }
+    // Resolved by fd inside the root like mount destinations: a path that is (or runs
+    // through) a symlink stays in the container, a magic link (/proc/N/root/...) is
+    // refused rather than followed, and the mount targets exactly what was checked.
+    let fs_root = inroot::Root::new(root)?;
     for p in readonly_paths {
-        let path = paths::secure_join(root, Path::new(p))?;
-        if !path.exists() {
+        let Some(fd) = open_existing(&fs_root, p)? else {
             continue;
-        }
+        };
+        let path = sys.fd_path(fd.as_fd());
         sys.mount(
             Some(&path),
             &path,
@@ -180,6 +189,9 @@ pub fn finalize(
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )?;
+        // The new mount, not the directory under it.
+        let fd = fs_root.open(Path::new(p))?;
+        let path = sys.fd_path(fd.as_fd());
         let ro = sys.kept_mount_flags(&path)
             | MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
@@ -189,28 +201,49 @@ pub fn finalize(
     }
     // Masking comes last so a masked path under a read-only one is still masked.
     for p in masked_paths {
-        let path = paths::secure_join(root, Path::new(p))?;
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => {
-                sys.mount(
-                    Some(Path::new("tmpfs")),
-                    &path,
-                    Some("tmpfs"),
-                    MsFlags::MS_RDONLY,
-                    None,
-                )?;
-            }
-            Ok(_) => sys.mount(
-                Some(Path::new("/dev/null")),
+        let Some(fd) = open_existing(&fs_root, p)? else {
+            continue;
+        };
+        let path = sys.fd_path(fd.as_fd());
+        let is_dir = nix::sys::stat::fstat(&fd)
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+            .map_err(|e| inroot::resolve_err(Path::new(p), "stat", e))?;
+        if is_dir {
+            sys.mount(
+                Some(Path::new("tmpfs")),
                 &path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
                 None,
-                MsFlags::MS_BIND,
-                None,
-            )?,
-            Err(_) => {}
+            )?;
+        } else {
+            let null = fs_root.open(Path::new("/dev/null"))?;
+            if !sys.is_null_device(null.as_fd()) {
+                return Err(RootfsError::Resolve {
+                    path: PathBuf::from(p),
+                    op: "mask",
+                    reason: "/dev/null in the container is not the null device".into(),
+                    errno: None,
+                });
+            }
+            let null = sys.fd_path(null.as_fd());
+            sys.mount(Some(&null), &path, None, MsFlags::MS_BIND, None)?;
         }
     }
     Ok(())
+}
+
+/// An O_PATH fd of a read-only or masked path, or None when it does not exist (runc
+/// skips those).
+fn open_existing(root: &inroot::Root, p: &str) -> Result<Option<OwnedFd>, RootfsError> {
+    match root.open(Path::new(p)) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(RootfsError::Resolve {
+            errno: Some(Errno::ENOENT),
+            ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

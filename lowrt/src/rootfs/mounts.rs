@@ -25,9 +25,11 @@ pub(super) fn mount_entry(
 ) -> Result<(), RootfsError> {
     let opts = options::parse(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
-    let dest = m.destination();
+    // runc cleans the destination lexically first (filepath.Clean): `/missing/../x` is
+    // `/x`, and no ".." is left for the in-root resolution to refuse.
+    let dest = &super::paths::clean(m.destination());
     let target = if opts.is_bind() {
-        bind(sys, plan, root, m, &opts)?
+        bind(sys, plan, root, m, dest, &opts)?
     } else {
         let fd = root.create(dest, Kind::Dir)?;
         let path = sys.fd_path(fd.as_fd());
@@ -70,6 +72,7 @@ fn bind(
     plan: &RootfsPlan<'_>,
     root: &Root,
     m: &Mount,
+    dest: &Path,
     opts: &MountOptions,
 ) -> Result<OwnedFd, RootfsError> {
     let source = match m.source() {
@@ -78,17 +81,17 @@ fn bind(
         None => {
             return Err(RootfsError::NoSource {
                 typ: "bind".into(),
-                dest: m.destination().clone(),
+                dest: dest.to_path_buf(),
             })
         }
     };
     let meta = std::fs::metadata(&source).map_err(|e| RootfsError::BindSource {
         src: source.clone(),
-        dest: m.destination().clone(),
+        dest: dest.to_path_buf(),
         source: e,
     })?;
     let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
-    let fd = root.create(m.destination(), kind)?;
+    let fd = root.create(dest, kind)?;
     sys.mount(
         Some(&source),
         &sys.fd_path(fd.as_fd()),
@@ -96,7 +99,7 @@ fn bind(
         opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
         None,
     )?;
-    let after = root.open(m.destination())?;
+    let after = root.open(dest)?;
     // A bind mount ignores ro/nosuid/... on the first call; they need a remount
     // (mount(2), "Creating a bind mount").
     let extra = opts.remount_flags();
@@ -222,18 +225,4 @@ fn cgroup(
         )?;
     }
     Ok(after)
-}
-
-/// A bind target must exist and match the source's kind (dir or file).
-pub(super) fn create_mountpoint(dest: &Path, dir: bool) -> Result<(), RootfsError> {
-    if dir {
-        return std::fs::create_dir_all(dest).map_err(io_err("mkdir", dest));
-    }
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(io_err("mkdir", parent))?;
-    }
-    if !dest.exists() {
-        std::fs::File::create(dest).map_err(io_err("create", dest))?;
-    }
-    Ok(())
 }

@@ -53,9 +53,43 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf, RootfsErr
     Ok(out)
 }
 
+/// Go's `filepath.Clean` for a container path, made absolute: "." and empty components
+/// go, ".." removes the component before it and stays at "/" at the top. runc cleans
+/// every mount destination this way before resolving it, so `/missing/../x` is `/x`
+/// (lexically, whether or not `/missing` exists or is a symlink).
+pub fn clean(path: &Path) -> PathBuf {
+    let mut out: Vec<&std::ffi::OsStr> = Vec::new();
+    for comp in path.components() {
+        match comp {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    let mut clean = PathBuf::from("/");
+    clean.extend(out);
+    clean
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_is_lexical_like_go() {
+        for (input, want) in [
+            ("/missing/../x", "/x"),
+            ("/a/./b//c/", "/a/b/c"),
+            ("/../../x", "/x"),
+            ("/a/b/../../..", "/"),
+            ("/", "/"),
+            ("a/../../b", "/b"),
+        ] {
+            assert_eq!(clean(Path::new(input)), Path::new(want), "{input}");
+        }
+    }
     use std::os::unix::fs::symlink;
 
     #[test]

@@ -131,6 +131,8 @@ fn finalize_masks_files_and_dirs_and_skips_missing() {
     std::fs::create_dir_all(root.join("proc/acpi")).unwrap();
     std::fs::write(root.join("proc/kcore"), "").unwrap();
     std::fs::create_dir_all(root.join("proc/sys")).unwrap();
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    std::fs::write(root.join("dev/null"), "").unwrap();
     let sys = RecordingSyscall::default();
     let ro = vec!["/proc/sys".to_owned()];
     let masked = vec![

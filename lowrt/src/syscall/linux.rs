@@ -99,6 +99,13 @@ impl Syscall for LinuxSyscall {
         PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
     }
 
+    fn is_null_device(&self, fd: BorrowedFd<'_>) -> bool {
+        nix::sys::stat::fstat(fd).is_ok_and(|st| {
+            SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+                && st.st_rdev == nix::sys::stat::makedev(1, 3)
+        })
+    }
+
     fn kept_mount_flags(&self, path: &Path) -> MsFlags {
         use nix::sys::statvfs::{statvfs, FsFlags};
         let Ok(st) = statvfs(path) else {

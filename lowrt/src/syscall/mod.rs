@@ -65,4 +65,8 @@ pub trait Syscall {
     /// (a magic link, so a symlink swapped in after the fd was resolved cannot redirect
     /// a mount). The fake answers the file's real path so recorded calls stay readable.
     fn fd_path(&self, fd: BorrowedFd<'_>) -> PathBuf;
+    /// Whether `fd` is the null character device (1:3). Masking binds the container's
+    /// /dev/null over files; anything else there (a symlink swapped in, a regular file)
+    /// would expose what it names instead (runc's CVE-2025-31133 check).
+    fn is_null_device(&self, fd: BorrowedFd<'_>) -> bool;
 }

@@ -161,6 +161,11 @@ impl Syscall for RecordingSyscall {
         MsFlags::empty()
     }
 
+    /// The fake's /dev/null is the plain file its mknod made.
+    fn is_null_device(&self, _fd: BorrowedFd<'_>) -> bool {
+        true
+    }
+
     fn fd_path(&self, fd: BorrowedFd<'_>) -> PathBuf {
         let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
         std::fs::read_link(&link).unwrap_or_else(|_| PathBuf::from(link))

@@ -11,6 +11,7 @@ mod exec;
 mod hooks;
 mod lifecycle;
 mod mounts;
+mod paths;
 mod personality;
 mod run;
 mod seccomp_notify;
