@@ -19,6 +19,7 @@ mod lifecycle_more;
 mod network;
 mod network_dns;
 mod registry;
+mod registry_more;
 mod restart;
 mod restart_policy;
 mod stats_top;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         network_dns::tests(),
         user_networks::tests(),
         registry::tests(),
+        registry_more::tests(),
         events::tests(),
         users_seccomp::tests(),
         berth_cli::tests(),

@@ -51,10 +51,10 @@ pub fn tests() -> Vec<Spec> {
 }
 
 /// A registry process we started; killed by PID on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    dir: PathBuf,
-    host: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) host: String,
 }
 
 impl Drop for Registry {
@@ -64,7 +64,7 @@ impl Drop for Registry {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
     if !out.status.success() {
         bail!(
@@ -78,7 +78,16 @@ fn run(cmd: &mut Command) -> Result<String> {
 
 impl Registry {
     /// Starts a registry under `dir`; with `auth`, htpasswd (bcrypt) `user:password`.
-    fn start(dir: &Path, auth: Option<(&str, &str)>) -> Result<Registry> {
+    pub(crate) fn start(dir: &Path, auth: Option<(&str, &str)>) -> Result<Registry> {
+        Self::start_with(dir, auth, None)
+    }
+
+    /// Like [`Registry::start`]; with `tls`, HTTPS only, with that certificate and key.
+    pub(crate) fn start_with(
+        dir: &Path,
+        auth: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+    ) -> Result<Registry> {
         let dir = dir.join("registry");
         std::fs::create_dir_all(dir.join("storage"))?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -87,6 +96,13 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
             dir.join("storage").display()
         );
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         if let Some((user, password)) = auth {
             let line = run(Command::new(HTPASSWD).args(["-Bbn", user, password]))?;
             std::fs::write(dir.join("htpasswd"), line)?;
@@ -113,12 +129,12 @@ impl Registry {
         Ok(reg)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
     }
 
     /// Pushes the busybox rootfs tar as `<host>/busybox:<tag>` (an OCI image) with skopeo.
-    fn push_busybox(&self, tar: &Path, tag: &str, creds: Option<&str>) -> Result<()> {
+    pub(crate) fn push_busybox(&self, tar: &Path, tag: &str, creds: Option<&str>) -> Result<()> {
         self.push(tar, tag, creds, false)
     }
 
@@ -171,7 +187,7 @@ fn write_blob(layout: &Path, data: &[u8]) -> Result<(String, usize)> {
 
 /// An OCI image layout: gzip layer, config, manifest, index with ref name `latest`
 /// (with `multi`, `latest` names an image index of an arm64 and an amd64 image).
-fn write_oci_layout(tar: &Path, layout: &Path, multi: bool) -> Result<()> {
+pub(crate) fn write_oci_layout(tar: &Path, layout: &Path, multi: bool) -> Result<()> {
     std::fs::create_dir_all(layout.join("blobs/sha256"))?;
     let diff_id = sha256_file(tar)?;
     let gz = Command::new("gzip")

@@ -54,20 +54,17 @@ fn add_file(tar: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) -> DaemonR
         .map_err(|source| DaemonError::Archive(ArchiveError::Write { source }))
 }
 
-/// Uncompressed bytes of a layer blob (plain or gzip tar).
+/// Uncompressed bytes of a layer blob (plain, gzip or zstd tar).
 fn uncompressed(data: Vec<u8>, path: &str) -> DaemonResult<Vec<u8>> {
-    if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(DaemonError::NotImplemented {
-            what: format!("loading the zstd-compressed layer {path}"),
-        });
-    }
-    if !data.starts_with(&[0x1f, 0x8b]) {
-        return Ok(data);
-    }
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(data.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| invalid(format!("decompress {path}: {e}")))?;
+    let read = if data.starts_with(&berth_fsutil::zstd::MAGIC) {
+        berth_fsutil::zstd::ZstdReader::new(data.as_slice()).read_to_end(&mut out)
+    } else if data.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::MultiGzDecoder::new(data.as_slice()).read_to_end(&mut out)
+    } else {
+        return Ok(data);
+    };
+    read.map_err(|e| invalid(format!("decompress {path}: {e}")))?;
     Ok(out)
 }
 

@@ -1,6 +1,7 @@
 //! The diff service's applier: unpacks a layer from the content store onto snapshot mounts.
 //!
-//! The layer (tar, or gzip-compressed tar: detected by media type and magic bytes) is applied
+//! The layer (tar, or gzip- or zstd-compressed tar: detected by magic bytes, checked against
+//! the media type) is applied
 //! directly to the writable directory behind the mounts: the source of a bind mount, or the
 //! upper dir of an overlay mount (whose lower dirs are consulted for the merged view). The
 //! result is described by the digest and size of the uncompressed tar (the diff ID).
@@ -17,6 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use berth_fsutil::zstd::{ZstdReader, MAGIC as ZSTD_MAGIC};
 use sha2::{Digest, Sha256};
 
 use crate::content::{ContentStore, Descriptor};
@@ -28,7 +30,6 @@ use resolve::Layers;
 pub const MEDIA_TYPE_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
-const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 /// Hashes and counts everything read or written through it.
 struct Hashing<R> {
@@ -197,21 +198,22 @@ impl Applier {
         };
         let mut buf = BufReader::new(file);
         let head = buf.fill_buf().map_err(layer_err)?.to_vec();
-        if head.starts_with(ZSTD_MAGIC) || desc.media_type.ends_with("zstd") {
-            return Err(StoreError::Unimplemented {
-                what: "applying zstd-compressed layers",
-            });
-        }
         let gzip = head.starts_with(GZIP_MAGIC);
-        if desc.media_type.ends_with("gzip") && !gzip {
-            return Err(StoreError::invalid(
-                "layer",
-                desc.digest.clone(),
-                "media type says gzip but the blob is not gzip-compressed",
-            ));
+        let zstd = head.starts_with(&ZSTD_MAGIC);
+        let mismatch = if desc.media_type.ends_with("gzip") && !gzip {
+            Some("media type says gzip but the blob is not gzip-compressed")
+        } else if desc.media_type.ends_with("zstd") && !zstd {
+            Some("media type says zstd but the blob is not zstd-compressed")
+        } else {
+            None
+        };
+        if let Some(reason) = mismatch {
+            return Err(StoreError::invalid("layer", desc.digest.clone(), reason));
         }
         let plain: Box<dyn Read> = if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(buf))
+        } else if zstd {
+            Box::new(ZstdReader::new(buf))
         } else {
             Box::new(buf)
         };

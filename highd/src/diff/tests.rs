@@ -124,6 +124,10 @@ fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(enc.finish()?)
 }
 
+fn zstd(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
 fn fs(env: &Env, key: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(env.snaps.fs_path(env.snaps.record("ns", key)?.id))
 }
@@ -508,5 +512,40 @@ fn overlay_dir_recreated_after_its_whiteout_hides_the_old_one() -> anyhow::Resul
     umount2(&target, MntFlags::MNT_DETACH)?;
     assert_eq!(seen.0?, ["new"]);
     assert_eq!(seen.1?, ["new"]);
+    Ok(())
+}
+
+#[test]
+fn zstd_layers_apply_and_a_wrong_media_type_is_refused() -> anyhow::Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let env = env(Mode::Copy)?;
+    let base = layer(&[E::Dir("etc/", 0o755), E::File("etc/motd", "zstd")])?;
+    let m = env.snaps.prepare("ns", "l1", "", BTreeMap::new())?;
+    // Detected by magic even when the media type does not say so (docker-archive layers).
+    for media_type in [
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.oci.image.layer.v1.tar",
+    ] {
+        let desc = store(&env, &zstd(&base), media_type)?;
+        let applied = env.applier.apply("ns", &desc, &m)?;
+        assert_eq!(
+            applied.digest,
+            sha(&base),
+            "diff ID is the uncompressed digest"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(fs(&env, "l1")?.join("etc/motd"))?,
+        "zstd"
+    );
+    let desc = store(
+        &env,
+        &gzip(&base)?,
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+    )?;
+    let err = env.applier.apply("ns", &desc, &m).unwrap_err().to_string();
+    assert!(err.contains("not zstd-compressed"), "{err}");
     Ok(())
 }
