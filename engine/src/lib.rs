@@ -17,6 +17,7 @@ pub mod network;
 pub mod record;
 pub mod refs;
 pub mod registry;
+pub mod resources;
 pub mod seccomp;
 pub mod spec;
 pub mod stdcopy;

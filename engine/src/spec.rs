@@ -283,10 +283,8 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Value, SpecError> {
         mounts.push(json!({"destination": dst, "type": "bind", "source": src,
                            "options": ["rbind", "rprivate"]}));
     }
-    let mut resources = json!({"devices": device_rules()});
-    if host.memory > 0 {
-        resources["memory"] = json!({"limit": host.memory});
-    }
+    let mut resources = crate::resources::Resources::of(host).to_oci();
+    resources.insert("devices".into(), device_rules());
     Ok(json!({
         "ociVersion": "1.2.0",
         "process": process(input)?,

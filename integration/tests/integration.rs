@@ -24,6 +24,7 @@ mod restart;
 mod restart_policy;
 mod stats_top;
 mod tty;
+mod update_prune;
 mod user_networks;
 mod users_seccomp;
 mod volumes;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
         volumes::tests(),
         tty::tests(),
         stats_top::tests(),
+        update_prune::tests(),
     ]
     .into_iter()
     .flatten()

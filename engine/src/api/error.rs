@@ -81,6 +81,11 @@ impl From<DaemonError> for ApiError {
             E::Volume(VolumeError::NoQuota) => StatusCode::BAD_REQUEST,
             E::Volume(_) | E::Filesystem(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Top(crate::daemon::TopError::BadArgs(_)) => StatusCode::BAD_REQUEST,
+            E::Resources(_) | E::Update(crate::daemon::UpdateError::Invalid(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            E::Update(crate::daemon::UpdateError::Conflict { .. }) => StatusCode::CONFLICT,
+            E::Update(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Top(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Backend(BackendError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Backend(BackendError::AlreadyExists { .. }) => StatusCode::CONFLICT,

@@ -344,6 +344,19 @@ async fn dispatch<B: Backend>(
             .await?;
             no_content()
         }
+        Route::ContainerUpdate { id } => {
+            check_json(req.headers())?;
+            let body: serde_json::Map<String, serde_json::Value> =
+                decode_json(&body_bytes(req).await?)?;
+            let update = daemon::UpdateRequest::from_map(&body)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+            let warnings = detached(
+                &d,
+                move |d| async move { d.update_container(&id, update).await },
+            )
+            .await?;
+            json_response(StatusCode::OK, &json!({ "Warnings": warnings }))
+        }
         Route::ContainerRemove { id, force, volumes } => {
             detached(&d, move |d| async move {
                 d.remove_container(&id, force, volumes).await

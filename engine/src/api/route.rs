@@ -108,6 +108,10 @@ pub enum Route {
         id: String,
         name: String,
     },
+    /// `POST /containers/{id}/update` (`docker update`).
+    ContainerUpdate {
+        id: String,
+    },
     /// `GET /volumes?filters=` (raw; parsed by the handler).
     VolumeList {
         filters: String,
@@ -327,6 +331,7 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
             id: id(c),
             name: q.get("name").unwrap_or("").to_string(),
         },
+        (Method::POST, ["containers", c, "update"]) => Route::ContainerUpdate { id: id(c) },
         (Method::DELETE, ["containers", c]) => Route::ContainerRemove {
             id: id(c),
             force: q.bool("force"),

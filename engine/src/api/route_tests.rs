@@ -350,6 +350,10 @@ fn pause_unpause_rename_routes() {
             name: "db".into()
         }
     );
+    assert_eq!(
+        p(Method::POST, "/v1.50/containers/web/update").unwrap(),
+        Route::ContainerUpdate { id: "web".into() }
+    );
 }
 
 #[test]

@@ -34,6 +34,7 @@ struct State {
     fail_container_delete: Option<String>,
     kills: Vec<(String, String, u32)>,
     closed_stdin: Vec<(String, String)>,
+    task_updates: Vec<(String, Vec<u8>)>,
 }
 
 /// Runs inside the next `container_create`, after the container exists.
@@ -217,6 +218,11 @@ impl FakeBackend {
         self.with(|s| s.kills.clone())
     }
 
+    /// Every task update so far: `(id, LinuxResources JSON)`.
+    pub fn task_updates(&self) -> Vec<(String, Vec<u8>)> {
+        self.with(|s| s.task_updates.clone())
+    }
+
     /// Drops a task as if highd lost it (for reconcile tests).
     pub fn forget_task(&self, id: &str) {
         self.with(|s| s.tasks.remove(id));
@@ -393,6 +399,16 @@ impl Backend for FakeBackend {
         }
         self.with(|s| s.containers.remove(id))
             .map(|_| ())
+            .ok_or_else(|| not_found(&format!("container \"{id}\"")))
+    }
+
+    async fn container_get_spec(&self, id: &str) -> BackendResult<Vec<u8>> {
+        self.with(|s| s.containers.get(id).map(|c| c.spec.clone()))
+            .ok_or_else(|| not_found(&format!("container \"{id}\"")))
+    }
+
+    async fn container_set_spec(&self, id: &str, spec: Vec<u8>) -> BackendResult<()> {
+        self.with(|s| s.containers.get_mut(id).map(|c| c.spec = spec))
             .ok_or_else(|| not_found(&format!("container \"{id}\"")))
     }
 
@@ -592,6 +608,14 @@ impl Backend for FakeBackend {
             return Err(not_found(&format!("task {id}")));
         }
         Ok(Vec::new())
+    }
+
+    async fn task_update(&self, id: &str, resources: Vec<u8>) -> BackendResult<()> {
+        if !self.has_task(id) {
+            return Err(not_found(&format!("task {id}")));
+        }
+        self.with(|s| s.task_updates.push((id.to_string(), resources)));
+        Ok(())
     }
 
     async fn task_metrics(&self, id: &str) -> BackendResult<CgroupMetrics> {

@@ -171,6 +171,15 @@ pub trait Backend: Send + Sync + 'static {
 
     fn container_create(&self, c: NewContainer) -> impl Future<Output = BackendResult<()>> + Send;
     fn container_delete(&self, id: &str) -> impl Future<Output = BackendResult<()>> + Send;
+    /// The container's OCI runtime spec (config.json bytes).
+    fn container_get_spec(&self, id: &str) -> impl Future<Output = BackendResult<Vec<u8>>> + Send;
+    /// Replaces the container's spec (Containers.Update, field mask `spec`); the next task
+    /// created for it runs with the new one.
+    fn container_set_spec(
+        &self,
+        id: &str,
+        spec: Vec<u8>,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
     /// Every container in the namespace: `(id, labels)`.
     fn container_list(
         &self,
@@ -240,6 +249,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The pids of every process in the task's cgroup (ListPids).
     fn task_pids(&self, id: &str) -> impl Future<Output = BackendResult<Vec<u32>>> + Send;
+
+    /// New cgroup limits for a live task (Tasks.Update); `resources` is OCI
+    /// `LinuxResources` as JSON.
+    fn task_update(
+        &self,
+        id: &str,
+        resources: Vec<u8>,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
 
     /// The task's cgroup statistics (Metrics filtered by id); NotFound without a task.
     fn task_metrics(&self, id: &str) -> impl Future<Output = BackendResult<CgroupMetrics>> + Send;

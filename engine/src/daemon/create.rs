@@ -93,6 +93,7 @@ impl<B: Backend> Daemon<B> {
         }
         let mut req = req;
         super::restart::check_create(&mut req.host_config)?;
+        crate::resources::check_create(&mut req.host_config)?;
         let image = self.image(&req.config.image).await?;
         let config = merge_image_config(&req.config, &image);
         let mut argv: Vec<String> = config.entrypoint.as_slice().to_vec();

@@ -20,6 +20,7 @@ mod stats;
 mod stdin;
 mod top;
 mod tty;
+mod update;
 mod views;
 mod volumes;
 
@@ -51,6 +52,7 @@ pub use save_load::ArchiveError;
 pub use stdin::StdinSink;
 pub use top::{TopBody, TopError};
 pub use tty::{console_size, parse_detach_keys, parse_dimension, DetachWatch};
+pub use update::{UpdateError, UpdateRequest};
 pub use views::{
     container_inspect, container_summary, human_duration, image_inspect, image_summary,
 };
@@ -126,6 +128,11 @@ pub enum DaemonError {
     Filesystem(#[from] crate::archive::ArchiveError),
     #[error(transparent)]
     Top(#[from] top::TopError),
+    /// A create's resource limits refused (dockerd's messages, 400).
+    #[error(transparent)]
+    Resources(#[from] crate::resources::ResourceError),
+    #[error(transparent)]
+    Update(UpdateError),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

@@ -103,13 +103,30 @@ impl CgroupManager for V1Manager {
 
     fn apply(&self, res: &LinuxResources) -> Result<(), CgroupError> {
         if let (Some(mem), Some(dir)) = (res.memory(), self.controller_dir("memory")) {
-            if let Some(limit) = mem.limit() {
-                write_file(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
+            let limit_file = dir.join("memory.limit_in_bytes");
+            // memsw exists only with swap accounting; runc also refuses silently
+            // ignoring a requested swap limit, so an absent file is an error.
+            let swap_file = dir.join("memory.memsw.limit_in_bytes");
+            // The kernel keeps limit <= memsw at every write: raising both (an update)
+            // must write memsw first, lowering must write the limit first (runc's
+            // setMemoryAndSwap makes the same choice).
+            let swap_first = match (mem.limit(), mem.swap()) {
+                (Some(_), Some(swap)) => {
+                    let current = read_file(&limit_file)?;
+                    swap == -1 || current.trim().parse::<i64>().is_ok_and(|c| c < swap)
+                }
+                _ => false,
+            };
+            if swap_first {
+                if let Some(swap) = mem.swap() {
+                    write_file(&swap_file, &swap.to_string())?;
+                }
             }
-            if let Some(swap) = mem.swap() {
-                // memsw exists only with swap accounting; runc also refuses silently
-                // ignoring a requested swap limit, so an absent file is an error.
-                write_file(&dir.join("memory.memsw.limit_in_bytes"), &swap.to_string())?;
+            if let Some(limit) = mem.limit() {
+                write_file(&limit_file, &limit.to_string())?;
+            }
+            if let (false, Some(swap)) = (swap_first, mem.swap()) {
+                write_file(&swap_file, &swap.to_string())?;
             }
             if let Some(reservation) = mem.reservation() {
                 write_file(

@@ -414,6 +414,44 @@ impl Backend for GrpcBackend {
             .map_err(self.err("container delete"))
     }
 
+    async fn container_get_spec(&self, id: &str) -> BackendResult<Vec<u8>> {
+        use svc::containers::v1::GetContainerRequest;
+        let c = self
+            .containers()
+            .get(GetContainerRequest { id: id.into() })
+            .await
+            .map_err(self.err("container get"))?
+            .into_inner()
+            .container
+            .ok_or_else(|| BackendError::Decode {
+                what: "container",
+                message: "empty GetContainerResponse".into(),
+            })?;
+        Ok(c.spec.map(|s| s.value).unwrap_or_default())
+    }
+
+    async fn container_set_spec(&self, id: &str, spec: Vec<u8>) -> BackendResult<()> {
+        use svc::containers::v1::UpdateContainerRequest;
+        let req = UpdateContainerRequest {
+            container: Some(Container {
+                id: id.into(),
+                spec: Some(berth_proto::any::pack_json(
+                    berth_proto::any::SPEC_TYPE_URL,
+                    spec,
+                )),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["spec".into()],
+            }),
+        };
+        self.containers()
+            .update(req)
+            .await
+            .map(|_| ())
+            .map_err(self.err("container update"))
+    }
+
     async fn container_list(&self) -> BackendResult<Vec<(String, HashMap<String, String>)>> {
         use svc::containers::v1::ListContainersRequest;
         let resp = self
@@ -647,6 +685,23 @@ impl Backend for GrpcBackend {
             .map_err(self.err("task list pids"))?
             .into_inner();
         Ok(r.processes.iter().map(|p| p.pid).collect())
+    }
+
+    async fn task_update(&self, id: &str, resources: Vec<u8>) -> BackendResult<()> {
+        use svc::tasks::v1::UpdateTaskRequest;
+        let req = UpdateTaskRequest {
+            container_id: id.into(),
+            resources: Some(berth_proto::any::pack_json(
+                berth_proto::any::LINUX_RESOURCES_TYPE_URL,
+                resources,
+            )),
+            ..Default::default()
+        };
+        self.tasks()
+            .update(req)
+            .await
+            .map(|_| ())
+            .map_err(self.err("task update"))
     }
 
     async fn task_metrics(&self, id: &str) -> BackendResult<CgroupMetrics> {

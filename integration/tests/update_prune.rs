@@ -1,0 +1,282 @@
+//! `docker update` (live cgroup limits, limits of stopped containers applied at start,
+//! dockerd's errors) and prune filters, with the real docker CLI.
+
+use std::path::PathBuf;
+
+use anyhow::{ensure, Context, Result};
+use berth_integration::Stack;
+
+use crate::common::{container_id, expect_contains, inspect, wait_status, Spec, DOCKER};
+
+pub fn tests() -> Vec<Spec> {
+    vec![
+        Spec {
+            name: "update_prune::update_changes_live_cgroup_limits",
+            needs: DOCKER,
+            run: update_live,
+        },
+        Spec {
+            name: "update_prune::update_of_a_stopped_container_applies_at_start",
+            needs: DOCKER,
+            run: update_stopped,
+        },
+        Spec {
+            name: "update_prune::update_errors_match_dockerd",
+            needs: DOCKER,
+            run: update_errors,
+        },
+    ]
+}
+
+/// The container's v1 cgroup file under the stack's cgroup parent.
+fn cgroup_file(s: &Stack, controller: &str, id: &str, file: &str) -> PathBuf {
+    PathBuf::from("/sys/fs/cgroup")
+        .join(controller)
+        .join(&s.cgroup_name)
+        .join(id)
+        .join(file)
+}
+
+fn read_cgroup(s: &Stack, controller: &str, id: &str, file: &str) -> Result<String> {
+    let path = cgroup_file(s, controller, id, file);
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("read {}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+fn expect_cgroup(s: &Stack, controller: &str, id: &str, file: &str, want: &str) -> Result<()> {
+    let got = read_cgroup(s, controller, id, file)?;
+    ensure!(got == want, "{controller}/{file} is {got:?}, want {want:?}");
+    Ok(())
+}
+
+fn expect_host(v: &serde_json::Value, key: &str, want: serde_json::Value) -> Result<()> {
+    let got = &v["HostConfig"][key];
+    ensure!(
+        *got == want,
+        "inspect HostConfig.{key} is {got}, want {want}"
+    );
+    Ok(())
+}
+
+fn update_live() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let out = s
+        .docker(&[
+            "run", "-d", "--name", "up", "-m", "64m", "busybox", "sleep", "1000",
+        ])?
+        .ok()?;
+    let id = container_id(&out.stdout)?;
+    expect_cgroup(&s, "memory", &id, "memory.limit_in_bytes", "67108864")?;
+    // dockerd gives a memory limit twice as much memory+swap.
+    expect_cgroup(
+        &s,
+        "memory",
+        &id,
+        "memory.memsw.limit_in_bytes",
+        "134217728",
+    )?;
+    let v = inspect(&s, "up")?;
+    expect_host(&v, "MemorySwap", 134_217_728.into())?;
+
+    // Raising memory above the old memory+swap needs memsw written first.
+    let out = s
+        .docker(&[
+            "update",
+            "--memory",
+            "256m",
+            "--memory-swap",
+            "512m",
+            "--memory-reservation",
+            "100m",
+            "--cpus",
+            "0.5",
+            "--cpu-shares",
+            "512",
+            "--pids-limit",
+            "50",
+            "--cpuset-cpus",
+            "0",
+            "up",
+        ])?
+        .ok()?;
+    expect_contains("docker update output", &out.stdout, "up")?;
+    expect_cgroup(&s, "memory", &id, "memory.limit_in_bytes", "268435456")?;
+    expect_cgroup(
+        &s,
+        "memory",
+        &id,
+        "memory.memsw.limit_in_bytes",
+        "536870912",
+    )?;
+    expect_cgroup(&s, "memory", &id, "memory.soft_limit_in_bytes", "104857600")?;
+    expect_cgroup(&s, "cpu", &id, "cpu.cfs_quota_us", "50000")?;
+    expect_cgroup(&s, "cpu", &id, "cpu.cfs_period_us", "100000")?;
+    expect_cgroup(&s, "cpu", &id, "cpu.shares", "512")?;
+    expect_cgroup(&s, "pids", &id, "pids.max", "50")?;
+    expect_cgroup(&s, "cpuset", &id, "cpuset.cpus", "0")?;
+    let v = inspect(&s, "up")?;
+    expect_host(&v, "Memory", 268_435_456.into())?;
+    expect_host(&v, "MemorySwap", 536_870_912.into())?;
+    expect_host(&v, "MemoryReservation", 104_857_600.into())?;
+    expect_host(&v, "NanoCpus", 500_000_000.into())?;
+    expect_host(&v, "CpuShares", 512.into())?;
+    expect_host(&v, "PidsLimit", 50.into())?;
+    expect_host(&v, "CpusetCpus", "0".into())?;
+
+    // Lowering, and lifting the pids limit; a paused container is updated too.
+    s.docker(&["pause", "up"])?.ok()?;
+    s.docker(&["update", "-m", "32m", "--pids-limit", "-1", "up"])?
+        .ok()?;
+    s.docker(&["unpause", "up"])?.ok()?;
+    expect_cgroup(&s, "memory", &id, "memory.limit_in_bytes", "33554432")?;
+    expect_cgroup(&s, "pids", &id, "pids.max", "max")?;
+    let v = inspect(&s, "up")?;
+    expect_host(&v, "Memory", 33_554_432.into())?;
+    expect_host(&v, "MemorySwap", 536_870_912.into())?;
+
+    // The restart policy changes live: the container now comes back after a kill.
+    s.docker(&["update", "--restart", "always", "up"])?.ok()?;
+    let v = inspect(&s, "up")?;
+    ensure!(
+        v["HostConfig"]["RestartPolicy"]["Name"] == "always",
+        "restart policy after update: {}",
+        v["HostConfig"]["RestartPolicy"]
+    );
+    // The limits survive a restart (they are in highd's spec too).
+    s.docker(&["restart", "-t", "0", "up"])?.ok()?;
+    let v = wait_status(&s, "up", "running")?;
+    ensure!(v["State"]["Pid"].as_i64() > Some(0), "no pid after restart");
+    expect_cgroup(&s, "memory", &id, "memory.limit_in_bytes", "33554432")?;
+    expect_cgroup(&s, "cpu", &id, "cpu.cfs_quota_us", "50000")?;
+    s.docker(&["rm", "-f", "up"])?.ok()?;
+    Ok(())
+}
+
+fn update_stopped() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let out = s
+        .docker(&["create", "--name", "later", "busybox", "sleep", "1000"])?
+        .ok()?;
+    let id = container_id(&out.stdout)?;
+    s.docker(&[
+        "update",
+        "--memory",
+        "100m",
+        "--memory-swap",
+        "200m",
+        "--pids-limit",
+        "20",
+        "--cpu-quota",
+        "30000",
+        "--cpu-period",
+        "60000",
+        "--restart",
+        "on-failure:2",
+        "later",
+    ])?
+    .ok()?;
+    let v = inspect(&s, "later")?;
+    expect_host(&v, "Memory", 104_857_600.into())?;
+    expect_host(&v, "PidsLimit", 20.into())?;
+    expect_host(&v, "CpuQuota", 30_000.into())?;
+    ensure!(
+        v["HostConfig"]["RestartPolicy"]
+            == serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 2}),
+        "restart policy: {}",
+        v["HostConfig"]["RestartPolicy"]
+    );
+    s.docker(&["start", "later"])?.ok()?;
+    expect_cgroup(&s, "memory", &id, "memory.limit_in_bytes", "104857600")?;
+    expect_cgroup(
+        &s,
+        "memory",
+        &id,
+        "memory.memsw.limit_in_bytes",
+        "209715200",
+    )?;
+    expect_cgroup(&s, "pids", &id, "pids.max", "20")?;
+    expect_cgroup(&s, "cpu", &id, "cpu.cfs_quota_us", "30000")?;
+    expect_cgroup(&s, "cpu", &id, "cpu.cfs_period_us", "60000")?;
+    // An exited container too.
+    s.docker(&["stop", "-t", "0", "later"])?.ok()?;
+    s.docker(&["update", "--pids-limit", "25", "later"])?.ok()?;
+    s.docker(&["start", "later"])?.ok()?;
+    expect_cgroup(&s, "pids", &id, "pids.max", "25")?;
+    s.docker(&["rm", "-f", "later"])?.ok()?;
+    Ok(())
+}
+
+fn update_errors() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let out = s
+        .docker(&["run", "-d", "--name", "plain", "busybox", "sleep", "1000"])?
+        .ok()?;
+    let id = container_id(&out.stdout)?;
+    let fails = |args: &[&str], want: &str| -> Result<()> {
+        let out = s.docker(args)?;
+        ensure!(
+            out.code == 1,
+            "{args:?} exited {}: {}",
+            out.code,
+            out.stderr
+        );
+        expect_contains(&format!("{args:?}"), &out.stderr, want)
+    };
+    fails(
+        &["update", "-m", "1m", "plain"],
+        "Error response from daemon: Minimum memory limit allowed is 6MB",
+    )?;
+    // No memory limit means no memory+swap limit: dockerd wants both.
+    fails(
+        &["update", "-m", "64m", "plain"],
+        &format!("Cannot update container {id}: Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time"),
+    )?;
+    fails(
+        &["update", "-m", "64m", "--memory-swap", "32m", "plain"],
+        "Minimum memoryswap limit should be larger than memory limit, see usage",
+    )?;
+    fails(
+        &["update", "--cpu-period", "10", "plain"],
+        "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)",
+    )?;
+    fails(
+        &["update", "--cpuset-cpus", "64", "plain"],
+        "Requested CPUs are not available - requested 64",
+    )?;
+    fails(
+        &["update", "--cpus", "0.5", "nosuch"],
+        "No such container: nosuch",
+    )?;
+    fails(
+        &["update", "--restart", "sometimes", "plain"],
+        "invalid restart policy",
+    )?;
+    s.docker(&["update", "--cpu-quota", "20000", "plain"])?
+        .ok()?;
+    fails(
+        &["update", "--cpus", "1", "plain"],
+        "Conflicting options: Nano CPUs cannot be updated as CPU Quota has already been set",
+    )?;
+    // A refused update changes nothing.
+    let v = inspect(&s, "plain")?;
+    expect_host(&v, "Memory", 0.into())?;
+    expect_host(&v, "NanoCpus", 0.into())?;
+    expect_cgroup(&s, "cpu", &id, "cpu.cfs_quota_us", "20000")?;
+
+    s.docker(&[
+        "run", "-d", "--rm", "--name", "gone", "busybox", "sleep", "1000",
+    ])?
+    .ok()?;
+    let gone = inspect(&s, "gone")?["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    fails(
+        &["update", "--restart", "always", "gone"],
+        &format!("Cannot update container {gone}: Restart policy cannot be updated because AutoRemove is enabled for the container"),
+    )?;
+    s.docker(&["rm", "-f", "plain", "gone"])?.ok()?;
+    Ok(())
+}
