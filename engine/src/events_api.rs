@@ -202,7 +202,11 @@ impl EventFilters {
             values.is_empty()
                 || values.iter().any(|v| match key.as_str() {
                     "type" => v == e.kind,
-                    "event" => *v == e.action,
+                    // dockerd matches `health_status`, `exec_create` and `exec_start`
+                    // against actions that carry a detail after a colon.
+                    "event" => {
+                        *v == e.action || e.action.split_once(':').is_some_and(|(a, _)| a == v)
+                    }
                     "container" => {
                         e.kind == "container"
                             && (e.id.starts_with(v.as_str()) || e.attributes.get("name") == Some(v))

@@ -23,7 +23,7 @@ pub fn tests() -> Vec<Spec> {
     ]
 }
 
-fn now() -> Result<String> {
+pub fn now() -> Result<String> {
     let d = SystemTime::now().duration_since(UNIX_EPOCH)?;
     Ok(format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
 }

@@ -13,6 +13,7 @@ mod docker_lifecycle;
 mod docker_py;
 mod docker_run;
 mod events;
+mod health;
 mod images_more;
 mod leftovers;
 mod lifecycle_more;
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
         tty::tests(),
         stats_top::tests(),
         update_prune::tests(),
+        health::tests(),
     ]
     .into_iter()
     .flatten()

@@ -58,6 +58,8 @@ impl From<DaemonError> for ApiError {
             | E::Reference(_) => StatusCode::BAD_REQUEST,
             E::NameConflict { .. }
             | E::NotRunning { .. }
+            | E::ExecNotRunning { .. }
+            | E::ExecPaused { .. }
             | E::AlreadyPaused { .. }
             | E::NotPaused { .. }
             | E::Restarting { .. }

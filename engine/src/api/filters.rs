@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::error::ApiError;
+use crate::daemon::health_filter;
 use crate::record::ContainerRecord;
 
-const KEYS: &[&str] = &["id", "name", "status", "label", "exited"];
+const KEYS: &[&str] = &["id", "name", "status", "label", "exited", "health"];
 
 /// Filter key → accepted values; a record must match one value of every key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,6 +25,11 @@ impl ContainerFilters {
             if key == "status" && !known {
                 return Err(ApiError::bad_request(format!(
                     "invalid filter 'status={s}'"
+                )));
+            }
+            if key == "health" && !health_filter::is_filter_value(s) {
+                return Err(ApiError::bad_request(format!(
+                    "Unrecognised filter value for health: {s}"
                 )));
             }
             Ok(())
@@ -51,6 +57,7 @@ impl ContainerFilters {
                         .trim_start_matches('/')
                         .contains(v.trim_start_matches('/')),
                     "status" => rec.state.status_str() == v,
+                    "health" => health_filter::filter_status(rec.state.health.as_ref()) == v,
                     "exited" => {
                         rec.state.status.as_str() == "exited"
                             && rec.state.exit_code.to_string() == *v
@@ -160,5 +167,26 @@ mod tests {
         assert!(f(r#"{"label":["app"],"status":["exited","running"]}"#).matches(&running));
         // Several labels must all match (compose filters by project AND service).
         assert!(!f(r#"{"label":["app=web","tier=db"]}"#).matches(&exited));
+    }
+
+    #[test]
+    fn health() {
+        let mut checked = rec("abc", "web1", Status::Running, 0);
+        checked.state.health = Some(crate::daemon::Health {
+            status: "healthy".into(),
+            failing_streak: 0,
+            log: Vec::new(),
+        });
+        let plain = rec("def", "db", Status::Running, 0);
+        let f = |s: &str| ContainerFilters::parse(s).unwrap();
+        assert!(f(r#"{"health":["healthy"]}"#).matches(&checked));
+        assert!(!f(r#"{"health":["healthy"]}"#).matches(&plain));
+        assert!(f(r#"{"health":["none"]}"#).matches(&plain));
+        assert_eq!(
+            ContainerFilters::parse(r#"{"health":["fine"]}"#)
+                .unwrap_err()
+                .message,
+            "Unrecognised filter value for health: fine"
+        );
     }
 }

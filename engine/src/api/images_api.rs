@@ -50,6 +50,7 @@ pub struct CommitQuery {
     pub comment: String,
     pub author: String,
     pub changes: Vec<String>,
+    pub pause: bool,
 }
 
 /// Raw query pairs, repeated keys kept (`changes`, `t`, `buildargs`...).
@@ -97,6 +98,8 @@ pub fn route(method: &Method, segs: &[&str], query: &str) -> Result<Option<Image
                 comment: q.get("comment"),
                 author: q.get("author"),
                 changes: q.all("changes"),
+                // dockerd: an absent `pause` means pause (API >= 1.13).
+                pause: q.get("pause").is_empty() || q.bool("pause"),
             },
         },
         (&Method::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
@@ -140,6 +143,7 @@ pub async fn dispatch<B: Backend>(
                 comment: opts.comment,
                 author: opts.author,
                 changes,
+                pause: opts.pause,
             };
             // Like the other state changes: finish even if the client hangs up.
             let id = tokio::spawn(async move { d.commit_container(&container, opts).await })

@@ -22,6 +22,8 @@ pub struct CommitOptions {
     pub author: String,
     /// Parsed `--change` instructions (validated by the caller).
     pub changes: Vec<Instruction>,
+    /// Freeze a running container while its filesystem is read (dockerd's default).
+    pub pause: bool,
 }
 
 /// The image-config subset of a container config (what dockerd keeps on commit).
@@ -73,6 +75,35 @@ impl<B: Backend> Daemon<B> {
         opts: CommitOptions,
     ) -> DaemonResult<String> {
         let rec = self.container(reference)?;
+        let pause = opts.pause
+            && rec.state.status.is_running()
+            && !rec.state.paused
+            && !rec.state.restarting;
+        // Like dockerd: a failed pause does not stop the commit, and the container is
+        // thawed again whatever the commit's outcome.
+        let paused = pause && {
+            match self.pause_container(&rec.id).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(id = %rec.id, error = %e, "pausing for commit failed");
+                    false
+                }
+            }
+        };
+        let result = self.commit_record(&rec, opts).await;
+        if paused {
+            if let Err(e) = self.unpause_container(&rec.id).await {
+                tracing::warn!(id = %rec.id, error = %e, "unpausing after commit failed");
+            }
+        }
+        result
+    }
+
+    async fn commit_record(
+        &self,
+        rec: &crate::record::ContainerRecord,
+        opts: CommitOptions,
+    ) -> DaemonResult<String> {
         let name = target_name(&opts.repo, &opts.tag)?;
         let parent = self.image(&rec.image).await?;
         let mut runtime = runtime_from_container(&rec.config);

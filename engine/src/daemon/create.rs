@@ -45,6 +45,7 @@ pub fn merge_image_config(user: &ContainerConfig, image: &ImageView) -> Containe
     if c.stop_signal.is_none() {
         c.stop_signal = img.stop_signal.clone();
     }
+    super::health::merge_into(&mut c.extra, &img.extra);
     c
 }
 
@@ -94,6 +95,7 @@ impl<B: Backend> Daemon<B> {
         let mut req = req;
         super::restart::check_create(&mut req.host_config)?;
         crate::resources::check_create(&mut req.host_config)?;
+        super::health::check(&req.config.extra)?;
         let image = self.image(&req.config.image).await?;
         let config = merge_image_config(&req.config, &image);
         let mut argv: Vec<String> = config.entrypoint.as_slice().to_vec();

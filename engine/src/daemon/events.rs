@@ -36,6 +36,7 @@ impl<B: Backend> Daemon<B> {
         let restart = self.restart_decision(&rec, code, at);
         self.store.update_in_memory(id, |r| {
             r.state.set_exited(code, at);
+            super::health_monitor::on_stop(&mut r.state);
             if restart.is_some() {
                 r.state.restarting = true;
                 r.restart_count += 1;
@@ -211,6 +212,7 @@ impl<B: Backend> Daemon<B> {
     /// events may have been missed) whenever the stream breaks.
     pub async fn run_event_loop(self: Arc<Self>) {
         self.spawn_restart_worker();
+        self.spawn_health_watcher();
         let mut backoff = Duration::from_millis(100);
         let mut failures = 0u32;
         loop {
@@ -239,6 +241,7 @@ impl<B: Backend> Daemon<B> {
             if let Err(e) = self.reconcile().await {
                 tracing::warn!(error = %e, "reconciling with highd failed");
             }
+            self.resume_health_monitors();
             if !self.booted.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 self.restart_at_boot().await;
             }

@@ -12,6 +12,7 @@ use super::stdin::{mkfifo, StdinSink};
 use super::tty::{parse_detach_keys, DetachWatch};
 use super::{random_id, Daemon, DaemonError, DaemonResult, InvalidParameter};
 use crate::backend::{Backend, BackendError, Stdio};
+use crate::record::ContainerRecord;
 use crate::spec::{self, SpecInput};
 use crate::stdcopy::{frame, StdStream};
 use crate::types::ExecConfig;
@@ -90,17 +91,37 @@ async fn pump(
     let _ = std::fs::remove_file(&path);
 }
 
+/// dockerd's `getActiveContainer`: an exec needs a running, unpaused container that is
+/// not between restarts; `reference` names it in the paused message, as the user said it.
+fn exec_allowed(rec: &ContainerRecord, reference: &str) -> DaemonResult<()> {
+    if rec.state.restarting {
+        return Err(DaemonError::Restarting { id: rec.id.clone() });
+    }
+    if !rec.state.status.is_running() {
+        return Err(DaemonError::ExecNotRunning { id: rec.id.clone() });
+    }
+    if rec.state.paused {
+        return Err(DaemonError::ExecPaused {
+            reference: reference.to_string(),
+        });
+    }
+    Ok(())
+}
+
 impl<B: Backend> Daemon<B> {
     pub fn create_exec(&self, reference: &str, config: ExecConfig) -> DaemonResult<String> {
         let rec = self.container(reference)?;
-        if !rec.state.status.is_running() {
-            return Err(DaemonError::NotRunning { id: rec.id });
-        }
+        exec_allowed(&rec, reference)?;
         if config.cmd.as_slice().is_empty() {
             return Err(InvalidParameter::NoExecCommand.into());
         }
         parse_detach_keys(&config.detach_keys)?;
         let id = random_id();
+        self.event_log.container(
+            &format!("exec_create: {}", config.cmd.as_slice().join(" ")),
+            &rec.id,
+            &[("execID", id.clone())],
+        );
         let exec = ExecRecord {
             id: id.clone(),
             container_id: rec.id,
@@ -150,10 +171,7 @@ impl<B: Backend> Daemon<B> {
     pub fn exec_startable(&self, id: &str) -> DaemonResult<()> {
         let exec = self.exec(id)?;
         let rec = self.container(&exec.container_id)?;
-        if !rec.state.status.is_running() {
-            return Err(DaemonError::NotRunning { id: rec.id });
-        }
-        Ok(())
+        exec_allowed(&rec, &rec.id)
     }
 
     pub async fn start_exec(
@@ -163,9 +181,7 @@ impl<B: Backend> Daemon<B> {
     ) -> DaemonResult<Option<(ExecStream, Option<StdinSink>)>> {
         let exec = self.exec(id)?;
         let rec = self.container(&exec.container_id)?;
-        if !rec.state.status.is_running() {
-            return Err(DaemonError::NotRunning { id: rec.id });
-        }
+        exec_allowed(&rec, &rec.id)?;
         let cfg = &exec.config;
         let hostname = if rec.config.hostname.is_empty() {
             rec.short_id().to_string()
@@ -302,6 +318,11 @@ impl<B: Backend> Daemon<B> {
             x.running = true;
             x.pid = pid;
         });
+        self.event_log.container(
+            &format!("exec_start: {}", cfg.cmd.as_slice().join(" ")),
+            &rec.id,
+            &[("execID", id.to_string())],
+        );
         let this = Arc::clone(self);
         let (cid, eid) = (rec.id.clone(), id.to_string());
         tokio::spawn(async move {
@@ -320,6 +341,11 @@ impl<B: Backend> Daemon<B> {
                 x.running = false;
                 x.exit_code = Some(code);
             });
+            this.event_log.container(
+                "exec_die",
+                &cid,
+                &[("execID", eid.clone()), ("exitCode", code.to_string())],
+            );
             let _ = std::fs::remove_file(&stdin_path);
             if let Err(e) = this.backend.task_delete_process(&cid, &eid).await {
                 tracing::debug!(exec = %eid, error = %e, "deleting exec process failed");

@@ -151,8 +151,10 @@ impl<B: Backend> Daemon<B> {
                 return Err(failed);
             }
         };
+        let health = super::health_monitor::on_start(&rec);
         self.store.update(&id, |r| {
             r.state.status = Status::Running;
+            r.state.health = health;
             r.state.pid = pid;
             r.state.exit_code = 0;
             r.state.error.clear();

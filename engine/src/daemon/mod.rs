@@ -7,6 +7,7 @@ pub(crate) mod etc;
 mod events;
 mod exec;
 mod health;
+mod health_monitor;
 mod image_ops;
 mod image_store;
 mod images;
@@ -42,6 +43,9 @@ use crate::store::{Resolved, Store, StoreError};
 pub use commit::{history_rows, now_rfc3339, runtime_from_container, target_name, CommitOptions};
 pub use exec::{ExecRecord, ExecStream};
 pub use health::{Health, HealthResult};
+pub mod health_filter {
+    pub use super::health::{filter_status, is_filter_value};
+}
 pub use image_ops::ImageDeleted;
 pub use image_store::{sha256_digest, Stored, BUILD_CACHE_PREFIX};
 pub use images::{chain_id, ImageView, ImportError, MEDIA_LAYER_TAR};
@@ -75,6 +79,12 @@ pub enum DaemonError {
     NameConflict { name: String, id: String },
     #[error("Container {id} is not running")]
     NotRunning { id: String },
+    /// `docker exec` into a stopped container (dockerd's lowercase `errNotRunning`).
+    #[error("container {id} is not running")]
+    ExecNotRunning { id: String },
+    /// `docker exec` into a paused container; `reference` is what the user gave.
+    #[error("Container {reference} is paused, unpause the container before exec")]
+    ExecPaused { reference: String },
     #[error("Container {id} is already paused")]
     AlreadyPaused { id: String },
     #[error("Container {id} is not paused")]
@@ -158,6 +168,8 @@ pub enum InvalidParameter {
     EmptyName,
     #[error("Renaming a container with the same name as its current name")]
     SameName,
+    #[error("{0}")]
+    Healthcheck(String),
 }
 
 impl From<InvalidParameter> for DaemonError {
@@ -213,6 +225,7 @@ pub struct Daemon<B> {
     booted: std::sync::atomic::AtomicBool,
     /// `<data-root>/volumes`.
     pub volumes: crate::volumes::VolumeStore,
+    health: health_monitor::Monitors,
 }
 
 impl<B: Backend> Daemon<B> {
@@ -240,6 +253,7 @@ impl<B: Backend> Daemon<B> {
             restart_rx: Mutex::new(Some(restart_rx)),
             booted: Default::default(),
             volumes,
+            health: Default::default(),
         };
         daemon.restore_volume_refs();
         Ok(daemon)

@@ -371,7 +371,7 @@ async fn exec_lifecycle() {
     };
     assert!(matches!(
         e.daemon.create_exec(&id, exec_cfg.clone()),
-        Err(DaemonError::NotRunning { .. })
+        Err(DaemonError::ExecNotRunning { .. })
     ));
     e.daemon.start_container(&id).await.unwrap();
     let empty = crate::types::ExecConfig::default();

@@ -1,0 +1,428 @@
+//! Health checks with the real docker CLI (`--health-*`, the image's HEALTHCHECK, `ps`
+//! status and filter, `health_status` events), exec into paused and stopped containers,
+//! and `docker commit` pausing a running container.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use berth_integration::{wait_until, Stack};
+use serde_json::Value;
+
+use crate::common::{expect_contains, inspect, Spec, DOCKER};
+
+pub fn tests() -> Vec<Spec> {
+    vec![
+        Spec {
+            name: "health::healthy_probe_status_ps_and_events",
+            needs: DOCKER,
+            run: healthy,
+        },
+        Spec {
+            name: "health::unhealthy_after_retries_and_timeout",
+            needs: DOCKER,
+            run: unhealthy,
+        },
+        Spec {
+            name: "health::image_healthcheck_merge_and_no_healthcheck",
+            needs: DOCKER,
+            run: image_healthcheck,
+        },
+        Spec {
+            name: "health::exec_into_paused_or_stopped_is_refused",
+            needs: DOCKER,
+            run: exec_refused,
+        },
+        Spec {
+            name: "health::commit_pauses_a_running_container",
+            needs: DOCKER,
+            run: commit_pauses,
+        },
+    ]
+}
+
+/// Polls inspect until `State.Health.Status` is `status`; returns the object.
+fn wait_health(s: &Stack, name: &str, status: &str) -> Result<Value> {
+    wait_until(
+        &format!("{name} to be {status}"),
+        Duration::from_secs(30),
+        || {
+            let v = inspect(s, name)?;
+            Ok((v["State"]["Health"]["Status"] == status).then_some(v))
+        },
+    )
+}
+
+fn ps(s: &Stack, filters: &[&str]) -> Result<Vec<String>> {
+    let mut args = vec!["ps", "-a", "--format", "{{.Names}} {{.Status}}"];
+    for f in filters {
+        args.extend_from_slice(&["--filter", f]);
+    }
+    let out = s.docker(&args)?.ok()?;
+    Ok(out.stdout.lines().map(str::to_string).collect())
+}
+
+/// The container events so far, as "Action execID exitCode" lines.
+fn events(s: &Stack, filters: &[&str]) -> Result<Vec<String>> {
+    let until = crate::events::now()?;
+    let mut args = vec!["events", "--since", "0", "--until", &until];
+    for f in filters {
+        args.extend_from_slice(&["--filter", f]);
+    }
+    args.extend_from_slice(&[
+        "--format",
+        "{{.Action}}|{{.Actor.Attributes.execID}}|{{.Actor.Attributes.exitCode}}",
+    ]);
+    let out = s.docker(&args)?.ok()?;
+    Ok(out.stdout.lines().map(str::to_string).collect())
+}
+
+fn healthy() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hok",
+        "--health-cmd",
+        "echo ok",
+        "--health-interval",
+        "1s",
+        "busybox",
+        "sleep",
+        "1000",
+    ])?
+    .ok()?;
+    let v = inspect(&s, "hok")?;
+    ensure!(
+        v["Config"]["Healthcheck"]["Test"] == serde_json::json!(["CMD-SHELL", "echo ok"])
+            && v["Config"]["Healthcheck"]["Interval"] == 1_000_000_000i64,
+        "Config.Healthcheck: {}",
+        v["Config"]["Healthcheck"]
+    );
+    // The first probe runs an interval after the start.
+    let rows = ps(&s, &["health=starting"])?;
+    ensure!(
+        rows.len() == 1 && rows[0].starts_with("hok Up") && rows[0].ends_with("(health: starting)"),
+        "ps while starting: {rows:?}"
+    );
+    let v = wait_health(&s, "hok", "healthy")?;
+    let h = &v["State"]["Health"];
+    ensure!(h["FailingStreak"] == 0, "FailingStreak: {h}");
+    let log = h["Log"].as_array().context("Health.Log")?;
+    ensure!(!log.is_empty() && log.len() <= 5, "Health.Log: {h}");
+    ensure!(
+        log[0]["ExitCode"] == 0 && log[0]["Output"] == "ok\n",
+        "first result: {}",
+        log[0]
+    );
+    ensure!(
+        log[0]["Start"].is_string() && log[0]["End"].is_string(),
+        "{h}"
+    );
+    let rows = ps(&s, &["health=healthy"])?;
+    ensure!(
+        rows.len() == 1 && rows[0].ends_with("(healthy)"),
+        "ps health=healthy: {rows:?}"
+    );
+    ensure!(ps(&s, &["health=unhealthy"])?.is_empty());
+    let bad = s.docker(&["ps", "--filter", "health=fine"])?;
+    ensure!(bad.code != 0, "a bad health filter value must fail");
+    expect_contains(
+        "ps --filter health=fine",
+        &bad.stderr,
+        "Unrecognised filter value for health: fine",
+    )?;
+    let evs = events(&s, &["container=hok"])?;
+    let action = |l: &String| l.split('|').next().unwrap_or_default().to_string();
+    let actions: Vec<String> = evs.iter().map(action).collect();
+    ensure!(
+        actions.contains(&"health_status: healthy".to_string()),
+        "events: {evs:?}"
+    );
+    let created = evs
+        .iter()
+        .find(|l| l.starts_with("exec_create: /bin/sh -c echo ok|"))
+        .with_context(|| format!("no exec_create event for the probe: {evs:?}"))?;
+    let exec_id = created.split('|').nth(1).unwrap_or_default();
+    ensure!(!exec_id.is_empty(), "exec_create without execID: {created}");
+    ensure!(
+        evs.contains(&format!(
+            "exec_start: /bin/sh -c echo ok|{exec_id}|<no value>"
+        )),
+        "no exec_start for {exec_id}: {evs:?}"
+    );
+    ensure!(
+        evs.contains(&format!("exec_die|{exec_id}|0")),
+        "no exec_die for {exec_id}: {evs:?}"
+    );
+    // `event=health_status` matches the action with its detail, as in dockerd.
+    let only = events(&s, &["container=hok", "event=health_status"])?;
+    ensure!(
+        !only.is_empty() && only.iter().all(|l| l.starts_with("health_status: ")),
+        "event=health_status: {only:?}"
+    );
+    // A stop ends the monitor (dockerd leaves `unhealthy`); a start begins again.
+    s.docker(&["stop", "-t", "1", "hok"])?.ok()?;
+    let v = inspect(&s, "hok")?;
+    ensure!(
+        v["State"]["Health"]["Status"] == "unhealthy",
+        "after stop: {}",
+        v["State"]["Health"]
+    );
+    s.docker(&["start", "hok"])?.ok()?;
+    let v = inspect(&s, "hok")?;
+    ensure!(
+        v["State"]["Health"]["Status"] == "starting" && v["State"]["Health"]["FailingStreak"] == 0,
+        "after start: {}",
+        v["State"]["Health"]
+    );
+    wait_health(&s, "hok", "healthy")?;
+    s.docker(&["rm", "-f", "hok"])?.ok()?;
+    Ok(())
+}
+
+fn unhealthy() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hbad",
+        "--health-cmd",
+        "echo failing; exit 3",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sleep",
+        "1000",
+    ])?
+    .ok()?;
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hslow",
+        "--health-cmd",
+        "echo partial; sleep 30",
+        "--health-interval",
+        "1s",
+        "--health-timeout",
+        "1s",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "1000",
+    ])?
+    .ok()?;
+    let v = wait_health(&s, "hbad", "unhealthy")?;
+    let h = &v["State"]["Health"];
+    ensure!(h["FailingStreak"].as_i64() >= Some(2), "FailingStreak: {h}");
+    let last = h["Log"]
+        .as_array()
+        .and_then(|l| l.last())
+        .context("Health.Log is empty")?;
+    ensure!(
+        last["ExitCode"] == 3 && last["Output"] == "failing\n",
+        "last result: {last}"
+    );
+    let v = wait_health(&s, "hslow", "unhealthy")?;
+    let last = v["State"]["Health"]["Log"]
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .context("Health.Log is empty")?;
+    ensure!(last["ExitCode"] == -1, "timed-out result: {last}");
+    let out = last["Output"].as_str().unwrap_or_default();
+    ensure!(
+        out.starts_with("Health check exceeded timeout (1s)"),
+        "timed-out output: {out:?}"
+    );
+    // The probe was killed at its timeout, not waited for.
+    let top = s.docker(&["top", "hslow"])?.ok()?;
+    let sleeping = top.stdout.matches("sleep 30").count();
+    ensure!(sleeping <= 1, "probes pile up: {}", top.stdout);
+    let rows = ps(&s, &["health=unhealthy"])?;
+    ensure!(
+        rows.len() == 2 && rows.iter().all(|r| r.ends_with("(unhealthy)")),
+        "ps health=unhealthy: {rows:?}"
+    );
+    let evs = events(&s, &["container=hbad", "event=health_status"])?;
+    ensure!(
+        evs.iter()
+            .any(|l| l.starts_with("health_status: unhealthy|")),
+        "events: {evs:?}"
+    );
+    // A paused container runs no probes.
+    s.docker(&["pause", "hbad"])?.ok()?;
+    let probes = |s: &Stack| -> Result<usize> {
+        Ok(events(s, &["container=hbad", "event=exec_create"])?.len())
+    };
+    let before = probes(&s)?;
+    let ran = wait_until("a probe while paused", Duration::from_secs(3), || {
+        Ok((probes(&s)? > before).then_some(()))
+    });
+    ensure!(ran.is_err(), "a probe ran in a paused container");
+    s.docker(&["unpause", "hbad"])?.ok()?;
+    wait_until("probes after unpause", Duration::from_secs(10), || {
+        Ok((probes(&s)? > before).then_some(()))
+    })?;
+    s.docker(&["rm", "-f", "hbad", "hslow"])?.ok()?;
+    Ok(())
+}
+
+fn image_healthcheck() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let ctx = crate::build::context(
+        &s,
+        "hc",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nHEALTHCHECK --interval=1s --retries=4 CMD echo from-image\n",
+        )],
+    )?;
+    s.docker(&["build", "-q", "-t", "hcimg", &ctx.to_string_lossy()])?
+        .ok()?;
+    s.docker(&["run", "-d", "--name", "img", "hcimg", "sleep", "1000"])?
+        .ok()?;
+    let v = wait_health(&s, "img", "healthy")?;
+    ensure!(
+        v["State"]["Health"]["Log"][0]["Output"] == "from-image\n",
+        "{}",
+        v["State"]["Health"]
+    );
+    // The container's settings override the image's field by field.
+    s.docker(&[
+        "create",
+        "--name",
+        "over",
+        "--health-retries",
+        "9",
+        "hcimg",
+        "sleep",
+        "1000",
+    ])?
+    .ok()?;
+    let hc = inspect(&s, "over")?["Config"]["Healthcheck"].clone();
+    ensure!(
+        hc["Test"] == serde_json::json!(["CMD-SHELL", "echo from-image"])
+            && hc["Interval"] == 1_000_000_000i64
+            && hc["Retries"] == 9,
+        "merged Healthcheck: {hc}"
+    );
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "off",
+        "--no-healthcheck",
+        "hcimg",
+        "sleep",
+        "1000",
+    ])?
+    .ok()?;
+    let v = inspect(&s, "off")?;
+    ensure!(
+        v["Config"]["Healthcheck"]["Test"] == serde_json::json!(["NONE"]),
+        "{}",
+        v["Config"]["Healthcheck"]
+    );
+    ensure!(v["State"]["Health"].is_null(), "{}", v["State"]);
+    let rows = ps(&s, &["health=none"])?;
+    ensure!(
+        rows.iter()
+            .any(|r| r.starts_with("off Up") && !r.contains('(')),
+        "ps health=none: {rows:?}"
+    );
+    let bad = s.docker(&[
+        "run",
+        "-d",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1us",
+        "busybox",
+        "true",
+    ])?;
+    ensure!(bad.code == 125, "interval below 1ms: {bad:?}");
+    expect_contains(
+        "interval below 1ms",
+        &bad.stderr,
+        "Interval in Healthcheck cannot be less than 1ms",
+    )?;
+    s.docker(&["rm", "-f", "img", "over", "off"])?.ok()?;
+    Ok(())
+}
+
+fn exec_refused() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    s.docker(&["run", "-d", "--name", "px", "busybox", "sleep", "1000"])?
+        .ok()?;
+    s.docker(&["pause", "px"])?.ok()?;
+    let out = s.docker(&["exec", "px", "true"])?;
+    ensure!(out.code == 1, "exec into paused: {out:?}");
+    expect_contains(
+        "exec into paused",
+        &out.stderr,
+        "Error response from daemon: Container px is paused, unpause the container before exec",
+    )?;
+    s.docker(&["unpause", "px"])?.ok()?;
+    s.docker(&["exec", "px", "true"])?.ok()?;
+    let id = inspect(&s, "px")?["Id"].as_str().context("Id")?.to_string();
+    s.docker(&["stop", "-t", "1", "px"])?.ok()?;
+    let out = s.docker(&["exec", "px", "true"])?;
+    ensure!(out.code == 1, "exec into stopped: {out:?}");
+    expect_contains(
+        "exec into stopped",
+        &out.stderr,
+        &format!("Error response from daemon: container {id} is not running"),
+    )?;
+    s.docker(&["rm", "px"])?.ok()?;
+    Ok(())
+}
+
+fn commit_pauses() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "cm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /made; sleep 1000",
+    ])?
+    .ok()?;
+    wait_until("/made to exist", Duration::from_secs(10), || {
+        Ok((s.docker(&["exec", "cm", "cat", "/made"])?.code == 0).then_some(()))
+    })?;
+    s.docker(&["commit", "cm", "cmimg:1"])?.ok()?;
+    let v = inspect(&s, "cm")?;
+    ensure!(
+        v["State"]["Running"] == true && v["State"]["Paused"] == false,
+        "after commit: {}",
+        v["State"]
+    );
+    let out = s
+        .docker(&["run", "--rm", "cmimg:1", "cat", "/made"])?
+        .ok()?;
+    ensure!(out.stdout == "hi\n", "committed file: {:?}", out.stdout);
+    let pauses = |s: &Stack| -> Result<Vec<String>> {
+        events(s, &["container=cm", "event=pause", "event=unpause"])
+    };
+    let evs = pauses(&s)?;
+    ensure!(
+        evs.len() == 2 && evs[0].starts_with("pause|") && evs[1].starts_with("unpause|"),
+        "pause events of a commit: {evs:?}"
+    );
+    s.docker(&["commit", "--pause=false", "cm", "cmimg:2"])?
+        .ok()?;
+    ensure!(pauses(&s)?.len() == 2, "--pause=false paused the container");
+    ensure!(inspect(&s, "cm")?["State"]["Running"] == true);
+    s.docker(&["rm", "-f", "cm"])?.ok()?;
+    s.docker(&["rmi", "cmimg:1", "cmimg:2"])?.ok()?;
+    Ok(())
+}
