@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use berth_integration::stack::Daemon;
 use berth_integration::{wait_until, Stack};
 use serde_json::Value;
 
@@ -21,6 +22,11 @@ pub fn tests() -> Vec<Spec> {
             name: "health::unhealthy_after_retries_and_timeout",
             needs: DOCKER,
             run: unhealthy,
+        },
+        Spec {
+            name: "health::monitor_resumes_after_an_engine_restart",
+            needs: DOCKER,
+            run: resumes_after_engine_restart,
         },
         Spec {
             name: "health::image_healthcheck_merge_and_no_healthcheck",
@@ -273,6 +279,48 @@ fn unhealthy() -> Result<()> {
     Ok(())
 }
 
+fn resumes_after_engine_restart() -> Result<()> {
+    let mut s = Stack::with_busybox()?;
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hre",
+        "--health-cmd",
+        "echo ok",
+        "--health-interval",
+        "1s",
+        "busybox",
+        "sleep",
+        "1000",
+    ])?
+    .ok()?;
+    wait_health(&s, "hre", "healthy")?;
+    s.kill_daemon(Daemon::Engine)?;
+    s.start_daemon(Daemon::Engine)?;
+    // The new engine's event log starts empty: a healthy event is from a resumed monitor.
+    wait_until(
+        "health_status after the restart",
+        Duration::from_secs(30),
+        || {
+            let evs = events(&s, &["container=hre", "event=health_status"])?;
+            Ok(evs
+                .iter()
+                .any(|l| l.starts_with("health_status: healthy|"))
+                .then_some(()))
+        },
+    )?;
+    let v = inspect(&s, "hre")?;
+    ensure!(v["State"]["Running"] == true, "{}", v["State"]);
+    // The result saved with the first status change survived the restart.
+    let log = v["State"]["Health"]["Log"]
+        .as_array()
+        .context("Health.Log")?;
+    ensure!(log.len() >= 2, "Health.Log after the restart: {log:?}");
+    s.docker(&["rm", "-f", "hre"])?.ok()?;
+    Ok(())
+}
+
 fn image_healthcheck() -> Result<()> {
     let s = Stack::with_busybox()?;
     let ctx = crate::build::context(
@@ -336,6 +384,33 @@ fn image_healthcheck() -> Result<()> {
             .any(|r| r.starts_with("off Up") && !r.contains('(')),
         "ps health=none: {rows:?}"
     );
+    // StartInterval exists from API 1.44 on; older clients' values are ignored.
+    for (version, kept) in [("v1.43", false), ("v1.44", true)] {
+        let body = serde_json::json!({
+            "Image": "busybox",
+            "Cmd": ["true"],
+            "Healthcheck": {"Test": ["CMD", "true"], "StartInterval": 2_000_000_000i64},
+        });
+        let name = format!("si{}", &version[3..]);
+        let r = berth_integration::http::request(
+            &s.engine_sock(),
+            "POST",
+            &format!("/{version}/containers/create?name={name}"),
+            body.to_string().as_bytes(),
+        )?;
+        ensure!(
+            r.status == 201,
+            "create at {version}: {} {}",
+            r.status,
+            r.body
+        );
+        let hc = inspect(&s, &name)?["Config"]["Healthcheck"].clone();
+        ensure!(
+            hc.get("StartInterval").is_some() == kept,
+            "{version}: Healthcheck {hc}"
+        );
+        s.docker(&["rm", &name])?.ok()?;
+    }
     let bad = s.docker(&[
         "run",
         "-d",

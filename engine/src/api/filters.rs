@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::error::ApiError;
-use crate::daemon::health_filter;
+use crate::daemon::health_api;
 use crate::record::ContainerRecord;
 
 const KEYS: &[&str] = &["id", "name", "status", "label", "exited", "health"];
@@ -27,7 +27,7 @@ impl ContainerFilters {
                     "invalid filter 'status={s}'"
                 )));
             }
-            if key == "health" && !health_filter::is_filter_value(s) {
+            if key == "health" && !health_api::is_filter_value(s) {
                 return Err(ApiError::bad_request(format!(
                     "Unrecognised filter value for health: {s}"
                 )));
@@ -57,7 +57,7 @@ impl ContainerFilters {
                         .trim_start_matches('/')
                         .contains(v.trim_start_matches('/')),
                     "status" => rec.state.status_str() == v,
-                    "health" => health_filter::filter_status(rec.state.health.as_ref()) == v,
+                    "health" => health_api::filter_status(rec.state.health.as_ref()) == v,
                     "exited" => {
                         rec.state.status.as_str() == "exited"
                             && rec.state.exit_code.to_string() == *v

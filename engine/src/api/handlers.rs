@@ -252,7 +252,17 @@ async fn dispatch<B: Backend>(
         }
         Route::ContainerCreate { name } => {
             check_json(req.headers())?;
-            let body: CreateRequest = decode_json(&body_bytes(req).await?)?;
+            let (version, _) = super::version::split_version(req.uri().path())?;
+            let mut body: CreateRequest = decode_json(&body_bytes(req).await?)?;
+            // dockerd ignores StartInterval from clients older than API 1.44.
+            if version
+                < (super::version::ApiVersion {
+                    major: 1,
+                    minor: 44,
+                })
+            {
+                crate::daemon::health_api::drop_start_interval(&mut body.config.extra);
+            }
             let id = detached(&d, move |d| async move {
                 d.create_container(name.as_deref(), body).await
             })

@@ -206,6 +206,13 @@ pub fn check(container: &serde_json::Map<String, Value>) -> Result<(), InvalidPa
     }
 }
 
+/// Forgets `Healthcheck.StartInterval` (API < 1.44 has no such field).
+pub fn drop_start_interval(container: &mut serde_json::Map<String, Value>) {
+    if let Some(Value::Object(h)) = container.get_mut("Healthcheck") {
+        h.remove("StartInterval");
+    }
+}
+
 /// Completes a container's `Healthcheck` from its image's (see [`HealthConfig::merge`]).
 pub fn merge_into(
     container: &mut serde_json::Map<String, Value>,

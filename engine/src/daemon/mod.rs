@@ -43,8 +43,9 @@ use crate::store::{Resolved, Store, StoreError};
 pub use commit::{history_rows, now_rfc3339, runtime_from_container, target_name, CommitOptions};
 pub use exec::{ExecRecord, ExecStream};
 pub use health::{Health, HealthResult};
-pub mod health_filter {
-    pub use super::health::{filter_status, is_filter_value};
+/// What the API layer needs of health checks.
+pub mod health_api {
+    pub use super::health::{drop_start_interval, filter_status, is_filter_value};
 }
 pub use image_ops::ImageDeleted;
 pub use image_store::{sha256_digest, Stored, BUILD_CACHE_PREFIX};
@@ -256,6 +257,13 @@ impl<B: Backend> Daemon<B> {
             health: Default::default(),
         };
         daemon.restore_volume_refs();
+        // Events of containers from before an engine restart carry their name and image
+        // too (`docker events --filter container=NAME`).
+        for rec in daemon.store.list() {
+            daemon
+                .event_log
+                .register_container(&rec.id, &rec.name, &rec.config.image);
+        }
         Ok(daemon)
     }
 
