@@ -493,6 +493,18 @@ fn commit_pauses() -> Result<()> {
         evs.len() == 2 && evs[0].starts_with("pause|") && evs[1].starts_with("unpause|"),
         "pause events of a commit: {evs:?}"
     );
+    // A bad name is refused before any pause.
+    let r = berth_integration::http::request(
+        &s.engine_sock(),
+        "POST",
+        "/v1.50/commit?container=cm&repo=UPPER",
+        b"",
+    )?;
+    ensure!(r.status == 400, "commit to UPPER: {} {}", r.status, r.body);
+    ensure!(
+        pauses(&s)?.len() == 2,
+        "a refused commit paused the container"
+    );
     s.docker(&["commit", "--pause=false", "cm", "cmimg:2"])?
         .ok()?;
     ensure!(pauses(&s)?.len() == 2, "--pause=false paused the container");

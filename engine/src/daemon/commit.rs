@@ -75,6 +75,8 @@ impl<B: Backend> Daemon<B> {
         opts: CommitOptions,
     ) -> DaemonResult<String> {
         let rec = self.container(reference)?;
+        // A bad name is refused before anything is paused, as dockerd's router does.
+        let name = target_name(&opts.repo, &opts.tag)?;
         let pause = opts.pause
             && rec.state.status.is_running()
             && !rec.state.paused
@@ -90,7 +92,7 @@ impl<B: Backend> Daemon<B> {
                 }
             }
         };
-        let result = self.commit_record(&rec, opts).await;
+        let result = self.commit_record(&rec, name, opts).await;
         if paused {
             if let Err(e) = self.unpause_container(&rec.id).await {
                 tracing::warn!(id = %rec.id, error = %e, "unpausing after commit failed");
@@ -102,9 +104,9 @@ impl<B: Backend> Daemon<B> {
     async fn commit_record(
         &self,
         rec: &crate::record::ContainerRecord,
+        name: Option<String>,
         opts: CommitOptions,
     ) -> DaemonResult<String> {
-        let name = target_name(&opts.repo, &opts.tag)?;
         let parent = self.image(&rec.image).await?;
         let mut runtime = runtime_from_container(&rec.config);
         let mut st = MetaState::default();
