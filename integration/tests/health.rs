@@ -46,6 +46,19 @@ pub fn tests() -> Vec<Spec> {
     ]
 }
 
+/// `docker run -d --name NAME` of a sleeping busybox probed every second (`echo ok`
+/// unless `opts` give another `--health-cmd`).
+fn run_checked(s: &Stack, name: &str, opts: &[&str]) -> Result<()> {
+    let mut args = vec!["run", "-d", "--name", name, "--health-interval", "1s"];
+    if !opts.contains(&"--health-cmd") {
+        args.extend_from_slice(&["--health-cmd", "echo ok"]);
+    }
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&["busybox", "sleep", "1000"]);
+    s.docker(&args)?.ok()?;
+    Ok(())
+}
+
 /// Polls inspect until `State.Health.Status` is `status`; returns the object.
 fn wait_health(s: &Stack, name: &str, status: &str) -> Result<Value> {
     wait_until(
@@ -84,20 +97,7 @@ fn events(s: &Stack, filters: &[&str]) -> Result<Vec<String>> {
 
 fn healthy() -> Result<()> {
     let s = Stack::with_busybox()?;
-    s.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "hok",
-        "--health-cmd",
-        "echo ok",
-        "--health-interval",
-        "1s",
-        "busybox",
-        "sleep",
-        "1000",
-    ])?
-    .ok()?;
+    run_checked(&s, "hok", &[])?;
     let v = inspect(&s, "hok")?;
     ensure!(
         v["Config"]["Healthcheck"]["Test"] == serde_json::json!(["CMD-SHELL", "echo ok"])
@@ -189,40 +189,28 @@ fn healthy() -> Result<()> {
 
 fn unhealthy() -> Result<()> {
     let s = Stack::with_busybox()?;
-    s.docker(&[
-        "run",
-        "-d",
-        "--name",
+    run_checked(
+        &s,
         "hbad",
-        "--health-cmd",
-        "echo failing; exit 3",
-        "--health-interval",
-        "1s",
-        "--health-retries",
-        "2",
-        "busybox",
-        "sleep",
-        "1000",
-    ])?
-    .ok()?;
-    s.docker(&[
-        "run",
-        "-d",
-        "--name",
+        &[
+            "--health-cmd",
+            "echo failing; exit 3",
+            "--health-retries",
+            "2",
+        ],
+    )?;
+    run_checked(
+        &s,
         "hslow",
-        "--health-cmd",
-        "echo partial; sleep 30",
-        "--health-interval",
-        "1s",
-        "--health-timeout",
-        "1s",
-        "--health-retries",
-        "1",
-        "busybox",
-        "sleep",
-        "1000",
-    ])?
-    .ok()?;
+        &[
+            "--health-cmd",
+            "echo partial; sleep 30",
+            "--health-timeout",
+            "1s",
+            "--health-retries",
+            "1",
+        ],
+    )?;
     let v = wait_health(&s, "hbad", "unhealthy")?;
     let h = &v["State"]["Health"];
     ensure!(h["FailingStreak"].as_i64() >= Some(2), "FailingStreak: {h}");
@@ -281,20 +269,7 @@ fn unhealthy() -> Result<()> {
 
 fn resumes_after_engine_restart() -> Result<()> {
     let mut s = Stack::with_busybox()?;
-    s.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "hre",
-        "--health-cmd",
-        "echo ok",
-        "--health-interval",
-        "1s",
-        "busybox",
-        "sleep",
-        "1000",
-    ])?
-    .ok()?;
+    run_checked(&s, "hre", &[])?;
     wait_health(&s, "hre", "healthy")?;
     s.kill_daemon(Daemon::Engine)?;
     s.start_daemon(Daemon::Engine)?;

@@ -79,6 +79,15 @@ pub fn on_stop(state: &mut crate::record::State) {
     }
 }
 
+/// Collects a probe's stdout and stderr until its stream ends.
+async fn drain(rx: &mut super::ExecStream, out: &mut LimitedOutput) {
+    while let Some(chunk) = rx.recv().await {
+        for (_, data) in crate::stdcopy::demux(&chunk).unwrap_or_default() {
+            out.push(&data);
+        }
+    }
+}
+
 impl<B: Backend> Daemon<B> {
     /// Follows container starts and exits; started once, by the event loop.
     pub(super) fn spawn_health_watcher(self: &Arc<Self>) {
@@ -258,15 +267,9 @@ impl<B: Backend> Daemon<B> {
             }
         };
         let mut out = LimitedOutput::default();
-        let timed_out = tokio::time::timeout(timeout, async {
-            while let Some(chunk) = rx.recv().await {
-                for (_, data) in crate::stdcopy::demux(&chunk).unwrap_or_default() {
-                    out.push(&data);
-                }
-            }
-        })
-        .await
-        .is_err();
+        let timed_out = tokio::time::timeout(timeout, drain(&mut rx, &mut out))
+            .await
+            .is_err();
         if timed_out {
             if let Err(e) = self
                 .backend
@@ -276,14 +279,7 @@ impl<B: Backend> Daemon<B> {
                 tracing::debug!(id = %rec.id, error = %e, "killing a timed-out probe failed");
             }
             // Wait for it to go, so dying probes do not pile up.
-            let _ = tokio::time::timeout(KILL_GRACE, async {
-                while let Some(chunk) = rx.recv().await {
-                    for (_, data) in crate::stdcopy::demux(&chunk).unwrap_or_default() {
-                        out.push(&data);
-                    }
-                }
-            })
-            .await;
+            let _ = tokio::time::timeout(KILL_GRACE, drain(&mut rx, &mut out)).await;
             self.forget_exec(&exec_id);
             let out = out.into_string();
             let limit = health::go_duration(timeout);
