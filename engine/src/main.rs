@@ -55,9 +55,13 @@ struct Args {
     /// servers. Hidden: for tests, which point it at a fake server of their own.
     #[arg(long = "dns-upstream", hide = true)]
     dns_upstream: Vec<String>,
-    /// A registry (HOST[:PORT]) pulled from over plain HTTP; loopback ones always are.
+    /// A registry (HOST[:PORT]) reached over HTTPS without certificate verification,
+    /// then over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
+    /// Per-registry TLS files: `<dir>/<host:port>/*.crt` (CAs), `client.cert`/`client.key`.
+    #[arg(long, default_value = berth_engine::registry::tls::DEFAULT_CERTS_DIR)]
+    certs_dir: PathBuf,
     /// Run an init (reaping zombies, forwarding signals) in every container by default.
     #[arg(long)]
     init: bool,
@@ -99,7 +103,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    berth_engine::registry::api::set_insecure_registries(args.insecure_registry)?;
+    berth_engine::registry::tls::configure(args.insecure_registry, args.certs_dir)?;
     let mut network =
         berth_engine::network::NetworkConfig::new(args.bridge_name, args.firewall_table);
     network.bip = args

@@ -82,21 +82,23 @@ impl Registry {
         Self::start_with(dir, auth, None)
     }
 
-    /// Like [`Registry::start`]; with `tls`, HTTPS only, with that certificate and key.
+    /// Like [`Registry::start`]; with `tls` = (ip, certificate, key), HTTPS only, on
+    /// that local address.
     pub(crate) fn start_with(
         dir: &Path,
         auth: Option<(&str, &str)>,
-        tls: Option<(&Path, &Path)>,
+        tls: Option<(&str, &Path, &Path)>,
     ) -> Result<Registry> {
         let dir = dir.join("registry");
         std::fs::create_dir_all(dir.join("storage"))?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let host = format!("127.0.0.1:{port}");
+        let ip = tls.map_or("127.0.0.1", |t| t.0);
+        let port = TcpListener::bind((ip, 0))?.local_addr()?.port();
+        let host = format!("{ip}:{port}");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
             dir.join("storage").display()
         );
-        if let Some((cert, key)) = tls {
+        if let Some((_, cert, key)) = tls {
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),

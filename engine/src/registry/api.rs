@@ -8,38 +8,12 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::client::{plain_http_allowed, Client};
+use super::client::Client;
 use super::{pull, push, Credentials, PullOptions, PushOptions, RegistryError};
 use crate::api::{channel_body, json_response, ApiError, Body};
 use crate::backend::Backend;
 use crate::daemon::Daemon;
 use crate::refs::Reference;
-
-/// Plain-HTTP registries besides loopback ones (`--insecure-registry`), set once at
-/// start-up.
-static INSECURE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-
-/// Records the `--insecure-registry` hosts (`HOST[:PORT]`, an `http://` prefix is
-/// dropped); later calls are ignored.
-pub fn set_insecure_registries(hosts: Vec<String>) -> Result<(), RegistryError> {
-    let mut out = Vec::new();
-    for h in hosts {
-        let bare = h
-            .strip_prefix("http://")
-            .unwrap_or(&h)
-            .trim_end_matches('/');
-        if bare.is_empty() || bare.contains('/') || bare.contains("://") {
-            return Err(RegistryError::InsecureRegistry { value: h });
-        }
-        out.push(bare.to_string());
-    }
-    let _ = INSECURE.set(out);
-    Ok(())
-}
-
-fn insecure() -> Vec<String> {
-    INSECURE.get().cloned().unwrap_or_default()
-}
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
@@ -87,7 +61,6 @@ pub async fn pull_response<B: Backend>(
     let opts = PullOptions {
         reference,
         creds: header_creds(headers)?,
-        insecure: insecure(),
     };
     stream_op(move |tx| async move { pull::pull(&d, opts, &tx).await }).await
 }
@@ -110,7 +83,6 @@ pub async fn push_response<B: Backend>(
     let opts = PushOptions {
         reference,
         creds: header_creds(headers)?,
-        insecure: insecure(),
     };
     stream_op(move |tx| async move { push::push(&d, opts, &tx).await }).await
 }
@@ -167,21 +139,17 @@ where
 pub async fn login(body: &[u8]) -> Result<Response<Body>, ApiError> {
     let creds: Credentials = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
-    let host = registry_host(&creds.server_address);
-    if host.is_empty() || host == "docker.io" {
-        return Err(RegistryError::Tls {
-            host: "registry-1.docker.io".into(),
-        }
-        .into());
+    let mut host = registry_host(&creds.server_address);
+    if host.is_empty() || host == "index.docker.io" {
+        host = "docker.io".into();
     }
-    if !plain_http_allowed(&host, &insecure()) {
-        return Err(RegistryError::Tls { host }.into());
-    }
-    let mut c = Client::new(&host, "", creds.normalized());
-    c.ping().await.map_err(|e| match e {
+    let mut c = Client::new(&host, "", creds.normalized())?;
+    let result = c.ping().await;
+    let base = c.base_url();
+    result.map_err(|e| match e {
         RegistryError::Unauthorized { .. } => ApiError::new(
             StatusCode::UNAUTHORIZED,
-            format!("login attempt to http://{host}/v2/ failed with status: 401 Unauthorized"),
+            format!("login attempt to {base}/v2/ failed with status: 401 Unauthorized"),
         ),
         other => other.into(),
     })?;

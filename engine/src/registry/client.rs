@@ -1,6 +1,8 @@
 //! A small OCI distribution client over hyper: GET with `Accept`, the registry's
 //! `WWW-Authenticate` challenge answered once (Bearer token from the realm, or Basic),
-//! and blob bodies streamed so the caller can report progress.
+//! and blob bodies streamed so the caller can report progress. HTTPS or plain HTTP as
+//! [`super::tls`] decides; an insecure registry whose HTTPS attempt fails is asked again
+//! over HTTP, and the endpoint that answered is kept for the rest of the operation.
 
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -8,8 +10,10 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::tls::{self, Endpoint};
 use super::{Credentials, RegistryError};
 
 /// One registry host (`127.0.0.1:5000`) and the repository path being pulled.
@@ -21,6 +25,8 @@ pub struct Client {
     auth: Option<HeaderValue>,
     /// Token scope actions when the challenge names none (`pull`, or `pull,push`).
     actions: &'static str,
+    /// Ways to reach the registry still to try, the one in use first.
+    endpoints: Vec<Endpoint>,
 }
 
 /// A request to send (and resend once after authenticating).
@@ -64,31 +70,51 @@ impl Fetched {
     }
 }
 
-/// Plain HTTP is allowed for loopback registries (like dockerd) and the ones named
-/// with `--insecure-registry`.
-pub fn plain_http_allowed(host: &str, insecure: &[String]) -> bool {
-    if insecure.iter().any(|h| h == host) {
-        return true;
-    }
-    let name = match host.rsplit_once(':') {
-        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
-        _ => host,
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    name == "localhost"
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 impl Client {
-    pub fn new(host: &str, repo: &str, creds: Option<Credentials>) -> Self {
-        Self {
+    pub fn new(host: &str, repo: &str, creds: Option<Credentials>) -> Result<Self, RegistryError> {
+        // Docker Hub's registry API lives on its own host (dockerd's DefaultV2Registry).
+        let host = if host == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            host
+        };
+        Ok(Self {
             host: host.into(),
             repo: repo.into(),
             creds,
             auth: None,
             actions: "pull",
+            endpoints: tls::endpoints(host)?,
+        })
+    }
+
+    /// `https://host` or `http://host`, for messages and absolute URLs.
+    pub fn base_url(&self) -> String {
+        let scheme = self.endpoints.first().map_or("https", Endpoint::scheme);
+        format!("{scheme}://{}", self.host)
+    }
+
+    /// Sends on the endpoint in use; if that fails before any answer and another
+    /// endpoint is left (HTTP after HTTPS for insecure registries), switches to it.
+    async fn send_any(
+        &mut self,
+        call: &Call<'_>,
+        auth: Option<HeaderValue>,
+    ) -> Result<Fetched, RegistryError> {
+        loop {
+            let Some(endpoint) = self.endpoints.first() else {
+                return Err(RegistryError::Connect {
+                    host: self.host.clone(),
+                    message: "no endpoint left".into(),
+                });
+            };
+            match request(&self.host, endpoint, call, auth.clone()).await {
+                Err(e) if self.endpoints.len() > 1 => {
+                    tracing::debug!(host = %self.host, error = %e, "falling back to the next registry endpoint");
+                    self.endpoints.remove(0);
+                }
+                other => return other,
+            }
         }
     }
 
@@ -104,7 +130,7 @@ impl Client {
 
     /// Sends `call`, authenticating on a 401 and sending it once more.
     pub async fn call(&mut self, call: Call<'_>) -> Result<Fetched, RegistryError> {
-        let first = request(&self.host, &call, self.auth.clone()).await?;
+        let first = self.send_any(&call, self.auth.clone()).await?;
         if first.status != StatusCode::UNAUTHORIZED {
             return Ok(first);
         }
@@ -115,7 +141,7 @@ impl Client {
             .unwrap_or("")
             .to_string();
         self.auth = Some(self.authorize(&challenge).await?);
-        request(&self.host, &call, self.auth.clone()).await
+        self.send_any(&call, self.auth.clone()).await
     }
 
     pub fn host(&self) -> &str {
@@ -161,7 +187,7 @@ impl Client {
                 host: self.host.clone(),
             }),
             s => Err(RegistryError::Status {
-                url: format!("http://{}/v2/", self.host),
+                url: format!("{}/v2/", self.base_url()),
                 status: s.as_u16(),
                 message: String::new(),
             }),
@@ -219,14 +245,26 @@ impl Client {
                 })
             }
         };
-        if url.scheme() != "http" {
-            return Err(RegistryError::Tls { host: token_host });
-        }
+        let endpoint = match url.scheme() {
+            "http" => Endpoint::Http,
+            "https" => tls::endpoints(&token_host)?.remove(0),
+            _ => {
+                return Err(RegistryError::Challenge {
+                    challenge: challenge.into(),
+                })
+            }
+        };
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
-        let resp = request(&token_host, &get(&path), self.creds.as_ref().map(basic)).await?;
+        let resp = request(
+            &token_host,
+            &endpoint,
+            &get(&path),
+            self.creds.as_ref().map(basic),
+        )
+        .await?;
         if !resp.status.is_success() {
             return Err(RegistryError::Unauthorized {
                 host: self.host.clone(),
@@ -255,14 +293,14 @@ impl Client {
     }
 
     async fn send(
-        &self,
+        &mut self,
         path: &str,
         accept: &str,
         auth: Option<HeaderValue>,
     ) -> Result<Fetched, RegistryError> {
         let mut c = get(path);
         c.accept = accept;
-        request(&self.host, &c, auth).await
+        self.send_any(&c, auth).await
     }
 }
 
@@ -283,10 +321,19 @@ fn basic(c: &Credentials) -> HeaderValue {
     HeaderValue::from_str(&format!("Basic {enc}")).unwrap_or(HeaderValue::from_static(""))
 }
 
+/// Go's method names in error messages (`Get "https://..."`).
+fn go_method(m: &Method) -> String {
+    let s = m.as_str();
+    let mut out = s[..1].to_string();
+    out.push_str(&s[1..].to_ascii_lowercase());
+    out
+}
+
 /// One request on a fresh connection; registries answer blobs with large bodies, so
 /// connection reuse buys little here.
 async fn request(
     host: &str,
+    endpoint: &Endpoint,
     call: &Call<'_>,
     auth: Option<HeaderValue>,
 ) -> Result<Fetched, RegistryError> {
@@ -294,8 +341,47 @@ async fn request(
         host: host.into(),
         message: e.to_string(),
     };
-    let stream = TcpStream::connect(host).await.map_err(connect)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let has_port = host.rsplit_once(':').is_some_and(|(n, p)| {
+        !n.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+    }) && !host.ends_with(']');
+    let stream = if has_port {
+        TcpStream::connect(host).await
+    } else {
+        let port = if matches!(endpoint, Endpoint::Http) {
+            80
+        } else {
+            443
+        };
+        TcpStream::connect((tls::hostname(host), port)).await
+    }
+    .map_err(connect)?;
+    match endpoint {
+        Endpoint::Http => exchange(stream, host, call, auth).await,
+        Endpoint::Https(config) => {
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            let tls = connector
+                .connect(tls::server_name(host)?, stream)
+                .await
+                .map_err(|e| RegistryError::Tls {
+                    method: go_method(&call.method),
+                    url: format!("https://{host}{}", call.path),
+                    message: tls::describe_tls_error(&e, host),
+                })?;
+            exchange(tls, host, call, auth).await
+        }
+    }
+}
+
+async fn exchange<I>(
+    io: I,
+    host: &str,
+    call: &Call<'_>,
+    auth: Option<HeaderValue>,
+) -> Result<Fetched, RegistryError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| RegistryError::Transfer {
             message: e.to_string(),
@@ -387,19 +473,5 @@ mod tests {
         let (scheme, p) = parse_challenge(r#"Basic realm="basic-realm""#);
         assert_eq!(scheme, "Basic");
         assert_eq!(p, vec![("realm".into(), "basic-realm".into())]);
-    }
-
-    #[test]
-    fn plain_http_only_for_loopback_or_insecure() {
-        assert!(plain_http_allowed("127.0.0.1:5000", &[]));
-        assert!(plain_http_allowed("127.3.0.1:5000", &[]));
-        assert!(plain_http_allowed("localhost:5000", &[]));
-        assert!(plain_http_allowed("[::1]:5000", &[]));
-        assert!(!plain_http_allowed("registry.example:5000", &[]));
-        assert!(plain_http_allowed(
-            "registry.example:5000",
-            &["registry.example:5000".into()]
-        ));
-        assert!(!plain_http_allowed("docker.io", &[]));
     }
 }

@@ -1,8 +1,9 @@
 //! Pulling images from OCI distribution registries (`docker pull`, `docker login`).
 //!
-//! Manifests and blobs are fetched over plain HTTP (loopback registries and the ones
-//! named with `--insecure-registry`; HTTPS is not implemented yet), every byte is checked
-//! against its digest, blobs go to highd's content store with `content.Write` (which
+//! Manifests and blobs are fetched over HTTPS (system roots plus the registry's CAs from
+//! the certs dir), or for insecure registries (loopback ones and those named with
+//! `--insecure-registry`) HTTPS without verification and then plain HTTP, as dockerd
+//! does (`tls.rs`); every byte is checked against its digest, blobs go to highd's content store with `content.Write` (which
 //! verifies again), and the image is unpacked and named exactly as `docker import` does.
 
 pub mod api;
@@ -10,6 +11,7 @@ pub mod client;
 pub mod manifest;
 mod pull;
 mod push;
+pub mod tls;
 
 use base64::Engine as _;
 
@@ -22,8 +24,18 @@ pub use push::PushOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("registry {host} needs HTTPS, which berth-engine does not implement yet (plain HTTP is used for loopback registries and those given with --insecure-registry)")]
-    Tls { host: String },
+    /// Go's shape: `Get "https://h/v2/": tls: failed to verify certificate: x509: ...`.
+    #[error("{method} \"{url}\": {message}")]
+    Tls {
+        method: String,
+        url: String,
+        message: String,
+    },
+    #[error("invalid registry certificates {path}: {message}")]
+    Certs {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("cannot connect to registry {host}: {message}")]
     Connect { host: String, message: String },
     #[error("registry transfer failed: {message}")]

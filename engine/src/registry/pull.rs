@@ -11,7 +11,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::client::{plain_http_allowed, Client, Fetched};
+use super::client::{Client, Fetched};
 use super::manifest::{self, Desc, Document};
 use super::{Credentials, RegistryError};
 use crate::backend::{Backend, Descriptor, Image};
@@ -26,7 +26,6 @@ const DOC_LIMIT: u64 = 8 << 20;
 pub struct PullOptions {
     pub reference: Reference,
     pub creds: Option<Credentials>,
-    pub insecure: Vec<String>,
 }
 
 /// Progress lines as docker's `jsonmessage` renders them.
@@ -83,7 +82,7 @@ async fn fetch_manifest(
             return Err(RegistryError::AccessDenied { repo: r.name() })
         }
         _ => {
-            let url = format!("http://{}/v2/{}/manifests/{reference}", c.host(), r.path);
+            let url = format!("{}/v2/{}/manifests/{reference}", c.base_url(), r.path);
             return Err(status_error(&f, url));
         }
     }
@@ -120,7 +119,7 @@ async fn fetch_blob(
 ) -> Result<Bytes, RegistryError> {
     let f = c.get("blobs", &desc.digest, "").await?;
     if !f.status.is_success() {
-        let url = format!("http://{}/v2/.../blobs/{}", c.host(), desc.digest);
+        let url = format!("{}/v2/{}/blobs/{}", c.base_url(), c.repo(), desc.digest);
         return Err(status_error(&f, url));
     }
     let total = u64::try_from(desc.size).unwrap_or(0);
@@ -167,13 +166,8 @@ pub async fn pull<B: Backend>(
     tx: &mpsc::Sender<Value>,
 ) -> Result<String, RegistryError> {
     let r = &opts.reference;
-    if !plain_http_allowed(&r.domain, &opts.insecure) {
-        return Err(RegistryError::Tls {
-            host: r.domain.clone(),
-        });
-    }
     let p = Progress(tx);
-    let mut c = Client::new(&r.domain, &r.path, opts.creds);
+    let mut c = Client::new(&r.domain, &r.path, opts.creds)?;
     let wanted = r
         .digest
         .clone()

@@ -134,7 +134,6 @@ fn opts(port: u16, creds: bool) -> PullOptions {
             password: "p".into(),
             ..Default::default()
         }),
-        insecure: Vec::new(),
     }
 }
 

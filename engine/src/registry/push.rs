@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::client::{plain_http_allowed, Call, Client, Fetched};
+use super::client::{Call, Client, Fetched};
 use super::{Credentials, RegistryError};
 use crate::backend::{Backend, Descriptor};
 use crate::daemon::Daemon;
@@ -17,7 +17,6 @@ pub struct PushOptions {
     /// The local image name, which is also where it goes (`127.0.0.1:5000/busybox:1`).
     pub reference: Reference,
     pub creds: Option<Credentials>,
-    pub insecure: Vec<String>,
 }
 
 fn short(digest: &str) -> &str {
@@ -101,17 +100,12 @@ pub async fn push<B: Backend>(
     let r = &opts.reference;
     let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
     let image = d.image(&r.to_string()).await?;
-    if !plain_http_allowed(&r.domain, &opts.insecure) {
-        return Err(RegistryError::Tls {
-            host: r.domain.clone(),
-        });
-    }
     let send = |v: Value| async move {
         // A client that went away stops reading; the push still completes.
         let _ = tx.send(v).await;
     };
     send(json!({"status": format!("The push refers to repository [{}]", r.name())})).await;
-    let mut c = Client::new(&r.domain, &r.path, opts.creds).for_push();
+    let mut c = Client::new(&r.domain, &r.path, opts.creds)?.for_push();
     for l in image.layers.iter().rev() {
         send(json!({"status": "Preparing", "progressDetail": {}, "id": short(&l.digest)})).await;
     }
