@@ -41,6 +41,8 @@ pub enum TaskError {
         type_url: String,
         want: &'static str,
     },
+    #[error("cannot decode create options {type_url}: {reason}")]
+    BadOptions { type_url: String, reason: String },
     #[error("invalid signal {signal}")]
     BadSignal { signal: u32 },
     #[error("cannot signal pid {pid}")]
@@ -90,6 +92,7 @@ impl From<TaskError> for Status {
             | TaskError::MissingResources
             | TaskError::SpecType { .. }
             | TaskError::BadSignal { .. }
+            | TaskError::BadOptions { .. }
             | TaskError::Io(IoError::Target { .. } | IoError::JsonStdin)
             | TaskError::Mount(MountError::Target { .. } | MountError::Resolve { .. }) => {
                 Code::InvalidArgument

@@ -15,6 +15,7 @@ mod exits;
 pub mod log;
 pub mod mount;
 pub mod oom;
+pub mod options;
 pub mod process;
 pub mod reaper;
 pub mod runtime;

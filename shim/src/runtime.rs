@@ -54,6 +54,10 @@ pub struct CreateOpts<'a> {
     pub bundle: &'a Path,
     pub pid_file: &'a Path,
     pub console_socket: Option<&'a Path>,
+    /// `--no-pivot`: the runtime moves the rootfs to / and chroots instead of pivot_root.
+    pub no_pivot: bool,
+    /// `--no-new-keyring`: the init keeps the caller's session keyring.
+    pub no_new_keyring: bool,
     pub stdio: RuntimeStdio,
 }
 
@@ -192,6 +196,12 @@ impl RuntimeCli for ProcessRuntime {
         args.extend(["--pid-file".into(), opts.pid_file.into()]);
         if let Some(sock) = opts.console_socket {
             args.extend(["--console-socket".into(), sock.into()]);
+        }
+        if opts.no_pivot {
+            args.push("--no-pivot".into());
+        }
+        if opts.no_new_keyring {
+            args.push("--no-new-keyring".into());
         }
         args.push(opts.id.into());
         self.run("create", args, Some(opts.stdio)).await?;
@@ -382,6 +392,8 @@ esac
             bundle: dir.path(),
             pid_file: &dir.path().join("init.pid"),
             console_socket: None,
+            no_pivot: false,
+            no_new_keyring: false,
             stdio: null_stdio(),
         };
         let err = rt.create(opts).await.expect_err("create fails");

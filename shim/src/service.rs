@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::TaskError;
 use crate::mount::RootfsMount;
+use crate::options::CreateOptions;
 use crate::runtime::RuntimeCli;
 use crate::stdio::IoSpec;
 use crate::task::{timestamp, CreateRequest, Task};
@@ -76,8 +77,10 @@ impl<R: RuntimeCli> task_server::Task for TaskService<R> {
         if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
             return Err(unimplemented("restoring a checkpoint"));
         }
+        let options = CreateOptions::decode(req.options.as_ref())?;
         let create = CreateRequest {
             id: req.id,
+            options,
             rootfs: req
                 .rootfs
                 .into_iter()

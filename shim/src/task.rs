@@ -18,10 +18,11 @@ use crate::console::ConsoleSocket;
 use crate::error::TaskError;
 use crate::events::Publisher;
 use crate::mount::{self, RootfsMount};
+use crate::options::CreateOptions;
 use crate::process::{ExitInfo, ProcState, Process};
 use crate::reaper::{Exit, Reaper};
 use crate::runtime::{CreateOpts, RuntimeCli, RuntimeError};
-use crate::stdio::{IoSpec, ProcessIo, RuntimeStdio};
+use crate::stdio::{IoOwner, IoSpec, ProcessIo, RuntimeStdio};
 
 /// How long the runtime may take to send a terminal's pty master after it exited.
 const CONSOLE_GRACE: Duration = Duration::from_secs(5);
@@ -57,6 +58,8 @@ pub(crate) struct Inner {
     /// The container's cgroup, located once its init exists (for Stats and OOM events).
     pub(crate) cgroup: Option<CgroupPaths>,
     pub(crate) unmatched: HashMap<i32, Exit>,
+    /// From Create's options: the owner of every process's stdio pipes.
+    io_owner: Option<IoOwner>,
 }
 
 pub struct Task<R> {
@@ -73,6 +76,7 @@ pub struct CreateRequest {
     pub id: String,
     pub rootfs: Vec<RootfsMount>,
     pub io: IoSpec,
+    pub options: CreateOptions,
 }
 
 impl<R: RuntimeCli> Task<R> {
@@ -188,6 +192,7 @@ impl<R: RuntimeCli> Task<R> {
             mount::mount_all(&req.rootfs, &self.cfg.rootfs())?;
             self.lock().rootfs_mounted = true;
         }
+        self.lock().io_owner = req.options.io_owner;
         let process = Process::new("", req.io.clone(), None);
         let pid_file = self.cfg.bundle.join("init.pid");
         let bundle = self.cfg.bundle.clone();
@@ -198,6 +203,8 @@ impl<R: RuntimeCli> Task<R> {
                 bundle: &bundle,
                 pid_file: &pid_file,
                 console_socket: console.as_deref(),
+                no_pivot: req.options.no_pivot_root,
+                no_new_keyring: req.options.no_new_keyring,
                 stdio,
             };
             self.runtime.create(opts).await
@@ -260,7 +267,8 @@ impl<R: RuntimeCli> Task<R> {
         F: FnOnce(RuntimeStdio, Option<PathBuf>) -> Fut,
         Fut: std::future::Future<Output = Result<u32, RuntimeError>>,
     {
-        let (io, stdio) = ProcessIo::prepare(&process.io_spec)?;
+        let owner = self.lock().io_owner;
+        let (io, stdio) = ProcessIo::prepare(&process.io_spec, owner)?;
         let console = match process.io_spec.terminal {
             true => Some(ConsoleSocket::bind(
                 &self.cfg.bundle,

@@ -3,6 +3,8 @@
 //! in a container's `runtime.options` or a task Create's `options`. Like containerd's
 //! runc shim, they choose the runtime binary, its root, its cgroup driver and the shim's
 //! own cgroup for this one task, over what the config file says for the runtime name.
+//! The rest (`no_pivot_root`, `no_new_keyring`, `io_uid`/`io_gid`) travel to the shim in
+//! its Create request, which applies them.
 
 use std::path::{Path, PathBuf};
 
@@ -50,25 +52,15 @@ impl TaskRuntime {
             what: "runc options",
             reason,
         };
-        let unsupported = [
-            (
-                opts.no_pivot_root,
-                "runc option no_pivot_root (ctr --no-pivot)",
-            ),
-            (opts.no_new_keyring, "runc option no_new_keyring"),
-            (
-                opts.io_uid != 0 || opts.io_gid != 0,
-                "runc options io_uid/io_gid",
-            ),
-            (
-                !(opts.criu_path.is_empty()
-                    && opts.criu_image_path.is_empty()
-                    && opts.criu_work_path.is_empty()),
-                "runc options criu_path/criu_image_path/criu_work_path",
-            ),
-        ];
-        if let Some((_, what)) = unsupported.into_iter().find(|(set, _)| *set) {
-            return Err(TaskError::Unimplemented { what });
+        // NoPivotRoot, NoNewKeyring and IoUid/IoGid are the shim's to apply: it gets the
+        // options with its Create. Checkpoints are not supported anywhere.
+        if !(opts.criu_path.is_empty()
+            && opts.criu_image_path.is_empty()
+            && opts.criu_work_path.is_empty())
+        {
+            return Err(TaskError::Unimplemented {
+                what: "runc options criu_path/criu_image_path/criu_work_path",
+            });
         }
         if !opts.binary_name.is_empty() {
             out.runtime = PathBuf::from(&opts.binary_name);
@@ -210,10 +202,10 @@ mod tests {
         );
         check(
             Options {
-                no_pivot_root: true,
+                criu_work_path: "/tmp/criu".into(),
                 ..Default::default()
             },
-            &["no_pivot_root", "not implemented"],
+            &["criu_work_path", "not implemented"],
         );
         let garbage = prost_types::Any {
             type_url: RUNC_OPTIONS.into(),

@@ -48,6 +48,14 @@ pub enum IoError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot give the {stream} pipe to {uid}:{gid}")]
+    Chown {
+        stream: &'static str,
+        uid: u32,
+        gid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("process has no terminal to resize")]
     NoTerminal,
     #[error("cannot resize the terminal")]
@@ -61,6 +69,14 @@ pub struct IoSpec {
     pub stdout: String,
     pub stderr: String,
     pub terminal: bool,
+}
+
+/// Who owns the process's ends of its stdio pipes (containerd's `IoUid`/`IoGid`); without
+/// one they stay the shim's (root's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoOwner {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// The descriptors handed to the runtime, which passes them on to the process.
@@ -102,7 +118,10 @@ impl std::fmt::Debug for ProcessIo {
 impl ProcessIo {
     /// Opens the destinations and creates the process's pipes. Copying starts at once; it
     /// ends by itself when the process side closes, so a failed create leaves nothing.
-    pub fn prepare(spec: &IoSpec) -> Result<(Arc<ProcessIo>, RuntimeStdio), IoError> {
+    pub fn prepare(
+        spec: &IoSpec,
+        owner: Option<IoOwner>,
+    ) -> Result<(Arc<ProcessIo>, RuntimeStdio), IoError> {
         let parse = |stream, value: &str| {
             StdioTarget::parse(value).map_err(|source| IoError::Target { stream, source })
         };
@@ -129,6 +148,7 @@ impl ProcessIo {
             StdinSource::Direct(fd) => fd,
             StdinSource::Fifo(src) => {
                 let (r, w) = pipe("stdin")?;
+                chown_pipe(&r, "stdin", owner)?;
                 let dst = AsyncPipe::new(w).map_err(|source| IoError::Pipe {
                     stream: "stdin",
                     source,
@@ -138,8 +158,8 @@ impl ProcessIo {
                 r
             }
         };
-        let stdout = io.output("stdout", stdout_sink)?;
-        let stderr = io.output("stderr", stderr_sink)?;
+        let stdout = io.output("stdout", stdout_sink, owner)?;
+        let stderr = io.output("stderr", stderr_sink, owner)?;
         Ok((
             io,
             RuntimeStdio {
@@ -151,11 +171,17 @@ impl ProcessIo {
     }
 
     /// Returns the write end for the process; a discarded stream goes to /dev/null.
-    fn output(&self, stream: &'static str, sink: Sink) -> Result<OwnedFd, IoError> {
+    fn output(
+        &self,
+        stream: &'static str,
+        sink: Sink,
+        owner: Option<IoOwner>,
+    ) -> Result<OwnedFd, IoError> {
         if matches!(sink, Sink::Discard) {
             return dev_null(OFlag::O_WRONLY, stream);
         }
         let (r, w) = pipe(stream)?;
+        chown_pipe(&w, stream, owner)?;
         let src = AsyncPipe::new(r).map_err(|source| IoError::Pipe { stream, source })?;
         let copied = Arc::clone(&self.copied);
         lock(&self.outputs).push(tokio::spawn(copy_out(src, sink, copied)));
@@ -245,6 +271,20 @@ fn pipe(stream: &'static str) -> Result<(OwnedFd, OwnedFd), IoError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| IoError::Pipe {
         stream,
         source: e.into(),
+    })
+}
+
+/// fchown(2) on a pipe end changes the pipe's inode, which is what a process reopening
+/// `/proc/self/fd/N` is checked against.
+fn chown_pipe(fd: &OwnedFd, stream: &'static str, owner: Option<IoOwner>) -> Result<(), IoError> {
+    let Some(IoOwner { uid, gid }) = owner else {
+        return Ok(());
+    };
+    std::os::unix::fs::fchown(fd, Some(uid), Some(gid)).map_err(|source| IoError::Chown {
+        stream,
+        uid,
+        gid,
+        source,
     })
 }
 
@@ -372,7 +412,7 @@ mod tests {
             stdout: format!("file://{}", path.display()),
             ..IoSpec::default()
         };
-        ProcessIo::prepare(&spec).expect("prepare")
+        ProcessIo::prepare(&spec, None).expect("prepare")
     }
 
     #[tokio::test]

@@ -6,5 +6,6 @@ mod daemon;
 mod harness;
 mod lifecycle;
 mod memory;
+mod options;
 mod process;
 mod stats;
