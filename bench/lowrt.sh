@@ -2,7 +2,8 @@
 # berth-lowrt against runc and crun, same run, same bundle: `run` of busybox `true`,
 # create+start+delete, the kernel floor (`unshare -fmpiun true`), peak RSS of the runtime
 # process tree and binary size. Prints a markdown table with ratios to runc.
-# Usage: bench/lowrt.sh [berth-lowrt binary] (default target/release/berth-lowrt). Root.
+# Usage: bench/lowrt.sh [berth-lowrt binary [baseline binary]] (default
+# target/release/berth-lowrt; a baseline, e.g. a build of main, gets its own row). Root.
 # Needs hyperfine, jq, runc; crun when installed (apt-get install -y crun hyperfine).
 #
 # crun refuses this host's hybrid cgroups (a cgroup2 mount at /sys/fs/cgroup/unified
@@ -44,6 +45,7 @@ ln -s busybox "$T/rootfs/bin/true"
 
 names=(berth-lowrt runc)
 bins=("$BIN" "$(command -v runc)")
+if [ -n "${2:-}" ]; then names+=(berth-lowrt-baseline); bins+=("$(realpath "$2")"); fi
 if command -v crun >/dev/null; then names+=(crun); bins+=("$(command -v crun)"); fi
 for i in "${!names[@]}"; do
     n=${names[$i]}

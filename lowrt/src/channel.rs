@@ -31,8 +31,10 @@ pub enum Message {
     /// and answer [`Message::HooksDone`] (the only parent-to-child message).
     Hooks,
     HooksDone,
-    /// The runtime has written the id maps and moved init into its cgroups.
+    /// The runtime has written the id maps: init may start building the container.
     Go,
+    /// The runtime has moved init into its cgroups (sent right after [`Message::Go`]).
+    Joined,
     /// The seccomp notify fd is attached: forward it to linux.seccomp.listenerPath and
     /// answer [`Message::SeccompDone`].
     SeccompFd,

@@ -3,20 +3,26 @@
 //! own `#!/proc/self/exe` interpreter). A container process could open /proc/<pid>/exe and,
 //! once lowrt exits, reopen it for writing and replace the host's runtime binary.
 //!
-//! Like runc (libcontainer/nsenter/cloned_binary.c) and crun, the commands that enter a
-//! container re-execute lowrt from a sealed memfd copy of itself: /proc/<pid>/exe then
-//! names an anonymous in-memory file whose seals (F_SEAL_WRITE, SHRINK, GROW, SEAL) make
-//! every write fail, and the host binary is never the exe of a container-visible process.
-//! The copy costs one copy_file_range of the binary into tmpfs (~1 ms for a release build)
-//! and is done only for `create`, `run` and `exec`.
+//! The commands that enter a container (`create`, `run`, `exec`) re-execute lowrt from a
+//! file no process can write, so the host binary is never the exe of a container-visible
+//! process. Like runc 1.2, first from a private read-only overlayfs: a detached mount
+//! (fsmount, in no mount tree) whose upper layer is the binary's directory; opening its
+//! /proc/<pid>/exe for writing fails with EROFS, and there is nothing to copy (the pages
+//! are the page cache's). Where that is refused (no overlayfs, no fsopen, no privilege),
+//! like runc 1.1 and crun, from a sealed memfd copy: F_SEAL_WRITE, SHRINK, GROW and SEAL
+//! make every write fail; the copy of the whole binary costs 1–4 ms.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, AtFlags, FcntlArg, OFlag, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::stat::Mode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClonedBinaryError {
@@ -37,13 +43,55 @@ fn seals() -> SealFlag {
     SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
 }
 
-/// Whether we already run from a sealed copy.
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// Whether we already run from a sealed copy or a read-only overlayfs.
 pub fn is_sealed() -> Result<bool, ClonedBinaryError> {
     let exe = File::open("/proc/self/exe").map_err(ClonedBinaryError::OpenSelf)?;
-    Ok(match fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS) {
-        Ok(bits) => SealFlag::from_bits_truncate(bits).contains(seals()),
-        Err(_) => false,
-    })
+    if let Ok(bits) = fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS) {
+        return Ok(SealFlag::from_bits_truncate(bits).contains(seals()));
+    }
+    let overlay = nix::sys::statfs::fstatfs(&exe)
+        .is_ok_and(|st| st.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC);
+    let read_only = nix::sys::statvfs::fstatvfs(&exe)
+        .is_ok_and(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    Ok(overlay && read_only)
+}
+
+/// The second, lower layer overlayfs needs without an upper one: any directory that is
+/// neither above nor below the binary's (overlayfs refuses overlapping layers). Its
+/// entries never matter: the binary's name is found in the upper layer.
+fn spare_layer(bin_dir: &Path) -> Option<&'static Path> {
+    ["/dev", "/run", "/tmp", "/var", "/etc"]
+        .into_iter()
+        .map(Path::new)
+        .find(|d| !bin_dir.starts_with(d) && !d.starts_with(bin_dir) && d.is_dir())
+}
+
+/// execveat of our binary inside a fresh read-only overlay. Returns only on error.
+fn exec_from_overlay(args: &[CString], env: &[CString]) -> nix::Result<()> {
+    let exe = std::fs::read_link("/proc/self/exe").map_err(|_| Errno::ENOENT)?;
+    let (Some(dir), Some(name)) = (exe.parent(), exe.file_name()) else {
+        return Err(Errno::ENOENT);
+    };
+    let spare = spare_layer(dir).ok_or(Errno::ENOENT)?;
+    // ':' and ',' are overlayfs syntax; such a directory takes the memfd path.
+    let dir_bytes = dir.as_os_str().as_bytes();
+    if dir_bytes.iter().any(|b| matches!(b, b':' | b',' | b'\\')) {
+        return Err(Errno::EINVAL);
+    }
+    let lower = CString::new([dir_bytes, b":", spare.as_os_str().as_bytes()].concat())
+        .map_err(|_| Errno::EINVAL)?;
+    let mnt = crate::sys::overlay_ro_mount(&lower)?;
+    let bin = nix::fcntl::openat(
+        &mnt,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    drop(mnt);
+    // O_CLOEXEC on an O_PATH fd with AT_EMPTY_PATH is fine for an ELF binary (see below).
+    nix::unistd::execveat(&bin, c"", args, env, AtFlags::AT_EMPTY_PATH).map(drop)
 }
 
 /// Re-executes the current command line from a sealed memfd unless already running from
@@ -51,6 +99,10 @@ pub fn is_sealed() -> Result<bool, ClonedBinaryError> {
 pub fn ensure_sealed() -> Result<(), ClonedBinaryError> {
     if is_sealed()? {
         return Ok(());
+    }
+    let (args, env) = command_line()?;
+    if let Err(e) = exec_from_overlay(&args, &env) {
+        tracing::debug!("no read-only overlay for the runtime binary ({e}); copying it");
     }
     let mut exe = File::open("/proc/self/exe").map_err(ClonedBinaryError::OpenSelf)?;
     let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
@@ -64,6 +116,17 @@ pub fn ensure_sealed() -> Result<(), ClonedBinaryError> {
     std::io::copy(&mut exe, &mut copy).map_err(ClonedBinaryError::Copy)?;
     fcntl(copy.as_fd(), FcntlArg::F_ADD_SEALS(seals()))
         .map_err(|source| ClonedBinaryError::Memfd { op: "seal", source })?;
+    // MFD_CLOEXEC is fine for an ELF binary: the kernel has it mapped before closing fds.
+    let err = nix::unistd::fexecve(copy.as_fd(), &args, &env).unwrap_err();
+    Err(ClonedBinaryError::Memfd {
+        op: "fexecve",
+        source: err,
+    })
+}
+
+type CommandLine = (Vec<CString>, Vec<CString>);
+
+fn command_line() -> Result<CommandLine, ClonedBinaryError> {
     let args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
@@ -72,10 +135,5 @@ pub fn ensure_sealed() -> Result<(), ClonedBinaryError> {
         .map(|(k, v)| CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()))
         .collect::<Result<_, _>>()
         .map_err(|_| ClonedBinaryError::Nul)?;
-    // MFD_CLOEXEC is fine for an ELF binary: the kernel has it mapped before closing fds.
-    let err = nix::unistd::fexecve(copy.as_fd(), &args, &env).unwrap_err();
-    Err(ClonedBinaryError::Memfd {
-        op: "fexecve",
-        source: err,
-    })
+    Ok((args, env))
 }

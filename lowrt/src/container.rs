@@ -29,6 +29,8 @@ pub enum ContainerError {
     ClonedBinary(#[from] crate::cloned_binary::ClonedBinaryError),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Idmap(#[from] crate::rootfs::idmap::IdmapError),
     /// The child's own report, printed as runc prints it.
     #[error("unable to start container process: {0}")]
     Init(String),

@@ -261,3 +261,113 @@ pub fn send_with_fd(socket: BorrowedFd<'_>, data: &[u8], fd: RawFd) -> nix::Resu
     )
     .map(drop)
 }
+
+/// A detached, read-only overlayfs mount (fsopen/fsconfig/fsmount, Linux 5.2): an fd of
+/// its root that is in no mount namespace's tree, so making it costs no mount event and
+/// nothing needs unmounting (closing the last reference frees it). `lowerdir` is passed
+/// as given (`a:b`; overlayfs needs two layers when there is no upper one).
+pub fn overlay_ro_mount(lowerdir: &std::ffi::CStr) -> nix::Result<OwnedFd> {
+    // SAFETY: both strings are NUL-terminated and outlive the call.
+    let ctx = Errno::result(unsafe {
+        libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), libc::FSOPEN_CLOEXEC)
+    })?;
+    // SAFETY: fsopen returned a new fd that nothing else owns.
+    let ctx = unsafe { OwnedFd::from_raw_fd(ctx as RawFd) };
+    // SAFETY: key and value are NUL-terminated and outlive the call; aux is unused.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            ctx.as_raw_fd(),
+            libc::FSCONFIG_SET_STRING,
+            c"lowerdir".as_ptr(),
+            lowerdir.as_ptr(),
+            0,
+        )
+    })?;
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value (NULL pointers).
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            ctx.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })?;
+    let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOSUID;
+    // SAFETY: integer arguments only.
+    let mnt = Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            ctx.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC,
+            attrs,
+        )
+    })?;
+    // SAFETY: fsmount returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as RawFd) })
+}
+
+/// open_tree(OPEN_TREE_CLONE) of `source` (with its submounts when `recursive`), then
+/// mount_setattr(MOUNT_ATTR_IDMAP) with the user namespace `userns` (Linux 5.12): a
+/// detached idmapped copy of the tree, to be attached with [`move_mount_to`].
+/// `recursive_attr` applies the idmap to the submounts too (runtime-spec `ridmap`).
+pub fn idmapped_tree(
+    source: &std::ffi::CStr,
+    recursive: bool,
+    recursive_attr: bool,
+    userns: BorrowedFd<'_>,
+) -> nix::Result<OwnedFd> {
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: `source` is NUL-terminated and outlives the call.
+    let tree = Errno::result(unsafe {
+        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags)
+    })?;
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let mut at = libc::AT_EMPTY_PATH;
+    if recursive_attr {
+        at |= libc::AT_RECURSIVE;
+    }
+    // SAFETY: `attr` is a valid mount_attr of the size passed and outlives the call; the
+    // path is an empty NUL-terminated string.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            at,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    })?;
+    Ok(tree)
+}
+
+/// move_mount(2) of the detached tree `tree` onto the file `target` is open on (both by
+/// fd, so no path is resolved).
+pub fn move_mount_to(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()> {
+    let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
+    // SAFETY: both paths are empty NUL-terminated strings; the fds are borrowed.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}

@@ -120,11 +120,8 @@ pub(crate) fn write_pid_file(path: Option<&Path>, pid: Pid) -> Result<(), Contai
 /// uid_map/gid_map of a new user namespace, written by the runtime (root in the parent
 /// namespace), so any mapping is allowed and setgroups stays usable (user_namespaces(7)).
 fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<(), ContainerError> {
-    let render = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
-        maps.iter()
-            .flatten()
-            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-            .collect()
+    let render = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        crate::rootfs::idmap::render(maps.as_deref().unwrap_or(&[]))
     };
     for (file, maps) in [
         ("uid_map", linux.uid_mappings()),
@@ -156,6 +153,19 @@ fn died(rollback: &mut Rollback, pid: Pid, pidfd: &OwnedFd) -> ContainerError {
     };
     rollback.child = None;
     ContainerError::InitDied { how }
+}
+
+/// The error init already reported, if one is waiting on the channel (no blocking).
+fn pending_error(sync: &OwnedFd) -> Option<String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(sync.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::ZERO).ok()? == 0 {
+        return None;
+    }
+    match channel::recv(sync) {
+        Ok(Some(Message::Error(text))) => Some(text),
+        _ => None,
+    }
 }
 
 /// `create` as a command: the container stays created, the runtime exits 0.
@@ -197,6 +207,9 @@ pub(crate) fn launch_with(
         )?,
     };
 
+    // Made here, in the host's user namespace (see rootfs::idmap), before anything that
+    // would need undoing.
+    let idmapped = crate::rootfs::idmap::prepare(&config, &bundle)?;
     g.ensure_root()?;
     let dir = State::dir(&g.root, &opts.id);
     let mut rollback = Rollback {
@@ -233,6 +246,8 @@ pub(crate) fn launch_with(
         cgroup.apply(res)?;
     }
 
+    // A provisional record before init exists (pid 0, so it reads as stopped): if the
+    // runtime dies mid-create, `delete --force` still finds the cgroups to clean.
     State::new(
         &opts.id,
         0,
@@ -241,7 +256,7 @@ pub(crate) fn launch_with(
         cg_config.clone(),
         config.clone(),
     )
-    .save_provisional(&dir)?;
+    .save(&dir)?;
     let ns_plan = namespaces::plan(linux.namespaces().as_deref().unwrap_or(&[]))?;
     if let Some(pid_ns) = &ns_plan.pid_join {
         pid_ns.enter()?;
@@ -287,6 +302,8 @@ pub(crate) fn launch_with(
                 fifo: Some(&fifo),
                 preserve_fds: opts.preserve_fds,
                 sync: &child_end,
+                in_cgroups: false,
+                idmapped: &idmapped,
             };
             let err = match init::run(&mut ctx, init::INIT_PHASES, true) {
                 Err(e) => e,
@@ -306,8 +323,18 @@ pub(crate) fn launch_with(
             {
                 write_id_maps(pid, &linux)?;
             }
-            cgroup.add_process(pid)?;
+            // Go first: init builds the rootfs while the cgroup.procs writes wait (see
+            // init::INIT_PHASES), then Joined.
             channel::send(&parent_end, &Message::Go)?;
+            if let Err(e) = cgroup.add_process(pid) {
+                // An init that failed meanwhile (and so cannot be moved) explains more.
+                return Err(match pending_error(&parent_end) {
+                    Some(text) => ContainerError::Init(text),
+                    None => e.into(),
+                });
+            }
+            // A dead init makes this fail; the loop below then reports why it died.
+            let _ = channel::send(&parent_end, &Message::Joined);
             loop {
                 let (msg, passed) = channel::recv_fd(&parent_end)?;
                 match msg {
@@ -327,9 +354,10 @@ pub(crate) fn launch_with(
                         channel::send(&parent_end, &Message::HooksDone)?;
                     }
                     Some(Message::Error(text)) => return Err(ContainerError::Init(text)),
-                    Some(Message::HooksDone | Message::Go | Message::SeccompDone) | None => {
-                        return Err(died(&mut rollback, pid, &pidfd))
-                    }
+                    Some(
+                        Message::HooksDone | Message::Go | Message::Joined | Message::SeccompDone,
+                    )
+                    | None => return Err(died(&mut rollback, pid, &pidfd)),
                 }
             }
             let Some((_, start)) = proc_stat(pid) else {

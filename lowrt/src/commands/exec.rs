@@ -139,6 +139,8 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
                 fifo: None,
                 preserve_fds: opts.preserve_fds,
                 sync: &child_end,
+                in_cgroups: true,
+                idmapped: &[],
             };
             let err = match init::run(&mut ctx, init::EXEC_PHASES, false) {
                 Err(e) => e,

@@ -25,9 +25,9 @@ pub fn features() -> Result<i32, ContainerError> {
         "mountOptions": [
             "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand",
             "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime",
-            "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared",
-            "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync",
-            "tmpcopyup", "unbindable"
+            "idmap", "nosuid", "private", "rbind", "relatime", "remount", "ridmap", "ro", "rprivate",
+            "rshared", "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid",
+            "sync", "tmpcopyup", "unbindable"
         ],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
@@ -43,6 +43,7 @@ pub fn features() -> Result<i32, ContainerError> {
                 "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
                               "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"]
             },
+            "mountExtensions": {"idmap": {"enabled": true}},
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
         },

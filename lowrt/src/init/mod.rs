@@ -94,6 +94,10 @@ pub struct InitContext<'a> {
     pub fifo: Option<&'a OwnedFd>,
     pub preserve_fds: u32,
     pub sync: &'a OwnedFd,
+    /// Per spec mount, the idmapped tree the runtime made (init only; else empty).
+    pub idmapped: &'a [Option<OwnedFd>],
+    /// Whether the runtime has said [`Message::Joined`] (init only).
+    pub in_cgroups: bool,
 }
 
 type Phase = (
@@ -103,16 +107,24 @@ type Phase = (
 
 /// Container init, in order. Names are used only in debug output and docs.
 pub const INIT_PHASES: &[Phase] = &[
-    // Into the cgroups first, so every later allocation is accounted to the container
-    // and a cgroup namespace created next is rooted at the container's cgroup.
-    // The runtime writes uid_map/gid_map and moves us into the cgroups (a process in a
-    // new user namespace could not write the host's cgroup.procs), then says Go.
-    ("wait for id maps and cgroups", wait_for_runtime),
+    // The runtime writes uid_map/gid_map and says Go, then moves us into the cgroups (a
+    // process in a new user namespace could not write the host's cgroup.procs) and says
+    // Joined. The first cgroup.procs write after a fork waits for an RCU grace period
+    // (cgroup_threadgroup_rwsem), often the longest step of a create: we build the
+    // rootfs meanwhile, as runc does before it applies the resources.
+    ("wait for id maps", wait_for_runtime),
     ("become root of the user namespace", user_namespace_root),
     ("join namespaces by path", join_namespaces),
+    // A cgroup namespace is rooted at the creator's cgroup: be in the container's first.
+    (
+        "wait for the cgroups if a cgroup namespace follows",
+        joined_before_cgroupns,
+    ),
     ("unshare cgroup namespace", unshare_later),
     ("bring up loopback", loopback),
     ("rootfs mounts and devices", rootfs_phase),
+    // Hooks see (and the process runs in) the container's cgroups.
+    ("wait for the cgroups", wait_joined),
     // Namespaces and mounts exist, the old root is still reachable: the runtime runs
     // prestart/createRuntime, we run createContainer (runtime-spec "Lifecycle" 5-7).
     ("createRuntime and createContainer hooks", create_hooks),
@@ -165,6 +177,26 @@ pub fn run(
 fn wait_for_runtime(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
     match channel::recv(ctx.sync)? {
         Some(Message::Go) => Ok(()),
+        _ => Err(InitError::HookSync),
+    }
+}
+
+fn joined_before_cgroupns(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    if ctx.unshare_later.is_empty() {
+        return Ok(());
+    }
+    wait_joined(ctx)
+}
+
+fn wait_joined(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    if ctx.in_cgroups {
+        return Ok(());
+    }
+    match channel::recv(ctx.sync)? {
+        Some(Message::Joined) => {
+            ctx.in_cgroups = true;
+            Ok(())
+        }
         _ => Err(InitError::HookSync),
     }
 }
@@ -234,6 +266,7 @@ fn rootfs_phase(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
         rootfs: &ctx.rootfs,
         bundle: &ctx.bundle,
         mounts: ctx.spec.mounts().as_deref().unwrap_or(&[]),
+        idmapped: ctx.idmapped,
         propagation,
         devices: linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]),
         cgroup_sources: ctx.cgroup.mount_sources(),

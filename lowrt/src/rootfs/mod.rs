@@ -3,6 +3,7 @@
 //! and masked paths and a read-only root. All kernel calls go through [`Syscall`].
 
 mod devices;
+pub mod idmap;
 pub mod inroot;
 mod mounts;
 pub mod options;
@@ -41,6 +42,8 @@ pub enum RootfsError {
     },
     #[error("mount of type {typ:?} at {} needs a source", dest.display())]
     NoSource { typ: String, dest: PathBuf },
+    #[error("attach the idmapped mount at {}: {}", dest.display(), crate::syscall::errno_text(*errno))]
+    MoveMount { dest: PathBuf, errno: Errno },
     #[error("{op} {} inside the rootfs: {reason}", path.display())]
     Resolve {
         path: PathBuf,
@@ -69,6 +72,8 @@ pub struct RootfsPlan<'a> {
     /// Relative bind sources are relative to the bundle (runc does the same).
     pub bundle: &'a Path,
     pub mounts: &'a [Mount],
+    /// Per mount (or empty): the detached idmapped tree the runtime made for it.
+    pub idmapped: &'a [Option<OwnedFd>],
     /// rootfsPropagation, default rslave.
     pub propagation: MsFlags,
     pub devices: &'a [LinuxDevice],
@@ -102,8 +107,9 @@ pub fn prepare(sys: &dyn Syscall, plan: &RootfsPlan<'_>) -> Result<(), RootfsErr
     // 3. Spec mounts in config order (later mounts may sit on earlier ones).
     //    Destinations are resolved by fd inside the rootfs (CVE-2021-30465).
     let root = inroot::Root::new(plan.rootfs)?;
-    for m in plan.mounts {
-        mounts::mount_entry(sys, plan, &root, m)?;
+    for (i, m) in plan.mounts.iter().enumerate() {
+        let tree = plan.idmapped.get(i).and_then(Option::as_ref);
+        mounts::mount_entry(sys, plan, &root, m, tree)?;
     }
     // 4. /dev contents, unless the user bind-mounted the host's /dev.
     let dev_is_bind = plan.mounts.iter().any(|m| {

@@ -22,6 +22,7 @@ pub(super) fn mount_entry(
     plan: &RootfsPlan<'_>,
     root: &Root,
     m: &Mount,
+    idmapped: Option<&OwnedFd>,
 ) -> Result<(), RootfsError> {
     let opts = options::parse(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
@@ -29,7 +30,7 @@ pub(super) fn mount_entry(
     // `/x`, and no ".." is left for the in-root resolution to refuse.
     let dest = &super::paths::clean(m.destination());
     let target = if opts.is_bind() {
-        bind(sys, plan, root, m, dest, &opts)?
+        bind(sys, plan, root, m, dest, &opts, idmapped)?
     } else {
         let fd = root.create(dest, Kind::Dir)?;
         let path = sys.fd_path(fd.as_fd());
@@ -74,6 +75,7 @@ fn bind(
     m: &Mount,
     dest: &Path,
     opts: &MountOptions,
+    idmapped: Option<&OwnedFd>,
 ) -> Result<OwnedFd, RootfsError> {
     let source = match m.source() {
         Some(s) if s.is_absolute() => s.clone(),
@@ -92,13 +94,21 @@ fn bind(
     })?;
     let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
     let fd = root.create(dest, kind)?;
-    sys.mount(
-        Some(&source),
-        &sys.fd_path(fd.as_fd()),
-        Some("bind"),
-        opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
-        None,
-    )?;
+    match idmapped {
+        Some(tree) => crate::sys::move_mount_to(tree.as_fd(), fd.as_fd()).map_err(|errno| {
+            RootfsError::MoveMount {
+                dest: dest.to_path_buf(),
+                errno,
+            }
+        })?,
+        None => sys.mount(
+            Some(&source),
+            &sys.fd_path(fd.as_fd()),
+            Some("bind"),
+            opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+            None,
+        )?,
+    }
     let after = root.open(dest)?;
     // A bind mount ignores ro/nosuid/... on the first call; they need a remount
     // (mount(2), "Creating a bind mount").

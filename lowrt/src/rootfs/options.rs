@@ -65,6 +65,8 @@ pub fn parse(options: &[String]) -> MountOptions {
             "defaults" => (MsFlags::empty(), MsFlags::empty()),
             // runc extension handled by its own code path; copying up is not done here.
             "tmpcopyup" => (MsFlags::empty(), MsFlags::empty()),
+            // Idmapped bind mounts: made by rootfs::idmap, no flag or data of their own.
+            "idmap" | "ridmap" => (MsFlags::empty(), MsFlags::empty()),
             other => {
                 if let Some(p) = propagation(other) {
                     out.propagation.push(p);

@@ -17,6 +17,7 @@ fn plan<'a>(rootfs: &'a Path, bundle: &'a Path, mounts: &'a [Mount]) -> RootfsPl
         rootfs,
         bundle,
         mounts,
+        idmapped: &[],
         propagation: MsFlags::MS_SLAVE | MsFlags::MS_REC,
         devices: &[],
         cgroup_sources: vec![

@@ -9,6 +9,7 @@ mod errors;
 mod events;
 mod exec;
 mod hooks;
+mod idmap;
 mod lifecycle;
 mod mounts;
 mod paths;
