@@ -4,6 +4,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`). Tests whose needs
 //! (root, docker CLI, busybox) are not met are reported as ignored after a "SKIP:" line.
 
+mod archive;
 mod berth_cli;
 mod build;
 mod common;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         stats_top::tests(),
         update_prune::tests(),
         health::tests(),
+        archive::tests(),
     ]
     .into_iter()
     .flatten()

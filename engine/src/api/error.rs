@@ -81,7 +81,10 @@ impl From<DaemonError> for ApiError {
             }
             E::Volume(VolumeError::InUse { .. }) => StatusCode::CONFLICT,
             E::Volume(VolumeError::NoQuota) => StatusCode::BAD_REQUEST,
-            E::Volume(_) | E::Filesystem(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Filesystem(f) => {
+                StatusCode::from_u16(f.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            E::Volume(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Top(crate::daemon::TopError::BadArgs(_)) => StatusCode::BAD_REQUEST,
             E::Resources(_) | E::Update(crate::daemon::UpdateError::Invalid(_)) => {
                 StatusCode::BAD_REQUEST

@@ -134,6 +134,7 @@ async fn dispatch<B: Backend>(
 ) -> Result<Response<Body>, ApiError> {
     let r = match route {
         Route::Images(r) => return super::images_api::dispatch(d, r, req).await,
+        Route::Archive(r) => return super::archive_api::dispatch(d, r, req).await,
         Route::Ping { head } => system::ping(head),
         Route::Version => json_response(StatusCode::OK, &system::version()),
         Route::Info => json_response(StatusCode::OK, &system::info(&d).await),

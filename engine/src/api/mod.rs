@@ -1,6 +1,7 @@
 //! The Docker Engine API over HTTP/1.1 on a unix socket (hyper 1, with upgrades for
 //! attach and exec).
 
+mod archive_api;
 mod build;
 pub mod error;
 mod filters;

@@ -154,6 +154,8 @@ pub enum Route {
     },
     /// commit, history, build, save/load, prune (`super::images_api`).
     Images(super::images_api::ImageRoute),
+    /// cp, export, diff (`super::archive_api`).
+    Archive(super::archive_api::ArchiveRoute),
     /// `POST /containers/{id}/resize?h=&w=`.
     ContainerResize {
         id: String,
@@ -243,6 +245,12 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Parsed,
         return Ok(Parsed {
             version,
             route: Route::Images(r),
+        });
+    }
+    if let Some(r) = super::archive_api::route(method, &segs, query.unwrap_or(""))? {
+        return Ok(Parsed {
+            version,
+            route: Route::Archive(r),
         });
     }
     let mut route = route(method, rest, &segs, &q)?;

@@ -49,6 +49,11 @@ pub fn resolve(root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf
         }
         done.push(c);
     }
+    if done.is_empty() {
+        // `root/.`: the root itself even when `root` is a magic link like
+        // `/proc/<pid>/root`, which lstat would report as a symlink.
+        return Ok(root.join("."));
+    }
     Ok(join(root, &done))
 }
 
@@ -91,6 +96,7 @@ mod tests {
         assert_eq!(r("/etc/up/etc", true), root.join("etc"));
         assert_eq!(r("/../../etc/rel/x", true), root.join("etc/sub/x"));
         assert_eq!(r("/missing/../etc", true), root.join("etc"));
+        assert_eq!(r("/etc/up", true), root.join("."));
         assert!(resolve(root, "/loop/x", true).is_err());
     }
 }
