@@ -3,12 +3,17 @@
 //! and pulls that survive an engine restart or a connection cut mid-blob. The registry
 //! is Debian's `docker-registry` on 127.0.0.1 (see registry.rs); skopeo recompresses.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use berth_integration::stack::Daemon;
-use berth_integration::Stack;
+use berth_integration::{wait_until, Stack};
 use nix::sys::signal::Signal;
 
 use crate::common::{expect_contains, Spec};
@@ -34,6 +39,11 @@ pub fn tests() -> Vec<Spec> {
             name: "registry_more::https_registry_with_ca_from_certs_dir",
             needs: NEEDS,
             run: https_registry,
+        },
+        Spec {
+            name: "registry_more::engine_killed_mid_pull_leaves_nothing_and_retry_works",
+            needs: NEEDS,
+            run: killed_mid_pull,
         },
     ]
 }
@@ -202,5 +212,184 @@ fn https_registry() -> Result<()> {
         .extend(["--insecure-registry".into(), reg.host.clone()]);
     s.start_daemon(Daemon::Engine)?;
     s.docker(&["pull", &mine])?.ok()?;
+    Ok(())
+}
+
+/// A loopback proxy in front of the registry that, while `stall` is set, forwards the
+/// first 64 KiB of the answer for one blob and then holds the connection.
+struct Proxy {
+    host: String,
+    stall: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.stall.store(false, Ordering::SeqCst);
+        // Wakes the accept loop so its thread ends.
+        let _ = TcpStream::connect(&self.host);
+    }
+}
+
+impl Proxy {
+    fn start(upstream: &str, blob: &str) -> Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let proxy = Proxy {
+            host: listener.local_addr()?.to_string(),
+            stall: Arc::new(AtomicBool::new(true)),
+            stalled: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (upstream, blob) = (upstream.to_string(), blob.to_string());
+        let (stall, stalled, stop) = (
+            proxy.stall.clone(),
+            proxy.stalled.clone(),
+            proxy.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let (upstream, blob) = (upstream.clone(), blob.clone());
+                let (stall, stalled, stop) = (stall.clone(), stalled.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let _ = relay(conn, &upstream, &blob, &stall, &stalled, &stop);
+                });
+            }
+        });
+        Ok(proxy)
+    }
+}
+
+fn relay(
+    mut client: TcpStream,
+    upstream: &str,
+    blob: &str,
+    stall: &AtomicBool,
+    stalled: &AtomicBool,
+    stop: &AtomicBool,
+) -> Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buf)?;
+        // The engine tries HTTPS first on loopback: a TLS hello gets the connection closed.
+        if n == 0 || head.is_empty() && buf[0] == 0x16 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let held = line.contains(blob) && stall.load(Ordering::SeqCst);
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(&head)?;
+    let mut sent = 0usize;
+    loop {
+        let n = server.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        client.write_all(&buf[..n])?;
+        sent += n;
+        if held && sent >= 64 << 10 {
+            stalled.store(true, Ordering::SeqCst);
+            while stall.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            break;
+        }
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+/// `docker pull` in the background, killed by PID if still running when dropped.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn leases(s: &Stack) -> Result<Vec<String>> {
+    let out = run(Command::new("ctr")
+        .arg("--address")
+        .arg(s.highd_sock())
+        .args(["--namespace", "berth", "leases", "ls", "-q"]))?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// The pull's lease keeps what it wrote from highd's GC; an engine killed mid-pull
+/// leaves no image; the retry (and a failing pull) delete their leases at the end.
+fn killed_mid_pull() -> Result<()> {
+    let mut s = Stack::start()?;
+    let reg = Registry::start(&s.dir, None)?;
+    reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reg.dir.join("oci/index.json"))?)?;
+    let man_digest = index["manifests"][0]["digest"].as_str().context("index")?;
+    let man: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        reg.dir
+            .join("oci/blobs/sha256")
+            .join(man_digest.trim_start_matches("sha256:")),
+    )?)?;
+    let layer = man["layers"][0]["digest"].as_str().context("layer")?;
+    let proxy = Proxy::start(&reg.host, layer)?;
+    let image = format!("{}/busybox", proxy.host);
+    let cli = berth_integration::prereq::docker_cli().context("docker CLI")?;
+    let pull = Background(
+        Command::new(cli)
+            .args(["pull", &image])
+            .env("DOCKER_HOST", s.engine_host())
+            .env("DOCKER_CONFIG", s.dir.join("dc"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_until(
+        "the layer download to stall",
+        Duration::from_secs(30),
+        || Ok(proxy.stalled.load(Ordering::SeqCst).then_some(())),
+    )?;
+    let held = leases(&s)?;
+    ensure!(
+        held.len() == 1 && held[0].starts_with("berth-engine-pull-"),
+        "leases during the pull: {held:?}"
+    );
+    s.kill_daemon(Daemon::Engine)?;
+    drop(pull);
+    s.start_daemon(Daemon::Engine)?;
+    let images = s.docker(&["images", "-q"])?.ok()?;
+    ensure!(
+        images.stdout.trim().is_empty(),
+        "half-pulled image: {}",
+        images.stdout
+    );
+
+    proxy.stall.store(false, Ordering::SeqCst);
+    s.docker(&["pull", &image])?.ok()?;
+    let out = s
+        .docker(&["run", "--rm", &image, "echo", "resumed"])?
+        .ok()?;
+    ensure!(out.stdout == "resumed\n", "run stdout {:?}", out.stdout);
+    let out = s.docker(&["pull", &format!("{image}:nope")])?;
+    ensure!(out.code != 0, "pull of a missing tag succeeded: {out}");
+    // Only the killed engine's lease is left (it expires on its own).
+    ensure!(
+        leases(&s)? == held,
+        "leases after the retry: {:?}",
+        leases(&s)?
+    );
     Ok(())
 }

@@ -189,7 +189,9 @@ pub async fn build<B: Backend>(
     // The build runs on its own task: a client that hangs up does not leave half a step.
     tokio::spawn(async move {
         let familiar: Vec<String> = tags.iter().map(Reference::familiar).collect();
-        let result = run_build(&d, &opts, out.clone(), &prep).await;
+        let result = d
+            .leased("build", run_build(&d, &opts, out.clone(), &prep))
+            .await;
         let _ = tokio::task::spawn_blocking({
             let root = prep.root.clone();
             move || std::fs::remove_dir_all(root)

@@ -639,4 +639,13 @@ impl Backend for FakeBackend {
             });
         Ok(Box::pin(futures::stream::select(exits, errors)))
     }
+
+    async fn lease_create(&self, _id: &str, _labels: HashMap<String, String>) -> BackendResult<()> {
+        // Nothing here is ever garbage-collected, so there is nothing to hold.
+        Ok(())
+    }
+
+    async fn lease_delete(&self, _id: &str) -> BackendResult<()> {
+        Ok(())
+    }
 }

@@ -12,6 +12,7 @@ use futures::Stream;
 #[cfg(test)]
 pub mod fake;
 pub mod grpc;
+pub mod lease;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -263,4 +264,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Subscribes to `/tasks/exit` events from now on.
     fn subscribe_exits(&self) -> impl Future<Output = BackendResult<ExitStream>> + Send;
+
+    /// Creates lease `id` (Leases.Create); see [`lease`].
+    fn lease_create(
+        &self,
+        id: &str,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Deletes lease `id`; what it held is left to the garbage collector.
+    fn lease_delete(&self, id: &str) -> impl Future<Output = BackendResult<()>> + Send;
 }

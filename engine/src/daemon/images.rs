@@ -137,6 +137,18 @@ impl<B: Backend> super::Daemon<B> {
         message: &str,
         changes: &[crate::build::dockerfile::Instruction],
     ) -> DaemonResult<String> {
+        let work = self.import_unleased(repo, tag, body, message, changes);
+        self.leased("import", work).await
+    }
+
+    async fn import_unleased(
+        &self,
+        repo: &str,
+        tag: &str,
+        body: &[u8],
+        message: &str,
+        changes: &[crate::build::dockerfile::Instruction],
+    ) -> DaemonResult<String> {
         let name = match repo {
             "" => None,
             r => {

@@ -13,6 +13,7 @@ mod image_store;
 mod images;
 mod init;
 mod inspect_defaults;
+mod leased;
 mod lifecycle;
 mod manage;
 mod restart;

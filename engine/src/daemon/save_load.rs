@@ -144,6 +144,10 @@ impl<B: Backend> Daemon<B> {
 
     /// `POST /images/load`: returns dockerd's lines (`Loaded image: busybox:latest`).
     pub async fn load_images(&self, body: &[u8]) -> DaemonResult<Vec<String>> {
+        self.leased("load", self.load_unleased(body)).await
+    }
+
+    async fn load_unleased(&self, body: &[u8]) -> DaemonResult<Vec<String>> {
         let files = read_archive(body)?;
         let get = |p: &str| -> DaemonResult<Vec<u8>> {
             files

@@ -62,7 +62,7 @@ pub async fn pull_response<B: Backend>(
         reference,
         creds: header_creds(headers)?,
     };
-    stream_op(move |tx| async move { pull::pull(&d, opts, &tx).await }).await
+    stream_op(move |tx| async move { d.leased("pull", pull::pull(&d, opts, &tx)).await }).await
 }
 
 fn header_creds(headers: &HeaderMap) -> Result<Option<Credentials>, RegistryError> {

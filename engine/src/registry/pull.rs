@@ -1,7 +1,9 @@
 //! `docker pull`: resolve the manifest (through an index for this platform), download
 //! and verify config and layers into highd's content store, unpack, then name the image.
-//! The image name is written last, so a failed pull leaves no image behind; blobs it
-//! already wrote are unreferenced and highd's garbage collector reclaims them.
+//! It runs under a highd lease (`Daemon::leased`), so GC cannot take blobs before the
+//! image names them. The image name is written last, so a failed pull leaves no image
+//! behind; blobs it already wrote are unreferenced once the lease is gone, and highd's
+//! garbage collector reclaims them.
 
 use std::collections::HashMap;
 

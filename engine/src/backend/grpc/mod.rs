@@ -22,11 +22,12 @@ use svc::tasks::v1::tasks_client::TasksClient;
 use super::*;
 
 mod convert;
+mod lease;
 use convert::{
     desc_from, desc_to, image_from, mount_from, mount_to, status_err, task_status, to_ts, ts,
 };
 
-type Svc = InterceptedService<Channel, NamespaceInterceptor>;
+type Svc = InterceptedService<Channel, lease::LeaseInterceptor>;
 
 const SNAPSHOTTER: &str = "overlayfs";
 const RUNTIME: &str = "io.containerd.runc.v2";
@@ -35,7 +36,7 @@ const CHUNK: usize = 1 << 20;
 
 pub struct GrpcBackend {
     channel: Channel,
-    interceptor: NamespaceInterceptor,
+    interceptor: lease::LeaseInterceptor,
     namespace: String,
     address: String,
 }
@@ -45,9 +46,11 @@ impl GrpcBackend {
     /// highd is still coming up, and reconnects after highd restarts.
     pub fn new(address: &Path, namespace: &str) -> Result<Self, BackendError> {
         let interceptor =
-            NamespaceInterceptor::new(namespace).map_err(|e| BackendError::InvalidArgument {
-                message: format!("containerd namespace {namespace:?}: {e}"),
-            })?;
+            lease::LeaseInterceptor(NamespaceInterceptor::new(namespace).map_err(|e| {
+                BackendError::InvalidArgument {
+                    message: format!("containerd namespace {namespace:?}: {e}"),
+                }
+            })?);
         Ok(Self {
             channel: berth_proto::transport::connect_unix_lazy(address),
             interceptor,
@@ -780,5 +783,13 @@ impl Backend for GrpcBackend {
                 }
             }
         })))
+    }
+
+    async fn lease_create(&self, id: &str, labels: HashMap<String, String>) -> BackendResult<()> {
+        self.create_lease(id, labels).await
+    }
+
+    async fn lease_delete(&self, id: &str) -> BackendResult<()> {
+        self.delete_lease(id).await
     }
 }
