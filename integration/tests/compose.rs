@@ -32,7 +32,7 @@ pub fn tests() -> Vec<Spec> {
 }
 
 /// Runs docker-compose for project `project` with `file` against the stack.
-fn compose(
+pub fn compose(
     s: &Stack,
     project: &str,
     file: &str,

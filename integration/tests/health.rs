@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use berth_integration::prereq::Need;
 use berth_integration::stack::Daemon;
 use berth_integration::{wait_until, Stack};
 use serde_json::Value;
@@ -32,6 +33,11 @@ pub fn tests() -> Vec<Spec> {
             name: "health::image_healthcheck_merge_and_no_healthcheck",
             needs: DOCKER,
             run: image_healthcheck,
+        },
+        Spec {
+            name: "health::compose_waits_for_a_healthy_service",
+            needs: &[Need::Root, Need::Busybox, Need::Docker, Need::Compose],
+            run: compose_waits,
         },
         Spec {
             name: "health::exec_into_paused_or_stopped_is_refused",
@@ -404,6 +410,35 @@ fn image_healthcheck() -> Result<()> {
     )?;
     s.docker(&["rm", "-f", "img", "over", "off"])?.ok()?;
     Ok(())
+}
+
+fn compose_waits() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let up = |args: &[&str]| crate::compose::compose(&s, "bthealth", "health.yml", &[], args);
+    up(&["up", "-d"])?.ok()?;
+    // `up` started app only once db was healthy.
+    let db = inspect(&s, "bthealth_db_1")?;
+    let app = inspect(&s, "bthealth_app_1")?;
+    ensure!(
+        db["State"]["Health"]["Status"] == "healthy" && app["State"]["Running"] == true,
+        "db {} app {}",
+        db["State"],
+        app["State"]
+    );
+    let healthy_at = db["State"]["Health"]["Log"]
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["ExitCode"] == 0))
+        .and_then(|r| r["End"].as_str())
+        .context("db has no passing probe")?
+        .to_string();
+    let app_started = app["State"]["StartedAt"].as_str().unwrap_or_default();
+    // RFC 3339 UTC times with nanoseconds compare as strings.
+    ensure!(
+        app_started > healthy_at.as_str(),
+        "app started at {app_started}, before db was healthy at {healthy_at}"
+    );
+    up(&["down", "-t", "1"])?.ok()?;
+    crate::common::wait_no_containers(&s)
 }
 
 fn exec_refused() -> Result<()> {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::InvalidParameter;
+use crate::types::nullable;
 
 /// dockerd's defaults (daemon/health.go).
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -63,21 +64,22 @@ pub fn ps_word(status: &str) -> String {
     }
 }
 
-/// `Config.Healthcheck` (durations in nanoseconds, as the API sends them).
+/// `Config.Healthcheck` (durations in nanoseconds, as the API sends them; docker-py sends
+/// `null` for what it leaves unset).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct HealthConfig {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     pub test: Vec<String>,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero", deserialize_with = "nullable")]
     pub interval: i64,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero", deserialize_with = "nullable")]
     pub timeout: i64,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero", deserialize_with = "nullable")]
     pub start_period: i64,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero", deserialize_with = "nullable")]
     pub start_interval: i64,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero", deserialize_with = "nullable")]
     pub retries: i64,
 }
 
@@ -400,6 +402,18 @@ mod tests {
         let none = cfg(json!({"Test": ["NONE"]}));
         let m = HealthConfig::merge(Some(none), Some(cfg(json!({"Test": ["CMD", "x"]})))).unwrap();
         assert!(m.probe_command(&[]).is_none());
+    }
+
+    #[test]
+    fn nulls_are_unset() {
+        let c = cfg(json!({"Test": ["CMD", "true"], "Timeout": null, "Retries": null}));
+        assert_eq!((c.timeout, c.retries), (0, 0));
+        let mut extra = serde_json::Map::new();
+        extra.insert(
+            "Healthcheck".into(),
+            json!({"Test": null, "Interval": 5_000_000_000i64}),
+        );
+        assert!(check(&extra).is_ok());
     }
 
     #[test]
