@@ -342,12 +342,60 @@ fn export_and_diff() -> Result<()> {
         "D /bin/ls",
         "A /created",
         "A /data",
+        "C /etc",
         "C /etc/passwd",
-        "D /usr",
+        "C /usr",
         "C /var",
         "A /var/x",
     ];
     ensure!(lines == want, "docker diff printed {:?}", out.stdout);
+    // Nothing changed: nothing printed (the runtime's mountpoints are not changes).
+    s.docker(&["run", "--name", "quiet", "busybox", "true"])?
+        .ok()?;
+    let out = s.docker(&["diff", "quiet"])?.ok()?;
+    ensure!(
+        out.stdout.is_empty(),
+        "diff of an idle container: {:?}",
+        out.stdout
+    );
+    s.docker(&["create", "--name", "fresh", "busybox", "true"])?
+        .ok()?;
+    let out = s.docker(&["diff", "fresh"])?.ok()?;
+    ensure!(
+        out.stdout.is_empty(),
+        "diff of a created container: {:?}",
+        out.stdout
+    );
+
+    // A running container exports too (its upper dir read through a read-only view).
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "busybox",
+        "sh",
+        "-c",
+        "echo l > /live; sleep 1000",
+    ])?
+    .ok()?;
+    berth_integration::wait_until(
+        "/live to be written",
+        std::time::Duration::from_secs(20),
+        || {
+            Ok(exec(&s, "live", "cat /live 2>/dev/null || true")?
+                .eq("l\n")
+                .then_some(()))
+        },
+    )?;
+    let tar = s.dir.join("live.tar");
+    s.docker(&["export", "-o", &p(&tar), "live"])?.ok()?;
+    let names = tar_names(&std::fs::read(&tar)?)?;
+    ensure!(
+        names.iter().any(|n| n == "live"),
+        "export of a running container: {names:?}"
+    );
+    s.docker(&["rm", "-f", "live"])?.ok()?;
 
     let out = s.docker(&["diff", "nope"])?.expect_code(1)?;
     expect_contains(
@@ -355,7 +403,7 @@ fn export_and_diff() -> Result<()> {
         &out.stderr,
         "No such container: nope",
     )?;
-    s.docker(&["rm", "ex1"])?.ok()?;
+    s.docker(&["rm", "ex1", "quiet", "fresh"])?.ok()?;
     no_views_left(&s)?;
     crate::volumes::no_mounts_left(&s).context("after export")
 }

@@ -55,7 +55,7 @@ pub fn route(
     let path = || {
         let p = q.get("path");
         if p.is_empty() {
-            Err(ApiError::bad_request("no path specified"))
+            Err(ApiError::bad_request("bad parameter: pathcannot be empty"))
         } else {
             Ok(p)
         }
@@ -275,7 +275,7 @@ mod tests {
         let e = parse(&Method::GET, "/containers/c/archive", None).unwrap_err();
         assert_eq!(
             (e.status.as_u16(), e.message.as_str()),
-            (400, "no path specified")
+            (400, "bad parameter: pathcannot be empty")
         );
     }
 }

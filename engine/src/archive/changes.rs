@@ -1,8 +1,10 @@
 //! `docker diff`: the changes of a container's overlay upper dir against its image
-//! layers, walked like moby's `archive.OverlayChanges`: depth first in lexical order,
-//! whiteouts (0:0 char devices) and opaque directories present below as deletions, an
-//! entry present below as a modification (directories only when their size, mode or
-//! mtime differ), and the parent of an addition or deletion reported as modified once.
+//! layers, reported as dockerd 20.10's overlay2 (tree comparison) reports them: an
+//! entry present below is modified (directories only when their size, mode or mtime
+//! differ), whiteouts (0:0 char devices) are deletions, an opaque directory over one
+//! below is modified with what it hides deleted, and the parent of an addition or
+//! deletion is reported as modified once (moby's `OverlayChanges` rule). dockerd's order
+//! is Go map order; here it is depth first and lexical.
 //! Skipped paths (the runtime's mountpoints) are left out, and do not make their parent
 //! directory look modified.
 
@@ -64,14 +66,36 @@ fn is_whiteout(m: &std::fs::Metadata) -> bool {
 impl Walk<'_> {
     fn dir(&mut self, dir: &str) -> Result<(), ArchiveError> {
         let hdir = host(self.upper, dir);
-        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&hdir)
+        let mut names: Vec<(std::ffi::OsString, bool)> = std::fs::read_dir(&hdir)
             .map_err(|e| ArchiveError::io("read", &hdir, e))?
-            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .filter_map(|e| e.ok().map(|e| (e.file_name(), false)))
             .collect();
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for n in names {
+        // An opaque directory hides what the layers below had in it: those entries are
+        // deletions, as dockerd's tree comparison reports them.
+        if !dir.is_empty() && self.opaque_over_lower(dir, &hdir) {
+            let mut hidden: Vec<std::ffi::OsString> = Vec::new();
+            for layer in self.lowers {
+                let Ok(rd) = std::fs::read_dir(host(layer, dir)) else {
+                    continue;
+                };
+                for e in rd.filter_map(Result::ok) {
+                    let whiteout = e.metadata().is_ok_and(|m| is_whiteout(&m));
+                    let n = e.file_name();
+                    if !whiteout && !names.iter().any(|(u, _)| *u == n) && !hidden.contains(&n) {
+                        hidden.push(n);
+                    }
+                }
+            }
+            names.extend(hidden.into_iter().map(|n| (n, true)));
+        }
+        names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (n, hidden) in names {
             let path = format!("{dir}/{}", n.to_string_lossy());
             if (self.skip)(&path) {
+                continue;
+            }
+            if hidden {
+                self.record(path, DELETED);
                 continue;
             }
             let hpath = host(self.upper, &path);
@@ -84,22 +108,7 @@ impl Walk<'_> {
                 if meta.is_dir() {
                     self.changed_dirs.insert(path.clone());
                 }
-                if kind != MODIFIED {
-                    let parent = match path.rfind('/') {
-                        Some(0) | None => "/".to_string(),
-                        Some(i) => path[..i].to_string(),
-                    };
-                    if parent != "/" && self.changed_dirs.insert(parent.clone()) {
-                        self.out.push(Change {
-                            path: parent,
-                            kind: MODIFIED,
-                        });
-                    }
-                }
-                self.out.push(Change {
-                    path: path.clone(),
-                    kind,
-                });
+                self.record(path.clone(), kind);
             }
             if meta.is_dir() {
                 self.dir(&path)?;
@@ -108,9 +117,26 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Adds a change; an addition or deletion reports its parent as modified first.
+    fn record(&mut self, path: String, kind: u8) {
+        if kind != MODIFIED {
+            let parent = match path.rfind('/') {
+                Some(0) | None => "/".to_string(),
+                Some(i) => path[..i].to_string(),
+            };
+            if parent != "/" && self.changed_dirs.insert(parent.clone()) {
+                self.out.push(Change {
+                    path: parent,
+                    kind: MODIFIED,
+                });
+            }
+        }
+        self.out.push(Change { path, kind });
+    }
+
     /// `None` for a directory that exists below unchanged.
     fn kind(&self, path: &str, hpath: &Path, meta: &std::fs::Metadata) -> Option<u8> {
-        if is_whiteout(meta) || (meta.is_dir() && self.opaque_over_lower(path, hpath)) {
+        if is_whiteout(meta) {
             return Some(DELETED);
         }
         for layer in self.lowers {
@@ -119,11 +145,11 @@ impl Walk<'_> {
                 continue;
             };
             if below.is_dir() && meta.is_dir() && below.mode() == meta.mode() {
-                // A directory holding a runtime mountpoint (/etc for /etc/hosts) got its
-                // mtime and size from making that mountpoint, which dockerd makes in the
-                // init layer below: only its mode tells.
+                // A directory in the upper dir only for a runtime mountpoint (/etc for
+                // /etc/hosts) got its mtime and size from making it, which dockerd does
+                // in the init layer below: only its mode tells.
                 let unchanged = (below.size() == meta.size() && same_time(&below, meta))
-                    || self.holds_skipped(path, hpath);
+                    || self.only_skipped(path, hpath);
                 if unchanged {
                     return None;
                 }
@@ -133,35 +159,26 @@ impl Walk<'_> {
         Some(ADDED)
     }
 
-    fn holds_skipped(&self, path: &str, hpath: &Path) -> bool {
-        std::fs::read_dir(hpath).is_ok_and(|d| {
-            d.filter_map(Result::ok)
-                .any(|e| (self.skip)(&format!("{path}/{}", e.file_name().to_string_lossy())))
-        })
+    fn only_skipped(&self, path: &str, hpath: &Path) -> bool {
+        let Ok(d) = std::fs::read_dir(hpath) else {
+            return false;
+        };
+        let names: Vec<String> = d
+            .filter_map(Result::ok)
+            .map(|e| format!("{path}/{}", e.file_name().to_string_lossy()))
+            .collect();
+        !names.is_empty() && names.iter().all(|n| (self.skip)(n))
     }
 
+    /// Whether `path` is an opaque directory over one that exists below.
     fn opaque_over_lower(&self, path: &str, hpath: &Path) -> bool {
         let opaque = xattr(hpath, "trusted.overlay.opaque");
         if opaque.as_deref() != Some(b"y") {
             return false;
         }
-        for layer in self.lowers {
-            match std::fs::metadata(host(layer, path)) {
-                Ok(m) => return !is_whiteout(&m),
-                Err(_) => {
-                    let mut p = Path::new(path).parent();
-                    while let Some(d) = p.filter(|d| *d != Path::new("/")) {
-                        if std::fs::metadata(host(layer, &d.to_string_lossy()))
-                            .is_ok_and(|m| is_whiteout(&m))
-                        {
-                            return false;
-                        }
-                        p = d.parent();
-                    }
-                }
-            }
-        }
-        false
+        self.lowers
+            .iter()
+            .any(|layer| std::fs::symlink_metadata(host(layer, path)).is_ok_and(|m| m.is_dir()))
     }
 }
 
@@ -199,6 +216,13 @@ mod tests {
         )
         .unwrap();
         std::fs::write(upper.join("new"), "").unwrap();
+        // /usr removed and made again: opaque, hiding the lower usr/lib.
+        std::fs::create_dir_all(lower.join("usr/lib")).unwrap();
+        xattr::set(upper.join("usr"), "trusted.overlay.opaque", b"y").unwrap();
+        std::fs::write(upper.join("usr/x"), "").unwrap();
+        // Only a runtime mountpoint in it: not modified.
+        std::fs::create_dir_all(lower.join("run")).unwrap();
+        std::fs::create_dir_all(upper.join("run/proc")).unwrap();
         std::fs::create_dir_all(upper.join("proc")).unwrap();
         // Same dir metadata on both sides: not reported.
         let t = nix::sys::time::TimeSpec::new(1000, 0);
@@ -214,7 +238,7 @@ mod tests {
                 .unwrap();
             }
         }
-        let got = changes(&upper, &[lower], &|p| p == "/proc").unwrap();
+        let got = changes(&upper, &[lower], &|p| p == "/proc" || p == "/run/proc").unwrap();
         let got: Vec<(&str, u8)> = got.iter().map(|c| (c.path.as_str(), c.kind)).collect();
         assert_eq!(
             got,
@@ -223,6 +247,9 @@ mod tests {
                 ("/etc/group", DELETED),
                 ("/etc/passwd", MODIFIED),
                 ("/new", ADDED),
+                ("/usr", MODIFIED),
+                ("/usr/lib", DELETED),
+                ("/usr/x", ADDED),
             ]
         );
     }
