@@ -45,6 +45,11 @@ pub fn tests() -> Vec<Spec> {
             needs: NEEDS,
             run: killed_mid_pull,
         },
+        Spec {
+            name: "registry_more::blob_download_cut_midway_resumes_with_range",
+            needs: NEEDS,
+            run: resumed_download,
+        },
     ]
 }
 
@@ -216,12 +221,22 @@ fn https_registry() -> Result<()> {
 }
 
 /// A loopback proxy in front of the registry that, while `stall` is set, forwards the
-/// first 64 KiB of the answer for one blob and then holds the connection.
+/// first 64 KiB of the answer for one blob and then holds the connection (with `cut`,
+/// closes it instead, once). `ranged` tells whether a Range request for it came.
 struct Proxy {
     host: String,
     stall: Arc<AtomicBool>,
     stalled: Arc<AtomicBool>,
+    ranged: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+}
+
+struct Flags {
+    stall: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
+    ranged: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    cut: bool,
 }
 
 impl Drop for Proxy {
@@ -234,30 +249,33 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    fn start(upstream: &str, blob: &str) -> Result<Proxy> {
+    fn start(upstream: &str, blob: &str, cut: bool) -> Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let proxy = Proxy {
             host: listener.local_addr()?.to_string(),
             stall: Arc::new(AtomicBool::new(true)),
             stalled: Arc::new(AtomicBool::new(false)),
+            ranged: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
         };
         let (upstream, blob) = (upstream.to_string(), blob.to_string());
-        let (stall, stalled, stop) = (
-            proxy.stall.clone(),
-            proxy.stalled.clone(),
-            proxy.stop.clone(),
-        );
+        let flags = || Flags {
+            stall: proxy.stall.clone(),
+            stalled: proxy.stalled.clone(),
+            ranged: proxy.ranged.clone(),
+            stop: proxy.stop.clone(),
+            cut,
+        };
+        let shared = Arc::new(flags());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
+                if shared.stop.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let (upstream, blob) = (upstream.clone(), blob.clone());
-                let (stall, stalled, stop) = (stall.clone(), stalled.clone(), stop.clone());
+                let (upstream, blob, f) = (upstream.clone(), blob.clone(), shared.clone());
                 std::thread::spawn(move || {
-                    let _ = relay(conn, &upstream, &blob, &stall, &stalled, &stop);
+                    let _ = relay(conn, &upstream, &blob, &f);
                 });
             }
         });
@@ -265,14 +283,8 @@ impl Proxy {
     }
 }
 
-fn relay(
-    mut client: TcpStream,
-    upstream: &str,
-    blob: &str,
-    stall: &AtomicBool,
-    stalled: &AtomicBool,
-    stop: &AtomicBool,
-) -> Result<()> {
+fn relay(mut client: TcpStream, upstream: &str, blob: &str, f: &Flags) -> Result<()> {
+    let (stall, stalled, stop) = (&*f.stall, &*f.stalled, &*f.stop);
     client.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut head = Vec::new();
     let mut buf = [0u8; 8192];
@@ -284,11 +296,11 @@ fn relay(
         }
         head.extend_from_slice(&buf[..n]);
     }
-    let line = String::from_utf8_lossy(&head)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.contains(blob) && text.contains("\r\nrange: bytes=") {
+        f.ranged.store(true, Ordering::SeqCst);
+    }
     let held = line.contains(blob) && stall.load(Ordering::SeqCst);
     let mut server = TcpStream::connect(upstream)?;
     server.write_all(&head)?;
@@ -302,6 +314,9 @@ fn relay(
         sent += n;
         if held && sent >= 64 << 10 {
             stalled.store(true, Ordering::SeqCst);
+            if f.cut {
+                stall.store(false, Ordering::SeqCst);
+            }
             while stall.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -336,16 +351,8 @@ fn killed_mid_pull() -> Result<()> {
     let mut s = Stack::start()?;
     let reg = Registry::start(&s.dir, None)?;
     reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(reg.dir.join("oci/index.json"))?)?;
-    let man_digest = index["manifests"][0]["digest"].as_str().context("index")?;
-    let man: serde_json::Value = serde_json::from_slice(&std::fs::read(
-        reg.dir
-            .join("oci/blobs/sha256")
-            .join(man_digest.trim_start_matches("sha256:")),
-    )?)?;
-    let layer = man["layers"][0]["digest"].as_str().context("layer")?;
-    let proxy = Proxy::start(&reg.host, layer)?;
+    let layer = &layer_digest(&reg)?;
+    let proxy = Proxy::start(&reg.host, layer, false)?;
     let image = format!("{}/busybox", proxy.host);
     let cli = berth_integration::prereq::docker_cli().context("docker CLI")?;
     let pull = Background(
@@ -391,5 +398,47 @@ fn killed_mid_pull() -> Result<()> {
         "leases after the retry: {:?}",
         leases(&s)?
     );
+    Ok(())
+}
+
+/// The digest of the busybox layer the registry holds (from the pushed OCI layout).
+fn layer_digest(reg: &Registry) -> Result<String> {
+    let layout = reg.dir.join("oci");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let man_digest = index["manifests"][0]["digest"].as_str().context("index")?;
+    let man: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(man_digest.trim_start_matches("sha256:")),
+    )?)?;
+    Ok(man["layers"][0]["digest"]
+        .as_str()
+        .context("layer digest")?
+        .to_string())
+}
+
+/// The registry connection dies mid-blob once: the download resumes with a Range
+/// request from where it broke, and the pull succeeds.
+fn resumed_download() -> Result<()> {
+    let s = Stack::start()?;
+    let reg = Registry::start(&s.dir, None)?;
+    reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
+    let proxy = Proxy::start(&reg.host, &layer_digest(&reg)?, true)?;
+    let image = format!("{}/busybox", proxy.host);
+    let out = s.docker(&["pull", &image])?.ok()?;
+    expect_contains("resumed pull", &out.stdout, "Pull complete")?;
+    ensure!(
+        proxy.stalled.load(Ordering::SeqCst),
+        "the proxy never cut the blob"
+    );
+    ensure!(
+        proxy.ranged.load(Ordering::SeqCst),
+        "the retry was not a Range request"
+    );
+    let out = s
+        .docker(&["run", "--rm", &image, "echo", "resumed"])?
+        .ok()?;
+    ensure!(out.stdout == "resumed\n", "run stdout {:?}", out.stdout);
     Ok(())
 }

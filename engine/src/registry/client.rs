@@ -37,6 +37,8 @@ pub struct Call<'a> {
     pub accept: &'a str,
     pub content_type: &'a str,
     pub body: Bytes,
+    /// Non-zero: `Range: bytes=<n>-`, to resume a blob download.
+    pub range_from: u64,
 }
 
 /// A response whose body has not been read yet.
@@ -49,11 +51,22 @@ pub struct Fetched {
 impl Fetched {
     /// Reads the body, calling `progress` with the byte count so far.
     pub async fn read_all(
-        mut self,
+        self,
         limit: u64,
-        mut progress: impl FnMut(u64),
+        progress: impl FnMut(u64),
     ) -> Result<Bytes, RegistryError> {
         let mut buf = BytesMut::new();
+        self.read_into(&mut buf, limit, progress).await?;
+        Ok(buf.freeze())
+    }
+
+    /// Appends the body to `buf` (which keeps what arrived if the transfer breaks).
+    pub async fn read_into(
+        mut self,
+        buf: &mut BytesMut,
+        limit: u64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), RegistryError> {
         while let Some(frame) = self.body.frame().await {
             let frame = frame.map_err(|e| RegistryError::Transfer {
                 message: e.to_string(),
@@ -66,7 +79,7 @@ impl Fetched {
                 progress(buf.len() as u64);
             }
         }
-        Ok(buf.freeze())
+        Ok(())
     }
 }
 
@@ -155,6 +168,17 @@ impl Client {
         reference: &str,
         accept: &str,
     ) -> Result<Fetched, RegistryError> {
+        self.get_from(kind, reference, accept, 0).await
+    }
+
+    /// [`Client::get`] of the bytes from `offset` on (a `Range` request when non-zero).
+    pub async fn get_from(
+        &mut self,
+        kind: &str,
+        reference: &str,
+        accept: &str,
+        offset: u64,
+    ) -> Result<Fetched, RegistryError> {
         let path = format!("/v2/{}/{kind}/{reference}", self.repo);
         self.call(Call {
             method: Method::GET,
@@ -162,6 +186,7 @@ impl Client {
             accept,
             content_type: "",
             body: Bytes::new(),
+            range_from: offset,
         })
         .await
     }
@@ -311,6 +336,7 @@ fn get(path: &str) -> Call<'_> {
         accept: "",
         content_type: "",
         body: Bytes::new(),
+        range_from: 0,
     }
 }
 
@@ -401,6 +427,9 @@ where
     }
     if !call.content_type.is_empty() {
         req = req.header(header::CONTENT_TYPE, call.content_type);
+    }
+    if call.range_from > 0 {
+        req = req.header(header::RANGE, format!("bytes={}-", call.range_from));
     }
     if let Some(a) = auth {
         req = req.header(header::AUTHORIZATION, a);

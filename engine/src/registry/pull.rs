@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -113,31 +113,55 @@ async fn fetch_manifest(
     Ok((data, digest, ct))
 }
 
-/// Downloads one blob and checks its size and digest before anyone sees it.
+/// How often a blob download cut mid-body is resumed before the pull fails.
+const RESUMES: u32 = 3;
+
+/// Downloads one blob and checks its size and digest before anyone sees it. A transfer
+/// that breaks after some bytes arrived is resumed with a `Range` request from there
+/// (a registry that answers 200 instead of 206 sends the whole blob again).
 async fn fetch_blob(
     c: &mut Client,
     desc: &Desc,
     progress: Option<&Progress<'_>>,
 ) -> Result<Bytes, RegistryError> {
-    let f = c.get("blobs", &desc.digest, "").await?;
-    if !f.status.is_success() {
-        let url = format!("{}/v2/{}/blobs/{}", c.base_url(), c.repo(), desc.digest);
-        return Err(status_error(&f, url));
-    }
     let total = u64::try_from(desc.size).unwrap_or(0);
     let id = short(&desc.digest).to_string();
     let mut last = 0u64;
-    let data = f
-        .read_all(total, |n| {
-            // About every 512 KiB, not every frame; a progress line that does not fit
-            // in the channel right now is dropped rather than stalling the download.
-            if let Some(p) = progress.filter(|_| n - last >= 512 << 10) {
-                last = n;
-                let _ = p.0.try_send(json!({"status": "Downloading",
-                    "progressDetail": {"current": n, "total": total}, "id": id}));
+    let mut buf = BytesMut::new();
+    let mut resumes = 0;
+    loop {
+        let offset = buf.len() as u64;
+        let f = c.get_from("blobs", &desc.digest, "", offset).await?;
+        if !f.status.is_success() {
+            let url = format!("{}/v2/{}/blobs/{}", c.base_url(), c.repo(), desc.digest);
+            return Err(status_error(&f, url));
+        }
+        if offset > 0 && f.status != StatusCode::PARTIAL_CONTENT {
+            buf.clear();
+        }
+        let read = f
+            .read_into(&mut buf, total, |n| {
+                // About every 512 KiB, not every frame; a progress line that does not
+                // fit in the channel right now is dropped rather than stalling the pull.
+                if let Some(p) = progress.filter(|_| n.saturating_sub(last) >= 512 << 10) {
+                    last = n;
+                    let _ = p.0.try_send(json!({"status": "Downloading",
+                        "progressDetail": {"current": n, "total": total}, "id": id}));
+                }
+            })
+            .await;
+        match read {
+            Ok(()) => break,
+            Err(RegistryError::Transfer { message })
+                if resumes < RESUMES && buf.len() as u64 > offset =>
+            {
+                resumes += 1;
+                tracing::info!(digest = %desc.digest, at = buf.len(), error = %message, "blob download broke; resuming");
             }
-        })
-        .await?;
+            Err(e) => return Err(e),
+        }
+    }
+    let data = buf.freeze();
     if let Some(p) = progress {
         p.layer(&id, "Verifying Checksum").await;
     }

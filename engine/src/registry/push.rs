@@ -50,6 +50,7 @@ async fn upload(c: &mut Client, desc: &Descriptor, data: Bytes) -> Result<bool, 
             accept: "",
             content_type: "",
             body: Bytes::new(),
+            range_from: 0,
         })
         .await?;
     if exists.status.is_success() {
@@ -63,6 +64,7 @@ async fn upload(c: &mut Client, desc: &Descriptor, data: Bytes) -> Result<bool, 
             accept: "",
             content_type: "",
             body: Bytes::new(),
+            range_from: 0,
         })
         .await?;
     if started.status != StatusCode::ACCEPTED {
@@ -83,6 +85,7 @@ async fn upload(c: &mut Client, desc: &Descriptor, data: Bytes) -> Result<bool, 
             accept: "",
             content_type: "application/octet-stream",
             body: data,
+            range_from: 0,
         })
         .await?;
     if done.status != StatusCode::CREATED {
@@ -143,6 +146,7 @@ pub async fn push<B: Backend>(
                 &image.target.media_type
             },
             body: manifest,
+            range_from: 0,
         })
         .await?;
     if put.status != StatusCode::CREATED {
