@@ -37,6 +37,10 @@ pub struct ContainerFs {
     /// Whether `root` is a live container's `/proc/<pid>/root`.
     live: bool,
     _view: Option<RootfsView>,
+    /// The container's state lock while a view of a stopped container is mounted: it
+    /// cannot start (mounting the same overlay dirs) or go away meanwhile, as dockerd
+    /// holds the container's lock.
+    _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl ContainerFs {
@@ -46,19 +50,16 @@ impl ContainerFs {
         rec: &ContainerRecord,
         writable: bool,
     ) -> Result<Self, ArchiveError> {
-        if rec.state.status.is_running() && rec.state.pid > 0 {
-            let root = PathBuf::from(format!("/proc/{}/root", rec.state.pid));
-            if std::fs::symlink_metadata(&root).is_ok() {
-                return Ok(Self {
-                    root,
-                    live: true,
-                    _view: None,
-                });
-            }
+        if let Some(fs) = Self::live(rec) {
+            return Ok(fs);
+        }
+        let (lock, rec) = Self::lock(d, rec).await?;
+        if let Some(fs) = Self::live(&rec) {
+            return Ok(fs);
         }
         let mut extra = rec.mount_points.clone();
-        extra.extend(network_files(rec));
-        Self::view(d, rec, &extra, writable).await
+        extra.extend(network_files(&rec));
+        Self::view(d, &rec, &extra, writable, Some(lock)).await
     }
 
     /// The container's own filesystem, without any volume or bind (`docker export`).
@@ -66,7 +67,43 @@ impl ContainerFs {
         d: &Daemon<B>,
         rec: &ContainerRecord,
     ) -> Result<Self, ArchiveError> {
-        Self::view(d, rec, &[], false).await
+        let (lock, rec) = if rec.state.status.is_running() {
+            (None, rec.clone())
+        } else {
+            let (l, r) = Self::lock(d, rec).await?;
+            (Some(l), r)
+        };
+        Self::view(d, &rec, &[], false, lock).await
+    }
+
+    fn live(rec: &ContainerRecord) -> Option<Self> {
+        if !rec.state.status.is_running() || rec.state.pid == 0 {
+            return None;
+        }
+        let root = PathBuf::from(format!("/proc/{}/root", rec.state.pid));
+        std::fs::symlink_metadata(&root).ok()?;
+        Some(Self {
+            root,
+            live: true,
+            _view: None,
+            _lock: None,
+        })
+    }
+
+    /// Takes the container's lock and reads its record again under it.
+    async fn lock<B: Backend>(
+        d: &Daemon<B>,
+        rec: &ContainerRecord,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, ContainerRecord), ArchiveError> {
+        let guard = d.lock_for(&rec.id).lock_owned().await;
+        let rec = d
+            .store
+            .get(&rec.id)
+            .ok_or_else(|| ArchiveError::NoFilesystem {
+                id: rec.id.clone(),
+                message: "the container was removed".into(),
+            })?;
+        Ok((guard, rec))
     }
 
     async fn view<B: Backend>(
@@ -74,6 +111,7 @@ impl ContainerFs {
         rec: &ContainerRecord,
         extra: &[MountPoint],
         writable: bool,
+        lock: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> Result<Self, ArchiveError> {
         let mounts = d
             .backend
@@ -88,6 +126,7 @@ impl ContainerFs {
             root: view.path().to_path_buf(),
             live: false,
             _view: Some(view),
+            _lock: lock,
         })
     }
 

@@ -278,7 +278,7 @@ impl<B: Backend> Daemon<B> {
         let _ = self.events.send(event);
     }
 
-    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(id.to_string()).or_default().clone()
     }
