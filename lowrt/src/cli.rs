@@ -48,6 +48,10 @@ pub enum Command {
         /// Accepted for compatibility: lowrt does not create session keyrings.
         #[arg(long)]
         no_new_keyring: bool,
+        /// Move the rootfs onto / and chroot instead of pivot_root (runc's flag; for a
+        /// rootfs on a ramdisk, where pivot_root is refused; weaker isolation).
+        #[arg(long)]
+        no_pivot: bool,
         id: String,
     },
     /// Start a created container.
@@ -89,6 +93,10 @@ pub enum Command {
         preserve_fds: u32,
         #[arg(long)]
         no_new_keyring: bool,
+        /// Move the rootfs onto / and chroot instead of pivot_root (runc's flag; for a
+        /// rootfs on a ramdisk, where pivot_root is refused; weaker isolation).
+        #[arg(long)]
+        no_pivot: bool,
         id: String,
     },
     /// Run a new process inside a container.

@@ -42,6 +42,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, ContainerError> {
             console_socket,
             preserve_fds,
             no_new_keyring: _,
+            no_pivot,
             id,
         } => commands::create(
             &g,
@@ -51,6 +52,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, ContainerError> {
                 pid_file,
                 console_socket,
                 preserve_fds,
+                no_pivot,
             },
         ),
         Command::Run {
@@ -60,6 +62,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, ContainerError> {
             console_socket,
             preserve_fds,
             no_new_keyring: _,
+            no_pivot,
             id,
         } => commands::run(
             &g,
@@ -69,6 +72,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, ContainerError> {
                 pid_file,
                 console_socket,
                 preserve_fds,
+                no_pivot,
             },
             detach,
         ),

@@ -31,6 +31,8 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub preserve_fds: u32,
+    /// `--no-pivot`: MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
 }
 
 /// A created container, still blocked on exec.fifo.
@@ -301,6 +303,7 @@ pub(crate) fn launch_with(
                 console: console.as_ref(),
                 fifo: Some(&fifo),
                 preserve_fds: opts.preserve_fds,
+                no_pivot: opts.no_pivot,
                 sync: &child_end,
                 in_cgroups: false,
                 idmapped: &idmapped,

@@ -138,6 +138,7 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
                 console: console.as_ref(),
                 fifo: None,
                 preserve_fds: opts.preserve_fds,
+                no_pivot: false,
                 sync: &child_end,
                 in_cgroups: true,
                 idmapped: &[],

@@ -93,6 +93,8 @@ pub struct InitContext<'a> {
     /// O_PATH fd of exec.fifo (init only).
     pub fifo: Option<&'a OwnedFd>,
     pub preserve_fds: u32,
+    /// `--no-pivot` (init only).
+    pub no_pivot: bool,
     pub sync: &'a OwnedFd,
     /// Per spec mount, the idmapped tree the runtime made (init only; else empty).
     pub idmapped: &'a [Option<OwnedFd>],
@@ -296,6 +298,9 @@ fn create_hooks(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
 }
 
 fn pivot_root(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
+    if ctx.no_pivot {
+        return Ok(rootfs::move_root(ctx.sys, &ctx.rootfs)?);
+    }
     Ok(rootfs::pivot_root(ctx.sys, &ctx.rootfs)?)
 }
 

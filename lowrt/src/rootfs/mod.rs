@@ -166,6 +166,55 @@ pub fn pivot_root(sys: &dyn Syscall, rootfs: &Path) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// `--no-pivot` (runc's msMoveRoot): for a rootfs where pivot_root(2) is refused (on the
+/// initramfs). Full proc and sysfs mounts outside the rootfs are detached first (made
+/// slave so nothing propagates back; covered with a tmpfs where detaching is refused):
+/// they would stay reachable through a chroot escape and make the kernel's "fully
+/// visible" check pass for a container that should not mount proc. Then the rootfs is
+/// moved onto / and we chroot into it. Weaker than pivot_root: the old root is still
+/// there under the moved mount.
+pub fn move_root(sys: &dyn Syscall, rootfs: &Path) -> Result<(), RootfsError> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
+    let mut exposed = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let fstype = right.split(' ').next().unwrap_or("");
+        if fields.len() < 5 || fields[3] != "/" || !matches!(fstype, "proc" | "sysfs") {
+            continue;
+        }
+        let point = PathBuf::from(fields[4]);
+        if !point.starts_with(rootfs) {
+            exposed.push(point);
+        }
+    }
+    // Deepest first, so a mount is never detached from under a later one.
+    exposed.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in exposed {
+        sys.mount(None, &p, None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+        match sys.umount2(&p, MntFlags::MNT_DETACH) {
+            Err(e) if matches!(e.source, Errno::EINVAL | Errno::EPERM) => {
+                sys.mount(
+                    Some(Path::new("tmpfs")),
+                    &p,
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    None,
+                )?;
+            }
+            other => other?,
+        }
+    }
+    sys.chdir(rootfs)?;
+    sys.mount(Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
+    sys.chroot(Path::new("."))?;
+    sys.chdir(Path::new("/"))?;
+    Ok(())
+}
+
 /// Steps after pivot_root (paths are container paths below `root`, "/" in production).
 pub fn finalize(
     sys: &dyn Syscall,

@@ -159,3 +159,29 @@ fn finalize_masks_files_and_dirs_and_skips_missing() {
     )));
     assert!(!m.iter().any(|(t, ..)| t.ends_with("missing")));
 }
+
+#[test]
+fn move_root_detaches_then_moves_and_chroots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = RecordingSyscall::default();
+    move_root(&sys, tmp.path()).unwrap();
+    let calls = sys.calls();
+    let tail: Vec<&Call> = calls.iter().rev().take(4).collect();
+    assert_eq!(*tail[0], Call::Chdir("/".into()));
+    assert_eq!(*tail[1], Call::Chroot(".".into()));
+    assert!(
+        matches!(tail[2], Call::Mount { target, flags, .. } if target == Path::new("/") && *flags == MsFlags::MS_MOVE)
+    );
+    assert_eq!(*tail[3], Call::Chdir(tmp.path().to_path_buf()));
+    // This host's /proc is a full proc mount outside the rootfs: slaved, then detached.
+    let proc_calls: Vec<&Call> = calls
+        .iter()
+        .filter(|c| match c {
+            Call::Mount { target, .. } | Call::Umount { target, .. } => {
+                target == Path::new("/proc")
+            }
+            _ => false,
+        })
+        .collect();
+    assert_eq!(proc_calls.len(), 2, "{calls:?}");
+}

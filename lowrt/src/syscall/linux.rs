@@ -54,6 +54,10 @@ impl Syscall for LinuxSyscall {
         wrap("chdir", path, nix::unistd::chdir(path))
     }
 
+    fn chroot(&self, path: &Path) -> SysResult {
+        wrap("chroot", path, nix::unistd::chroot(path))
+    }
+
     fn mknod(&self, path: &Path, kind: SFlag, perm: Mode, dev: u64) -> SysResult {
         wrap("mknod", path, nix::sys::stat::mknod(path, kind, perm, dev))
     }

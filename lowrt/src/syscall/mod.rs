@@ -51,6 +51,7 @@ pub trait Syscall {
     fn umount2(&self, target: &Path, flags: MntFlags) -> SysResult;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult;
     fn chdir(&self, path: &Path) -> SysResult;
+    fn chroot(&self, path: &Path) -> SysResult;
     fn mknod(&self, path: &Path, kind: SFlag, perm: Mode, dev: u64) -> SysResult;
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> SysResult;
     fn symlink(&self, target: &Path, link: &Path) -> SysResult;

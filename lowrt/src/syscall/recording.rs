@@ -31,6 +31,7 @@ pub enum Call {
         put_old: PathBuf,
     },
     Chdir(PathBuf),
+    Chroot(PathBuf),
     Mknod {
         path: PathBuf,
         kind: SFlag,
@@ -118,6 +119,10 @@ impl Syscall for RecordingSyscall {
 
     fn chdir(&self, path: &Path) -> SysResult {
         self.push(Call::Chdir(path.to_path_buf()))
+    }
+
+    fn chroot(&self, path: &Path) -> SysResult {
+        self.push(Call::Chroot(path.to_path_buf()))
     }
 
     fn mknod(&self, path: &Path, kind: SFlag, _perm: Mode, dev: u64) -> SysResult {

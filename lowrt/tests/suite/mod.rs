@@ -12,6 +12,7 @@ mod hooks;
 mod idmap;
 mod lifecycle;
 mod mounts;
+mod nopivot;
 mod paths;
 mod personality;
 mod run;
