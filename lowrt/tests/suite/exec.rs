@@ -60,8 +60,15 @@ fn exec_detach_writes_pid_file(rt: &Runtime) {
         .unwrap()
         .trim()
         .to_owned();
-    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
-    assert_eq!(cmdline, "sleep\u{0}30\u{0}");
+    // runc writes the pid file before its `runc init` has exec'd the process.
+    super::harness::poll_until(
+        std::time::Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c == "sleep\u{0}30\u{0}")
+        },
+        &format!("{}: pid {pid} to be the exec'd sleep", rt.name),
+    );
     assert_eq!(
         std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
         std::fs::read_link(format!("/proc/{}/ns/pid", env.state("exd").unwrap()["pid"])).unwrap()
