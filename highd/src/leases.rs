@@ -123,18 +123,28 @@ pub fn change_resource(
     add: bool,
 ) -> Result<(), StoreError> {
     check_resource(&res)?;
-    db.update(|tx| {
-        let mut r: LeaseRecord = tx
-            .get(LEASES, ns, id)?
-            .ok_or_else(|| StoreError::not_found("lease", id))?;
-        r.resources.retain(|x| *x != res);
-        if add {
-            r.resources.push(res);
-            r.resources.sort();
-        }
-        tx.put(LEASES, ns, id, &r)?;
-        Ok(())
-    })
+    db.update(|tx| change_resource_in(tx, ns, id, res, add))
+}
+
+/// [`change_resource`] inside the caller's transaction, so that a resource and its lease
+/// entry are committed together (one commit, and no moment when GC sees it unleased).
+pub fn change_resource_in(
+    tx: &mut db::WriteTxn,
+    ns: &str,
+    id: &str,
+    res: Resource,
+    add: bool,
+) -> Result<(), StoreError> {
+    let mut r: LeaseRecord = tx
+        .get(LEASES, ns, id)?
+        .ok_or_else(|| StoreError::not_found("lease", id))?;
+    r.resources.retain(|x| *x != res);
+    if add {
+        r.resources.push(res);
+        r.resources.sort();
+    }
+    tx.put(LEASES, ns, id, &r)?;
+    Ok(())
 }
 
 pub fn resources(db: &Db, ns: &str, id: &str) -> Result<Vec<Resource>, StoreError> {

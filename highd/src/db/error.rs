@@ -24,6 +24,8 @@ pub enum DbError {
     Storage(#[from] Box<redb::StorageError>),
     #[error("commit transaction")]
     Commit(#[from] Box<redb::CommitError>),
+    #[error("set transaction durability")]
+    Durability(#[from] redb::SetDurabilityError),
     #[error("decode record {key} of table {table}")]
     Decode {
         table: String,

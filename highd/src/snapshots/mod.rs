@@ -220,7 +220,19 @@ impl Snapshotter {
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, StoreError> {
-        self.create(ns, Kind::Active, key, parent, labels)
+        self.create(ns, Kind::Active, key, parent, labels, None)
+    }
+
+    /// [`Snapshotter::prepare`], adding the snapshot to `lease` in the same commit.
+    pub fn prepare_leased(
+        &self,
+        ns: &str,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+        lease: Option<&str>,
+    ) -> Result<Vec<Mount>, StoreError> {
+        self.create(ns, Kind::Active, key, parent, labels, lease)
     }
 
     /// containerd's View: a new read-only snapshot of `parent`.
@@ -231,7 +243,19 @@ impl Snapshotter {
         parent: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, StoreError> {
-        self.create(ns, Kind::View, key, parent, labels)
+        self.create(ns, Kind::View, key, parent, labels, None)
+    }
+
+    /// [`Snapshotter::view`], adding the snapshot to `lease` in the same commit.
+    pub fn view_leased(
+        &self,
+        ns: &str,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+        lease: Option<&str>,
+    ) -> Result<Vec<Mount>, StoreError> {
+        self.create(ns, Kind::View, key, parent, labels, lease)
     }
 
     fn check_new(tx: &WriteTxn, ns: &str, key: &str, parent: &str) -> Result<(), StoreError> {
@@ -258,6 +282,7 @@ impl Snapshotter {
         key: &str,
         parent: &str,
         labels: BTreeMap<String, String>,
+        lease: Option<&str>,
     ) -> Result<Vec<Mount>, StoreError> {
         if key.is_empty() {
             return Err(StoreError::invalid(
@@ -267,7 +292,9 @@ impl Snapshotter {
             ));
         }
         // Validate and reserve an id first, so a bad request leaves no directory behind.
-        let id = self.db.update(|tx| {
+        // Not flushed: the record's commit below flushes it too, and if highd dies before
+        // that, the start-up clean-up removes the directory no record names.
+        let id = self.db.update_nondurable(|tx| {
             Self::check_new(tx, ns, key, parent)?;
             Ok::<_, StoreError>(tx.next_id("snapshot-ids")?)
         })?;
@@ -289,6 +316,13 @@ impl Snapshotter {
                 Self::check_new(tx, ns, key, parent)?;
                 crate::namespaces::ensure(tx, ns)?;
                 tx.put(SNAPSHOTS, ns, key, &rec)?;
+                if let Some(lease) = lease {
+                    let res = crate::leases::Resource {
+                        id: key.to_string(),
+                        kind: format!("snapshots/{SNAPSHOTTER}"),
+                    };
+                    crate::leases::change_resource_in(tx, ns, lease, res, true)?;
+                }
                 Ok(())
             })
         });
@@ -409,7 +443,21 @@ impl Snapshotter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(StoreError::io("move to trash", &dir)(e)),
         }
-        std::fs::remove_dir_all(&trash).map_err(StoreError::io("remove", &trash))
+        // The rename is the removal (the record is gone, the directory no longer has a
+        // snapshot's name, the start-up clean-up finishes a trash dir). Deleting a
+        // container's tree can take tens of ms, so off the caller's path when a runtime
+        // can take it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || {
+                    if let Err(e) = std::fs::remove_dir_all(&trash) {
+                        tracing::warn!(dir = %trash.display(), error = %e, "cannot remove snapshot trash");
+                    }
+                });
+                Ok(())
+            }
+            Err(_) => std::fs::remove_dir_all(&trash).map_err(StoreError::io("remove", &trash)),
+        }
     }
 
     pub fn stat(&self, ns: &str, key: &str) -> Result<Info, StoreError> {

@@ -100,8 +100,11 @@ impl Snapshots for SnapshotsService {
         let r = req.get_ref().clone();
         let (s2, n2) = (s.clone(), ns.clone());
         let (key, parent) = (r.key.clone(), r.parent.clone());
-        let mounts = blocking(move || s2.prepare(&n2, &r.key, &r.parent, labels(r.labels))).await?;
-        attach(&s, &req, &ns, &key)?;
+        let lease = crate::leases::from_request(&req);
+        let mounts = blocking(move || {
+            s2.prepare_leased(&n2, &r.key, &r.parent, labels(r.labels), lease.as_deref())
+        })
+        .await?;
         let snapshotter = SNAPSHOTTER.to_string();
         self.events.emit(
             &ns,
@@ -127,8 +130,11 @@ impl Snapshots for SnapshotsService {
         }
         let r = req.get_ref().clone();
         let (s2, n2) = (s.clone(), ns.clone());
-        let mounts = blocking(move || s2.view(&n2, &r.key, &r.parent, labels(r.labels))).await?;
-        attach(&s, &req, &ns, &req.get_ref().key)?;
+        let lease = crate::leases::from_request(&req);
+        let mounts = blocking(move || {
+            s2.view_leased(&n2, &r.key, &r.parent, labels(r.labels), lease.as_deref())
+        })
+        .await?;
         Ok(Response::new(pb::ViewSnapshotResponse {
             mounts: mounts_to_pb(mounts),
         }))

@@ -287,3 +287,36 @@ fn overlay_snapshots_are_not_reinterpreted_as_copies() -> anyhow::Result<()> {
     assert_eq!(err, Err(tonic::Code::FailedPrecondition));
     Ok(())
 }
+
+#[test]
+fn a_leased_prepare_commits_snapshot_and_lease_entry_together() -> anyhow::Result<()> {
+    let (dir, s) = open(Mode::Copy)?;
+    crate::leases::create(&s.db, "ns", "l1", BTreeMap::new())?;
+    s.prepare_leased("ns", "a", "", BTreeMap::new(), Some("l1"))?;
+    let held = crate::leases::resources(&s.db, "ns", "l1")?;
+    assert_eq!(
+        held,
+        vec![crate::leases::Resource {
+            id: "a".into(),
+            kind: format!("snapshots/{SNAPSHOTTER}"),
+        }]
+    );
+    // A lease that is gone fails the whole prepare: no record, no directory.
+    let err = s
+        .view_leased("ns", "v", "", BTreeMap::new(), Some("gone"))
+        .unwrap_err();
+    assert!(err.to_string().contains("gone"), "{err}");
+    assert!(s.stat("ns", "v").is_err());
+    let root = dir.path().join("snapshots/overlayfs");
+    let dirs: Vec<String> = std::fs::read_dir(&root)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    let ids = dirs
+        .iter()
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(ids.count(), 1, "{dirs:?}");
+    // Ids reserved without a flush still count up across commits.
+    s.prepare("ns", "b", "", BTreeMap::new())?;
+    assert_ne!(fs(&s, "ns", "a")?, fs(&s, "ns", "b")?);
+    Ok(())
+}
