@@ -648,4 +648,8 @@ impl Backend for FakeBackend {
     async fn lease_delete(&self, _id: &str) -> BackendResult<()> {
         Ok(())
     }
+
+    async fn lease_list(&self) -> BackendResult<Vec<(String, HashMap<String, String>)>> {
+        Ok(Vec::new())
+    }
 }

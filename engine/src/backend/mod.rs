@@ -273,4 +273,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = BackendResult<()>> + Send;
     /// Deletes lease `id`; what it held is left to the garbage collector.
     fn lease_delete(&self, id: &str) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Every lease of the namespace: `(id, labels)`.
+    fn lease_list(
+        &self,
+    ) -> impl Future<Output = BackendResult<Vec<(String, HashMap<String, String>)>>> + Send;
 }

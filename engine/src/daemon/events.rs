@@ -243,6 +243,7 @@ impl<B: Backend> Daemon<B> {
             }
             self.resume_health_monitors();
             if !self.booted.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.drop_stale_leases().await;
                 self.restart_at_boot().await;
             }
             while let Some(item) = stream.next().await {

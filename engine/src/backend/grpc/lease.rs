@@ -50,6 +50,22 @@ impl GrpcBackend {
         Ok(())
     }
 
+    pub(super) async fn list_leases(
+        &self,
+    ) -> BackendResult<Vec<(String, HashMap<String, String>)>> {
+        let resp = self
+            .leases()
+            .list(pb::ListRequest { filters: vec![] })
+            .await
+            .map_err(self.err("lease list"))?;
+        Ok(resp
+            .into_inner()
+            .leases
+            .into_iter()
+            .map(|l| (l.id, l.labels))
+            .collect())
+    }
+
     pub(super) async fn delete_lease(&self, id: &str) -> BackendResult<()> {
         self.leases()
             .delete(pb::DeleteRequest {

@@ -792,4 +792,8 @@ impl Backend for GrpcBackend {
     async fn lease_delete(&self, id: &str) -> BackendResult<()> {
         self.delete_lease(id).await
     }
+
+    async fn lease_list(&self) -> BackendResult<Vec<(String, HashMap<String, String>)>> {
+        self.list_leases().await
+    }
 }
