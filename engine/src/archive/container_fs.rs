@@ -113,14 +113,7 @@ impl ContainerFs {
         writable: bool,
         lock: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> Result<Self, ArchiveError> {
-        let mounts = d
-            .backend
-            .snapshot_mounts(&rec.snapshot_key)
-            .await
-            .map_err(|e| ArchiveError::NoFilesystem {
-                id: rec.id.clone(),
-                message: e.to_string(),
-            })?;
+        let mounts = snapshot_mounts(d, rec).await?;
         let view = RootfsView::mount(&d.archive_dir(), &mounts, extra, writable)?;
         Ok(Self {
             root: view.path().to_path_buf(),
@@ -165,6 +158,20 @@ impl ContainerFs {
         };
         Ok((PathStat::new(go_base(abs), &meta, link_target), host))
     }
+}
+
+/// highd's mounts of the container's snapshot.
+async fn snapshot_mounts<B: Backend>(
+    d: &Daemon<B>,
+    rec: &ContainerRecord,
+) -> Result<Vec<crate::backend::Mount>, ArchiveError> {
+    d.backend
+        .snapshot_mounts(&rec.snapshot_key)
+        .await
+        .map_err(|e| ArchiveError::NoFilesystem {
+            id: rec.id.clone(),
+            message: e.to_string(),
+        })
 }
 
 /// /etc/hosts, /etc/hostname and /etc/resolv.conf of the container, as dockerd binds
@@ -389,14 +396,7 @@ pub async fn container_changes<B: Backend>(
     d: &Daemon<B>,
     rec: &ContainerRecord,
 ) -> Result<Vec<changes::Change>, ArchiveError> {
-    let mounts = d
-        .backend
-        .snapshot_mounts(&rec.snapshot_key)
-        .await
-        .map_err(|e| ArchiveError::NoFilesystem {
-            id: rec.id.clone(),
-            message: e.to_string(),
-        })?;
+    let mounts = snapshot_mounts(d, rec).await?;
     if mounts.first().is_some_and(|m| m.kind != "overlay") {
         return Err(ArchiveError::Unsupported {
             what: "docker diff of a container on the copying snapshotter".into(),
