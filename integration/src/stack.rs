@@ -337,6 +337,11 @@ impl Stack {
 
     /// Runs the docker CLI against this stack.
     pub fn docker(&self, args: &[&str]) -> Result<Output> {
+        self.docker_with_stdin(args, None)
+    }
+
+    /// Runs the docker CLI with stdin read from a file (`docker build - < ctx.tar`).
+    pub fn docker_with_stdin(&self, args: &[&str], stdin: Option<&Path>) -> Result<Output> {
         let cli = prereq::docker_cli().context("docker CLI not found")?;
         let mut cmd = Command::new(cli);
         cmd.args(args)
@@ -345,7 +350,7 @@ impl Stack {
             .env("DOCKER_CLI_HINTS", "false")
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_API_VERSION");
-        cmd::run(cmd, &self.dir, CMD_TIMEOUT)
+        cmd::run_with_stdin(cmd, stdin, &self.dir, CMD_TIMEOUT)
     }
 
     /// Runs the `berth` CLI against this stack (host given through `BERTH_HOST`).

@@ -7,6 +7,7 @@
 mod archive;
 mod berth_cli;
 mod build;
+mod build_more;
 mod common;
 mod compose;
 mod docker_errors;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
         docker_py::tests(),
         compose::tests(),
         build::tests(),
+        build_more::tests(),
         images_more::tests(),
         volumes::tests(),
         tty::tests(),

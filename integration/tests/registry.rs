@@ -17,7 +17,8 @@ use berth_integration::prereq::Need;
 use crate::common::{expect_contains, Spec};
 
 /// Missing registry tools make these tests a visible, counted skip.
-const REGISTRY_NEEDS: &[Need] = &[Need::Root, Need::Busybox, Need::Docker, Need::Registry];
+pub(crate) const REGISTRY_NEEDS: &[Need] =
+    &[Need::Root, Need::Busybox, Need::Docker, Need::Registry];
 
 use berth_integration::prereq::REGISTRY_TOOLS;
 

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -18,12 +18,9 @@ use super::{channel_body, ApiError, Body};
 use crate::backend::Backend;
 use crate::build::dockerfile::{self, Instruction};
 use crate::build::exec::{short, BuildOptions, Builder, Output};
-use crate::build::{context, steps, BuildError};
+use crate::build::{context, remote, steps, BuildError};
 use crate::daemon::{Daemon, Stored};
 use crate::refs::Reference;
-
-/// Contexts are held in memory while they are unpacked, like `docker import` bodies.
-const CONTEXT_LIMIT: usize = 2 << 30;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildQuery {
@@ -37,14 +34,18 @@ pub struct BuildQuery {
     pub target: String,
     pub quiet: bool,
     pub network_mode: String,
+    pub pull: bool,
+    /// `remote`: a URL to a context tar or a Dockerfile.
+    pub remote: String,
 }
 
 impl BuildQuery {
     pub fn parse(q: &Pairs) -> Result<Self, ApiError> {
-        if !q.get("remote").is_empty() {
+        let remote = q.get("remote");
+        if is_git(&remote) {
             return Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
-                "building from a remote context is not implemented yet in berth-engine",
+                format!("building from a git repository ({remote}) is not implemented yet in berth-engine"),
             ));
         }
         if q.get("version") == "2" {
@@ -84,8 +85,30 @@ impl BuildQuery {
             target: q.get("target"),
             quiet: q.bool("q"),
             network_mode: q.get("networkmode"),
+            pull: q.bool("pull"),
+            remote,
         })
     }
+}
+
+/// Git contexts (dockerd's `urlutil.IsGitURL`), which berth does not fetch.
+fn is_git(remote: &str) -> bool {
+    remote.starts_with("git://")
+        || remote.starts_with("git@")
+        || remote.starts_with("github.com/")
+        || ((remote.starts_with("http://") || remote.starts_with("https://"))
+            && remote
+                .split(['#', '?'])
+                .next()
+                .is_some_and(|u| u.ends_with(".git")))
+}
+
+/// Where the context comes from.
+enum Source {
+    /// The request body, unpacked as it arrives.
+    Upload(mpsc::Receiver<Bytes>),
+    /// A downloaded `remote` file.
+    Remote(PathBuf),
 }
 
 /// What is known before the first step runs.
@@ -96,9 +119,12 @@ struct Prepared {
     stages: Vec<Vec<Instruction>>,
 }
 
-fn prepare(root: PathBuf, body: &[u8], q: &BuildQuery) -> Result<Prepared, BuildError> {
+fn prepare(root: PathBuf, source: Source, q: &BuildQuery) -> Result<Prepared, BuildError> {
     let ctx = root.join("context");
-    context::unpack(body, &ctx)?;
+    match source {
+        Source::Upload(rx) => context::unpack(remote::ChannelReader::new(rx), &ctx)?,
+        Source::Remote(file) => context::from_download(&file, &ctx, &q.dockerfile)?,
+    }
     let rel = context::clean(&q.dockerfile);
     let path = ctx.join(&rel);
     let text = std::fs::read_to_string(&path).map_err(|_| BuildError::Context {
@@ -106,6 +132,12 @@ fn prepare(root: PathBuf, body: &[u8], q: &BuildQuery) -> Result<Prepared, Build
     })?;
     context::apply_ignore(&ctx, &rel)?;
     let instructions = dockerfile::parse(&text)?;
+    // Like dockerd, bad triggers are found when the Dockerfile is read, not when run.
+    for i in instructions.iter().filter(|i| i.keyword == "onbuild") {
+        if let dockerfile::Args::Shell(t) = &i.args {
+            crate::build::meta::check_onbuild(t)?;
+        }
+    }
     let (global, mut stages) = steps::plan(instructions, &q.target)?;
     if !q.labels.is_empty() {
         let pairs: Vec<String> = q
@@ -139,32 +171,76 @@ fn status_of(e: &BuildError) -> StatusCode {
     }
 }
 
+/// Unpacks the context (the body as it uploads, or the `remote` download) and reads
+/// the Dockerfile. Returns after the whole body was read: an answer before the upload
+/// ends would break the client's pipe instead of showing it the error.
+async fn receive_context(
+    root: PathBuf,
+    q: &BuildQuery,
+    body: Incoming,
+) -> Result<Prepared, BuildError> {
+    let blocking = |source: Source| {
+        let (root, q) = (root.clone(), q.clone());
+        async move {
+            tokio::task::spawn_blocking(move || prepare(root, source, &q))
+                .await
+                .map_err(|e| BuildError::Invalid {
+                    message: format!("build context: {e}"),
+                })?
+        }
+    };
+    if !q.remote.is_empty() {
+        drop(body);
+        std::fs::create_dir_all(&root).map_err(|source| BuildError::Io {
+            op: "create",
+            path: root.clone(),
+            source,
+        })?;
+        let file = root.join("remote-context");
+        remote::download(&q.remote, &file).await?;
+        return blocking(Source::Remote(file)).await;
+    }
+    let (tx, rx) = mpsc::channel(8);
+    let pumping = tokio::spawn(remote::pump(body, tx));
+    let prepared = blocking(Source::Upload(rx)).await;
+    match pumping.await {
+        Ok(Ok(())) => prepared,
+        // A cut upload must not pass for a shorter context.
+        Ok(Err(e)) => Err(BuildError::Context {
+            message: format!("read the build context: {e}"),
+        }),
+        Err(e) => Err(BuildError::Context {
+            message: format!("read the build context: {e}"),
+        }),
+    }
+}
+
 pub async fn build<B: Backend>(
     d: Arc<Daemon<B>>,
     q: BuildQuery,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body = http_body_util::Limited::new(req.into_body(), CONTEXT_LIMIT)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| ApiError::bad_request(format!("read the build context: {e}")))?;
-    // Checked after the upload: an answer before it ends would break the client's pipe.
-    let mut tags = Vec::new();
-    for t in &q.tags {
-        let r = Reference::parse(t).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        tags.push(r.with_default_tag());
-    }
+    let auth = req
+        .headers()
+        .get("X-Registry-Config")
+        .and_then(|v| v.to_str().ok())
+        .map(crate::build::base::registry_config)
+        .unwrap_or_default();
     let root = d
         .config
         .exec_root
         .join(format!("build-{}", hex::encode(rand::random::<[u8; 8]>())));
-    let prep = {
-        let (root, q) = (root.clone(), q.clone());
-        tokio::task::spawn_blocking(move || prepare(root, &body, &q))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    };
+    let prep = receive_context(root.clone(), &q, req.into_body()).await;
+    let mut tags = Vec::new();
+    for t in &q.tags {
+        match Reference::parse(t) {
+            Ok(r) => tags.push(r.with_default_tag()),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(ApiError::bad_request(e.to_string()));
+            }
+        }
+    }
     let prep = match prep {
         Ok(p) => p,
         Err(e) => {
@@ -185,6 +261,8 @@ pub async fn build<B: Backend>(
         labels: q.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         quiet: q.quiet,
         network_mode: q.network_mode.clone(),
+        pull: q.pull,
+        auth,
     };
     // The build runs on its own task: a client that hangs up does not leave half a step.
     tokio::spawn(async move {

@@ -197,15 +197,19 @@ async fn dispatch<B: Backend>(
             message,
             changes,
         }) => {
-            if src != "-" {
-                return Err(DaemonError::NotImplemented {
-                    what: format!("importing from a URL ({src})"),
-                }
-                .into());
-            }
             // The body is read first: answering before the upload ends would break the
             // client's pipe instead of showing it the error.
-            let body = read_limited(req.into_body(), IMPORT_BODY_LIMIT).await?;
+            let body = if src == "-" {
+                read_limited(req.into_body(), IMPORT_BODY_LIMIT).await?
+            } else {
+                crate::build::remote::download_bytes(
+                    &src,
+                    &d.config.exec_root,
+                    IMPORT_BODY_LIMIT as u64,
+                )
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            };
             let changes = crate::build::meta::parse_changes(&changes)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let id = detached(&d, move |d| async move {

@@ -16,21 +16,87 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Bu
     }
 }
 
-/// Unpacks the uploaded context (plain or gzip tar) into `dir`.
-pub fn unpack(body: &[u8], dir: &Path) -> Result<(), BuildError> {
+/// Unpacks the uploaded context (plain or gzip tar) into `dir` as it is read.
+pub fn unpack(body: impl Read, dir: &Path) -> Result<(), BuildError> {
+    use std::io::BufRead;
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-    let reader: Box<dyn Read> = if body.starts_with(&[0x1f, 0x8b]) {
+    let mut body = std::io::BufReader::with_capacity(64 << 10, body);
+    let head = body.fill_buf().map_err(io("read the build context", dir))?;
+    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(body))
     } else {
         Box::new(body)
     };
+    let reader = TarTail::new(reader);
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_overwrite(true);
     // `unpack` refuses entries escaping `dir` (`..`, absolute paths through symlinks).
-    archive.unpack(dir).map_err(|e| BuildError::Context {
-        message: format!("unpack the build context: {e}"),
+    archive.unpack(dir).map_err(|e| {
+        // The tar crate keeps the cause (a bad header, a short read) in `source`.
+        let cause = std::error::Error::source(&e)
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        BuildError::Context {
+            message: format!("unpack the build context: {e}{cause}"),
+        }
     })
+}
+
+/// A downloaded `remote` context: a (gzip) tar is unpacked, anything else is taken as
+/// the Dockerfile itself (dockerd's `remotecontext` does the same).
+pub fn from_download(file: &Path, dir: &Path, dockerfile: &str) -> Result<(), BuildError> {
+    let mut head = Vec::with_capacity(512);
+    std::fs::File::open(file)
+        .and_then(|f| f.take(512).read_to_end(&mut head))
+        .map_err(io("read", file))?;
+    let is_tar = head.starts_with(&[0x1f, 0x8b]) || head.get(257..262) == Some(b"ustar");
+    if is_tar {
+        let f = std::fs::File::open(file).map_err(io("open", file))?;
+        return unpack(f, dir);
+    }
+    let dest = dir.join(clean(dockerfile));
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    }
+    std::fs::rename(file, &dest).map_err(io("move", file))
+}
+
+/// Ends a tar stream the way the docker CLI's `-f <outside the context>` stream lacks:
+/// after the last byte, zeros up to the block boundary and the end-of-archive blocks.
+/// (The CLI never closes its tar writer there; dockerd's reader accepts that.)
+struct TarTail<R> {
+    inner: R,
+    read: u64,
+    tail: Option<u64>,
+}
+
+impl<R: Read> TarTail<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            read: 0,
+            tail: None,
+        }
+    }
+}
+
+impl<R: Read> Read for TarTail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.tail.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.read += n as u64;
+                return Ok(n);
+            }
+            self.tail = Some((512 - self.read % 512) % 512 + 1024);
+        }
+        let left = self.tail.unwrap_or(0);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.tail = Some(left - n as u64);
+        Ok(n)
+    }
 }
 
 /// A `.dockerignore` pattern list (moby's `patternmatcher`): later patterns win, `!`
@@ -289,6 +355,24 @@ mod tests {
             "no ** means the top directory only"
         );
         assert!(!i.excluded("src/main.rs"));
+    }
+
+    #[test]
+    fn unterminated_tar_unpacks() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "Dockerfile", &b"FROM "[..]).unwrap();
+        let full = b.into_inner().unwrap();
+        // Header and data without the padding and end blocks, as the CLI sends it.
+        let cut = &full[..512 + 5];
+        let d = tempfile::tempdir().unwrap();
+        unpack(cut, d.path()).unwrap();
+        assert_eq!(
+            std::fs::read(d.path().join("Dockerfile")).unwrap(),
+            b"FROM "
+        );
     }
 
     #[test]

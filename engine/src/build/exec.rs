@@ -30,6 +30,10 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     pub quiet: bool,
     pub network_mode: String,
+    /// `--pull`: pull base images even when present.
+    pub pull: bool,
+    /// Registry credentials from `X-Registry-Config`, by host.
+    pub auth: HashMap<String, crate::registry::Credentials>,
 }
 
 /// The JSON message stream the CLI prints.

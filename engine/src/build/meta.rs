@@ -270,14 +270,7 @@ pub fn apply(
         "onbuild" => {
             need_args("ONBUILD")?;
             let inner = raw.trim();
-            let kw = inner
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_uppercase();
-            if matches!(kw.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                return Err(invalid(format!("{kw} isn't allowed as an ONBUILD trigger")));
-            }
+            check_onbuild(inner)?;
             let slot = cfg
                 .extra
                 .entry("OnBuild".to_string())
@@ -289,6 +282,22 @@ pub fn apply(
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// Refuses the triggers dockerd refuses, with its words.
+pub fn check_onbuild(trigger: &str) -> Result<(), BuildError> {
+    let kw = trigger
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    match kw.as_str() {
+        "ONBUILD" => Err(invalid(
+            "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into(),
+        )),
+        "FROM" | "MAINTAINER" => Err(invalid(format!("{kw} isn't allowed as an ONBUILD trigger"))),
+        _ => Ok(()),
+    }
 }
 
 /// WORKDIR semantics: absolute replaces, relative joins the previous one.

@@ -1,11 +1,13 @@
 //! The legacy builder (`POST /build`, what `DOCKER_BUILDKIT=0 docker build` uses):
 //! Dockerfile parsing, the build context, and the step executor with its layer cache.
 
+pub mod base;
 pub mod context;
 pub mod dockerfile;
 pub mod exec;
 pub mod fsops;
 pub mod meta;
+pub mod remote;
 pub mod steps;
 pub mod words;
 

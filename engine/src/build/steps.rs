@@ -10,13 +10,28 @@ use super::exec::{go_list, names_dir, short, Builder, Img, Stage};
 use super::fsops::{self, Owner};
 use super::meta::{self, MetaState};
 use super::words;
-use super::{context, BuildError};
+use super::{context, remote, BuildError};
 use crate::api::route::WaitCondition;
 use crate::backend::{Backend, Descriptor};
 use crate::daemon::MEDIA_LAYER_TAR;
 use crate::jsonlog::Follower;
 use crate::stdcopy::StdStream;
 use crate::types::{ContainerConfig, CreateRequest, HostConfig, StrSlice};
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// The last path segment of a URL (what dockerd names an ADDed download).
+fn url_file_name(u: &str) -> String {
+    url::Url::parse(u)
+        .ok()
+        .and_then(|p| {
+            p.path_segments()
+                .and_then(|mut s| s.next_back().map(String::from))
+        })
+        .unwrap_or_default()
+}
 
 /// Instructions split into global ARGs and stages (each starting with its FROM), cut
 /// after the `--target` stage.
@@ -146,37 +161,22 @@ impl<B: Backend> Builder<'_, B> {
         {
             img.clone()
         } else {
-            Img::from_view(self.d.image(&base).await.map_err(|e| match e {
-                crate::daemon::DaemonError::NoSuchImage { .. } => BuildError::Invalid {
-                    message: format!("pull access denied for {base}, repository does not exist or may require 'docker login': pulling base images during a build is not implemented yet in berth-engine"),
-                },
-                e => e.into(),
-            })?)
+            self.base_image(&base).await?
         };
-        if img
-            .runtime()
-            .extra
-            .get("OnBuild")
-            .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-        {
-            return Err(BuildError::Invalid {
-                message: format!(
-                    "{base}: ONBUILD triggers are not implemented yet in berth-engine"
-                ),
-            });
-        }
         if img.manifest.is_some() {
             self.out.stream(format!(" ---> {}\n", short(&img.id))).await;
         }
-        Ok(Stage {
+        let mut stage = Stage {
             name,
             img,
             meta: MetaState::default(),
             args: BTreeMap::new(),
-        })
+        };
+        self.run_triggers(&mut stage).await?;
+        Ok(stage)
     }
 
-    async fn step(&mut self, s: &mut Stage, i: &Instruction) -> Result<(), BuildError> {
+    pub(super) async fn step(&mut self, s: &mut Stage, i: &Instruction) -> Result<(), BuildError> {
         match i.keyword.as_str() {
             "run" => self.run_step(s, i).await,
             "copy" | "add" => self.copy_step(s, i).await,
@@ -329,14 +329,18 @@ impl<B: Backend> Builder<'_, B> {
                 message: format!("{kw} --chmod is not implemented yet in berth-engine"),
             });
         }
-        if add
-            && list
-                .iter()
-                .any(|s| s.starts_with("http://") || s.starts_with("https://"))
-        {
-            return Err(BuildError::Invalid {
-                message: "ADD from a URL is not implemented yet in berth-engine".into(),
-            });
+        if add && list.iter().any(|s| is_url(s)) {
+            if i.flag("from").is_some() {
+                return Err(BuildError::Invalid {
+                    message: "ADD --from with a URL source is not valid".into(),
+                });
+            }
+            let dir = self.download_sources(&list).await?;
+            let names = list.iter().map(|u| url_file_name(u)).collect();
+            // Downloads are copied as they are: ADD unpacks local archives only.
+            return self
+                .copy_from(s, i, &dir, names, dest_raw, false, &kw)
+                .await;
         }
         // The source tree: the context, or another stage's / image's file system.
         let mut from_snapshot: Option<(String, fsops::Mounted)> = None;
@@ -468,6 +472,49 @@ impl<B: Backend> Builder<'_, B> {
         self.commit_step(s, config, layers, &key).await
     }
 
+    /// Downloads ADD's URL sources into a scratch dir, each named after its URL, mode
+    /// 0600 and dated by `Last-Modified` as dockerd does.
+    async fn download_sources(
+        &mut self,
+        urls: &[String],
+    ) -> Result<std::path::PathBuf, BuildError> {
+        if !urls.iter().all(|u| is_url(u)) {
+            return Err(BuildError::Invalid {
+                message:
+                    "ADD of URLs together with context files is not implemented yet in berth-engine"
+                        .into(),
+            });
+        }
+        let dir = self.scratch_dir("url");
+        let io = |op: &'static str, path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| BuildError::Io { op, path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        for u in urls {
+            let name = url_file_name(u);
+            if name.is_empty() {
+                return Err(BuildError::Invalid {
+                    message: format!("cannot determine filename from url: {u}"),
+                });
+            }
+            let dest = dir.join(&name);
+            let got = remote::download(u, &dest).await?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))
+                .map_err(io("chmod", &dest))?;
+            if let Some(t) = got.modified.and_then(|t| u64::try_from(t).ok()) {
+                let when = std::time::UNIX_EPOCH + Duration::from_secs(t);
+                std::fs::File::options()
+                    .write(true)
+                    .open(&dest)
+                    .and_then(|f| f.set_modified(when))
+                    .map_err(io("set the time of", &dest))?;
+            }
+        }
+        Ok(dir)
+    }
+
     /// `COPY --from=`: a finished stage by name or index, else a local image.
     async fn copy_source(&self, f: &str) -> Result<Img, BuildError> {
         if let Ok(n) = f.parse::<usize>() {
@@ -488,7 +535,7 @@ impl<B: Backend> Builder<'_, B> {
         {
             return Ok(img.clone());
         }
-        Ok(Img::from_view(self.d.image(f).await?))
+        self.base_image(f).await
     }
 
     async fn run_step(&mut self, s: &mut Stage, i: &Instruction) -> Result<(), BuildError> {

@@ -9,7 +9,7 @@
 pub mod api;
 pub mod client;
 pub mod manifest;
-mod pull;
+pub mod pull;
 mod push;
 pub mod tls;
 

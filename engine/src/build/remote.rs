@@ -1,0 +1,246 @@
+//! Bytes from elsewhere, streamed to disk instead of held in memory: a request body
+//! handed to blocking code as a `Read` (the build context is unpacked while it uploads),
+//! and plain-HTTP downloads (`ADD <url>`, `docker build <url>`, `docker import <url>`).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::{Buf, Bytes};
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+
+use super::BuildError;
+
+/// Redirects followed by a download, as Go's HTTP client does.
+const MAX_REDIRECTS: usize = 10;
+
+/// The receiving end of [`pump`], read on a blocking thread.
+pub struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+}
+
+impl ChannelReader {
+    pub fn new(rx: mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            rx,
+            chunk: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(c) => self.chunk = c,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk.advance(n);
+        Ok(n)
+    }
+}
+
+/// Sends `body`'s frames to `tx` (a few in flight at a time). Once the reader is gone
+/// (it finished early or failed) the rest is read and dropped, so the client can finish
+/// sending and then see the answer. Returns the error reading the body, if any.
+pub async fn pump(mut body: Incoming, tx: mpsc::Sender<Bytes>) -> Result<(), String> {
+    let mut open = true;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if open && tx.send(data).await.is_err() {
+                open = false;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a download left on disk.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    pub path: PathBuf,
+    /// The URL's last path segment (`ADD <url> /dir/` names the file after it).
+    pub file_name: String,
+    /// `Last-Modified`, as seconds since the epoch.
+    pub modified: Option<i64>,
+    pub size: u64,
+}
+
+fn fail(url: &str, message: impl std::fmt::Display) -> BuildError {
+    BuildError::Invalid {
+        message: format!("error downloading {url}: {message}"),
+    }
+}
+
+/// GETs `url` (plain HTTP) into the file `dest`, following redirects.
+pub async fn download(url: &str, dest: &Path) -> Result<Downloaded, BuildError> {
+    let mut current = url.to_string();
+    for _ in 0..=MAX_REDIRECTS {
+        let parsed = url::Url::parse(&current).map_err(|e| fail(url, e))?;
+        if parsed.scheme() != "http" {
+            return Err(fail(
+                url,
+                format!(
+                    "{} URLs are not supported by berth-engine yet (plain http only)",
+                    parsed.scheme()
+                ),
+            ));
+        }
+        let host = parsed.host_str().ok_or_else(|| fail(url, "no host"))?;
+        let port = parsed.port().unwrap_or(80);
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| fail(url, e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(url, e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let path = match parsed.query() {
+            Some(q) => format!("{}?{q}", parsed.path()),
+            None => parsed.path().to_string(),
+        };
+        let authority = match parsed.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::HOST, authority)
+            .header(header::USER_AGENT, "berth-engine")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| fail(url, e))?;
+        let resp = sender.send_request(req).await.map_err(|e| fail(url, e))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            let loc = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| fail(url, format!("{status} without a Location")))?;
+            current = parsed.join(loc).map_err(|e| fail(url, e))?.to_string();
+            continue;
+        }
+        if !status.is_success() {
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+            return Err(BuildError::Invalid {
+                message: format!(
+                    "failed to GET {url} with status {}: {text}",
+                    status_text(status)
+                ),
+            });
+        }
+        let modified = resp
+            .headers()
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+            .map(|t| t.timestamp());
+        let file_name = parsed
+            .path_segments()
+            .and_then(|mut s| s.next_back().map(String::from))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_default();
+        let size = save_body(resp.into_body(), dest, url).await?;
+        return Ok(Downloaded {
+            path: dest.to_path_buf(),
+            file_name,
+            modified,
+            size,
+        });
+    }
+    Err(fail(
+        url,
+        format!("stopped after {MAX_REDIRECTS} redirects"),
+    ))
+}
+
+/// Downloads `url` through a temp file in `dir` and returns its bytes (`docker import
+/// <url>`, whose import still works on a whole body); more than `limit` is refused.
+pub async fn download_bytes(url: &str, dir: &Path, limit: u64) -> Result<Bytes, BuildError> {
+    let tmp = dir.join(format!(
+        "download-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let result = async {
+        let got = download(url, &tmp).await?;
+        if got.size > limit {
+            return Err(fail(url, format!("larger than {limit} bytes")));
+        }
+        tokio::fs::read(&tmp)
+            .await
+            .map(Bytes::from)
+            .map_err(|source| BuildError::Io {
+                op: "read",
+                path: tmp.clone(),
+                source,
+            })
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&tmp).await;
+    result
+}
+
+fn status_text(s: StatusCode) -> String {
+    match s.canonical_reason() {
+        Some(r) => format!("{} {r}", s.as_u16()),
+        None => s.as_u16().to_string(),
+    }
+}
+
+/// Writes a body to `dest` frame by frame (a blocking writer thread keeps the runtime
+/// free while the disk is slow).
+async fn save_body(body: Incoming, dest: &Path, url: &str) -> Result<u64, BuildError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let dest_owned = dest.to_path_buf();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let mut f = std::fs::File::create(&dest_owned)?;
+        let n = std::io::copy(&mut ChannelReader::new(rx), &mut f)?;
+        f.flush()?;
+        Ok(n)
+    });
+    let pumped = pump(body, tx).await;
+    let written = writer
+        .await
+        .map_err(|e| fail(url, e))?
+        .map_err(|e| BuildError::Io {
+            op: "write",
+            path: dest.to_path_buf(),
+            source: e,
+        });
+    pumped.map_err(|e| fail(url, e))?;
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_reader_reads_across_chunks() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Bytes::from_static(b"ab")).unwrap();
+        tx.try_send(Bytes::new()).unwrap();
+        tx.try_send(Bytes::from_static(b"cde")).unwrap();
+        drop(tx);
+        let mut s = String::new();
+        ChannelReader::new(rx).read_to_string(&mut s).unwrap();
+        assert_eq!(s, "abcde");
+    }
+}
