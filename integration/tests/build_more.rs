@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{bail, ensure, Context, Result};
+use berth_integration::stack::Daemon;
 use berth_integration::Stack;
+use nix::sys::signal::Signal;
 
 use crate::build::{context, nothing_left};
 use crate::common::{expect_contains, inspect, Spec, DOCKER};
@@ -42,6 +44,11 @@ pub fn tests() -> Vec<Spec> {
             name: "build_more::remote_context_add_url_and_import_url",
             needs: DOCKER,
             run: remote_sources,
+        },
+        Spec {
+            name: "build_more::layer_cache_survives_engine_restart",
+            needs: DOCKER,
+            run: cache_survives_restart,
         },
         Spec {
             name: "build_more::image_volume_copy_up_and_rm_v",
@@ -601,5 +608,46 @@ fn remote_sources() -> Result<()> {
     s.docker(&["rmi", "remote-ctx", "remote-df", "imported:url"])?
         .ok()?;
     drop(srv);
+    nothing_left(&s)
+}
+
+fn cache_survives_restart() -> Result<()> {
+    let mut s = Stack::with_busybox()?;
+    let ctx = context(
+        &s,
+        "ctx-cache",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY a.txt /\nRUN cat /a.txt > /b.txt\n",
+            ),
+            ("a.txt", "a\n"),
+        ],
+    )?;
+    let first = s.docker(&["build", "-q", &path(&ctx)])?.ok()?;
+    s.stop_daemon(Daemon::Engine, Signal::SIGTERM)?;
+    s.start_daemon(Daemon::Engine)?;
+    let out = s.docker(&["build", &path(&ctx)])?.ok()?;
+    ensure!(
+        out.stdout.matches(" ---> Using cache").count() == 2,
+        "the cache did not survive the restart:\n{}",
+        out.stdout
+    );
+    expect_contains(
+        "cached rebuild",
+        &out.stdout,
+        first
+            .stdout
+            .trim()
+            .trim_start_matches("sha256:")
+            .get(..12)
+            .unwrap_or("?"),
+    )?;
+    let fresh = s.docker(&["build", "--no-cache", &path(&ctx)])?.ok()?;
+    ensure!(
+        !fresh.stdout.contains("Using cache"),
+        "--no-cache used the cache:\n{}",
+        fresh.stdout
+    );
     nothing_left(&s)
 }
