@@ -6,7 +6,8 @@
 # PREFIX<rand> and --ip-forward=false, so a bench never touches berth0, the host's
 # forwarding setting or anyone else's cgroups; imports the busybox image and does one
 # warm-up run. Sets BIN DIR CLI HIGHD_PID ENGINE_PID and DOCKER_HOST; an EXIT trap
-# removes everything again.
+# removes everything again. The runtime-state dirs (highd --state, engine --exec-root, and
+# dockerd's --exec-root) are tmpfs mounts, as /run is on a real host.
 #
 # With STACK_NETNS=1 the daemons run in a network namespace of their own ($DIR/netns,
 # entered with `nsenter --net`, so only the network namespace differs): the bridge, veths
@@ -44,7 +45,11 @@ stack_start() {
     if command -v docker >/dev/null; then CLI=(docker); else CLI=("$BIN/berth"); fi
     trap stack_cleanup EXIT
 
-    mkdir -p "$DIR/dc"
+    mkdir -p "$DIR/dc" "$DIR/hs" "$DIR/ex"
+    # Runtime state on tmpfs, as /run/berth is on a real host (lowrt, the shim and highd
+    # fsync their state files there; on this disk each fsync costs milliseconds).
+    mount -t tmpfs -o mode=0711 bench-run "$DIR/hs"
+    mount -t tmpfs -o mode=0711 bench-run "$DIR/ex"
     "$BIN/berth-highd" --root "$DIR/h" --state "$DIR/hs" --address "$DIR/h.sock" \
         >>"$DIR/highd.log" 2>&1 </dev/null &
     HIGHD_PID=$!
@@ -135,7 +140,9 @@ dockerd_start() {
     make_netns "$DK_DIR/netns"
     DK_NS=(nsenter --net="$DK_DIR/netns")
     echo '{}' >"$DK_DIR/daemon.json"
-    mkdir -p "$DK_DIR/dc"
+    mkdir -p "$DK_DIR/dc" "$DK_DIR/x"
+    # Its exec root (containerd's and runc's state too) on tmpfs, as /var/run/docker is.
+    mount -t tmpfs -o mode=0711 bench-run "$DK_DIR/x"
     "${DK_NS[@]}" dockerd --config-file "$DK_DIR/daemon.json" --data-root "$DK_DIR/d" \
         --exec-root "$DK_DIR/x" -H "unix://$DK_DIR/d.sock" --pidfile "$DK_DIR/d.pid" \
         --bip "10.$((64 + RANDOM % 190)).$((RANDOM % 256)).1/24" \
