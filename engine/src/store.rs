@@ -7,6 +7,10 @@ use std::sync::Mutex;
 
 use crate::record::{ContainerRecord, RECORD_VERSION};
 
+/// Independent write locks (see `Store::writes`): enough that 8 parallel creates rarely
+/// share one.
+const WRITE_SHARDS: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("read {path}: {source}")]
@@ -51,9 +55,11 @@ struct Index {
 pub struct Store {
     root: PathBuf,
     index: Mutex<Index>,
-    /// Serializes file writes and removals (never held by readers), so a slow fsync
-    /// does not stall `ps` or `inspect`, and a write never resurrects a removed record.
-    writes: Mutex<()>,
+    /// Serializes file writes and removals of a record (never held by readers), so a slow
+    /// fsync does not stall `ps` or `inspect`, and a write never resurrects a removed
+    /// record. Sharded by ID: writes of different containers run side by side, and the
+    /// filesystem commits their fsyncs together (parallel `docker run`s).
+    writes: [Mutex<()>; WRITE_SHARDS],
 }
 
 impl Store {
@@ -100,7 +106,7 @@ impl Store {
         Ok(Self {
             root: root.to_path_buf(),
             index: Mutex::new(index),
-            writes: Mutex::new(()),
+            writes: std::array::from_fn(|_| Mutex::new(())),
         })
     }
 
@@ -163,13 +169,18 @@ impl Store {
             .map_err(|source| StoreError::Write { path: dir, source })
     }
 
-    fn write_guard(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    fn write_guard(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
+        let shard = id.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        self.writes[shard % WRITE_SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Persists a new record, then indexes it (its name must be reserved).
     pub fn insert(&self, rec: ContainerRecord) -> Result<(), StoreError> {
-        let _w = self.write_guard();
+        let _w = self.write_guard(&rec.id);
         if !self.persist(&rec)? {
             self.sync_containers_dir()?;
         }
@@ -197,7 +208,7 @@ impl Store {
     /// Writes the current in-memory record atomically. Always the latest version, so
     /// concurrent syncs cannot leave an older one on disk. A removed record stays removed.
     pub fn sync(&self, id: &str) -> Result<(), StoreError> {
-        let _w = self.write_guard();
+        let _w = self.write_guard(id);
         match self.get(id) {
             Some(rec) => self.persist(&rec).map(drop),
             None => Ok(()),
@@ -218,7 +229,7 @@ impl Store {
     /// Removes the record and everything in its directory (logs, hosts, ...).
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
         let dir = self.container_dir(id);
-        let _w = self.write_guard();
+        let _w = self.write_guard(id);
         let mut idx = self.lock();
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}

@@ -15,7 +15,6 @@ use crate::backend::{Backend, NewContainer};
 use crate::names;
 use crate::record::{ContainerRecord, State, RECORD_VERSION};
 use crate::spec::{self, SpecInput};
-use crate::store::write_atomic;
 use crate::types::{ContainerConfig, CreateRequest, HostConfig};
 
 /// Label highd sees on every container the engine creates.
@@ -56,6 +55,9 @@ pub struct EtcPaths {
     pub resolv: String,
 }
 
+/// Written into the new container's fresh directory with their content fsynced but not the
+/// directory: the record, written next to them before create answers, fsyncs it (three
+/// fewer fsyncs per create, milliseconds each on a disk).
 fn write_etc_files(dir: &Path, hostname: &str, host: &HostConfig) -> DaemonResult<EtcPaths> {
     let io = |path: &Path, source| DaemonError::Io {
         op: "write",
@@ -70,7 +72,7 @@ fn write_etc_files(dir: &Path, hostname: &str, host: &HostConfig) -> DaemonResul
     ];
     for (name, content) in &files {
         let p = dir.join(name);
-        write_atomic(&p, content.as_bytes()).map_err(|e| io(&p, e))?;
+        berth_fsutil::write_new_synced(&p, content.as_bytes(), 0o644).map_err(|e| io(&p, e))?;
     }
     let s = |n: &str| dir.join(n).to_string_lossy().into_owned();
     Ok(EtcPaths {

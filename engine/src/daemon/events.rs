@@ -51,6 +51,13 @@ impl<B: Backend> Daemon<B> {
             id: id.into(),
             code,
         });
+        if restart.is_none() && rec.host_config.auto_remove {
+            // `--rm`: the removal's durable `removing` replaces the `exited` write, and
+            // it deletes the task itself. A crash before it finds the record running and
+            // the stopped task still in highd, and handles the exit again.
+            drop(guard);
+            return self.remove_container_record(id, code).await;
+        }
         self.store.sync(id)?;
         match self.backend.task_delete(id).await {
             Ok(_) => {}
@@ -60,8 +67,6 @@ impl<B: Backend> Daemon<B> {
         drop(guard);
         if let Some(delay) = restart {
             self.schedule_restart(id, delay);
-        } else if rec.host_config.auto_remove {
-            self.remove_container_record(id, code).await?;
         }
         Ok(())
     }
