@@ -52,11 +52,11 @@ impl<B: Backend> Daemon<B> {
             code,
         });
         if restart.is_none() && rec.host_config.auto_remove {
-            // `--rm`: the removal's durable `removing` replaces the `exited` write, and
-            // it deletes the task itself. A crash before it finds the record running and
-            // the stopped task still in highd, and handles the exit again.
+            // `--rm`: no `exited` write, the removal follows (and deletes the task). A
+            // crash before it is done finds the record running and the task stopped or
+            // gone, and handles the exit again.
             drop(guard);
-            return self.remove_container_record(id, code).await;
+            return self.remove_after_exit(id, code).await;
         }
         self.store.sync(id)?;
         match self.backend.task_delete(id).await {

@@ -341,7 +341,7 @@ impl<B: Backend> Daemon<B> {
                 return Err(DaemonError::NoExitEvent { id: rec.id });
             }
         }
-        self.remove_container_with(&rec.id, rec.state.exit_code, Some(volumes))
+        self.remove_container_with(&rec.id, rec.state.exit_code, Some(volumes), true)
             .await
     }
 
@@ -350,15 +350,26 @@ impl<B: Backend> Daemon<B> {
     /// by a crash can be finished later.
     /// `--rm` containers (`AutoRemove`) take their anonymous volumes with them.
     pub(super) async fn remove_container_record(&self, id: &str, code: i64) -> DaemonResult<()> {
-        self.remove_container_with(id, code, None).await
+        self.remove_container_with(id, code, None, true).await
+    }
+
+    /// `--rm` right after the exit, the record on disk still `running`: the `removing`
+    /// mark stays in memory (two fsyncs less per `run --rm`). A crash before the record is
+    /// gone needs no mark: reconcile finds a running record whose task is stopped or
+    /// missing, handles the exit again and, the container being `--rm`, removes it.
+    pub(super) async fn remove_after_exit(&self, id: &str, code: i64) -> DaemonResult<()> {
+        self.remove_container_with(id, code, None, false).await
     }
 
     /// `volumes`: remove anonymous volumes; `None` means as `AutoRemove` says.
+    /// `durable_mark`: `removing` is on disk before anything is removed, so a crash
+    /// midway is finished at the next start.
     async fn remove_container_with(
         &self,
         id: &str,
         code: i64,
         volumes: Option<bool>,
+        durable_mark: bool,
     ) -> DaemonResult<()> {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
@@ -370,8 +381,13 @@ impl<B: Backend> Daemon<B> {
         } else {
             code
         };
-        self.store
-            .update(id, |r| r.state.status = Status::Removing)?;
+        if durable_mark {
+            self.store
+                .update(id, |r| r.state.status = Status::Removing)?;
+        } else {
+            self.store
+                .update_in_memory(id, |r| r.state.status = Status::Removing)?;
+        }
         if let Err(e) = self.remove_parts(id, &rec.snapshot_key).await {
             // dockerd marks a container whose removal failed "dead"; `rm` tries again.
             tracing::warn!(%id, error = %e, "removal failed; marking the container dead");
