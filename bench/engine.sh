@@ -86,8 +86,8 @@ measure dockerd "${DK[@]}"
 # Daemons' memory at rest, after the runs: berth-engine + berth-highd vs dockerd + its
 # containerd.
 R[berth,rss]=$(rss_kb "$ENGINE_PID" "$HIGHD_PID")
-ctrd=$(pgrep -P "$DK_PID" -x containerd || true)
-R[dockerd,rss]=$(rss_kb "$DK_PID" $ctrd)
+mapfile -t ctrd < <(pgrep -P "$DK_PID" -x containerd || true)
+R[dockerd,rss]=$(rss_kb "$DK_PID" "${ctrd[@]}")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 row() { printf '%-40s %10s %10s %8s\n' "$1" "${R[berth,$2]}" "${R[dockerd,$2]}" "$(ratio "${R[berth,$2]}" "${R[dockerd,$2]}")"; }

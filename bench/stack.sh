@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the bench scripts (after scripts/lib.sh): one private Berth stack.
 #
 # stack_start PREFIX starts berth-highd and berth-engine from $BERTH_BIN (default
@@ -32,10 +33,10 @@ stack_start() {
 
     DIR=$(mktemp -d "/tmp/$prefix-XXXXXX")
     local suffix
-    suffix=$(basename "$DIR" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z' | tail -c 7)
+    suffix=$(basename "$DIR" | tr -dc 'a-zA-Z0-9' | tr '[:upper:]' '[:lower:]' | tail -c 7)
     STACK_CG=berth-bench-$suffix STACK_BRIDGE=$prefix${suffix}0 STACK_TABLE=$prefix$suffix
     local bip=10.$((64 + RANDOM % 190)).$((RANDOM % 256)).1/24
-    HIGHD_PID= ENGINE_PID=
+    HIGHD_PID='' ENGINE_PID=''
     IN_NS=()
     if [[ -n ${STACK_NETNS:-} ]]; then
         make_netns "$DIR/netns"
@@ -134,7 +135,7 @@ dockerd_start() {
     local prefix=$1
     command -v dockerd >/dev/null || die "dockerd missing (apt-get install docker.io)"
     DK_DIR=$(mktemp -d "/tmp/$prefix-XXXXXX")
-    DK_CG=berth-bench-$(basename "$DK_DIR" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z' | tail -c 7)
+    DK_CG=berth-bench-$(basename "$DK_DIR" | tr -dc 'a-zA-Z0-9' | tr '[:upper:]' '[:lower:]' | tail -c 7)
     DK_PID=
     trap 'dockerd_cleanup; stack_cleanup' EXIT
     make_netns "$DK_DIR/netns"
