@@ -357,6 +357,37 @@ async fn reconcile_keeps_running_tasks_and_records_missed_exits() {
     assert_eq!((r2.state.status, r2.state.exit_code), (Status::Exited, 255));
 }
 
+/// A `--rm` exit writes nothing before the removal: an engine that died in between finds
+/// the record still running and finishes the removal from highd's state.
+#[tokio::test]
+async fn reconcile_finishes_auto_removes_the_engine_died_in() {
+    let e = env().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = e
+            .daemon
+            .create_container(None, req(&["true"], true))
+            .await
+            .unwrap();
+        e.daemon.start_container(&id).await.unwrap();
+        ids.push(id);
+    }
+    // One task stopped (exit never handled), one already deleted by the removal.
+    e.fake.exit_unannounced(&ids[0], 0);
+    e.fake.forget_task(&ids[1]);
+    let fresh = Daemon::new(Arc::clone(&e.fake), e.daemon.config.clone()).unwrap();
+    fresh.reconcile().await.unwrap();
+    for id in &ids {
+        assert!(matches!(
+            fresh.container(id),
+            Err(DaemonError::NoSuchContainer { .. })
+        ));
+        assert!(!e.fake.has_container(id));
+        assert!(!e.fake.has_snapshot(id));
+        assert!(!fresh.store.container_dir(id).exists());
+    }
+}
+
 #[tokio::test]
 async fn exec_lifecycle() {
     let e = env().await;
