@@ -43,7 +43,7 @@ for t in docker-registry skopeo jq gzip sha256sum; do
 done
 
 STACK_NETNS=1 stack_start bs
-dockerd_start bt
+dockerd_start bu
 REG_PIDS=()
 scale_cleanup() {
     local p
