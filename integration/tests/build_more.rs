@@ -649,5 +649,14 @@ fn cache_survives_restart() -> Result<()> {
         "--no-cache used the cache:\n{}",
         fresh.stdout
     );
+    // `docker builder prune` drops the layer cache: the next build runs every step.
+    let pruned = s.docker(&["builder", "prune", "-f"])?.ok()?;
+    expect_contains("builder prune", &pruned.stdout, "Total reclaimed space:")?;
+    let again = s.docker(&["build", &path(&ctx)])?.ok()?;
+    ensure!(
+        !again.stdout.contains("Using cache"),
+        "the cache outlived builder prune:\n{}",
+        again.stdout
+    );
     nothing_left(&s)
 }

@@ -41,6 +41,10 @@ pub enum ImageRoute {
     Prune {
         filters: String,
     },
+    /// `POST /build/prune` (`docker builder prune`).
+    BuildPrune {
+        filters: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -122,6 +126,9 @@ pub fn route(method: &Method, segs: &[&str], query: &str) -> Result<Option<Image
         (&Method::POST, ["images", "prune"]) => ImageRoute::Prune {
             filters: q.get("filters"),
         },
+        (&Method::POST, ["build", "prune"]) => ImageRoute::BuildPrune {
+            filters: q.get("filters"),
+        },
         (&Method::POST, ["build"]) => ImageRoute::Build(super::build::BuildQuery::parse(&q)?),
         _ => return Ok(None),
     };
@@ -162,6 +169,25 @@ pub async fn dispatch<B: Backend>(
             Ok(json_response(StatusCode::OK, &json!(rows)))
         }
         ImageRoute::Build(q) => super::build::build(d, q, req).await,
+        ImageRoute::BuildPrune { filters } => {
+            if !ImageFilters::parse(&filters)?.0.is_empty() {
+                return Err(ApiError::bad_request(
+                    "build cache prune filters are not implemented yet in berth-engine",
+                ));
+            }
+            let (ids, space) = tokio::spawn(async move { d.prune_build_cache().await })
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("operation aborted: {e}"),
+                    )
+                })??;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "CachesDeleted": ids, "SpaceReclaimed": space }),
+            ))
+        }
         ImageRoute::Save { names } => {
             if names.is_empty() {
                 return Err(ApiError::bad_request("no image names given"));
