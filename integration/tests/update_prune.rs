@@ -25,7 +25,183 @@ pub fn tests() -> Vec<Spec> {
             needs: DOCKER,
             run: update_errors,
         },
+        Spec {
+            name: "update_prune::container_prune_until_and_labels",
+            needs: DOCKER,
+            run: container_prune,
+        },
+        Spec {
+            name: "update_prune::image_and_network_prune_filters",
+            needs: DOCKER,
+            run: image_network_prune,
+        },
     ]
+}
+
+/// A UNIX time a minute from now: every object of the test was created before it.
+fn in_a_minute() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (now + 60).to_string()
+}
+
+fn names(s: &Stack, args: &[&str]) -> Result<Vec<String>> {
+    let out = s.docker(args)?.ok()?;
+    let mut v: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+    v.sort();
+    Ok(v)
+}
+
+fn container_prune() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    for (name, label) in [("ca", "tier=web"), ("cb", "tier=db"), ("cc", "keep=1")] {
+        s.docker(&[
+            "create", "--name", name, "--label", label, "busybox", "true",
+        ])?
+        .ok()?;
+    }
+    s.docker(&[
+        "run", "-d", "--name", "up", "--label", "tier=web", "busybox", "sleep", "1000",
+    ])?
+    .ok()?;
+    let all = |s: &Stack| names(s, &["ps", "-a", "--format", "{{.Names}}"]);
+    // Everything was created in the last hour: `until=1h` prunes nothing.
+    s.docker(&["container", "prune", "-f", "--filter", "until=1h"])?
+        .ok()?;
+    ensure!(
+        all(&s)? == ["ca", "cb", "cc", "up"],
+        "after until=1h: {:?}",
+        all(&s)?
+    );
+    let out = s
+        .docker(&["container", "prune", "-f", "--filter", "label=tier=web"])?
+        .ok()?;
+    expect_contains("container prune output", &out.stdout, "Deleted Containers:")?;
+    ensure!(
+        all(&s)? == ["cb", "cc", "up"],
+        "after label=tier=web: {:?}",
+        all(&s)?
+    );
+    s.docker(&["container", "prune", "-f", "--filter", "label!=keep"])?
+        .ok()?;
+    ensure!(
+        all(&s)? == ["cc", "up"],
+        "after label!=keep: {:?}",
+        all(&s)?
+    );
+    let until = in_a_minute();
+    s.docker(&[
+        "container",
+        "prune",
+        "-f",
+        "--filter",
+        &format!("until={until}"),
+    ])?
+    .ok()?;
+    ensure!(all(&s)? == ["up"], "after until=<later>: {:?}", all(&s)?);
+    let bad = s.docker(&["container", "prune", "-f", "--filter", "until=soon"])?;
+    ensure!(bad.code != 0, "until=soon must be refused");
+    expect_contains(
+        "until=soon",
+        &bad.stderr,
+        "failed to parse value as time or duration: \"soon\"",
+    )?;
+    let bad = s.docker(&["container", "prune", "-f", "--filter", "dangling=true"])?;
+    expect_contains(
+        "dangling on containers",
+        &bad.stderr,
+        "invalid filter 'dangling'",
+    )?;
+    s.docker(&["rm", "-f", "up"])?.ok()?;
+    Ok(())
+}
+
+fn image_network_prune() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    s.docker(&["create", "--name", "src", "busybox", "true"])?
+        .ok()?;
+    for (tag, label) in [("tmp:1", "purpose=tmp"), ("kept:1", "purpose=keep")] {
+        s.docker(&["commit", "--change", &format!("LABEL {label}"), "src", tag])?
+            .ok()?;
+    }
+    s.docker(&["rm", "src"])?.ok()?;
+    let images = |s: &Stack| names(s, &["images", "--format", "{{.Repository}}"]);
+    ensure!(
+        images(&s)? == ["busybox", "kept", "tmp"],
+        "images: {:?}",
+        images(&s)?
+    );
+    s.docker(&["image", "prune", "-a", "-f", "--filter", "until=1h"])?
+        .ok()?;
+    ensure!(
+        images(&s)? == ["busybox", "kept", "tmp"],
+        "after until=1h: {:?}",
+        images(&s)?
+    );
+    let until = format!("until={}", in_a_minute());
+    let out = s
+        .docker(&[
+            "image",
+            "prune",
+            "-a",
+            "-f",
+            "--filter",
+            "label=purpose=tmp",
+            "--filter",
+            &until,
+        ])?
+        .ok()?;
+    expect_contains("image prune output", &out.stdout, "untagged: tmp:1")?;
+    ensure!(
+        images(&s)? == ["busybox", "kept"],
+        "after label=purpose=tmp: {:?}",
+        images(&s)?
+    );
+    s.docker(&["image", "prune", "-a", "-f", "--filter", "label!=purpose"])?
+        .ok()?;
+    ensure!(
+        images(&s)? == ["kept"],
+        "after label!=purpose: {:?}",
+        images(&s)?
+    );
+    let bad = s.docker(&["image", "prune", "-f", "--filter", "reference=x"])?;
+    expect_contains(
+        "reference on prune",
+        &bad.stderr,
+        "invalid filter 'reference'",
+    )?;
+
+    s.docker(&["network", "create", "--label", "env=test", "pn1"])?
+        .ok()?;
+    let nets = |s: &Stack| {
+        names(
+            s,
+            &[
+                "network",
+                "ls",
+                "--filter",
+                "name=pn",
+                "--format",
+                "{{.Name}}",
+            ],
+        )
+    };
+    s.docker(&["network", "prune", "-f", "--filter", "until=1h"])?
+        .ok()?;
+    ensure!(
+        nets(&s)? == ["pn1"],
+        "after network prune until=1h: {:?}",
+        nets(&s)?
+    );
+    s.docker(&["network", "prune", "-f", "--filter", &until])?
+        .ok()?;
+    ensure!(
+        nets(&s)?.is_empty(),
+        "after network prune until=<later>: {:?}",
+        nets(&s)?
+    );
+    Ok(())
 }
 
 /// The container's v1 cgroup file under the stack's cgroup parent.

@@ -244,8 +244,17 @@ async fn dispatch<B: Backend>(
                 .collect();
             json_response(StatusCode::OK, &json!(list))
         }
-        Route::ContainerPrune => {
-            let ids = detached(&d, |d| async move { d.prune_containers().await }).await?;
+        Route::ContainerPrune { filters } => {
+            let (f, _) = super::filters::PruneFilters::parse(
+                &filters,
+                &["label", "label!", "until"],
+                |_, _| Ok(()),
+            )?;
+            let ids = detached(&d, move |d| async move {
+                d.prune_containers(move |c| f.selects(&c.config.labels, Some(c.created)))
+                    .await
+            })
+            .await?;
             json_response(
                 StatusCode::OK,
                 &json!({"ContainersDeleted": ids, "SpaceReclaimed": 0}),

@@ -16,19 +16,7 @@ pub struct ImageFilters(pub BTreeMap<String, Vec<String>>);
 impl ImageFilters {
     /// Both encodings clients send: `{"k":["v"]}` and `{"k":{"v":true}}`.
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        parse_args(raw, KEYS, |key, v| {
-            let boolean = matches!(
-                v.to_ascii_lowercase().as_str(),
-                "true" | "false" | "1" | "0"
-            );
-            if key == "dangling" && !boolean {
-                return Err(ApiError::bad_request(format!(
-                    "invalid filter 'dangling={v}'"
-                )));
-            }
-            Ok(())
-        })
-        .map(Self)
+        parse_args(raw, KEYS, check_dangling).map(Self)
     }
 
     pub fn get(&self, k: &str) -> &[String] {
@@ -54,16 +42,35 @@ fn reference_matches(pattern: &str, tag: &str) -> bool {
     m(pattern, tag) || m(pattern, name)
 }
 
+/// `dangling` takes a boolean (dockerd's message otherwise).
+pub fn check_dangling(key: &str, v: &str) -> Result<(), ApiError> {
+    let boolean = matches!(
+        v.to_ascii_lowercase().as_str(),
+        "true" | "false" | "1" | "0"
+    );
+    if key == "dangling" && !boolean {
+        return Err(ApiError::bad_request(format!(
+            "invalid filter 'dangling={v}'"
+        )));
+    }
+    Ok(())
+}
+
+/// The image's config `created` time.
+pub fn created_at(img: &ImageView) -> Option<chrono::DateTime<chrono::Utc>> {
+    img.config
+        .created
+        .as_deref()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
 pub fn label_matches(img: &ImageView, filter: &str) -> bool {
     super::filters::label_matches(&img.runtime_config().labels, filter)
 }
 
 fn created(img: &ImageView) -> i64 {
-    img.config
-        .created
-        .as_deref()
-        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-        .map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0))
+    created_at(img).map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0))
 }
 
 /// The images to list with the tags to show for each (reference-filtered).

@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use super::filters::PruneFilters;
 use super::image_filters::{self, ImageFilters};
 use super::{json_response, ApiError, Body};
 use crate::backend::Backend;
@@ -229,17 +230,16 @@ pub async fn dispatch<B: Backend>(
             Ok(r)
         }
         ImageRoute::Prune { filters } => {
-            let f = ImageFilters::parse(&filters)?;
-            for k in f.0.keys() {
-                if !matches!(k.as_str(), "dangling" | "label") {
-                    return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
-                }
-            }
-            let all = f.dangling() == Some(false);
-            let labels = f.get("label").to_vec();
+            let (prune, args) = PruneFilters::parse(
+                &filters,
+                &["dangling", "label", "label!", "until"],
+                image_filters::check_dangling,
+            )?;
+            let all = ImageFilters(args).dangling() == Some(false);
             let (gone, space) = tokio::spawn(async move {
                 d.prune_images(all, |img| {
-                    !labels.iter().all(|l| image_filters::label_matches(img, l))
+                    let config = img.runtime_config();
+                    !prune.selects(&config.labels, image_filters::created_at(img))
                 })
                 .await
             })

@@ -224,40 +224,16 @@ pub async fn remove<B: Backend>(d: &Daemon<B>, reference: &str) -> Result<(), Ap
     d.remove_network(&v.id).await.map_err(error)
 }
 
-/// `POST /networks/prune?filters=` (label, label!, until are dockerd's keys; `until` is
-/// not implemented and says so).
+/// `POST /networks/prune?filters=` (dockerd's keys: label, label!, until).
 pub async fn prune<B: Backend>(d: &Daemon<B>, filters: &str) -> Result<Value, ApiError> {
-    let mut labels: Vec<String> = Vec::new();
-    let mut not_labels: Vec<String> = Vec::new();
-    if !filters.trim().is_empty() {
-        let v: Value = serde_json::from_str(filters)
-            .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
-        for (key, values) in v.as_object().into_iter().flatten() {
-            let list: Vec<String> = match values {
-                Value::Array(a) => a
-                    .iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect(),
-                Value::Object(o) => o.keys().cloned().collect(),
-                _ => Vec::new(),
-            };
-            match key.as_str() {
-                "label" => labels.extend(list),
-                "label!" => not_labels.extend(list),
-                "until" => {
-                    return Err(ApiError::new(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "network prune: the 'until' filter is not implemented by berth",
-                    ))
-                }
-                other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
-            }
-        }
-    }
+    let (f, _) =
+        super::filters::PruneFilters::parse(filters, &["label", "label!", "until"], |_, _| Ok(()))?;
     let removed = d
         .prune_networks(move |n| {
-            labels.iter().all(|l| label_matches(&n.labels, l))
-                && !not_labels.iter().any(|l| label_matches(&n.labels, l))
+            let created = chrono::DateTime::parse_from_rfc3339(&n.created)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc));
+            f.selects(&n.labels, created)
         })
         .await
         .map_err(error)?;

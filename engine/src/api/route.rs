@@ -30,7 +30,10 @@ pub enum Route {
         name: String,
         force: bool,
     },
-    ContainerPrune,
+    /// `POST /containers/prune?filters=` (raw; parsed by the handler).
+    ContainerPrune {
+        filters: String,
+    },
     /// `POST /auth` (`docker login`).
     Auth,
     /// `POST /images/{name}/push?tag=` (`docker push`).
@@ -296,7 +299,9 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
             name: rest["/images/".len()..].to_string(),
             force: q.bool("force"),
         },
-        (Method::POST, ["containers", "prune"]) => Route::ContainerPrune,
+        (Method::POST, ["containers", "prune"]) => Route::ContainerPrune {
+            filters: q.get("filters").unwrap_or("").to_string(),
+        },
         (Method::POST, ["containers", "create"]) => Route::ContainerCreate {
             name: q.get("name").filter(|n| !n.is_empty()).map(str::to_string),
         },

@@ -305,7 +305,9 @@ fn image_tag_remove_and_prune_routes() {
     );
     assert_eq!(
         p(Method::POST, "/containers/prune").unwrap(),
-        Route::ContainerPrune
+        Route::ContainerPrune {
+            filters: String::new()
+        }
     );
 }
 

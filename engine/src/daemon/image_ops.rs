@@ -107,12 +107,16 @@ impl<B: Backend> Daemon<B> {
         Ok(out)
     }
 
-    /// `POST /containers/prune`: removes every stopped container; returns their IDs.
-    pub async fn prune_containers(&self) -> DaemonResult<Vec<String>> {
+    /// `POST /containers/prune`: removes every stopped container `select` accepts;
+    /// returns their IDs.
+    pub async fn prune_containers(
+        &self,
+        select: impl Fn(&crate::record::ContainerRecord) -> bool,
+    ) -> DaemonResult<Vec<String>> {
         let mut removed = Vec::new();
         for rec in self.store.list() {
             // dockerd counts a container waiting for its restart policy as running.
-            if rec.state.is_up() {
+            if rec.state.is_up() || !select(&rec) {
                 continue;
             }
             self.remove_container_record(&rec.id, rec.state.exit_code)

@@ -533,7 +533,7 @@ async fn tag_and_remove_images_like_dockerd() {
         "{err}"
     );
     // Prune removes the stopped container, then the image can go.
-    assert_eq!(e.daemon.prune_containers().await.unwrap().len(), 1);
+    assert_eq!(e.daemon.prune_containers(|_| true).await.unwrap().len(), 1);
     let out = e.daemon.remove_image("busybox", false).await.unwrap();
     assert_eq!(
         out,
