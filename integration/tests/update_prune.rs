@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 use berth_integration::Stack;
 
+use berth_integration::prereq::Need;
+
 use crate::common::{container_id, expect_contains, inspect, wait_status, Spec, DOCKER};
+use crate::registry::Registry;
 
 pub fn tests() -> Vec<Spec> {
     vec![
@@ -34,6 +37,11 @@ pub fn tests() -> Vec<Spec> {
             name: "update_prune::image_and_network_prune_filters",
             needs: DOCKER,
             run: image_network_prune,
+        },
+        Spec {
+            name: "update_prune::repo_digests_pull_push_run_rmi",
+            needs: &[Need::Root, Need::Busybox, Need::Docker, Need::Registry],
+            run: repo_digests,
         },
     ]
 }
@@ -200,6 +208,120 @@ fn image_network_prune() -> Result<()> {
         nets(&s)?.is_empty(),
         "after network prune until=<later>: {:?}",
         nets(&s)?
+    );
+    Ok(())
+}
+
+fn repo_digests() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let reg = Registry::start(&s.dir, None)?;
+    reg.push_busybox(&s.busybox_tar()?, "1", None)?;
+    let host = reg.host.clone();
+    let img = format!("{host}/busybox:1");
+    let out = s.docker(&["pull", &img])?.ok()?;
+    let digest = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .context("no Digest line in the pull output")?
+        .trim()
+        .to_string();
+    let by_digest = format!("{host}/busybox@{digest}");
+    let repo_digests = |s: &Stack, name: &str| -> Result<serde_json::Value> {
+        let out = s.docker(&["image", "inspect", name])?.ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out.stdout)?;
+        Ok(v[0]["RepoDigests"].clone())
+    };
+    let got = repo_digests(&s, &img)?;
+    ensure!(
+        got == serde_json::json!([by_digest]),
+        "RepoDigests after pull: {got}"
+    );
+    let out = s
+        .docker(&[
+            "images",
+            "--digests",
+            "--format",
+            "{{.Repository}} {{.Tag}} {{.Digest}}",
+        ])?
+        .ok()?;
+    expect_contains(
+        "docker images --digests",
+        &out.stdout,
+        &format!("{host}/busybox 1 {digest}"),
+    )?;
+    expect_contains(
+        "imported busybox has no digest",
+        &out.stdout,
+        "busybox latest <none>",
+    )?;
+    let out = s.docker(&["images", "--digests"])?.ok()?;
+    expect_contains("docker images --digests header", &out.stdout, "DIGEST")?;
+    let out = s
+        .docker(&[
+            "images",
+            "--filter",
+            &format!("reference={by_digest}"),
+            "--format",
+            "{{.Repository}}",
+        ])?
+        .ok()?;
+    ensure!(
+        out.stdout.trim() == format!("{host}/busybox"),
+        "images --filter reference=<digest>: {:?}",
+        out.stdout
+    );
+    // Run by digest.
+    let out = s
+        .docker(&["run", "--rm", &by_digest, "echo", "by-digest"])?
+        .ok()?;
+    expect_contains("run by digest", &out.stdout, "by-digest")?;
+    // rmi of the digest reference while a tag remains only untags the digest.
+    let out = s.docker(&["rmi", &by_digest])?.ok()?;
+    ensure!(
+        out.stdout.trim() == format!("Untagged: {by_digest}"),
+        "rmi by digest: {:?}",
+        out.stdout
+    );
+    ensure!(
+        repo_digests(&s, &img)? == serde_json::json!([]),
+        "digest left after its rmi"
+    );
+    // Pull by digest brings the reference back; rmi of the last tag removes it too.
+    s.docker(&["pull", &by_digest])?.ok()?;
+    ensure!(
+        repo_digests(&s, &img)? == serde_json::json!([by_digest]),
+        "pull by digest"
+    );
+    let out = s.docker(&["rmi", &img])?.ok()?;
+    for want in [
+        format!("Untagged: {img}"),
+        format!("Untagged: {by_digest}"),
+        "Deleted: sha256:".to_string(),
+    ] {
+        expect_contains("rmi of the last tag", &out.stdout, &want)?;
+    }
+    let gone = s.docker(&["image", "inspect", &by_digest])?;
+    ensure!(gone.code != 0, "the digest reference outlived its image");
+
+    // A push records the digest the registry now knows the image by.
+    let mine = format!("{host}/mine:1");
+    s.docker(&["tag", "busybox", &mine])?.ok()?;
+    let out = s.docker(&["push", &mine])?.ok()?;
+    let pushed = out
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once(": digest: ").map(|(_, r)| r.to_string()))
+        .context("no digest line in the push output")?;
+    let pushed = pushed
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        repo_digests(&s, &mine)? == serde_json::json!([format!("{host}/mine@{pushed}")]),
+        "RepoDigests after push: {}",
+        repo_digests(&s, &mine)?
     );
     Ok(())
 }

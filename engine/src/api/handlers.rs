@@ -261,7 +261,7 @@ async fn dispatch<B: Backend>(
             )
         }
         Route::ImageInspect { name } => {
-            let img = d.image(&name).await?;
+            let img = d.image_with_names(&name).await?;
             json_response(StatusCode::OK, &daemon::image_inspect(&img))
         }
         Route::ContainerCreate { name } => {

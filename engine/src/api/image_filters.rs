@@ -31,9 +31,13 @@ impl ImageFilters {
     }
 }
 
-/// reference.FamiliarMatch: the pattern against `name` and `name:tag`.
+/// reference.FamiliarMatch: the pattern against `name` and `name:tag` (or
+/// `name@digest`).
 fn reference_matches(pattern: &str, tag: &str) -> bool {
-    let name = tag.rsplit_once(':').map_or(tag, |(n, _)| n);
+    let name = match tag.split_once('@') {
+        Some((n, _)) => n,
+        None => tag.rsplit_once(':').map_or(tag, |(n, _)| n),
+    };
     let segs = |s: &str| s.split('/').map(String::from).collect::<Vec<_>>();
     let m = |p: &str, s: &str| {
         let (p, s) = (segs(p), segs(s));
@@ -91,7 +95,11 @@ pub fn apply(
         let refs = f.get("reference");
         if !refs.is_empty() {
             tags.retain(|t| refs.iter().any(|p| reference_matches(p, t)));
-            if tags.is_empty() {
+            let by_digest = img
+                .repo_digests()
+                .iter()
+                .any(|d| refs.iter().any(|p| reference_matches(p, d)));
+            if tags.is_empty() && !by_digest {
                 continue;
             }
         }

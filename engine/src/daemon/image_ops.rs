@@ -14,6 +14,10 @@ pub enum ImageDeleted {
     Deleted(String),
 }
 
+fn is_tag_name(name: &str) -> bool {
+    !name.starts_with(DANGLING_PREFIX) && Reference::parse(name).is_ok_and(|r| r.tag.is_some())
+}
+
 fn short(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     &hex[..hex.len().min(12)]
@@ -51,24 +55,26 @@ impl<B: Backend> Daemon<B> {
         reference: &str,
         force: bool,
     ) -> DaemonResult<Vec<ImageDeleted>> {
-        let mut img = self.image(reference).await?;
         // Resolution sees one name; the decision needs every name of this image ID.
-        if let Some(all) = self
-            .list_images()
-            .await?
-            .into_iter()
-            .find(|v| v.id == img.id)
-        {
-            img.names = all.names;
-        }
+        let img = self.image_with_names(reference).await?;
         let by_name = Reference::parse(reference)
             .map(|r| r.with_default_tag().to_string())
             .ok()
             .filter(|n| img.names.contains(n));
-        let doomed: Vec<String> = match &by_name {
+        let mut doomed: Vec<String> = match &by_name {
             Some(n) => vec![n.clone()],
             None => img.names.clone(),
         };
+        // dockerd: untagging a repository's last tag also removes its digest references.
+        if let Some(n) = by_name.as_ref().filter(|n| is_tag_name(n)) {
+            let repo = Reference::parse(n).map(|r| r.name()).unwrap_or_default();
+            let tags_left = img.names.iter().any(|o| {
+                o != n && is_tag_name(o) && Reference::parse(o).is_ok_and(|r| r.name() == repo)
+            });
+            if !tags_left {
+                doomed.extend(super::repo_digests::digest_names_of_repo(&img.names, n));
+            }
+        }
         if by_name.is_none() && img.names.len() > 1 && !force {
             return Err(DaemonError::ImageConflict {
                 message: format!(

@@ -16,6 +16,7 @@ mod inspect_defaults;
 mod leased;
 mod lifecycle;
 mod manage;
+mod repo_digests;
 mod restart;
 mod save_load;
 mod stats;
@@ -228,6 +229,7 @@ pub struct Daemon<B> {
     /// `<data-root>/volumes`.
     pub volumes: crate::volumes::VolumeStore,
     health: health_monitor::Monitors,
+    image_cache: images::ImageCache,
 }
 
 impl<B: Backend> Daemon<B> {
@@ -256,6 +258,7 @@ impl<B: Backend> Daemon<B> {
             booted: Default::default(),
             volumes,
             health: Default::default(),
+            image_cache: Default::default(),
         };
         daemon.restore_volume_refs();
         // Events of containers from before an engine restart carry their name and image

@@ -280,10 +280,14 @@ impl<B: Backend> Daemon<B> {
         let mut deleted = Vec::new();
         let mut reclaimed = 0;
         for img in self.list_images().await? {
-            let tags = img.repo_tags();
-            if used.contains(&img.id) || (!all && !tags.is_empty()) || keep(&img) {
+            let mut tags = img.repo_tags();
+            // A digest reference (a pull by digest) keeps an image from being dangling.
+            let digests = img.repo_digests();
+            let dangling = tags.is_empty() && digests.is_empty();
+            if used.contains(&img.id) || (!all && !dangling) || keep(&img) {
                 continue;
             }
+            tags.extend(digests);
             for name in &img.names {
                 self.backend.image_delete(name).await?;
             }

@@ -136,7 +136,7 @@ pub fn image_summary(img: &ImageView) -> Value {
         "Id": img.id,
         "ParentId": "",
         "RepoTags": img.repo_tags(),
-        "RepoDigests": [],
+        "RepoDigests": img.repo_digests(),
         "Created": created(img).map_or(0, |t| t.timestamp()),
         "Size": img.size(),
         "SharedSize": -1,
@@ -159,7 +159,7 @@ pub fn image_inspect(img: &ImageView) -> Value {
     json!({
         "Id": img.id,
         "RepoTags": img.repo_tags(),
-        "RepoDigests": [],
+        "RepoDigests": img.repo_digests(),
         "Parent": "",
         "Comment": img.config.extra.get("comment").cloned().unwrap_or(json!("")),
         "Created": time(created(img)),

@@ -305,12 +305,13 @@ pub async fn pull<B: Backend>(
     let now = Some(Utc::now());
     b.image_put(Image {
         name,
-        target: manifest_desc,
+        target: manifest_desc.clone(),
         labels: HashMap::new(),
         created_at: now,
         updated_at: now,
     })
     .await?;
+    d.record_repo_digest(r, &top_digest, &manifest_desc).await?;
     d.event_log.image("pull", &r.familiar(), &r.familiar());
     p.status(&format!("Digest: {top_digest}")).await;
     let verb = if up_to_date {

@@ -153,6 +153,7 @@ pub async fn push<B: Backend>(
         return Err(failed(&put, &format!("PUT manifest {tag}")));
     }
     let digest = image.target.digest.clone();
+    d.record_repo_digest(r, &digest, &image.target).await?;
     send(json!({"status": format!("{tag}: digest: {digest} size: {size}"), "progressDetail": {}}))
         .await;
     send(json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": size}})).await;
