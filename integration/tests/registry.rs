@@ -161,6 +161,23 @@ impl Registry {
     }
 
     /// The registry's file for a blob (distribution's filesystem layout).
+    /// The digest of the busybox layer the registry holds (from the pushed OCI layout).
+    pub(crate) fn layer_digest(&self) -> Result<String> {
+        let layout = self.dir.join("oci");
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+        let man_digest = index["manifests"][0]["digest"].as_str().context("index")?;
+        let man: serde_json::Value = serde_json::from_slice(&std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(man_digest.trim_start_matches("sha256:")),
+        )?)?;
+        Ok(man["layers"][0]["digest"]
+            .as_str()
+            .context("layer digest")?
+            .to_string())
+    }
+
     fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.dir
@@ -326,19 +343,7 @@ fn corrupt_blob() -> Result<()> {
     let reg = Registry::start(&s.dir, None)?;
     reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
     // Flip bytes of the layer in the registry's storage: same size, other digest.
-    let layout = reg.dir.join("oci");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
-    let man_digest = index["manifests"][0]["digest"].as_str().context("index")?;
-    let man: serde_json::Value = serde_json::from_slice(&std::fs::read(
-        layout
-            .join("blobs/sha256")
-            .join(man_digest.trim_start_matches("sha256:")),
-    )?)?;
-    let layer = man["layers"][0]["digest"]
-        .as_str()
-        .context("layer digest")?;
-    let path = reg.blob_path(layer);
+    let path = reg.blob_path(&reg.layer_digest()?);
     let mut data = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     let mid = data.len() / 2;
     data[mid] ^= 0xff;

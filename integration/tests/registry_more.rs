@@ -351,7 +351,7 @@ fn killed_mid_pull() -> Result<()> {
     let mut s = Stack::start()?;
     let reg = Registry::start(&s.dir, None)?;
     reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
-    let layer = &layer_digest(&reg)?;
+    let layer = &reg.layer_digest()?;
     let proxy = Proxy::start(&reg.host, layer, false)?;
     let image = format!("{}/busybox", proxy.host);
     let cli = berth_integration::prereq::docker_cli().context("docker CLI")?;
@@ -401,30 +401,13 @@ fn killed_mid_pull() -> Result<()> {
     Ok(())
 }
 
-/// The digest of the busybox layer the registry holds (from the pushed OCI layout).
-fn layer_digest(reg: &Registry) -> Result<String> {
-    let layout = reg.dir.join("oci");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
-    let man_digest = index["manifests"][0]["digest"].as_str().context("index")?;
-    let man: serde_json::Value = serde_json::from_slice(&std::fs::read(
-        layout
-            .join("blobs/sha256")
-            .join(man_digest.trim_start_matches("sha256:")),
-    )?)?;
-    Ok(man["layers"][0]["digest"]
-        .as_str()
-        .context("layer digest")?
-        .to_string())
-}
-
 /// The registry connection dies mid-blob once: the download resumes with a Range
 /// request from where it broke, and the pull succeeds.
 fn resumed_download() -> Result<()> {
     let s = Stack::start()?;
     let reg = Registry::start(&s.dir, None)?;
     reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
-    let proxy = Proxy::start(&reg.host, &layer_digest(&reg)?, true)?;
+    let proxy = Proxy::start(&reg.host, &reg.layer_digest()?, true)?;
     let image = format!("{}/busybox", proxy.host);
     let out = s.docker(&["pull", &image])?.ok()?;
     expect_contains("resumed pull", &out.stdout, "Pull complete")?;
