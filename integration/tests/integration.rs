@@ -8,6 +8,7 @@ mod archive;
 mod berth_cli;
 mod build;
 mod build_more;
+mod build_steps;
 mod common;
 mod compose;
 mod docker_errors;
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
         compose::tests(),
         build::tests(),
         build_more::tests(),
+        build_steps::tests(),
         images_more::tests(),
         volumes::tests(),
         tty::tests(),

@@ -7,6 +7,7 @@ pub mod dockerfile;
 pub mod exec;
 pub mod fsops;
 pub mod meta;
+pub mod probe;
 pub mod remote;
 pub mod steps;
 pub mod words;

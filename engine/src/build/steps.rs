@@ -233,6 +233,8 @@ impl<B: Backend> Builder<'_, B> {
         if self.try_cache(s, &key).await? {
             return Ok(());
         }
+        let cmd = super::probe::nop_command(&runtime, &text, false);
+        self.probe(s, &runtime, cmd).await?;
         let by = format!("/bin/sh -c #(nop)  {text}");
         let config = Self::next_config(s, runtime, by, true, None);
         let layers = s.img.layers.clone();
@@ -247,6 +249,13 @@ impl<B: Backend> Builder<'_, B> {
         if self.try_cache(s, &key).await? {
             return Ok(());
         }
+        let text = format!("WORKDIR {}", runtime.working_dir);
+        self.probe(
+            s,
+            &runtime,
+            super::probe::nop_command(&runtime, &text, true),
+        )
+        .await?;
         let dir = runtime.working_dir.clone();
         let layer = self
             .fs_step(s, move |root| fsops::mkdir_in(root, &dir))
@@ -325,8 +334,9 @@ impl<B: Backend> Builder<'_, B> {
             }
         }
         if i.flag("chmod").is_some() {
+            // dockerd 20.10's legacy builder refuses it at the step, in these words.
             return Err(BuildError::Invalid {
-                message: format!("{kw} --chmod is not implemented yet in berth-engine"),
+                message: "the --chmod option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled".into(),
             });
         }
         if add && list.iter().any(|s| is_url(s)) {
@@ -606,7 +616,7 @@ impl<B: Backend> Builder<'_, B> {
         };
         if code != 0 {
             if self.opts.force_rm {
-                self.remove_intermediate(&id, false).await;
+                self.remove_intermediate(&id, true).await;
             }
             return Err(BuildError::RunFailed {
                 command: cmd.join(" "),

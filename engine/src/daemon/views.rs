@@ -51,10 +51,15 @@ pub fn status_text(rec: &ContainerRecord, now: DateTime<Utc>) -> String {
 
 /// `GET /containers/json` entry.
 pub fn container_summary(rec: &ContainerRecord, now: DateTime<Utc>) -> Value {
+    // dockerd quotes the arguments that have a space, and nothing else.
     let mut command = rec.path.clone();
     for a in &rec.args {
         command.push(' ');
-        command.push_str(a);
+        if a.contains(' ') {
+            command.push_str(&format!("'{a}'"));
+        } else {
+            command.push_str(a);
+        }
     }
     json!({
         "Id": rec.id,

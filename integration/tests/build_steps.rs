@@ -1,0 +1,215 @@
+//! `docker build` as dockerd 20.10's legacy builder shows it: the step lines, the
+//! intermediate containers (`--rm`, `--rm=false`, `--force-rm`) in `docker ps -a`, and
+//! what it refuses (`--chmod`).
+
+use anyhow::{ensure, Result};
+use berth_integration::Stack;
+
+use crate::build::{context, nothing_left};
+use crate::common::{expect_contains, Spec, DOCKER};
+
+pub fn tests() -> Vec<Spec> {
+    vec![
+        Spec {
+            name: "build_steps::output_as_dockerd",
+            needs: DOCKER,
+            run: output_as_dockerd,
+        },
+        Spec {
+            name: "build_steps::intermediate_containers",
+            needs: DOCKER,
+            run: intermediate_containers,
+        },
+    ]
+}
+
+/// The output from the first step on, every 12-hex ID replaced by `<id>`.
+fn normalized(stdout: &str) -> String {
+    let from = stdout.find("Step 1/").unwrap_or(0);
+    stdout[from..]
+        .split_inclusive(['\n', ' '])
+        .map(|w| {
+            let t = w.trim_end();
+            if t.len() == 12 && t.chars().all(|c| c.is_ascii_hexdigit()) {
+                format!("<id>{}", &w[t.len()..])
+            } else {
+                w.to_string()
+            }
+        })
+        .collect()
+}
+
+/// `docker ps -a` as `ID STATUS COMMAND` lines.
+fn ps_all(s: &Stack) -> Result<Vec<String>> {
+    let out = s
+        .docker(&[
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Status}} {{.Command}}",
+        ])?
+        .ok()?;
+    Ok(out.stdout.lines().map(String::from).collect())
+}
+
+/// The IDs of `Running in <id>` lines, in order.
+fn running_ids(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(" ---> Running in "))
+        .map(|id| id.trim().to_string())
+        .collect()
+}
+
+fn output_as_dockerd() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let ctx = context(
+        &s,
+        "out",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nENV A=1\nRUN echo hi\nCOPY f.txt /f.txt\nWORKDIR /w\nCMD [\"cat\",\"/f.txt\"]\n",
+            ),
+            ("f.txt", "hello\n"),
+        ],
+    )?;
+    let ctx = ctx.to_string_lossy().into_owned();
+    let out = s.docker(&["build", "-t", "out:1", &ctx])?.ok()?;
+    // What dockerd 20.10 prints for this Dockerfile, IDs aside: config-only steps get a
+    // (never started) container too, COPY does not.
+    let want = "Step 1/6 : FROM busybox\n ---> <id>\n\
+        Step 2/6 : ENV A=1\n ---> Running in <id>\nRemoving intermediate container <id>\n ---> <id>\n\
+        Step 3/6 : RUN echo hi\n ---> Running in <id>\nhi\nRemoving intermediate container <id>\n ---> <id>\n\
+        Step 4/6 : COPY f.txt /f.txt\n ---> <id>\n\
+        Step 5/6 : WORKDIR /w\n ---> Running in <id>\nRemoving intermediate container <id>\n ---> <id>\n\
+        Step 6/6 : CMD [\"cat\",\"/f.txt\"]\n ---> Running in <id>\nRemoving intermediate container <id>\n ---> <id>\n\
+        Successfully built <id>\nSuccessfully tagged out:1\n";
+    ensure!(
+        normalized(&out.stdout) == want,
+        "build output differs from dockerd's:\n{}\nwanted:\n{want}",
+        out.stdout
+    );
+    let again = s.docker(&["build", "-t", "out:1", &ctx])?.ok()?;
+    let want = "Step 1/6 : FROM busybox\n ---> <id>\n\
+        Step 2/6 : ENV A=1\n ---> Using cache\n ---> <id>\n\
+        Step 3/6 : RUN echo hi\n ---> Using cache\n ---> <id>\n\
+        Step 4/6 : COPY f.txt /f.txt\n ---> Using cache\n ---> <id>\n\
+        Step 5/6 : WORKDIR /w\n ---> Using cache\n ---> <id>\n\
+        Step 6/6 : CMD [\"cat\",\"/f.txt\"]\n ---> Using cache\n ---> <id>\n\
+        Successfully built <id>\nSuccessfully tagged out:1\n";
+    ensure!(
+        normalized(&again.stdout) == want,
+        "cached build output differs from dockerd's:\n{}\nwanted:\n{want}",
+        again.stdout
+    );
+    let run = s.docker(&["run", "--rm", "out:1"])?.ok()?;
+    ensure!(
+        run.stdout == "hello\n",
+        "built image runs: {:?}",
+        run.stdout
+    );
+
+    // --chmod needs BuildKit in dockerd 20.10: refused at its step, in its words.
+    for kw in ["COPY", "ADD"] {
+        std::fs::write(
+            s.dir.join("out/Dockerfile"),
+            format!("FROM busybox\n{kw} --chmod=644 f.txt /\n"),
+        )?;
+        let bad = s.docker(&["build", &ctx])?.expect_code(1)?;
+        expect_contains(
+            "--chmod",
+            &bad.stdout,
+            &format!("Step 2/2 : {kw} --chmod=644 f.txt /\n"),
+        )?;
+        expect_contains(
+            "--chmod",
+            &bad.stderr,
+            "the --chmod option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled",
+        )?;
+    }
+    s.docker(&["rmi", "out:1"])?.ok()?;
+    nothing_left(&s)
+}
+
+fn intermediate_containers() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let ctx = context(
+        &s,
+        "rm",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nENV B=2\nRUN echo x > /x\nWORKDIR /w\n",
+        )],
+    )?;
+    let ctx = ctx.to_string_lossy().into_owned();
+    // --rm=false keeps every step's container: the RUN's exited, the others created.
+    let kept = s
+        .docker(&["build", "--rm=false", "-t", "kept", &ctx])?
+        .ok()?;
+    ensure!(
+        !kept.stdout.contains("Removing intermediate container"),
+        "--rm=false removed containers:\n{}",
+        kept.stdout
+    );
+    let ids = running_ids(&kept.stdout);
+    ensure!(ids.len() == 3, "three steps ran in containers: {ids:?}");
+    let ps = ps_all(&s)?;
+    ensure!(ps.len() == 3, "docker ps -a after --rm=false: {ps:?}");
+    let row = |id: &str| ps.iter().find(|r| r.starts_with(id)).cloned();
+    let env = row(&ids[0]).unwrap_or_default();
+    ensure!(
+        env.contains(" Created ") && env.ends_with("\"/bin/sh -c '#(nop) ' 'ENV B=2'\""),
+        "ENV step's container: {env:?} in {ps:?}"
+    );
+    let run = row(&ids[1]).unwrap_or_default();
+    ensure!(
+        run.contains(" Exited (0) ") && run.ends_with("\"/bin/sh -c 'echo x > /x'\""),
+        "RUN step's container: {run:?} in {ps:?}"
+    );
+    let wd = row(&ids[2]).unwrap_or_default();
+    ensure!(
+        wd.contains(" Created ") && wd.ends_with("\"/bin/sh -c '#(nop) WORKDIR /w'\""),
+        "WORKDIR step's container: {wd:?} in {ps:?}"
+    );
+    let mut rm = vec!["rm"];
+    rm.extend(ids.iter().map(String::as_str));
+    s.docker(&rm)?.ok()?;
+
+    // The default (--rm) removes them after successful steps, but keeps a failed one.
+    std::fs::write(
+        s.dir.join("rm/Dockerfile"),
+        "FROM busybox\nENV B=2\nRUN exit 3\n",
+    )?;
+    let failed = s.docker(&["build", "--no-cache", &ctx])?.expect_code(3)?;
+    let ids = running_ids(&failed.stdout);
+    ensure!(ids.len() == 2, "two steps ran in containers: {ids:?}");
+    let ps = ps_all(&s)?;
+    ensure!(
+        ps.len() == 1 && ps[0].starts_with(&ids[1]) && ps[0].contains(" Exited (3) "),
+        "only the failed RUN's container stays: {ps:?}"
+    );
+    expect_contains(
+        "failed build",
+        &failed.stderr,
+        "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
+    )?;
+    s.docker(&["rm", &ids[1]])?.ok()?;
+
+    // --force-rm removes the failed step's container too, and says so.
+    let forced = s
+        .docker(&["build", "--force-rm", "--no-cache", &ctx])?
+        .expect_code(3)?;
+    let ids = running_ids(&forced.stdout);
+    ensure!(ids.len() == 2, "two steps ran in containers: {ids:?}");
+    expect_contains(
+        "--force-rm",
+        &forced.stdout,
+        &format!("Removing intermediate container {}\n", ids[1]),
+    )?;
+    let ps = ps_all(&s)?;
+    ensure!(ps.is_empty(), "--force-rm left containers: {ps:?}");
+    s.docker(&["rmi", "kept"])?.ok()?;
+    nothing_left(&s)
+}
