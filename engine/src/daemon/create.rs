@@ -232,13 +232,24 @@ impl<B: Backend> Daemon<B> {
         }
         exec_user.apply(&mut spec);
         crate::seccomp::apply(&mut spec, &host_config)?;
-        self.attach_network(id, name, &host_config, &config, networking, &mut spec)
-            .await?;
         let labels = HashMap::from([(ENGINE_LABEL.to_string(), "1".to_string())]);
-        let snapshot = self
-            .backend
-            .snapshot_prepare(id, &image.chain_id(), labels.clone())
-            .await?;
+        // Network setup and highd's snapshot overlap (the caller detaches the network of
+        // a failed create).
+        let chain_id = image.chain_id();
+        let (network, snapshot) = tokio::join!(
+            self.attach_network(id, name, &host_config, &config, networking, &mut spec),
+            self.backend.snapshot_prepare(id, &chain_id, labels.clone())
+        );
+        let snapshot = match (network, snapshot) {
+            (Ok(()), Ok(s)) => s,
+            (Err(e), made) => {
+                if made.is_ok() {
+                    let _ = self.backend.snapshot_remove(id).await;
+                }
+                return Err(e.into());
+            }
+            (Ok(()), Err(e)) => return Err(e.into()),
+        };
         if let Err(e) = self.copy_up(mounts, &snapshot) {
             let _ = self.backend.snapshot_remove(id).await;
             return Err(e);

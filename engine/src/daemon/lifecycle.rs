@@ -417,10 +417,16 @@ impl<B: Backend> Daemon<B> {
             Err(e) if !e.is_not_found() => Err(e),
             _ => Ok(()),
         };
-        ignore_missing(self.backend.task_delete(id).await.map(|_| ()))?;
-        ignore_missing(self.backend.container_delete(id).await)?;
-        ignore_missing(self.backend.snapshot_remove(snapshot_key).await)?;
-        self.detach_network(id).await?;
+        let highd = async {
+            ignore_missing(self.backend.task_delete(id).await.map(|_| ()))?;
+            ignore_missing(self.backend.container_delete(id).await)?;
+            ignore_missing(self.backend.snapshot_remove(snapshot_key).await)
+        };
+        // The veth's deletion waits out an RCU grace period in the kernel (~15 ms): it
+        // overlaps highd's deletes instead of following them. Neither needs the other.
+        let (highd, network) = tokio::join!(highd, self.detach_network(id));
+        highd?;
+        network?;
         let exec_dir = self.exec_dir(id);
         match std::fs::remove_dir_all(&exec_dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DaemonError::Io {

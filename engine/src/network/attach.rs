@@ -12,7 +12,7 @@ use super::manager::{io, Manager};
 use super::netns::with_netlink;
 use super::ports;
 use super::request::{endpoints_for_create, EndpointRequest};
-use super::state::{choose_veth_name, peer_name, Endpoint};
+use super::state::{choose_veth_name, Endpoint};
 use super::{link, netns, NetworkError};
 
 /// Which host veth a teardown removes.
@@ -61,15 +61,10 @@ impl Manager {
         for p in &mut bindings {
             fds.push(ports::reserve(p)?);
         }
-        {
-            let mut st = self.lock();
-            st.endpoints.insert(id.into(), Vec::new());
-            // Persisted before the namespace exists, so repair and detach find it.
-            if let Err(e) = self.save(&st) {
-                st.endpoints.remove(id);
-                return Err(e);
-            }
-        }
+        // Not persisted yet: the first endpoint's save below carries it. A crash before
+        // that leaves at most a namespace file without an endpoint, which start-up
+        // unmounts (manager::repair).
+        self.lock().endpoints.insert(id.into(), Vec::new());
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -214,7 +209,7 @@ impl Manager {
             tracing::warn!(%id, network = %network, error = %e, "endpoint setup failed; undoing it");
             // Only the veth this attempt made goes (by its index): if creating it failed,
             // an interface of that name belongs to someone else.
-            if let Err(undo) = self.remove_endpoint(&ep, HostVeth::Created(created)) {
+            if let Err(undo) = self.remove_endpoint(&ep, HostVeth::Created(created), true) {
                 tracing::warn!(%id, error = %undo, "undoing the endpoint setup failed too");
             }
             return Err(e);
@@ -242,25 +237,26 @@ impl Manager {
         created: &mut Option<u32>,
     ) -> Result<(), NetworkError> {
         let ns_file = File::open(&ep.netns).map_err(io("open", &ep.netns))?;
-        let peer = peer_name(&ep.host_veth);
         let (host, bridge) = (ep.host_veth.clone(), bridge.to_string());
-        let peer2 = peer.clone();
+        let (ifname, mac) = (ep.ifname.clone(), parse_mac(&ep.mac));
         *created = Some(with_netlink(None, move |h| {
             Box::pin(async move {
                 let br = link::index_of(&h, &bridge)
                     .await?
                     .ok_or(NetworkError::Vanished { name: bridge })?;
-                link::create_veth(&h, &host, &peer2, mtu, br, &ns_file).await
+                let peer = link::Peer {
+                    ifname: &ifname,
+                    mac,
+                    netns: &ns_file,
+                };
+                link::create_veth(&h, &host, &peer, mtu, br).await
             })
         })?);
-        let mac = parse_mac(&ep.mac);
         let addr = Ipv4Net::new(ep.ip, ep.prefix);
         let gw = ep.default_route.then_some(ep.gateway);
         let ifname = ep.ifname.clone();
         with_netlink(Some(ep.netns.clone()), move |h| {
-            Box::pin(
-                async move { link::configure_container(&h, &peer, &ifname, mac, addr, gw).await },
-            )
+            Box::pin(async move { link::configure_container(&h, &ifname, addr, gw).await })
         })?;
         self.apply_rules(&self.lock())
     }
@@ -279,13 +275,20 @@ impl Manager {
                     network: net.name.clone(),
                 })?
         };
-        self.remove_endpoint(&ep, HostVeth::Named)
+        self.remove_endpoint(&ep, HostVeth::Named, true)
     }
 
     /// Deletes an endpoint's veth (its peer in the container goes with it), releases its
     /// address and rewrites the rules. When it carried the default route, the next
-    /// endpoint on a non-internal network takes it over, as with dockerd.
-    fn remove_endpoint(&self, ep: &Endpoint, veth: HostVeth) -> Result<(), NetworkError> {
+    /// endpoint on a non-internal network takes it over, as with dockerd. Without `save`
+    /// the state file is left to the caller (a removal saves once at its end; until then
+    /// the file still names the endpoint, so a crash midway is finished at start-up).
+    fn remove_endpoint(
+        &self,
+        ep: &Endpoint,
+        veth: HostVeth,
+        save: bool,
+    ) -> Result<(), NetworkError> {
         let name = ep.host_veth.clone();
         match veth {
             HostVeth::Named => with_netlink(None, move |h| {
@@ -315,7 +318,9 @@ impl Manager {
                 next = Some(other.clone());
             }
         }
-        self.save(&st)?;
+        if save {
+            self.save(&st)?;
+        }
         self.apply_rules(&st)?;
         drop(st);
         if let Some(other) = next {
@@ -340,7 +345,7 @@ impl Manager {
         };
         // Last first, so no default route is moved onto an endpoint about to go too.
         for ep in eps.iter().rev() {
-            self.remove_endpoint(ep, HostVeth::Named)?;
+            self.remove_endpoint(ep, HostVeth::Named, false)?;
         }
         netns::remove(&self.netns_dir.join(id))?;
         let mut st = self.lock();

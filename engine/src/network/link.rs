@@ -6,8 +6,12 @@ use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
 
 use super::ipam::Ipv4Net;
 use super::NetworkError;
@@ -121,20 +125,44 @@ pub async fn ensure_bridge(h: &Handle, name: &str, gateway: Ipv4Net) -> Result<u
     Ok(index)
 }
 
-/// Creates a veth pair, plugs `host` into the bridge and moves `peer` into the namespace
-/// open at `netns`; returns the host end's index. If a step after the creation fails,
-/// the pair it created is deleted again (by index: the names may belong to someone else
-/// by then), so an error means nothing of this call is left.
+/// The container side of a veth pair: its name, MAC and MTU and the namespace it is
+/// born in.
+pub struct Peer<'a> {
+    pub ifname: &'a str,
+    pub mac: [u8; 6],
+    pub netns: &'a std::fs::File,
+}
+
+/// Creates a veth pair whose host end `host` is plugged into the bridge and up, and whose
+/// other end is created directly inside the container's namespace under its final name
+/// and MAC, all in one RTM_NEWLINK (the peer's own link message carries IFLA_NET_NS_FD).
+/// Creating the peer in the host namespace and moving it costs a network-namespace move
+/// (an RCU grace period, ~15 ms here) and a rename. Returns the host end's index. If a
+/// step after the creation fails, the pair it created is deleted again (by index: the
+/// name may belong to someone else by then), so an error means nothing of this call is
+/// left.
 pub async fn create_veth(
     h: &Handle,
     host: &str,
-    peer: &str,
+    peer: &Peer<'_>,
     mtu: u32,
     bridge: u32,
-    netns: &std::fs::File,
 ) -> Result<u32, NetworkError> {
+    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.ifname.to_string())
+        .mtu(mtu)
+        .address(peer.mac.to_vec())
+        .setns_by_fd(peer.netns.as_raw_fd())
+        .build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(host.to_string())
+        .mtu(mtu)
+        .controller(bridge)
+        .up()
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        .build();
     h.link()
-        .add(LinkVeth::new(host, peer).mtu(mtu).build())
+        .add(msg)
         .execute()
         .await
         .map_err(nl("create veth", host))?;
@@ -142,7 +170,18 @@ pub async fn create_veth(
     let host_index = index_of(h, host)
         .await?
         .ok_or_else(|| NetworkError::Vanished { name: host.into() })?;
-    if let Err(e) = plug_veth(h, host, peer, host_index, mtu, bridge, netns).await {
+    // A container reaching its own published port through the host's address is DNATed
+    // back to itself: the reply path leaves the bridge by the port it came in on, which
+    // a bridge only allows in hairpin mode (dockerd sets it without the userland proxy;
+    // with br_netfilter the DNATed frame is bridged, not routed). Port settings need
+    // RTM_NEWLINK on an existing port, hence set_port after the creation.
+    let hairpin = h
+        .link()
+        .set_port(LinkBridgePort::new(host_index).hairpin(true).build())
+        .execute()
+        .await
+        .map_err(nl("enable hairpin mode on", host));
+    if let Err(e) = hairpin {
         // Deleting one end of a veth pair deletes the other too.
         if let Err(undo) = delete_index(h, host_index, host).await {
             tracing::warn!(veth = host, error = %undo, "deleting a half-made veth pair failed");
@@ -152,58 +191,12 @@ pub async fn create_veth(
     Ok(host_index)
 }
 
-async fn plug_veth(
-    h: &Handle,
-    host: &str,
-    peer: &str,
-    host_index: u32,
-    mtu: u32,
-    bridge: u32,
-    netns: &std::fs::File,
-) -> Result<(), NetworkError> {
-    let missing = || NetworkError::Vanished { name: peer.into() };
-    let peer_index = index_of(h, peer).await?.ok_or_else(missing)?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(peer_index)
-                .mtu(mtu)
-                .setns_by_fd(netns.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(nl("move into the container's netns", peer))?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(host_index)
-                .controller(bridge)
-                .up()
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(nl("attach to bridge", host))?;
-    // A container reaching its own published port through the host's address is DNATed
-    // back to itself: the reply path leaves the bridge by the port it came in on, which
-    // a bridge only allows in hairpin mode (dockerd sets it without the userland proxy;
-    // with br_netfilter the DNATed frame is bridged, not routed). Port settings need
-    // RTM_NEWLINK, hence set_port.
-    h.link()
-        .set_port(LinkBridgePort::new(host_index).hairpin(true).build())
-        .execute()
-        .await
-        .map_err(nl("enable hairpin mode on", host))?;
-    Ok(())
-}
-
-/// Inside the container's namespace: `peer` becomes `ifname` (`eth0`, `eth1`, ...) with
-/// the endpoint's MAC and address, loopback comes up, and with `gateway` the default
-/// route goes through it.
+/// Inside the container's namespace, once its end of the veth (`ifname`, named and
+/// addressed at creation) exists: loopback comes up, the interface gets its address and
+/// comes up, and with `gateway` the default route goes through it.
 pub async fn configure_container(
     h: &Handle,
-    peer: &str,
     ifname: &str,
-    mac: [u8; 6],
     addr: Ipv4Net,
     gateway: Option<Ipv4Addr>,
 ) -> Result<(), NetworkError> {
@@ -214,20 +207,11 @@ pub async fn configure_container(
             .await
             .map_err(nl("bring up", "lo"))?;
     }
-    let index = index_of(h, peer)
+    let index = index_of(h, ifname)
         .await?
-        .ok_or_else(|| NetworkError::Vanished { name: peer.into() })?;
-    // A link can only be renamed while it is down, so rename first, then bring it up.
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .name(ifname.to_string())
-                .address(mac.to_vec())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(nl("rename", peer))?;
+        .ok_or_else(|| NetworkError::Vanished {
+            name: ifname.into(),
+        })?;
     h.address()
         .add(index, IpAddr::V4(addr.addr), addr.prefix)
         .execute()
@@ -239,7 +223,7 @@ pub async fn configure_container(
         .await
         .map_err(nl("bring up", ifname))?;
     if let Some(gw) = gateway {
-        add_default_route(h, ifname, gw).await?;
+        add_route_via(h, index, gw).await?;
     }
     Ok(())
 }
@@ -255,6 +239,10 @@ pub async fn add_default_route(
         .ok_or_else(|| NetworkError::Vanished {
             name: ifname.into(),
         })?;
+    add_route_via(h, index, gateway).await
+}
+
+async fn add_route_via(h: &Handle, index: u32, gateway: Ipv4Addr) -> Result<(), NetworkError> {
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .gateway(gateway)
         .output_interface(index)

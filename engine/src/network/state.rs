@@ -18,22 +18,14 @@ const IFNAME_MAX: usize = 15;
 /// Hashed names tried after the id-prefix one before giving up.
 const VETH_NAME_ATTEMPTS: u32 = 256;
 
-/// The container side's name while it still is in the host namespace (it becomes `eth0`
-/// in the container's), derived from the host side's so both are checked and persisted
-/// as one.
-pub(super) fn peer_name(host_veth: &str) -> String {
-    format!("vp{}", host_veth.strip_prefix("veth").unwrap_or(host_veth))
-}
-
 /// Picks the host veth name for container `id`: `veth` + the id's first 7 characters, as
-/// before, unless that name or its peer's is in `taken` (ids sharing a prefix would
-/// collide); then `veth` + 7 hex digits of a hash of the id and a counter. `None` when
+/// before, unless that name is in `taken` (ids sharing a prefix would collide); then `veth` + 7 hex digits of a hash of the id and a counter. `None` when
 /// every candidate is taken.
 pub(super) fn choose_veth_name(id: &str, taken: &HashSet<String>) -> Option<String> {
     use sha2::{Digest, Sha256};
-    let free = |host: &String| {
-        host.len() <= IFNAME_MAX && !taken.contains(host) && !taken.contains(&peer_name(host))
-    };
+    // The container side never has a name in the host namespace: it is created as
+    // `ethN` inside the container's (link::create_veth).
+    let free = |host: &String| host.len() <= IFNAME_MAX && !taken.contains(host);
     let prefix: String = id.chars().take(7).collect();
     let first = format!("veth{prefix}");
     if !prefix.is_empty() && free(&first) {
@@ -230,11 +222,9 @@ impl State {
         self.endpoints.values().flatten()
     }
 
-    /// Every host veth name (and its peer's) the state knows.
+    /// Every host veth name the state knows.
     pub fn veth_names(&self) -> HashSet<String> {
-        self.all_endpoints()
-            .flat_map(|e| [e.host_veth.clone(), peer_name(&e.host_veth)])
-            .collect()
+        self.all_endpoints().map(|e| e.host_veth.clone()).collect()
     }
 }
 
@@ -262,25 +252,13 @@ mod tests {
             let name = choose_veth_name(id, &taken).expect("a free name");
             assert!(name.len() <= IFNAME_MAX, "{name} too long");
             assert!(!taken.contains(&name), "{name} was taken");
-            assert!(
-                !taken.contains(&peer_name(&name)),
-                "peer of {name} was taken"
-            );
             taken.insert(name.clone());
-            taken.insert(peer_name(&name));
             chosen.push(name);
         }
         assert_eq!(chosen[0], "vethabcdef0");
         assert_ne!(chosen[1], chosen[0]);
         assert_ne!(chosen[2], chosen[1]);
         assert!(chosen.iter().all(|n| n.starts_with("veth")));
-    }
-
-    #[test]
-    fn a_taken_peer_name_also_moves_the_choice() {
-        let name = choose_veth_name("abcdef0123", &set(&["vpabcdef0"])).unwrap();
-        assert_ne!(name, "vethabcdef0");
-        assert_ne!(peer_name(&name), "vpabcdef0");
     }
 
     #[test]
@@ -317,11 +295,5 @@ mod tests {
         assert!(eps[0].default_route);
         let again: State = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
         assert_eq!(again.endpoints, st.endpoints);
-    }
-
-    #[test]
-    fn peer_names_fit_and_follow_the_host_name() {
-        assert_eq!(peer_name("vethabcdef0"), "vpabcdef0");
-        assert!(peer_name("veth1234567").len() <= IFNAME_MAX);
     }
 }
