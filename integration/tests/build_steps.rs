@@ -20,6 +20,11 @@ pub fn tests() -> Vec<Spec> {
             needs: DOCKER,
             run: intermediate_containers,
         },
+        Spec {
+            name: "build_steps::cache_in_df_and_prune_filters",
+            needs: DOCKER,
+            run: cache_in_df_and_prune_filters,
+        },
     ]
 }
 
@@ -211,5 +216,79 @@ fn intermediate_containers() -> Result<()> {
     let ps = ps_all(&s)?;
     ensure!(ps.is_empty(), "--force-rm left containers: {ps:?}");
     s.docker(&["rmi", "kept"])?.ok()?;
+    nothing_left(&s)
+}
+
+/// `docker system df`'s `Build Cache` row as (total, size).
+fn df_cache(s: &Stack) -> Result<(String, String)> {
+    let out = s.docker(&["system", "df"])?.ok()?;
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Build Cache"))
+        .unwrap_or_default()
+        .to_string();
+    let w: Vec<&str> = row.split_whitespace().collect();
+    ensure!(w.len() == 6, "Build Cache row: {row:?} in\n{}", out.stdout);
+    Ok((w[2].to_string(), w[4].to_string()))
+}
+
+fn cache_in_df_and_prune_filters() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let ctx = context(
+        &s,
+        "cache",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN head -c 5000 /dev/zero > /a\nLABEL k=v\n",
+        )],
+    )?;
+    let ctx = ctx.to_string_lossy().into_owned();
+    s.docker(&["build", "-t", "c:1", &ctx])?.ok()?;
+    // While c:1 uses the layers they are shared: counted, but 0B of their own.
+    ensure!(
+        df_cache(&s)? == ("2".into(), "0B".into()),
+        "{:?}",
+        df_cache(&s)?
+    );
+    s.docker(&["rmi", "c:1"])?.ok()?;
+    let (n, size) = df_cache(&s)?;
+    ensure!(n == "2" && size != "0B", "cache after rmi: {n} {size}");
+    let verbose = s.docker(&["system", "df", "-v"])?.ok()?;
+    expect_contains("df -v", &verbose.stdout, "CACHE ID")?;
+    expect_contains("df -v", &verbose.stdout, " regular ")?;
+
+    let prune = |args: &[&str]| -> Result<berth_integration::cmd::Output> {
+        let mut a = vec!["builder", "prune", "-f"];
+        a.extend_from_slice(args);
+        s.docker(&a)
+    };
+    // Too young for until=24h, and no entry matches the label but the LABEL step's.
+    let out = prune(&["--filter", "until=24h"])?.ok()?;
+    expect_contains("until=24h", &out.stdout, "Total reclaimed space: 0B")?;
+    ensure!(df_cache(&s)?.0 == "2", "until=24h pruned young entries");
+    prune(&["--filter", "label=k=v"])?.ok()?;
+    ensure!(df_cache(&s)?.0 == "1", "label=k=v: {:?}", df_cache(&s)?);
+    // --keep-storage above the cache's size keeps it.
+    prune(&["--all", "--keep-storage", "1000000000"])?.ok()?;
+    ensure!(df_cache(&s)?.0 == "1", "--keep-storage pruned");
+    for (filter, err) in [
+        ("foo=bar", "failed to prune build cache: Invalid filter 'foo'"),
+        (
+            "until=1d",
+            "failed to prune build cache: \"until\" filter expects a duration (e.g., '24h'): time: unknown unit \"d\" in duration \"1d\"",
+        ),
+    ] {
+        let bad = prune(&["--filter", filter])?.expect_code(1)?;
+        expect_contains(filter, &bad.stderr, err)?;
+    }
+    let out = prune(&["--all"])?.ok()?;
+    expect_contains("prune --all", &out.stdout, "Deleted build cache objects:")?;
+    ensure!(
+        !out.stdout.contains("Total reclaimed space: 0B"),
+        "the RUN layer was reclaimed: {}",
+        out.stdout
+    );
+    ensure!(df_cache(&s)? == ("0".into(), "0B".into()), "cache left");
     nothing_left(&s)
 }

@@ -241,7 +241,7 @@ pub fn parse_timestamp(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>,
 
 /// Go's `time.ParseDuration` in nanoseconds: `[-+]` then number-unit pairs
 /// (`1h30m`, `1.5s`, `300ms`); units ns, us, µs, ms, s, m, h.
-fn go_duration(s: &str) -> Option<i64> {
+pub(crate) fn go_duration(s: &str) -> Option<i64> {
     let (neg, mut rest) = match s.as_bytes().first()? {
         b'-' => (true, &s[1..]),
         b'+' => (false, &s[1..]),

@@ -43,9 +43,7 @@ pub enum ImageRoute {
         filters: String,
     },
     /// `POST /build/prune` (`docker builder prune`).
-    BuildPrune {
-        filters: String,
-    },
+    BuildPrune(crate::build::cache::PruneOptions),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,9 +125,13 @@ pub fn route(method: &Method, segs: &[&str], query: &str) -> Result<Option<Image
         (&Method::POST, ["images", "prune"]) => ImageRoute::Prune {
             filters: q.get("filters"),
         },
-        (&Method::POST, ["build", "prune"]) => ImageRoute::BuildPrune {
-            filters: q.get("filters"),
-        },
+        (&Method::POST, ["build", "prune"]) => {
+            ImageRoute::BuildPrune(crate::build::cache::PruneOptions::parse(
+                &q.get("filters"),
+                q.bool("all"),
+                &q.get("keep-storage"),
+            )?)
+        }
         (&Method::POST, ["build"]) => ImageRoute::Build(super::build::BuildQuery::parse(&q)?),
         _ => return Ok(None),
     };
@@ -170,20 +172,16 @@ pub async fn dispatch<B: Backend>(
             Ok(json_response(StatusCode::OK, &json!(rows)))
         }
         ImageRoute::Build(q) => super::build::build(d, q, req).await,
-        ImageRoute::BuildPrune { filters } => {
-            if !ImageFilters::parse(&filters)?.0.is_empty() {
-                return Err(ApiError::bad_request(
-                    "build cache prune filters are not implemented yet in berth-engine",
-                ));
-            }
-            let (ids, space) = tokio::spawn(async move { d.prune_build_cache().await })
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("operation aborted: {e}"),
-                    )
-                })??;
+        ImageRoute::BuildPrune(opts) => {
+            let (ids, space) =
+                tokio::spawn(async move { crate::build::cache::prune(&d, &opts).await })
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("operation aborted: {e}"),
+                        )
+                    })??;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "CachesDeleted": ids, "SpaceReclaimed": space }),

@@ -4,7 +4,7 @@
 mod archive_api;
 mod build;
 pub mod error;
-mod filters;
+pub(crate) mod filters;
 mod handlers;
 mod image_filters;
 pub mod images_api;

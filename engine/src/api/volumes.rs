@@ -84,7 +84,7 @@ pub fn prune<B: Backend>(
 }
 
 /// `GET /system/df`: images, containers (with the size of their writable layer) and
-/// volumes (with size and reference count); no build cache.
+/// volumes (with size and reference count), and the build cache's entries.
 pub async fn df<B: Backend>(d: &Daemon<B>) -> Result<Value, ApiError> {
     let images = d.list_images().await.map_err(ApiError::from)?;
     let recs = d.store.list();
@@ -113,6 +113,9 @@ pub async fn df<B: Backend>(d: &Daemon<B>) -> Result<Value, ApiError> {
         v["SizeRootFs"] = json!(rw);
         containers.push(v);
     }
+    let (cache, _) = crate::build::cache::entries(d)
+        .await
+        .map_err(ApiError::from)?;
     let volumes: Vec<Value> = d
         .volumes
         .list()
@@ -124,6 +127,7 @@ pub async fn df<B: Backend>(d: &Daemon<B>) -> Result<Value, ApiError> {
         "Images": image_list,
         "Containers": containers,
         "Volumes": volumes,
-        "BuildCache": [],
+        "BuildCache": cache.iter().map(|e| e.df_row()).collect::<Vec<_>>(),
+        "BuilderSize": cache.iter().filter(|e| !e.shared).map(|e| e.size).sum::<i64>(),
     }))
 }

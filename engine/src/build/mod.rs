@@ -2,6 +2,7 @@
 //! Dockerfile parsing, the build context, and the step executor with its layer cache.
 
 pub mod base;
+pub mod cache;
 pub mod context;
 pub mod dockerfile;
 pub mod exec;

@@ -303,43 +303,6 @@ impl<B: Backend> Daemon<B> {
     }
 }
 
-impl<B: Backend> Daemon<B> {
-    /// `docker builder prune`: drops the build layer cache (the hidden cache names).
-    /// Returns the IDs whose cache entries went and the bytes of layers no image uses
-    /// any more (highd's GC reclaims them).
-    pub async fn prune_build_cache(&self) -> DaemonResult<(Vec<String>, i64)> {
-        let prefix = super::BUILD_CACHE_PREFIX;
-        let mut gone = Vec::new();
-        let mut kept_layers: HashSet<String> = HashSet::new();
-        let mut freed: BTreeMap<String, i64> = BTreeMap::new();
-        for img in self.images_with(true).await? {
-            let (cache, other): (Vec<&String>, Vec<&String>) =
-                img.names.iter().partition(|n| n.starts_with(prefix));
-            if cache.is_empty() {
-                kept_layers.extend(img.layers.iter().map(|l| l.digest.clone()));
-                continue;
-            }
-            for name in cache {
-                self.backend.image_delete(name).await?;
-            }
-            if other.is_empty() {
-                for l in &img.layers {
-                    freed.insert(l.digest.clone(), l.size);
-                }
-            } else {
-                kept_layers.extend(img.layers.iter().map(|l| l.digest.clone()));
-            }
-            gone.push(img.id.trim_start_matches("sha256:").to_string());
-        }
-        let space = freed
-            .iter()
-            .filter(|(d, _)| !kept_layers.contains(*d))
-            .map(|(_, size)| size)
-            .sum();
-        Ok((gone, space))
-    }
-}
-
 /// Every regular file of the archive by its path (`./` stripped).
 fn read_archive(body: &[u8]) -> DaemonResult<HashMap<String, Vec<u8>>> {
     let reader: Box<dyn Read> = if body.starts_with(&[0x1f, 0x8b]) {
