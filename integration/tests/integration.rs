@@ -8,6 +8,7 @@ mod archive;
 mod berth_cli;
 mod build;
 mod build_more;
+mod build_remote;
 mod build_steps;
 mod common;
 mod compose;
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         build::tests(),
         build_more::tests(),
         build_steps::tests(),
+        build_remote::tests(),
         images_more::tests(),
         volumes::tests(),
         tty::tests(),

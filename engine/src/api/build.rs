@@ -18,7 +18,7 @@ use super::{channel_body, ApiError, Body};
 use crate::backend::Backend;
 use crate::build::dockerfile::{self, Instruction};
 use crate::build::exec::{short, BuildOptions, Builder, Output};
-use crate::build::{context, remote, steps, BuildError};
+use crate::build::{context, git, remote, steps, BuildError};
 use crate::daemon::{Daemon, Stored};
 use crate::refs::Reference;
 
@@ -42,12 +42,6 @@ pub struct BuildQuery {
 impl BuildQuery {
     pub fn parse(q: &Pairs) -> Result<Self, ApiError> {
         let remote = q.get("remote");
-        if is_git(&remote) {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("building from a git repository ({remote}) is not implemented yet in berth-engine"),
-            ));
-        }
         if q.get("version") == "2" {
             return Err(ApiError::bad_request(
                 "BuildKit (builder version 2) is not supported by berth-engine: use the legacy builder (DOCKER_BUILDKIT=0)",
@@ -91,24 +85,14 @@ impl BuildQuery {
     }
 }
 
-/// Git contexts (dockerd's `urlutil.IsGitURL`), which berth does not fetch.
-fn is_git(remote: &str) -> bool {
-    remote.starts_with("git://")
-        || remote.starts_with("git@")
-        || remote.starts_with("github.com/")
-        || ((remote.starts_with("http://") || remote.starts_with("https://"))
-            && remote
-                .split(['#', '?'])
-                .next()
-                .is_some_and(|u| u.ends_with(".git")))
-}
-
 /// Where the context comes from.
 enum Source {
     /// The request body, unpacked as it arrives.
     Upload(mpsc::Receiver<Bytes>),
     /// A downloaded `remote` file.
     Remote(PathBuf),
+    /// A git `remote` URL, fetched into the build dir.
+    Git(String),
 }
 
 /// What is known before the first step runs.
@@ -120,10 +104,11 @@ struct Prepared {
 }
 
 fn prepare(root: PathBuf, source: Source, q: &BuildQuery) -> Result<Prepared, BuildError> {
-    let ctx = root.join("context");
+    let mut ctx = root.join("context");
     match source {
         Source::Upload(rx) => context::unpack(remote::ChannelReader::new(rx), &ctx)?,
         Source::Remote(file) => context::from_download(&file, &ctx, &q.dockerfile)?,
+        Source::Git(url) => ctx = git::fetch(&url, &root.join("git"))?,
     }
     let rel = context::clean(&q.dockerfile);
     let path = ctx.join(&rel);
@@ -189,6 +174,10 @@ async fn receive_context(
                 })?
         }
     };
+    if git::is_git(&q.remote) {
+        drop(body);
+        return blocking(Source::Git(q.remote.clone())).await;
+    }
     if !q.remote.is_empty() {
         drop(body);
         std::fs::create_dir_all(&root).map_err(|source| BuildError::Io {

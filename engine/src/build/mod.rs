@@ -7,6 +7,7 @@ pub mod context;
 pub mod dockerfile;
 pub mod exec;
 pub mod fsops;
+pub mod git;
 pub mod meta;
 pub mod probe;
 pub mod remote;
