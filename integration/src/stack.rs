@@ -80,6 +80,8 @@ pub struct Stack {
     pub bip: String,
     /// Extra engine flags, used from the next engine start on.
     pub engine_args: Vec<String>,
+    /// Extra engine environment variables (`SSL_CERT_FILE`), from the next start on.
+    pub engine_env: Vec<(String, String)>,
     highd: Option<Child>,
     engine: Option<Child>,
 }
@@ -142,6 +144,7 @@ impl Stack {
                 rand::rng().random_range(0..=255)
             ),
             engine_args,
+            engine_env: Vec::new(),
             highd: None,
             engine: None,
         };
@@ -221,7 +224,8 @@ impl Stack {
                 .args(["--bridge-name", &self.bridge, "--bip", &self.bip])
                 .args(["--firewall-table", &self.firewall_table])
                 .arg("--ip-forward=false")
-                .args(&self.engine_args),
+                .args(&self.engine_args)
+                .envs(self.engine_env.iter().map(|(k, v)| (k, v))),
         };
         // Debug for Berth's own crates; the gRPC/HTTP plumbing at debug drowns everything.
         cmd.arg("--log-level").arg(LOG_FILTER);

@@ -122,7 +122,7 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
 }
 
 /// A CA and a server certificate for `ip` signed by it (`ca.crt`, `server.crt/key`).
-fn make_certs(dir: &Path, ip: &str) -> Result<()> {
+pub fn make_certs(dir: &Path, ip: &str) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let ec = [
         "-newkey",

@@ -186,7 +186,11 @@ async fn receive_context(
             source,
         })?;
         let file = root.join("remote-context");
-        remote::download(&q.remote, &file).await?;
+        remote::download(&q.remote, &file)
+            .await
+            .map_err(|e| BuildError::Context {
+                message: format!("error downloading remote context {}: {e}", q.remote),
+            })?;
         return blocking(Source::Remote(file)).await;
     }
     let (tx, rx) = mpsc::channel(8);

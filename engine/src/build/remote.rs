@@ -1,6 +1,7 @@
 //! Bytes from elsewhere, streamed to disk instead of held in memory: a request body
 //! handed to blocking code as a `Read` (the build context is unpacked while it uploads),
-//! and plain-HTTP downloads (`ADD <url>`, `docker build <url>`, `docker import <url>`).
+//! and HTTP(S) downloads (`ADD <url>`, `docker build <url>`, `docker import <url>`).
+//! HTTPS is verified against the system roots (registry/tls.rs `web_client_config`).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use bytes::{Buf, Bytes};
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 
@@ -74,37 +76,70 @@ pub struct Downloaded {
     pub size: u64,
 }
 
+/// A transport failure as Go's HTTP client words it: `Get "<url>": <why>`.
 fn fail(url: &str, message: impl std::fmt::Display) -> BuildError {
     BuildError::Invalid {
-        message: format!("error downloading {url}: {message}"),
+        message: format!("Get {url:?}: {message}"),
     }
 }
 
-/// GETs `url` (plain HTTP) into the file `dest`, following redirects.
+/// An HTTP/1.1 connection over `io` (TCP or TLS), driven on its own task.
+async fn handshake<S>(io: S, url: &str) -> Result<SendRequest<Empty<Bytes>>, BuildError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| fail(url, e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Connects to the URL's host, over TLS for `https`.
+async fn connect(parsed: &url::Url, url: &str) -> Result<SendRequest<Empty<Bytes>>, BuildError> {
+    let https = match parsed.scheme() {
+        "http" => false,
+        "https" => true,
+        other => return Err(fail(url, format!("unsupported protocol scheme {other:?}"))),
+    };
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| fail(url, "no Host in request URL"))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((bare, port))
+        .await
+        .map_err(|e| fail(url, format!("dial tcp {bare}:{port}: {e}")))?;
+    if !https {
+        return handshake(stream, url).await;
+    }
+    let config = crate::registry::tls::web_client_config().map_err(|e| fail(url, e))?;
+    let name = rustls_pki_types::ServerName::try_from(bare.to_string())
+        .map_err(|e| fail(url, format!("invalid TLS server name: {e}")))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|e| {
+            let why = crate::registry::tls::describe_tls_error(&e, bare);
+            // dockerd 20.10 (Go 1.19) says just `x509: ...`.
+            let why = why
+                .strip_prefix("tls: failed to verify certificate: ")
+                .unwrap_or(&why)
+                .to_string();
+            fail(url, why)
+        })?;
+    handshake(tls, url).await
+}
+
+/// GETs `url` (http or https) into the file `dest`, following redirects.
 pub async fn download(url: &str, dest: &Path) -> Result<Downloaded, BuildError> {
     let mut current = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
         let parsed = url::Url::parse(&current).map_err(|e| fail(url, e))?;
-        if parsed.scheme() != "http" {
-            return Err(fail(
-                url,
-                format!(
-                    "{} URLs are not supported by berth-engine yet (plain http only)",
-                    parsed.scheme()
-                ),
-            ));
-        }
-        let host = parsed.host_str().ok_or_else(|| fail(url, "no host"))?;
-        let port = parsed.port().unwrap_or(80);
-        let stream = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| fail(url, e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| fail(url, e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let mut sender = connect(&parsed, &current).await?;
+        let host = parsed.host_str().unwrap_or_default();
         let path = match parsed.query() {
             Some(q) => format!("{}?{q}", parsed.path()),
             None => parsed.path().to_string(),

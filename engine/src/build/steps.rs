@@ -509,7 +509,13 @@ impl<B: Backend> Builder<'_, B> {
                 });
             }
             let dest = dir.join(&name);
-            let got = remote::download(u, &dest).await?;
+            // dockerd wraps every source failure in `ADD failed: `.
+            let got = remote::download(u, &dest).await.map_err(|e| match e {
+                BuildError::Invalid { message } => BuildError::Invalid {
+                    message: format!("ADD failed: {message}"),
+                },
+                other => other,
+            })?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))
                 .map_err(io("chmod", &dest))?;

@@ -105,6 +105,26 @@ pub fn endpoints(host: &str) -> Result<Vec<Endpoint>, RegistryError> {
     })
 }
 
+/// The TLS client for plain web downloads (`ADD https://...`, URL build contexts,
+/// `docker import <url>`): the system roots only, as Go's default client has them
+/// (rustls-native-certs, like Go, reads `SSL_CERT_FILE` / `SSL_CERT_DIR` instead when
+/// set); the certs dir is for registries.
+pub fn web_client_config() -> Result<Arc<ClientConfig>, RegistryError> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    if let Some(c) = CONFIG.get() {
+        return Ok(c.clone());
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RegistryError::Connect {
+            host: String::new(),
+            message: e.to_string(),
+        })?
+        .with_root_certificates(system_roots().clone())
+        .with_no_client_auth();
+    Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
+}
+
 /// The name the server's certificate must carry.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, RegistryError> {
     ServerName::try_from(hostname(host).to_string()).map_err(|e| RegistryError::Connect {
