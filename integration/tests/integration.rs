@@ -23,6 +23,7 @@ mod leftovers;
 mod lifecycle_more;
 mod network;
 mod network_dns;
+mod network_links;
 mod registry;
 mod registry_more;
 mod restart;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         leftovers::tests(),
         network::tests(),
         network_dns::tests(),
+        network_links::tests(),
         user_networks::tests(),
         registry::tests(),
         registry_more::tests(),

@@ -290,9 +290,9 @@ async fn dispatch<B: Backend>(
         } => {
             let all = all || filters.has_status();
             let now = chrono::Utc::now();
-            let mut recs: Vec<_> = d
-                .store
-                .list()
+            let everything = d.store.list();
+            let link_names = crate::network::links::names_by_target(&everything);
+            let mut recs: Vec<_> = everything
                 .into_iter()
                 .filter(|r| (all || r.state.is_up()) && filters.matches(r))
                 .collect();
@@ -302,7 +302,11 @@ async fn dispatch<B: Backend>(
             }
             let list: Vec<_> = recs
                 .iter()
-                .map(|r| daemon::container_summary(r, now))
+                .map(|r| {
+                    let mut v = daemon::container_summary(r, now);
+                    crate::network::links::add_names(&mut v, &link_names);
+                    v
+                })
                 .collect();
             json_response(StatusCode::OK, &json!(list))
         }

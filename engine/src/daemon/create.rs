@@ -194,7 +194,7 @@ impl<B: Backend> Daemon<B> {
         name: &str,
         dir: &Path,
         config: ContainerConfig,
-        host_config: HostConfig,
+        mut host_config: HostConfig,
         image: &ImageView,
         argv: Vec<String>,
         hostname: String,
@@ -237,7 +237,7 @@ impl<B: Backend> Daemon<B> {
         // a failed create).
         let chain_id = image.chain_id();
         let (network, snapshot) = tokio::join!(
-            self.attach_network(id, name, &host_config, &config, networking, &mut spec),
+            self.attach_network(id, name, &mut host_config, &config, networking, &mut spec),
             self.backend.snapshot_prepare(id, &chain_id, labels.clone())
         );
         let snapshot = match (network, snapshot) {

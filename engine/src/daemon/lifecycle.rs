@@ -70,6 +70,30 @@ impl<B: Backend> Daemon<B> {
         self.start_inner(&rec.id, None).await
     }
 
+    /// A start refused before highd was asked (a legacy link's target not running):
+    /// recorded like a failed start, and a `--rm` container goes, as with dockerd.
+    async fn links_refused_start(
+        &self,
+        rec: &crate::record::ContainerRecord,
+        e: crate::network::NetworkError,
+    ) -> DaemonError {
+        let code = 128;
+        let id = rec.id.clone();
+        let _ = self.store.update(&id, |r| {
+            r.state.error = e.to_string();
+            r.state.exit_code = code;
+            r.state.restarting = false;
+        });
+        if rec.host_config.auto_remove {
+            if let Err(undo) = self.remove_container_record(&id, code).await {
+                tracing::warn!(%id, error = %undo, "removing a container whose start was refused failed");
+            }
+        } else {
+            self.emit(ContainerEvent::Exited { id, code });
+        }
+        e.into()
+    }
+
     /// Starts a container; `by_policy` is the restart manager's generation when the
     /// restart policy starts it (the start is dropped if a stop or start came since).
     pub(super) async fn start_inner(&self, id: &str, by_policy: Option<u64>) -> DaemonResult<bool> {
@@ -111,6 +135,10 @@ impl<B: Backend> Daemon<B> {
             stderr: log_uri,
             terminal: rec.config.tty,
         };
+        if let Err(e) = self.check_links(&rec) {
+            drop(guard);
+            return Err(self.links_refused_start(&rec, e).await);
+        }
         self.dns_start(&rec).await?;
         let started = async {
             let mounts = self.backend.snapshot_mounts(&rec.snapshot_key).await?;

@@ -21,11 +21,13 @@ impl<B: Backend> Daemon<B> {
         &self,
         id: &str,
         name: &str,
-        host: &HostConfig,
+        host: &mut HostConfig,
         config: &ContainerConfig,
         networking: Option<Value>,
         spec: &mut Value,
     ) -> Result<(), NetworkError> {
+        let links = self.resolve_links(name, host)?;
+        let host = &*host;
         self.apply_dns(id, host)?;
         let Some(mgr) = self.network_manager() else {
             return Ok(());
@@ -60,7 +62,10 @@ impl<B: Backend> Daemon<B> {
         if let Some(first) = eps.first() {
             super::set_spec_netns(spec, first);
             let hostname = spec["hostname"].as_str().unwrap_or_default();
-            self.hosts_to_endpoints(id_for_hosts, hostname, &eps)?;
+            let link_lines: Vec<String> = links.iter().map(|l| l.hosts_line()).collect();
+            self.hosts_to_endpoints(id_for_hosts, hostname, &eps, &link_lines)?;
+            let env: Vec<String> = links.iter().flat_map(|l| l.env()).collect();
+            super::links::add_env(spec, &env);
             self.resolv_for_embedded_dns(id_for_hosts, host)?;
         }
         Ok(())
@@ -100,18 +105,21 @@ impl<B: Backend> Daemon<B> {
 
     /// The container's /etc/hosts (written before the endpoints existed) maps its
     /// hostname to loopback; on a network it maps to the container's first address, and
-    /// each further endpoint adds a line, as with dockerd.
+    /// each further endpoint adds a line, as with dockerd. `links` (legacy links' lines)
+    /// go just before them, where dockerd puts them.
     fn hosts_to_endpoints(
         &self,
         id: &str,
         hostname: &str,
         eps: &[Endpoint],
+        links: &[String],
     ) -> Result<(), NetworkError> {
         let loopback = format!("127.0.0.1\t{hostname}");
         self.edit_hosts(id, |lines| {
             let mut out: Vec<String> = Vec::new();
             for l in lines {
                 if l == loopback {
+                    out.extend(links.iter().cloned());
                     out.extend(eps.iter().map(|ep| format!("{}\t{hostname}", ep.ip)));
                 } else {
                     out.push(l);

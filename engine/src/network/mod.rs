@@ -16,6 +16,8 @@ mod endpoint;
 mod hooks;
 pub mod ipam;
 pub(crate) mod link;
+mod link_hooks;
+pub mod links;
 mod manager;
 pub(crate) mod netns;
 pub mod nft;
@@ -129,6 +131,16 @@ pub enum NetworkError {
     },
     #[error(transparent)]
     DnsServer(#[from] dns_server::DnsServerError),
+    #[error("bad format for links: {link}")]
+    LinkFormat { link: String },
+    #[error("could not get container for {target}: No such container: {target}")]
+    LinkTarget { target: String },
+    #[error("conflicting options: {kind} can't be used with links. This would result in undefined behavior")]
+    LinksConflict { kind: &'static str },
+    #[error("Cannot link to a non running container: {target} AS {link}")]
+    LinkNotRunning { target: String, link: String },
+    #[error("Cannot link to {target}, as it does not belong to the default network")]
+    LinkNotDefault { target: String },
     #[error("network state {path}: {source}")]
     State {
         path: PathBuf,
@@ -149,6 +161,8 @@ impl NetworkError {
                 | Self::JoinStopped { .. }
                 | Self::Ambiguous { .. }
                 | Self::Invalid { .. }
+                | Self::LinkTarget { .. }
+                | Self::LinksConflict { .. }
         )
     }
 
