@@ -21,6 +21,11 @@ pub fn tests() -> Vec<Spec> {
             run: intermediate_containers,
         },
         Spec {
+            name: "build_steps::add_compressed_archives",
+            needs: DOCKER,
+            run: add_compressed_archives,
+        },
+        Spec {
             name: "build_steps::cache_in_df_and_prune_filters",
             needs: DOCKER,
             run: cache_in_df_and_prune_filters,
@@ -290,5 +295,67 @@ fn cache_in_df_and_prune_filters() -> Result<()> {
         out.stdout
     );
     ensure!(df_cache(&s)? == ("0".into(), "0B".into()), "cache left");
+    nothing_left(&s)
+}
+
+/// Compresses `file` in place with `prog` (`bzip2 -k`, `xz -k`), keeping the original.
+fn compress(prog: &str, file: &std::path::Path) -> Result<()> {
+    let st = std::process::Command::new(prog)
+        .args(["-k", "-f"])
+        .arg(file)
+        .status()?;
+    ensure!(st.success(), "{prog} {} failed", file.display());
+    Ok(())
+}
+
+/// ADD unpacks tars compressed with gzip, bzip2 or xz, told by content (a .tar.bz2 with
+/// another name too), and copies a zstd file as it is: what dockerd 20.10 does.
+fn add_compressed_archives() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let ctx = context(&s, "arch", &[("d/f", "inner\n")])?;
+    let tar = ctx.join("a.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&ctx)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("d")
+        .status()?;
+    ensure!(st.success(), "tar failed");
+    std::fs::remove_dir_all(ctx.join("d"))?;
+    compress("bzip2", &tar)?;
+    compress("xz", &tar)?;
+    compress("gzip", &tar)?;
+    std::fs::copy(ctx.join("a.tar.bz2"), ctx.join("plainname"))?;
+    // A zstd frame header: not one of the legacy builder's formats.
+    std::fs::write(ctx.join("a.tar.zst"), [0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0])?;
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nADD a.tar.bz2 /bz/\nADD a.tar.xz /xz/\nADD a.tar.gz /gz/\n\
+         ADD plainname /pn/\nADD a.tar.zst /zs/\nCMD find /bz /xz /gz /pn /zs\n",
+    )?;
+    let ctx = ctx.to_string_lossy().into_owned();
+    s.docker(&["build", "-t", "arch", &ctx])?.ok()?;
+    let out = s.docker(&["run", "--rm", "arch"])?.ok()?;
+    let mut got: Vec<&str> = out.stdout.lines().collect();
+    got.sort_unstable();
+    let want = [
+        "/bz",
+        "/bz/d",
+        "/bz/d/f",
+        "/gz",
+        "/gz/d",
+        "/gz/d/f",
+        "/pn",
+        "/pn/d",
+        "/pn/d/f",
+        "/xz",
+        "/xz/d",
+        "/xz/d/f",
+        "/zs",
+        "/zs/a.tar.zst",
+    ];
+    ensure!(got == want, "unpacked: {got:?}");
+    s.docker(&["rmi", "arch"])?.ok()?;
     nothing_left(&s)
 }

@@ -198,54 +198,6 @@ pub fn copy_into(src: &Path, dest: &Path, owner: Owner) -> Result<(), BuildError
     std::os::unix::fs::lchown(dest, Some(owner.uid), Some(owner.gid)).map_err(io("chown", dest))
 }
 
-/// Whether a local file is a tar archive (plain or gzip) that ADD unpacks.
-pub fn is_archive(path: &Path) -> bool {
-    use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut head = [0u8; 512];
-    let Ok(n) = f.read(&mut head) else {
-        return false;
-    };
-    if n >= 2 && head[..2] == [0x1f, 0x8b] {
-        return true;
-    }
-    n >= 262 && &head[257..262] == b"ustar"
-}
-
-/// ADD of a local archive: unpacked into `dest` (a directory), owners kept as in the
-/// archive unless `--chown` was given.
-pub fn extract_into(src: &Path, dest: &Path, owner: Option<Owner>) -> Result<(), BuildError> {
-    use std::io::Read;
-    std::fs::create_dir_all(dest).map_err(io("create", dest))?;
-    let f = std::fs::File::open(src).map_err(io("open", src))?;
-    let mut head = [0u8; 2];
-    let gz = std::fs::File::open(src)
-        .and_then(|mut g| g.read_exact(&mut head))
-        .is_ok()
-        && head == [0x1f, 0x8b];
-    let reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else {
-        Box::new(f)
-    };
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(owner.is_none());
-    archive.set_overwrite(true);
-    let entries = archive.entries().map_err(io("read", src))?;
-    for entry in entries {
-        let mut entry = entry.map_err(io("read", src))?;
-        let unpacked = entry.unpack_in(dest).map_err(io("extract", dest))?;
-        if let (true, Some(o)) = (unpacked, owner) {
-            let rel = entry.path().map_err(io("read", src))?.into_owned();
-            let _ = std::os::unix::fs::lchown(dest.join(rel), Some(o.uid), Some(o.gid));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,27 +212,5 @@ mod tests {
         assert_eq!(resolve_in(root, "/abs/dir/f"), root.join("real/dir/f"));
         assert_eq!(resolve_in(root, "/real/up/etc"), root.join("etc"));
         assert_eq!(resolve_in(root, "../../x"), root.join("x"));
-    }
-}
-#[cfg(test)]
-mod extract_tests {
-    use super::*;
-
-    #[test]
-    fn add_unpacks_a_tar_without_dir_entries() {
-        let d = tempfile::tempdir().unwrap();
-        let tar_path = d.path().join("f.tar");
-        let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(3);
-        h.set_mode(0o640);
-        h.set_uid(7);
-        h.set_gid(8);
-        b.append_data(&mut h, "inner/file", &b"abc"[..]).unwrap();
-        b.finish().unwrap();
-        drop(b);
-        let dest = d.path().join("out");
-        extract_into(&tar_path, &dest, None).unwrap();
-        assert_eq!(std::fs::read(dest.join("inner/file")).unwrap(), b"abc");
     }
 }

@@ -1,6 +1,7 @@
 //! The legacy builder (`POST /build`, what `DOCKER_BUILDKIT=0 docker build` uses):
 //! Dockerfile parsing, the build context, and the step executor with its layer cache.
 
+pub mod archive;
 pub mod base;
 pub mod cache;
 pub mod context;

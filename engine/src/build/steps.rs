@@ -10,7 +10,7 @@ use super::exec::{go_list, names_dir, short, Builder, Img, Stage};
 use super::fsops::{self, Owner};
 use super::meta::{self, MetaState};
 use super::words;
-use super::{context, remote, BuildError};
+use super::{archive, context, remote, BuildError};
 use crate::api::route::WaitCondition;
 use crate::backend::{Backend, Descriptor};
 use crate::daemon::MEDIA_LAYER_TAR;
@@ -457,8 +457,8 @@ impl<B: Backend> Builder<'_, B> {
                     let o = owner.unwrap_or_default();
                     if p.is_dir() {
                         fsops::copy_into(p, &dest, o)?;
-                    } else if add && fsops::is_archive(p) {
-                        fsops::extract_into(p, &dest, owner)?;
+                    } else if add && archive::is_archive(p)? {
+                        archive::extract_into(p, &dest, owner)?;
                     } else if dir_dest {
                         let name = p.file_name().unwrap_or_default();
                         std::fs::create_dir_all(&dest).map_err(|source| BuildError::Io {
