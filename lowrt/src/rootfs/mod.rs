@@ -2,6 +2,7 @@
 //! the rootfs bind, every spec mount, /dev, pivot_root; then, after the pivot, read-only
 //! and masked paths and a read-only root. All kernel calls go through [`Syscall`].
 
+pub mod copyup;
 mod devices;
 pub mod idmap;
 pub mod inroot;
@@ -44,6 +45,12 @@ pub enum RootfsError {
     NoSource { typ: String, dest: PathBuf },
     #[error("attach the idmapped mount at {}: {}", dest.display(), crate::syscall::errno_text(*errno))]
     MoveMount { dest: PathBuf, errno: Errno },
+    #[error("tmpcopyup: {op} {}: {}", path.display(), crate::syscall::errno_text(*errno))]
+    CopyUp {
+        op: &'static str,
+        path: PathBuf,
+        errno: Errno,
+    },
     #[error("{op} {} inside the rootfs: {reason}", path.display())]
     Resolve {
         path: PathBuf,

@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
+use nix::sys::stat::Mode;
 use oci_spec::runtime::Mount;
 
 use super::inroot::{Kind, Root};
@@ -34,29 +36,15 @@ pub(super) fn mount_entry(
     } else {
         let fd = root.create(dest, Kind::Dir)?;
         let path = sys.fd_path(fd.as_fd());
-        let existing_mode = std::fs::metadata(&path)
-            .ok()
-            .map(|m| m.permissions().mode() & 0o7777);
         match typ {
             "cgroup" | "cgroup2" => cgroup(sys, plan, root, dest, &opts, &path)?,
             "sysfs" => sysfs(sys, plan, root, dest, &opts, &path)?,
+            "tmpfs" => tmpfs(sys, root, m, dest, &opts, &path)?,
             _ => {
                 let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
                 let data = opts.data_string();
                 sys.mount(Some(&source), &path, Some(typ), opts.flags, data.as_deref())?;
-                let after = root.open(dest)?;
-                // runc gives a tmpfs the mode of the directory it covers (an image's
-                // 0755 /tmp stays 0755); images and tests rely on that.
-                if let (Some(mode), "tmpfs") = (existing_mode, typ) {
-                    let path = sys.fd_path(after.as_fd());
-                    match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)) {
-                        Err(e) if e.raw_os_error() != Some(libc::EROFS) => {
-                            return Err(io_err("chmod", dest)(e))
-                        }
-                        _ => {}
-                    }
-                }
-                after
+                root.open(dest)?
             }
         }
     };
@@ -65,6 +53,56 @@ pub(super) fn mount_entry(
         sys.mount(None, &path, None, *flag, None)?;
     }
     Ok(())
+}
+
+/// runc's order: mount read-write, copy the covered directory in (`tmpcopyup`), give
+/// the tmpfs the mode of that directory (an image's 0755 /tmp stays 0755; images and
+/// tests rely on it), and only then remount read-only if asked.
+fn tmpfs(
+    sys: &dyn Syscall,
+    root: &Root,
+    m: &Mount,
+    dest: &Path,
+    opts: &MountOptions,
+    target: &Path,
+) -> Result<OwnedFd, RootfsError> {
+    let existing_mode = std::fs::metadata(target)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777);
+    // Opened before the mount hides it: the copy reads exactly the covered directory.
+    let below = if opts.copy_up {
+        Some(open_dir(target, dest)?)
+    } else {
+        None
+    };
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from("tmpfs"));
+    let data = opts.data_string();
+    let rw = opts.flags & !MsFlags::MS_RDONLY;
+    sys.mount(Some(&source), target, Some("tmpfs"), rw, data.as_deref())?;
+    let after = root.open(dest)?;
+    let path = sys.fd_path(after.as_fd());
+    if let Some(below) = below {
+        let new = open_dir(&path, dest)?;
+        sys.copy_up(below.as_fd(), new.as_fd(), dest)?;
+    }
+    if let Some(mode) = existing_mode {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(io_err("chmod", dest))?;
+    }
+    if opts.flags.contains(MsFlags::MS_RDONLY) {
+        sys.mount(None, &path, None, opts.flags | MsFlags::MS_REMOUNT, None)?;
+    }
+    Ok(after)
+}
+
+/// A readable fd of the directory at `path` (an fd path of something already resolved).
+fn open_dir(path: &Path, dest: &Path) -> Result<OwnedFd, RootfsError> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| super::inroot::resolve_err(dest, "open", e))
 }
 
 /// Returns an fd of the new mount.

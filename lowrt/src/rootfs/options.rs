@@ -12,6 +12,8 @@ pub struct MountOptions {
     pub propagation: Vec<MsFlags>,
     /// Filesystem-specific options, comma-joined into mount(2)'s data.
     pub data: Vec<String>,
+    /// `tmpcopyup`: a tmpfs starts with a copy of the directory it covers.
+    pub copy_up: bool,
 }
 
 impl MountOptions {
@@ -35,6 +37,7 @@ pub fn parse(options: &[String]) -> MountOptions {
         flags: MsFlags::empty(),
         propagation: Vec::new(),
         data: Vec::new(),
+        copy_up: false,
     };
     for opt in options {
         let (set, clear) = match opt.as_str() {
@@ -63,8 +66,11 @@ pub fn parse(options: &[String]) -> MountOptions {
             "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
             "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
             "defaults" => (MsFlags::empty(), MsFlags::empty()),
-            // runc extension handled by its own code path; copying up is not done here.
-            "tmpcopyup" => (MsFlags::empty(), MsFlags::empty()),
+            // runc's extension, for tmpfs only (ignored elsewhere, as runc does).
+            "tmpcopyup" => {
+                out.copy_up = true;
+                continue;
+            }
             // Idmapped bind mounts: made by rootfs::idmap, no flag or data of their own.
             "idmap" | "ridmap" => (MsFlags::empty(), MsFlags::empty()),
             other => {

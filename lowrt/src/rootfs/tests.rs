@@ -185,3 +185,45 @@ fn move_root_detaches_then_moves_and_chroots() {
         .collect();
     assert_eq!(proc_calls.len(), 2, "{calls:?}");
 }
+
+/// tmpcopyup: the tmpfs is mounted read-write, filled, and remounted read-only after.
+#[test]
+fn tmpcopyup_mounts_rw_copies_then_remounts_ro() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("run")).unwrap();
+    let list = mounts(
+        r#"[{"destination":"/run","type":"tmpfs","source":"tmpfs","options":["ro","nosuid","tmpcopyup","size=1m"]}]"#,
+    );
+    let sys = RecordingSyscall::default();
+    prepare(&sys, &plan(&rootfs, tmp.path(), &list)).unwrap();
+    let run = rootfs.join("run");
+    let calls: Vec<Call> = sys
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            matches!(c, Call::CopyUp(_))
+                || matches!(c, Call::Mount { target, .. } if *target == run)
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            Call::Mount {
+                source: Some(PathBuf::from("tmpfs")),
+                target: run.clone(),
+                fstype: Some("tmpfs".into()),
+                flags: MsFlags::MS_NOSUID,
+                data: Some("size=1m".into()),
+            },
+            Call::CopyUp(PathBuf::from("/run")),
+            Call::Mount {
+                source: None,
+                target: run,
+                fstype: None,
+                flags: MsFlags::MS_NOSUID | MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT,
+                data: None,
+            },
+        ]
+    );
+}

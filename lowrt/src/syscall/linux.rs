@@ -110,6 +110,15 @@ impl Syscall for LinuxSyscall {
         })
     }
 
+    fn copy_up(
+        &self,
+        from: BorrowedFd<'_>,
+        to: BorrowedFd<'_>,
+        dest: &Path,
+    ) -> Result<(), crate::rootfs::RootfsError> {
+        crate::rootfs::copyup::copy_tree(from, to, dest)
+    }
+
     fn kept_mount_flags(&self, path: &Path) -> MsFlags {
         use nix::sys::statvfs::{statvfs, FsFlags};
         let Ok(st) = statvfs(path) else {

@@ -70,4 +70,12 @@ pub trait Syscall {
     /// /dev/null over files; anything else there (a symlink swapped in, a regular file)
     /// would expose what it names instead (runc's CVE-2025-31133 check).
     fn is_null_device(&self, fd: BorrowedFd<'_>) -> bool;
+    /// tmpcopyup: copies the directory `from` (the one a tmpfs now covers) into `to` (the
+    /// new tmpfs); `dest` is the container path, for messages.
+    fn copy_up(
+        &self,
+        from: BorrowedFd<'_>,
+        to: BorrowedFd<'_>,
+        dest: &Path,
+    ) -> Result<(), crate::rootfs::RootfsError>;
 }

@@ -49,6 +49,8 @@ pub enum Call {
     Hostname(String),
     Domainname(String),
     Unshare(CloneFlags),
+    /// tmpcopyup of the mount at this container path.
+    CopyUp(PathBuf),
 }
 
 /// Records calls in order.
@@ -169,6 +171,16 @@ impl Syscall for RecordingSyscall {
     /// The fake's /dev/null is the plain file its mknod made.
     fn is_null_device(&self, _fd: BorrowedFd<'_>) -> bool {
         true
+    }
+
+    /// Nothing is mounted here, so the source and the target are the same directory.
+    fn copy_up(
+        &self,
+        _from: BorrowedFd<'_>,
+        _to: BorrowedFd<'_>,
+        dest: &Path,
+    ) -> Result<(), crate::rootfs::RootfsError> {
+        Ok(self.push(Call::CopyUp(dest.to_path_buf()))?)
     }
 
     fn fd_path(&self, fd: BorrowedFd<'_>) -> PathBuf {

@@ -2,7 +2,7 @@
 //! inside the rootfs, and a dangling or escaping symlink never creates or mounts anything
 //! on the host.
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt};
 
 use serde_json::json;
 
@@ -10,7 +10,8 @@ use super::harness::{both_runtimes, stderr, stdout, Env, Runtime};
 
 both_runtimes!(
     symlinked_destinations_land_inside_rootfs,
-    escaping_symlink_never_touches_the_host
+    escaping_symlink_never_touches_the_host,
+    tmpcopyup_fills_the_tmpfs_from_the_image
 );
 
 /// The mount points inside the container, from its own mountinfo.
@@ -103,4 +104,61 @@ fn escaping_symlink_never_touches_the_host(rt: &Runtime) {
         );
     }
     env.assert_nothing_left("escape");
+}
+
+/// `tmpcopyup`: the tmpfs shows what the image had at its destination (content, modes,
+/// owners, symlinks, subdirectories), writes stay in the tmpfs; without the option the
+/// tmpfs is empty. A read-only one still gets the copy and the covered directory's mode.
+fn tmpcopyup_fills_the_tmpfs_from_the_image(rt: &Runtime) {
+    let env = Env::new(rt);
+    let rootfs = env.bundle.join("rootfs");
+    let data = rootfs.join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("a"), "image-a").unwrap();
+    std::fs::set_permissions(data.join("a"), PermissionsExt::from_mode(0o604)).unwrap();
+    std::os::unix::fs::chown(data.join("a"), Some(1000), Some(1001)).unwrap();
+    std::fs::write(data.join("sub/b"), "image-b").unwrap();
+    std::fs::set_permissions(data.join("sub"), PermissionsExt::from_mode(0o711)).unwrap();
+    symlink("a", data.join("link")).unwrap();
+    std::fs::set_permissions(&data, PermissionsExt::from_mode(0o750)).unwrap();
+    std::fs::create_dir_all(rootfs.join("plain")).unwrap();
+    std::fs::write(rootfs.join("plain/hidden"), "h").unwrap();
+    std::fs::create_dir_all(rootfs.join("rodata")).unwrap();
+    std::fs::write(rootfs.join("rodata/c"), "image-c").unwrap();
+    let script = "cat /data/a /data/sub/b; echo; readlink /data/link; \
+        stat -c '%a %u %g' /data/a /data/sub /data /rodata; \
+        echo changed > /data/new && cat /data/new; ls -A /plain | wc -l; cat /rodata/c; echo; \
+        touch /rodata/new 2>/dev/null && echo rw || echo ro";
+    let mut config = env.config("copyup", &["sh", "-c", script]);
+    config["mounts"].as_array_mut().unwrap().extend([
+        json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "tmpcopyup"]}),
+        json!({"destination": "/plain", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
+        json!({"destination": "/rodata", "type": "tmpfs", "source": "tmpfs", "options": ["ro", "tmpcopyup"]}),
+    ]);
+    env.write_config(&config);
+    let out = env.run(&["run", "copyup"]);
+    assert!(out.status.success(), "{}: {}", rt.name, stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "image-aimage-b",
+            "a",
+            "604 1000 1001",
+            "711 0 0",
+            "750 0 0",
+            "755 0 0",
+            "changed",
+            "0",
+            "image-c",
+            "ro"
+        ],
+        "{}",
+        rt.name
+    );
+    // The image itself is untouched.
+    assert!(!data.join("new").exists());
+    assert!(!rootfs.join("rodata/new").exists());
+    env.assert_nothing_left("copyup");
 }
