@@ -6,7 +6,7 @@ use anyhow::{ensure, Result};
 use berth_integration::Stack;
 
 use crate::build::{context, nothing_left};
-use crate::common::{expect_contains, Spec, DOCKER};
+use crate::common::{expect_contains, inspect, Spec, DOCKER};
 
 pub fn tests() -> Vec<Spec> {
     vec![
@@ -19,6 +19,11 @@ pub fn tests() -> Vec<Spec> {
             name: "build_steps::intermediate_containers",
             needs: DOCKER,
             run: intermediate_containers,
+        },
+        Spec {
+            name: "build_steps::dockerd_errors",
+            needs: DOCKER,
+            run: dockerd_errors,
         },
         Spec {
             name: "build_steps::add_compressed_archives",
@@ -120,6 +125,38 @@ fn output_as_dockerd() -> Result<()> {
         "built image runs: {:?}",
         run.stdout
     );
+    // Each --label is a step of its own, sorted by key, its value taken literally.
+    let labelled = s
+        .docker(&[
+            "build", "--label", "x=a b", "--label", "q=$HOME", "-t", "out:2", &ctx,
+        ])?
+        .ok()?;
+    for want in [
+        "Step 7/8 : LABEL q=$HOME\n ---> Running in ",
+        "Step 8/8 : LABEL x=a b\n ---> Running in ",
+    ] {
+        expect_contains("--label steps", &labelled.stdout, want)?;
+    }
+    let labels = &inspect(&s, "out:2")?["Config"]["Labels"];
+    ensure!(
+        labels["q"] == "$HOME" && labels["x"] == "a b",
+        "labels: {labels}"
+    );
+    let history = s
+        .docker(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.CreatedBy}}",
+            "out:2",
+        ])?
+        .ok()?;
+    expect_contains(
+        "history",
+        &history.stdout,
+        "/bin/sh -c #(nop)  LABEL x=a b\n",
+    )?;
+    s.docker(&["rmi", "out:2"])?.ok()?;
 
     // --chmod needs BuildKit in dockerd 20.10: refused at its step, in its words.
     for kw in ["COPY", "ADD"] {
@@ -357,5 +394,76 @@ fn add_compressed_archives() -> Result<()> {
     ];
     ensure!(got == want, "unpacked: {got:?}");
     s.docker(&["rmi", "arch"])?.ok()?;
+    nothing_left(&s)
+}
+
+/// Errors as dockerd 20.10 reports them: the ones its parser finds before any step (no
+/// `Step` line, exit 1), and the ones found when a step runs.
+fn dockerd_errors() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let ctx = context(&s, "errs", &[("Dockerfile", "")])?;
+    let df = ctx.join("Dockerfile");
+    let ctx = ctx.to_string_lossy().into_owned();
+    let before_steps = [
+        (
+            "COPY a\n",
+            "dockerfile parse error line 2: COPY requires at least two arguments, but only one was provided. Destination could not be determined",
+        ),
+        ("WORKDIR\n", "dockerfile parse error line 2: WORKDIR requires exactly one argument"),
+        ("COPY --bogus=1 a b\n", "dockerfile parse error line 2: Unknown flag: bogus"),
+        ("ENV A\n", "failed to parse Dockerfile: ENV must have two arguments"),
+        (
+            "LABEL a=1 b\n",
+            "failed to parse Dockerfile: Syntax error - can't find = in \"b\". Must be of the form: name=value",
+        ),
+        (
+            "HEALTHCHECK --interval=x CMD true\n",
+            "dockerfile parse error line 2: time: invalid duration \"x\"",
+        ),
+        (
+            "SHELL sh -c\n",
+            "dockerfile parse error line 2: SHELL requires the arguments to be in JSON form",
+        ),
+        (
+            "FROM busybox AS 1a\n",
+            "dockerfile parse error line 2: invalid name for build stage: \"1a\", name can't start with a number or contain symbols",
+        ),
+    ];
+    for (line, want) in before_steps {
+        std::fs::write(&df, format!("FROM busybox\n{line}"))?;
+        let bad = s.docker(&["build", &ctx])?.expect_code(1)?;
+        expect_contains(line, &bad.stderr, want)?;
+        ensure!(
+            !bad.stdout.contains("Step 1/"),
+            "{line:?} ran steps:\n{}",
+            bad.stdout
+        );
+    }
+    let at_step = [
+        (
+            "RUN --mount=type=cache,target=/x true\n",
+            "the --mount option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled",
+        ),
+        ("EXPOSE 80/xyz\n", "Invalid proto: xyz"),
+        ("FROM busybox AS zz\nFROM busybox AS zz\n", "zz stage name already used"),
+        (
+            "ADD http://127.0.0.1:1/x /x\n",
+            "ADD failed: Get \"http://127.0.0.1:1/x\": dial tcp 127.0.0.1:1: connect: connection refused",
+        ),
+    ];
+    for (line, want) in at_step {
+        std::fs::write(&df, format!("FROM busybox\n{line}"))?;
+        let bad = s.docker(&["build", &ctx])?.expect_code(1)?;
+        expect_contains(line, &bad.stderr, want)?;
+        expect_contains(line, &bad.stdout, "Step 2/")?;
+    }
+    // A bare RUN runs the shell without a command, as dockerd does.
+    std::fs::write(&df, "FROM busybox\nRUN\n")?;
+    let bad = s.docker(&["build", "--force-rm", &ctx])?.expect_code(2)?;
+    expect_contains(
+        "RUN",
+        &bad.stderr,
+        "The command '/bin/sh -c' returned a non-zero code: 2",
+    )?;
     nothing_left(&s)
 }

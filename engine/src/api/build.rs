@@ -117,6 +117,9 @@ fn prepare(root: PathBuf, source: Source, q: &BuildQuery) -> Result<Prepared, Bu
     })?;
     context::apply_ignore(&ctx, &rel)?;
     let instructions = dockerfile::parse(&text)?;
+    for i in &instructions {
+        crate::build::validate::check(i, &q.dockerfile)?;
+    }
     // Like dockerd, bad triggers are found when the Dockerfile is read, not when run.
     for i in instructions.iter().filter(|i| i.keyword == "onbuild") {
         if let dockerfile::Args::Shell(t) = &i.args {
@@ -124,13 +127,12 @@ fn prepare(root: PathBuf, source: Source, q: &BuildQuery) -> Result<Prepared, Bu
         }
     }
     let (global, mut stages) = steps::plan(instructions, &q.target)?;
-    if !q.labels.is_empty() {
-        let pairs: Vec<String> = q
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{}={}", json!(k), json!(v)))
-            .collect();
-        let label = dockerfile::instruction(0, &format!("LABEL {}", pairs.join(" ")))?;
+    // Like dockerd 20.10, each `--label` is a LABEL step of its own (sorted by key), shown
+    // and recorded as `LABEL k=v`; the value is single-quoted so nothing in it expands.
+    for (k, v) in &q.labels {
+        let quoted = format!("'{}'", v.replace('\'', "'\\''"));
+        let mut label = dockerfile::instruction(0, &format!("LABEL {}={quoted}", json!(k)))?;
+        label.original = format!("LABEL {k}={v}");
         if let Some(last) = stages.last_mut() {
             last.push(label);
         }

@@ -62,12 +62,9 @@ fn map_entry<'a>(cfg: &'a mut ImageRuntimeConfig, key: &str) -> &'a mut Map<Stri
 }
 
 /// Go duration strings as HEALTHCHECK flags take them (`30s`, `1m30s`, `500ms`), in ns.
-fn duration_ns(flag: &str, s: &str) -> Result<i64, BuildError> {
-    let bad = || {
-        invalid(format!(
-            "invalid value for --{flag}: time: invalid duration \"{s}\""
-        ))
-    };
+/// A bad one is dockerd's `time: invalid duration "x"` (the flag is not named).
+fn duration_ns(s: &str) -> Result<i64, BuildError> {
+    let bad = || invalid(format!("time: invalid duration \"{s}\""));
     let mut total: f64 = 0.0;
     let mut rest = s;
     if rest.is_empty() {
@@ -96,7 +93,7 @@ fn duration_ns(flag: &str, s: &str) -> Result<i64, BuildError> {
     Ok(total as i64)
 }
 
-fn healthcheck(i: &Instruction) -> Result<Value, BuildError> {
+pub(crate) fn healthcheck(i: &Instruction) -> Result<Value, BuildError> {
     let (kind, rest) = match &i.args {
         Args::Shell(s) => {
             let s = s.trim();
@@ -140,7 +137,7 @@ fn healthcheck(i: &Instruction) -> Result<Value, BuildError> {
         ("start-interval", "StartInterval"),
     ] {
         if let Some(v) = i.flag(flag) {
-            hc[key] = json!(duration_ns(flag, v)?);
+            hc[key] = json!(duration_ns(v)?);
         }
     }
     if let Some(v) = i.flag("retries") {
@@ -214,10 +211,10 @@ pub fn apply(
             need_args("EXPOSE")?;
             for p in words::words(&raw, vars)? {
                 let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
-                let ok = !port.is_empty()
-                    && port.split('-').all(|n| n.parse::<u16>().is_ok())
-                    && matches!(proto.to_ascii_lowercase().as_str(), "tcp" | "udp" | "sctp");
-                if !ok {
+                if !matches!(proto.to_ascii_lowercase().as_str(), "tcp" | "udp" | "sctp") {
+                    return Err(invalid(format!("Invalid proto: {proto}")));
+                }
+                if port.is_empty() || !port.split('-').all(|n| n.parse::<u16>().is_ok()) {
                     return Err(invalid(format!("Invalid containerPort: {p}")));
                 }
                 map_entry(cfg, "ExposedPorts")

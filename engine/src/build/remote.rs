@@ -83,6 +83,21 @@ fn fail(url: &str, message: impl std::fmt::Display) -> BuildError {
     }
 }
 
+/// An OS error as Go words it: `connection refused`, not `Connection refused (os error
+/// 111)`.
+fn go_errno(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut c = text.chars();
+    match c.next() {
+        Some(first) => first.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 /// An HTTP/1.1 connection over `io` (TCP or TLS), driven on its own task.
 async fn handshake<S>(io: S, url: &str) -> Result<SendRequest<Empty<Bytes>>, BuildError>
 where
@@ -111,7 +126,12 @@ async fn connect(parsed: &url::Url, url: &str) -> Result<SendRequest<Empty<Bytes
     let port = parsed.port_or_known_default().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((bare, port))
         .await
-        .map_err(|e| fail(url, format!("dial tcp {bare}:{port}: {e}")))?;
+        .map_err(|e| {
+            fail(
+                url,
+                format!("dial tcp {bare}:{port}: connect: {}", go_errno(&e)),
+            )
+        })?;
     if !https {
         return handshake(stream, url).await;
     }
@@ -266,6 +286,12 @@ async fn save_body(body: Incoming, dest: &Path, url: &str) -> Result<u64, BuildE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn os_errors_read_as_go_prints_them() {
+        let e = std::io::Error::from_raw_os_error(111);
+        assert_eq!(go_errno(&e), "connection refused");
+    }
 
     #[test]
     fn channel_reader_reads_across_chunks() {

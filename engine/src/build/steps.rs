@@ -109,6 +109,17 @@ impl<B: Backend> Builder<'_, B> {
             if let Some(prev) = last.take() {
                 self.done.push((prev.name, prev.img));
             }
+            if let Some(name) = steps.first().and_then(stage_name) {
+                if self
+                    .done
+                    .iter()
+                    .any(|(n, _)| n.as_deref() == Some(name.as_str()))
+                {
+                    return Err(BuildError::Invalid {
+                        message: format!("{name} stage name already used"),
+                    });
+                }
+            }
             let mut stage: Option<Stage> = None;
             for i in steps {
                 n += 1;
@@ -163,7 +174,15 @@ impl<B: Backend> Builder<'_, B> {
         } else {
             self.base_image(&base).await?
         };
-        if img.manifest.is_some() {
+        // dockerd names the base image unless triggers run first (their steps follow).
+        let has_triggers = img
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.extra.get("OnBuild"))
+            .and_then(|t| t.as_array())
+            .is_some_and(|t| !t.is_empty());
+        if img.manifest.is_some() && !has_triggers {
             self.out.stream(format!(" ---> {}\n", short(&img.id))).await;
         }
         let mut stage = Stage {
@@ -556,18 +575,20 @@ impl<B: Backend> Builder<'_, B> {
 
     async fn run_step(&mut self, s: &mut Stage, i: &Instruction) -> Result<(), BuildError> {
         let runtime = s.img.runtime();
-        let cmd = meta::command(i, &runtime);
-        if cmd.is_empty() || i.args.is_empty() {
+        let mut cmd = meta::command(i, &runtime);
+        // A bare `RUN` runs the shell with no command, which fails as in dockerd.
+        if matches!(&i.args, Args::Shell(t) if t.trim().is_empty()) {
+            cmd.pop();
+        }
+        if cmd.is_empty() {
             return Err(BuildError::Invalid {
                 message: "RUN requires at least one argument".into(),
             });
         }
-        if !i.flags.is_empty() {
+        if let Some((flag, _)) = i.flags.first() {
+            // dockerd 20.10's legacy builder refuses RUN's BuildKit flags at the step.
             return Err(BuildError::Invalid {
-                message: format!(
-                    "RUN --{} is not implemented yet in berth-engine",
-                    i.flags[0].0
-                ),
+                message: format!("the --{flag} option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled"),
             });
         }
         // ARG values reach the command's environment but not the image (unless an ENV
