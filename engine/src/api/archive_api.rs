@@ -7,13 +7,13 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 
 use super::images_api::Pairs;
-use super::{channel_body, empty, json_response, ApiError, Body};
+use super::{channel_body, empty, json_response, typed_response, ApiError, Body};
 use crate::archive::{container_fs as cfs, stat};
 use crate::backend::Backend;
 use crate::daemon::{Daemon, DaemonError};
@@ -89,12 +89,7 @@ fn fs_error(e: crate::archive::ArchiveError) -> ApiError {
 }
 
 fn tar_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
-    let mut r = Response::new(channel_body(rx));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-tar"),
-    );
-    r
+    typed_response(channel_body(rx), "application/x-tar")
 }
 
 fn with_stat(mut r: Response<Body>, s: &stat::PathStat) -> Response<Body> {

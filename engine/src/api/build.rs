@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::images_api::Pairs;
-use super::{channel_body, ApiError, Body};
+use super::{channel_body, typed_response, ApiError, Body};
 use crate::backend::Backend;
 use crate::build::dockerfile::{self, Instruction};
 use crate::build::exec::{short, BuildOptions, Builder, Output};
@@ -285,12 +285,7 @@ pub async fn build<B: Backend>(
             Err(e) => out.send(steps::error_message(&e)).await,
         }
     });
-    let mut r = Response::new(channel_body(rx));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(r)
+    Ok(typed_response(channel_body(rx), "application/json"))
 }
 
 async fn run_build<B: Backend>(

@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 
 use super::route::{self, decode_json, ImageCreate, Route};
 use super::system;
-use super::{channel_body, empty, error_response, json_response, streams, ApiError, Body};
+use super::{
+    channel_body, empty, error_response, json_response, streams, typed_response, ApiError, Body,
+};
 use crate::backend::Backend;
 use crate::daemon::{self, Daemon, DaemonError, StdinSink};
 use crate::stdcopy::{MULTIPLEXED_CONTENT_TYPE, RAW_CONTENT_TYPE};
@@ -178,17 +180,10 @@ async fn dispatch<B: Backend>(
             let filters = ev::EventFilters::parse(&filters).map_err(bad)?;
             let since = ev::parse_time(&since).map_err(bad)?;
             let until = ev::parse_time(&until).map_err(bad)?;
-            let mut r = Response::new(channel_body(ev::stream(
-                &d.event_log,
-                since,
-                until,
-                filters,
-            )));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r
+            typed_response(
+                channel_body(ev::stream(&d.event_log, since, until, filters)),
+                "application/json",
+            )
         }
         Route::ImageCreate(ImageCreate::Import {
             src,
@@ -434,12 +429,7 @@ async fn dispatch<B: Backend>(
                 );
                 let _ = tx.send(Bytes::from(body)).await;
             });
-            let mut r = Response::new(channel_body(rx));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r
+            typed_response(channel_body(rx), "application/json")
         }
         Route::ContainerAttach { id, opts } => {
             let rec = d.container(&id)?;
@@ -457,12 +447,7 @@ async fn dispatch<B: Backend>(
         Route::ContainerLogs { id, opts } => {
             let rec = d.container(&id)?;
             let rx = streams::logs(Arc::clone(&d), &rec, opts).map_err(log_error)?;
-            let mut r = Response::new(channel_body(rx));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(stream_type(rec.config.tty)),
-            );
-            r
+            typed_response(channel_body(rx), stream_type(rec.config.tty))
         }
         Route::ContainerResize { id, height, width } => {
             d.resize_container(&id, height, width).await?;
@@ -481,12 +466,7 @@ async fn dispatch<B: Backend>(
             one_shot,
         } => {
             let rx = d.container_stats(&id, stream, one_shot)?;
-            let mut r = Response::new(channel_body(rx));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r
+            typed_response(channel_body(rx), "application/json")
         }
         Route::ExecCreate { id } => {
             check_json(req.headers())?;
@@ -619,12 +599,7 @@ where
                 }
             }
         });
-        let mut r = Response::new(channel_body(body_rx));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(stream_type(raw)),
-        );
-        return r;
+        return typed_response(channel_body(body_rx), stream_type(raw));
     }
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -686,14 +661,10 @@ where
             task.abort();
         }
     });
-    let mut r = Response::new(empty());
+    let mut r = typed_response(empty(), stream_type(raw));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(stream_type(raw)),
-    );
     r
 }

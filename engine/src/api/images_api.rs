@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::filters::PruneFilters;
 use super::image_filters::{self, ImageFilters};
-use super::{json_response, ApiError, Body};
+use super::{json_response, typed_response, ApiError, Body};
 use crate::backend::Backend;
 use crate::daemon::{CommitOptions, Daemon, DaemonError};
 
@@ -192,12 +192,7 @@ pub async fn dispatch<B: Backend>(
                 return Err(ApiError::bad_request("no image names given"));
             }
             let data = d.save_images(&names).await?;
-            let mut r = Response::new(super::full(data));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/x-tar"),
-            );
-            Ok(r)
+            Ok(typed_response(super::full(data), "application/x-tar"))
         }
         ImageRoute::Load { quiet } => {
             let body = http_body_util::Limited::new(req.into_body(), LOAD_LIMIT)
@@ -220,12 +215,7 @@ pub async fn dispatch<B: Backend>(
                 text.push_str(&json!({ "stream": format!("{l}\n") }).to_string());
                 text.push('\n');
             }
-            let mut r = Response::new(super::full(text));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            Ok(r)
+            Ok(typed_response(super::full(text), "application/json"))
         }
         ImageRoute::Prune { filters } => {
             let (prune, args) = PruneFilters::parse(

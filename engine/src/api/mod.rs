@@ -50,22 +50,23 @@ pub fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut body = value.to_string();
     body.push('\n');
-    let mut r = Response::new(full(body));
+    let mut r = typed_response(full(body), "application/json");
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r
+}
+
+/// A 200 response whose body is of the given media type; the one place handlers set
+/// Content-Type.
+pub fn typed_response(body: Body, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
 pub fn error_response(err: &ApiError) -> Response<Body> {
-    let mut r = Response::new(full(err.body()));
+    let mut r = typed_response(full(err.body()), "application/json");
     *r.status_mut() = err.status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     r
 }
 

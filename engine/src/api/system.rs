@@ -4,19 +4,18 @@ use http::{header, HeaderValue, Response};
 use serde_json::json;
 
 use super::version::{MAX_API_VERSION, MIN_API_VERSION};
-use super::{empty, full, Body};
+use super::{empty, full, typed_response, Body};
 use crate::backend::Backend;
 use crate::daemon::Daemon;
 
 const ENGINE_VERSION: &str = "28.0.0-berth";
 
 pub fn ping(head: bool) -> Response<Body> {
-    let mut r = Response::new(if head { empty() } else { full("OK") });
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+    let mut r = typed_response(
+        if head { empty() } else { full("OK") },
+        "text/plain; charset=utf-8",
     );
+    let h = r.headers_mut();
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, no-store, must-revalidate"),
