@@ -54,12 +54,19 @@ impl Event {
     }
 }
 
+#[derive(Clone)]
+struct KnownContainer {
+    name: String,
+    image: String,
+    labels: BTreeMap<String, String>,
+}
+
 /// The event log shared by the daemon (producer) and `/events` requests (consumers).
 pub struct EventLog {
     tx: broadcast::Sender<Event>,
     recent: Mutex<VecDeque<Event>>,
-    /// Container name and image by ID, so `destroy` still names what is gone.
-    containers: Mutex<HashMap<String, (String, String)>>,
+    /// Container name, image and labels by ID, so `destroy` still names what is gone.
+    containers: Mutex<HashMap<String, KnownContainer>>,
 }
 
 impl Default for EventLog {
@@ -83,19 +90,32 @@ impl EventLog {
         let _ = self.tx.send(e);
     }
 
-    /// Remembers a container's name (without `/`) and image for later events.
-    pub fn register_container(&self, id: &str, name: &str, image: &str) {
+    /// Remembers a container's name (without `/`), image and labels for later events.
+    pub fn register_container(
+        &self,
+        id: &str,
+        name: &str,
+        image: &str,
+        labels: &BTreeMap<String, String>,
+    ) {
         self.containers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
                 id.into(),
-                (name.trim_start_matches('/').into(), image.into()),
+                KnownContainer {
+                    name: name.trim_start_matches('/').into(),
+                    image: image.into(),
+                    labels: labels.clone(),
+                },
             );
     }
 
     pub fn container(&self, action: &str, id: &str, extra: &[(&str, String)]) {
-        let mut attributes = BTreeMap::new();
+        let mut attributes: BTreeMap<String, String> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.clone()))
+            .collect();
         let known = {
             let mut map = self.containers.lock().unwrap_or_else(|p| p.into_inner());
             if action == "destroy" {
@@ -104,12 +124,11 @@ impl EventLog {
                 map.get(id).cloned()
             }
         };
-        if let Some((name, image)) = known {
-            attributes.insert("name".to_string(), name);
-            attributes.insert("image".to_string(), image);
-        }
-        for (k, v) in extra {
-            attributes.insert((*k).to_string(), v.clone());
+        // dockerd's order: the event's own attributes, then the labels, then name and image.
+        if let Some(k) = known {
+            attributes.extend(k.labels);
+            attributes.insert("name".to_string(), k.name);
+            attributes.insert("image".to_string(), k.image);
         }
         self.publish(Event {
             kind: "container",

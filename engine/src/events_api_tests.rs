@@ -42,7 +42,8 @@ fn times_parse_with_fractions() {
 #[test]
 fn container_events_carry_name_and_image_until_destroy() {
     let log = EventLog::default();
-    log.register_container("c1", "/web", "busybox");
+    let labels = BTreeMap::from([("team".to_string(), "a".to_string())]);
+    log.register_container("c1", "/web", "busybox", &labels);
     log.container("create", "c1", &[]);
     log.container("die", "c1", &[("exitCode", "3".into())]);
     log.container("destroy", "c1", &[]);
@@ -53,6 +54,10 @@ fn container_events_carry_name_and_image_until_destroy() {
     assert_eq!(j["Action"], "die");
     assert_eq!(j["Actor"]["Attributes"]["name"], "web");
     assert_eq!(j["Actor"]["Attributes"]["exitCode"], "3");
+    assert_eq!(
+        j["Actor"]["Attributes"]["team"], "a",
+        "labels are attributes"
+    );
     assert_eq!(j["from"], "busybox");
     assert_eq!(past[2].attributes["name"], "web");
     // Forgotten after destroy.

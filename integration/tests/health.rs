@@ -30,6 +30,11 @@ pub fn tests() -> Vec<Spec> {
             run: resumes_after_engine_restart,
         },
         Spec {
+            name: "health::missing_probe_binary_log_kept_and_labelled_events",
+            needs: DOCKER,
+            run: missing_probe_binary,
+        },
+        Spec {
             name: "health::image_healthcheck_merge_and_no_healthcheck",
             needs: DOCKER,
             run: image_healthcheck,
@@ -521,5 +526,97 @@ fn commit_pauses() -> Result<()> {
     ensure!(inspect(&s, "cm")?["State"]["Running"] == true);
     s.docker(&["rm", "-f", "cm"])?.ok()?;
     s.docker(&["rmi", "cmimg:1", "cmimg:2"])?.ok()?;
+    Ok(())
+}
+
+/// A probe whose binary is missing is dockerd's probe error (exit -1, the runtime's
+/// message); every probe's result is saved (the log after an engine restart has the last
+/// ones, not only those up to the last status change); `health_status` events carry the
+/// container's labels.
+fn missing_probe_binary() -> Result<()> {
+    let mut s = Stack::with_busybox()?;
+    let ctx = crate::build::context(
+        &s,
+        "hcmiss",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nHEALTHCHECK --interval=1s --retries=2 CMD [\"/no-such-probe\"]\n",
+        )],
+    )?;
+    s.docker(&["build", "-q", "-t", "hcmiss", &ctx.to_string_lossy()])?
+        .ok()?;
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "miss",
+        "--label",
+        "team=blue",
+        "hcmiss",
+        "sleep",
+        "1000",
+    ])?
+    .ok()?;
+    let v = wait_health(&s, "miss", "unhealthy")?;
+    let first = &v["State"]["Health"]["Log"][0];
+    ensure!(
+        first["ExitCode"] == -1
+            && first["Output"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("OCI runtime exec failed")
+                    && o.contains("/no-such-probe: no such file or directory")),
+        "probe result of a missing binary: {first}"
+    );
+    let until = crate::events::now()?;
+    let out = s
+        .docker(&[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &until,
+            "--filter",
+            "container=miss",
+            "--filter",
+            "event=health_status",
+            "--format",
+            "{{.Action}}|{{.Actor.Attributes.team}}|{{.Actor.Attributes.name}}",
+        ])?
+        .ok()?;
+    ensure!(
+        out.stdout
+            .lines()
+            .any(|l| l == "health_status: unhealthy|blue|miss"),
+        "health_status events: {}",
+        out.stdout
+    );
+    // Probes after the last status change: the status stays unhealthy, the log moves on.
+    let last_start = |v: &Value| {
+        v["State"]["Health"]["Log"]
+            .as_array()
+            .and_then(|l| l.last())
+            .map(|e| e["Start"].clone())
+    };
+    let changed_at = last_start(&v);
+    let seen = wait_until("probes after unhealthy", Duration::from_secs(30), || {
+        let v = inspect(&s, "miss")?;
+        let n = v["State"]["Health"]["FailingStreak"].as_i64().unwrap_or(0);
+        Ok((n >= 4).then(|| last_start(&v)).flatten())
+    })?;
+    ensure!(
+        Some(&seen) != changed_at.as_ref(),
+        "no probe after the change"
+    );
+    s.kill_daemon(Daemon::Engine)?;
+    s.start_daemon(Daemon::Engine)?;
+    let v = inspect(&s, "miss")?;
+    let log = v["State"]["Health"]["Log"]
+        .as_array()
+        .context("Health.Log")?;
+    ensure!(
+        log.iter().any(|e| e["Start"] == seen),
+        "the probe at {seen} is not in the log after the restart: {log:?}"
+    );
+    s.docker(&["rm", "-f", "miss"])?.ok()?;
     Ok(())
 }

@@ -309,7 +309,8 @@ impl<B: Backend> Daemon<B> {
                 path: log_path.clone(),
                 source,
             })?;
-        self.event_log.register_container(id, name, &config.image);
+        self.event_log
+            .register_container(id, name, &config.image, &config.labels);
         let record = ContainerRecord {
             record_version: RECORD_VERSION,
             id: id.into(),

@@ -25,6 +25,9 @@ pub struct ExecRecord {
     pub running: bool,
     pub exit_code: Option<i64>,
     pub pid: u32,
+    /// Why the process could not be started (a hijacked start reports it in the stream
+    /// only; the health monitor records it as dockerd's probe error).
+    pub start_error: Option<String>,
 }
 
 /// Multiplexed output of an exec; closes after the output is drained and the exit code is
@@ -129,6 +132,7 @@ impl<B: Backend> Daemon<B> {
             running: false,
             exit_code: None,
             pid: 0,
+            start_error: None,
         };
         self.execs
             .lock()
@@ -298,7 +302,10 @@ impl<B: Backend> Daemon<B> {
                 } else {
                     126
                 };
-                self.update_exec(id, |x| x.exit_code = Some(code));
+                self.update_exec(id, |x| {
+                    x.exit_code = Some(code);
+                    x.start_error = Some(message.clone());
+                });
                 if detach {
                     return Err(DaemonError::ExecFailed { message });
                 }

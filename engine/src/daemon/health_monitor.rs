@@ -192,10 +192,11 @@ impl<B: Backend> Daemon<B> {
             if updated.is_err() {
                 return;
             }
+            // Saved after every probe, as dockerd checkpoints: the log survives a restart.
+            if let Err(e) = self.store.sync(&id) {
+                tracing::warn!(%id, error = %e, "saving the health log failed");
+            }
             if let Some(status) = changed {
-                if let Err(e) = self.store.sync(&id) {
-                    tracing::warn!(%id, error = %e, "saving the health status failed");
-                }
                 tracing::info!(%id, %status, "health status changed");
                 self.event_log
                     .container(&format!("health_status: {status}"), &id, &[]);
@@ -294,12 +295,14 @@ impl<B: Backend> Daemon<B> {
                 },
             };
         }
-        let exit_code = self
-            .exec(&exec_id)
-            .ok()
-            .and_then(|e| e.exit_code)
-            .unwrap_or(-1);
+        let exec = self.exec(&exec_id).ok();
         self.forget_exec(&exec_id);
+        // A probe that could not be started (its binary missing) is dockerd's probe
+        // error: exit code -1 and the runtime's message, not the exec's 126/127.
+        if let Some(message) = exec.as_ref().and_then(|e| e.start_error.clone()) {
+            return failed(message);
+        }
+        let exit_code = exec.and_then(|e| e.exit_code).unwrap_or(-1);
         HealthResult {
             start,
             end: Utc::now(),

@@ -90,7 +90,7 @@ impl<B: Backend> Daemon<B> {
         }
         self.store.release_name(&old, &rec.id);
         self.event_log
-            .register_container(&rec.id, new_name, &rec.config.image);
+            .register_container(&rec.id, new_name, &rec.config.image, &rec.config.labels);
         self.event_log
             .container("rename", &rec.id, &[("oldName", format!("/{old}"))]);
         tracing::info!(id = %rec.id, %old, new = %new_name, "container renamed");

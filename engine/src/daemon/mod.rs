@@ -264,9 +264,12 @@ impl<B: Backend> Daemon<B> {
         // Events of containers from before an engine restart carry their name and image
         // too (`docker events --filter container=NAME`).
         for rec in daemon.store.list() {
-            daemon
-                .event_log
-                .register_container(&rec.id, &rec.name, &rec.config.image);
+            daemon.event_log.register_container(
+                &rec.id,
+                &rec.name,
+                &rec.config.image,
+                &rec.config.labels,
+            );
         }
         Ok(daemon)
     }
