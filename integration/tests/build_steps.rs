@@ -54,6 +54,48 @@ fn normalized(stdout: &str) -> String {
         .collect()
 }
 
+/// The entry paths of each layer of `image`, bottom first (from `docker save`).
+fn layer_entries(s: &Stack, image: &str) -> Result<Vec<Vec<String>>> {
+    let file = s.dir.join("saved.tar");
+    s.docker(&["save", "-o", &file.to_string_lossy(), image])?
+        .ok()?;
+    let mut files = std::collections::HashMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&file)?);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data)?;
+        files.insert(path, data);
+    }
+    std::fs::remove_file(&file)?;
+    let manifest: serde_json::Value = serde_json::from_slice(
+        files
+            .get("manifest.json")
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+    )?;
+    let mut out = Vec::new();
+    for layer in manifest[0]["Layers"].as_array().into_iter().flatten() {
+        let data = files
+            .get(layer.as_str().unwrap_or_default())
+            .cloned()
+            .unwrap_or_default();
+        let mut names = Vec::new();
+        for entry in tar::Archive::new(data.as_slice()).entries()? {
+            names.push(
+                entry?
+                    .path()?
+                    .to_string_lossy()
+                    .trim_end_matches('/')
+                    .to_string(),
+            );
+        }
+        out.push(names);
+    }
+    Ok(out)
+}
+
 /// `docker ps -a` as `ID STATUS COMMAND` lines.
 fn ps_all(s: &Stack) -> Result<Vec<String>> {
     let out = s
@@ -124,6 +166,14 @@ fn output_as_dockerd() -> Result<()> {
         run.stdout == "hello\n",
         "built image runs: {:?}",
         run.stdout
+    );
+    // The RUN's layer holds what the command changed, not the empty /etc/hosts,
+    // /etc/hostname and /etc/resolv.conf mount points (busybox has none of them).
+    let layers = layer_entries(&s, "out:1")?;
+    ensure!(
+        layers.len() == 4 && layers[1].is_empty() && layers[2] == ["f.txt"],
+        "layers of out:1: {:?}",
+        &layers[1..]
     );
     // Each --label is a step of its own, sorted by key, its value taken literally.
     let labelled = s

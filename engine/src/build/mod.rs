@@ -13,6 +13,7 @@ pub mod meta;
 pub mod probe;
 pub mod remote;
 pub mod steps;
+pub mod stubs;
 pub mod validate;
 pub mod words;
 

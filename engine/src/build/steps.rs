@@ -654,6 +654,7 @@ impl<B: Backend> Builder<'_, B> {
         if !arg_env.is_empty() {
             by = format!("|{} {} {by}", arg_env.len(), arg_env.join(" "));
         }
+        self.drop_mount_stubs(&id).await;
         let author = s.meta.author.clone().unwrap_or_default();
         let view = Self::parent_view(s);
         let committed = self
