@@ -671,7 +671,9 @@ impl<B: Backend> Builder<'_, B> {
         if self.opts.rm || self.opts.force_rm {
             self.remove_intermediate(&id, true).await;
         }
-        let stored = committed?;
+        let stored = self
+            .drop_empty_layer(committed?, s.img.config.rootfs.diff_ids.len())
+            .await?;
         let view = self.d.view_of(&stored.manifest).await?;
         self.d
             .name_image(

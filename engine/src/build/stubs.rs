@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use super::exec::Builder;
+use super::BuildError;
 use crate::backend::Backend;
+use crate::daemon::Stored;
 
 const STUBS: &[&str] = &["hostname", "hosts", "resolv.conf"];
 
@@ -32,7 +34,36 @@ fn drop_stubs(upper: &Path, lowers: &[PathBuf]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The diff ID of an empty layer tar (1024 zero bytes): what a RUN that changed nothing
+/// commits.
+const EMPTY_TAR: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
 impl<B: Backend> Builder<'_, B> {
+    /// dockerd records a RUN that changed nothing as an `empty_layer` history entry with
+    /// no layer; rewrites the committed image `stored` so when its new top layer (above
+    /// the parent's `parent_layers`) is empty.
+    pub(super) async fn drop_empty_layer(
+        &self,
+        stored: Stored,
+        parent_layers: usize,
+    ) -> Result<Stored, BuildError> {
+        let view = self.d.view_of(&stored.manifest).await?;
+        let diff_ids = &view.config.rootfs.diff_ids;
+        if diff_ids.len() != parent_layers + 1
+            || diff_ids.last().map(String::as_str) != Some(EMPTY_TAR)
+        {
+            return Ok(stored);
+        }
+        let mut config = view.config.clone();
+        config.rootfs.diff_ids.pop();
+        if let Some(h) = config.history.last_mut() {
+            h["empty_layer"] = serde_json::json!(true);
+        }
+        let mut layers = view.layers.clone();
+        layers.pop();
+        Ok(self.d.write_image(&config, &layers).await?)
+    }
+
     /// Drops the mount-point stubs from the finished RUN container `id`'s snapshot.
     pub(super) async fn drop_mount_stubs(&self, id: &str) {
         let mounts = match self.d.backend.snapshot_mounts(id).await {
