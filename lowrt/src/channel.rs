@@ -33,8 +33,6 @@ pub enum Message {
     HooksDone,
     /// The runtime has written the id maps: init may start building the container.
     Go,
-    /// The runtime has moved init into its cgroups (sent right after [`Message::Go`]).
-    Joined,
     /// The seccomp notify fd is attached: forward it to linux.seccomp.listenerPath and
     /// answer [`Message::SeccompDone`].
     SeccompFd,

@@ -6,8 +6,8 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
 use super::{
-    mkdir_all, read_file, read_pids, remove_dir, under, write_file, CgroupError, CgroupManager,
-    V1Hierarchy,
+    mkdir_all, open_cgroup_file, read_file, read_pids, remove_dir, under, write_file, CgroupError,
+    CgroupManager, Placement, V1Hierarchy,
 };
 
 /// The v1 manager: `<mountpoint>/<path>` in every hierarchy.
@@ -226,6 +226,18 @@ impl CgroupManager for V1Manager {
             write_file(&self.dir(h).join("cgroup.procs"), &pid.as_raw().to_string())?;
         }
         Ok(())
+    }
+
+    fn placement(&self) -> Result<Placement, CgroupError> {
+        let v1_tasks = self
+            .hierarchies
+            .iter()
+            .map(|h| open_cgroup_file(self.dir(h).join("tasks"), false))
+            .collect::<Result<_, _>>()?;
+        Ok(Placement {
+            v1_tasks,
+            ..Placement::default()
+        })
     }
 
     fn pids(&self) -> Result<Vec<Pid>, CgroupError> {

@@ -13,7 +13,8 @@ use super::devices_bpf;
 use crate::sys::bpf;
 
 use super::{
-    mkdir_all, read_file, read_pids, remove_dir, under, write_file, CgroupError, CgroupManager,
+    mkdir_all, open_cgroup_file, read_file, read_pids, remove_dir, under, write_file, CgroupError,
+    CgroupManager, Placement,
 };
 
 /// The v2 manager for `<root>/<path>`.
@@ -216,6 +217,16 @@ impl CgroupManager for V2Manager {
 
     fn add_process(&self, pid: Pid) -> Result<(), CgroupError> {
         write_file(&self.dir().join("cgroup.procs"), &pid.as_raw().to_string())
+    }
+
+    fn placement(&self) -> Result<Placement, CgroupError> {
+        let dir = self.dir();
+        let (_, clone_into) = open_cgroup_file(dir.clone(), true)?;
+        Ok(Placement {
+            clone_into: Some(clone_into),
+            v2_procs: Some(open_cgroup_file(dir.join("cgroup.procs"), false)?),
+            ..Placement::default()
+        })
     }
 
     fn pids(&self) -> Result<Vec<Pid>, CgroupError> {

@@ -14,13 +14,13 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use super::Globals;
-use crate::cgroups::{detect_layout, CgroupConfig, CgroupManager};
+use crate::cgroups::{detect_layout, CgroupConfig, CgroupManager, Placement};
 use crate::channel::{self, Message};
 use crate::container::{errno, io_err, ContainerError};
 use crate::hooks::{self, Point};
 use crate::init::{self, InitContext};
 use crate::state::{proc_stat, write_atomic, State, FIFO_FILE};
-use crate::sys::{clone_process, Forked};
+use crate::sys::{clone_into_cgroup, clone_process, Forked};
 use crate::syscall::LinuxSyscall;
 use crate::{namespaces, spec};
 
@@ -157,17 +157,20 @@ fn died(rollback: &mut Rollback, pid: Pid, pidfd: &OwnedFd) -> ContainerError {
     ContainerError::InitDied { how }
 }
 
-/// The error init already reported, if one is waiting on the channel (no blocking).
-fn pending_error(sync: &OwnedFd) -> Option<String> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(sync.as_fd(), PollFlags::POLLIN)];
-    if poll(&mut fds, PollTimeout::ZERO).ok()? == 0 {
-        return None;
+/// Clones with the child born in the cgroup v2 directory where the kernel allows it;
+/// also says whether it did (else the child joins that cgroup itself too).
+pub(crate) fn clone_placed(
+    flags: libc::c_ulong,
+    placement: &Placement,
+    what: &'static str,
+) -> Result<(Forked, bool), ContainerError> {
+    if let Some(dir) = &placement.clone_into {
+        match clone_into_cgroup(flags, dir.as_fd()) {
+            Ok(forked) => return Ok((forked, true)),
+            Err(e) => tracing::debug!("clone3 CLONE_INTO_CGROUP refused ({e}); joining by write"),
+        }
     }
-    match channel::recv(sync) {
-        Ok(Some(Message::Error(text))) => Some(text),
-        _ => None,
-    }
+    Ok((clone_process(flags).map_err(errno(what))?, false))
 }
 
 /// `create` as a command: the container stays created, the runtime exits 0.
@@ -283,11 +286,15 @@ pub(crate) fn launch_with(
     } else {
         bundle.join(root_path)
     };
+    let placement = cgroup.placement()?;
     let (parent_end, child_end) = channel::pair()?;
 
-    match clone_process(ns_plan.clone_flags.bits() as libc::c_ulong)
-        .map_err(errno("clone container init"))?
-    {
+    let (forked, cloned_into) = clone_placed(
+        ns_plan.clone_flags.bits() as libc::c_ulong,
+        &placement,
+        "clone container init",
+    )?;
+    match forked {
         Forked::Child => {
             drop(parent_end);
             let mut ctx = InitContext {
@@ -305,7 +312,8 @@ pub(crate) fn launch_with(
                 preserve_fds: opts.preserve_fds,
                 no_pivot: opts.no_pivot,
                 sync: &child_end,
-                in_cgroups: false,
+                placement: &placement,
+                cloned_into,
                 idmapped: &idmapped,
             };
             let err = match init::run(&mut ctx, init::INIT_PHASES, true) {
@@ -326,18 +334,9 @@ pub(crate) fn launch_with(
             {
                 write_id_maps(pid, &linux)?;
             }
-            // Go first: init builds the rootfs while the cgroup.procs writes wait (see
-            // init::INIT_PHASES), then Joined.
-            channel::send(&parent_end, &Message::Go)?;
-            if let Err(e) = cgroup.add_process(pid) {
-                // An init that failed meanwhile (and so cannot be moved) explains more.
-                return Err(match pending_error(&parent_end) {
-                    Some(text) => ContainerError::Init(text),
-                    None => e.into(),
-                });
-            }
+            // Init joins its cgroups itself (cgroups::Placement), then builds the rootfs.
             // A dead init makes this fail; the loop below then reports why it died.
-            let _ = channel::send(&parent_end, &Message::Joined);
+            let _ = channel::send(&parent_end, &Message::Go);
             loop {
                 let (msg, passed) = channel::recv_fd(&parent_end)?;
                 match msg {
@@ -357,10 +356,9 @@ pub(crate) fn launch_with(
                         channel::send(&parent_end, &Message::HooksDone)?;
                     }
                     Some(Message::Error(text)) => return Err(ContainerError::Init(text)),
-                    Some(
-                        Message::HooksDone | Message::Go | Message::Joined | Message::SeccompDone,
-                    )
-                    | None => return Err(died(&mut rollback, pid, &pidfd)),
+                    Some(Message::HooksDone | Message::Go | Message::SeccompDone) | None => {
+                        return Err(died(&mut rollback, pid, &pidfd))
+                    }
                 }
             }
             let Some((_, start)) = proc_stat(pid) else {

@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
-use super::create::{connect_console, write_pid_file};
+use super::create::{clone_placed, connect_console, write_pid_file};
 use super::Globals;
 use crate::channel::{self, Message};
-use crate::container::{block_wait_signals, errno, io_err, wait_foreground, ContainerError};
+use crate::container::{block_wait_signals, io_err, wait_foreground, ContainerError};
 use crate::init::{self, InitContext};
 use crate::namespaces::{proc_name, Join};
 use crate::state::State;
-use crate::sys::{clone_process, Forked};
+use crate::sys::Forked;
 use crate::syscall::LinuxSyscall;
 
 #[derive(Debug, Clone, Default)]
@@ -120,9 +120,11 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
     } else {
         Some(block_wait_signals()?)
     };
+    let placement = cgroup.placement()?;
     let (parent_end, child_end) = channel::pair()?;
 
-    match clone_process(0).map_err(errno("clone exec process"))? {
+    let (forked, cloned_into) = clone_placed(0, &placement, "clone exec process")?;
+    match forked {
         Forked::Child => {
             drop(parent_end);
             let mut ctx = InitContext {
@@ -140,7 +142,8 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
                 preserve_fds: opts.preserve_fds,
                 no_pivot: false,
                 sync: &child_end,
-                in_cgroups: true,
+                placement: &placement,
+                cloned_into,
                 idmapped: &[],
             };
             let err = match init::run(&mut ctx, init::EXEC_PHASES, false) {

@@ -14,10 +14,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
-use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
-use crate::cgroups::{CgroupError, CgroupManager};
+use crate::cgroups::{CgroupError, CgroupManager, Placement};
 use crate::channel::{self, Message};
 use crate::namespaces::{self, NamespaceError};
 use crate::rootfs::{self, RootfsError, RootfsPlan};
@@ -98,8 +97,10 @@ pub struct InitContext<'a> {
     pub sync: &'a OwnedFd,
     /// Per spec mount, the idmapped tree the runtime made (init only; else empty).
     pub idmapped: &'a [Option<OwnedFd>],
-    /// Whether the runtime has said [`Message::Joined`] (init only).
-    pub in_cgroups: bool,
+    /// What this process writes to enter the container's cgroups.
+    pub placement: &'a Placement,
+    /// Whether clone3 already put us in the cgroup v2 one (CLONE_INTO_CGROUP).
+    pub cloned_into: bool,
 }
 
 type Phase = (
@@ -109,24 +110,17 @@ type Phase = (
 
 /// Container init, in order. Names are used only in debug output and docs.
 pub const INIT_PHASES: &[Phase] = &[
-    // The runtime writes uid_map/gid_map and says Go, then moves us into the cgroups (a
-    // process in a new user namespace could not write the host's cgroup.procs) and says
-    // Joined. The first cgroup.procs write after a fork waits for an RCU grace period
-    // (cgroup_threadgroup_rwsem), often the longest step of a create: we build the
-    // rootfs meanwhile, as runc does before it applies the resources.
+    // The runtime writes uid_map/gid_map and says Go.
     ("wait for id maps", wait_for_runtime),
+    // Through files the runtime opened (cgroups::Placement), so no RCU grace period is
+    // waited for. Before everything else: hooks and the process run in the cgroups, and
+    // a cgroup namespace is rooted at the creator's cgroup.
+    ("join cgroups", join_cgroups),
     ("become root of the user namespace", user_namespace_root),
     ("join namespaces by path", join_namespaces),
-    // A cgroup namespace is rooted at the creator's cgroup: be in the container's first.
-    (
-        "wait for the cgroups if a cgroup namespace follows",
-        joined_before_cgroupns,
-    ),
     ("unshare cgroup namespace", unshare_later),
     ("bring up loopback", loopback),
     ("rootfs mounts and devices", rootfs_phase),
-    // Hooks see (and the process runs in) the container's cgroups.
-    ("wait for the cgroups", wait_joined),
     // Namespaces and mounts exist, the old root is still reachable: the runtime runs
     // prestart/createRuntime, we run createContainer (runtime-spec "Lifecycle" 5-7).
     ("createRuntime and createContainer hooks", create_hooks),
@@ -183,26 +177,6 @@ fn wait_for_runtime(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
     }
 }
 
-fn joined_before_cgroupns(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
-    if ctx.unshare_later.is_empty() {
-        return Ok(());
-    }
-    wait_joined(ctx)
-}
-
-fn wait_joined(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
-    if ctx.in_cgroups {
-        return Ok(());
-    }
-    match channel::recv(ctx.sync)? {
-        Some(Message::Joined) => {
-            ctx.in_cgroups = true;
-            Ok(())
-        }
-        _ => Err(InitError::HookSync),
-    }
-}
-
 fn user_namespace_root(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
     // New or joined by path (the runtime entered that one before clone).
     if !namespaces_of(ctx.spec)
@@ -226,7 +200,7 @@ fn user_namespace_root(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
 }
 
 fn join_cgroups(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
-    Ok(ctx.cgroup.add_process(Pid::from_raw(0))?)
+    Ok(ctx.placement.join_self(ctx.cloned_into)?)
 }
 
 fn join_namespaces(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
