@@ -137,7 +137,11 @@ fn container_hooks_run_in_a_joined_user_namespace(rt: &Runtime) {
     if started {
         super::harness::poll_until(
             std::time::Duration::from_secs(5),
-            || shared.join("startContainer").exists(),
+            // The shell creates the file before it writes: wait for both lines.
+            || {
+                std::fs::read_to_string(shared.join("startContainer"))
+                    .is_ok_and(|t| t.lines().count() == 2)
+            },
             "the startContainer hook",
         );
     }
