@@ -23,6 +23,11 @@ pub fn tests() -> Vec<Spec> {
             run: cp_errors,
         },
         Spec {
+            name: "archive::cp_and_export_keep_file_capabilities",
+            needs: DOCKER,
+            run: file_capabilities,
+        },
+        Spec {
             name: "archive::export_and_diff",
             needs: DOCKER,
             run: export_and_diff,
@@ -406,4 +411,62 @@ fn export_and_diff() -> Result<()> {
     s.docker(&["rm", "ex1", "quiet", "fresh"])?.ok()?;
     no_views_left(&s)?;
     crate::volumes::no_mounts_left(&s).context("after export")
+}
+
+fn getcap(path: &Path) -> Result<String> {
+    let out = std::process::Command::new("getcap").arg(path).output()?;
+    ensure!(out.status.success(), "getcap {}: {out:?}", path.display());
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// File capabilities (`security.capability`) travel as dockerd's tar carries them, a PAX
+/// `SCHILY.xattr.` record: into a container with `cp`, back out with `cp`, and in `export`.
+fn file_capabilities() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let local = s.dir.join("caps");
+    std::fs::create_dir_all(local.join("out"))?;
+    let file = local.join("pinger");
+    std::fs::write(&file, "#!/bin/sh\n")?;
+    let set = std::process::Command::new("setcap")
+        .args(["cap_net_raw+ep", &p(&file)])
+        .output()?;
+    ensure!(set.status.success(), "setcap: {set:?}");
+    s.docker(&["create", "--name", "cap1", "busybox", "true"])?
+        .ok()?;
+    s.docker(&["cp", &p(&file), "cap1:/bin/pinger"])?.ok()?;
+    s.docker(&["cp", "cap1:/bin/pinger", &p(&local.join("out"))])?
+        .ok()?;
+    let got = getcap(&local.join("out/pinger"))?;
+    ensure!(
+        got.ends_with("cap_net_raw=ep"),
+        "getcap after cp both ways: {got}"
+    );
+    let tar = local.join("e.tar");
+    s.docker(&["export", "-o", &p(&tar), "cap1"])?.ok()?;
+    let data = std::fs::read(&tar)?;
+    let mut a = tar::Archive::new(data.as_slice());
+    let mut found = None;
+    for e in a.entries()? {
+        let mut e = e?;
+        if e.path()?.to_string_lossy() != "bin/pinger" {
+            continue;
+        }
+        if let Some(exts) = e.pax_extensions()? {
+            for x in exts {
+                let x = x?;
+                if x.key_bytes() == b"SCHILY.xattr.security.capability" {
+                    found = Some(x.value_bytes().to_vec());
+                }
+            }
+        }
+    }
+    let cap = found.context("no SCHILY.xattr.security.capability for bin/pinger in export")?;
+    // VFS_CAP_REVISION_2 (0x02000000 little-endian, effective bit), 20 bytes, with
+    // CAP_NET_RAW (13) permitted.
+    ensure!(
+        cap.len() == 20 && cap[3] == 2 && cap[4..8] == (1u32 << 13).to_le_bytes(),
+        "capability record: {cap:?}"
+    );
+    s.docker(&["rm", "cap1"])?.ok()?;
+    no_views_left(&s)
 }

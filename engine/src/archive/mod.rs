@@ -11,6 +11,7 @@ pub mod scope;
 pub mod stat;
 pub mod tar_out;
 pub mod untar;
+pub mod xattrs;
 
 use std::path::PathBuf;
 

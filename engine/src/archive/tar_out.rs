@@ -172,6 +172,10 @@ impl<W: Write> TarWriter<W> {
             h.set_device_minor(nix::sys::stat::minor(rdev) as u32)
                 .map_err(|e| ArchiveError::io("tar header", path, e))?;
         }
+        let pax = super::xattrs::records_of(path);
+        if !pax.is_empty() {
+            self.pax_header(&entry_name, &pax)?;
+        }
         self.long_field(&mut h, &entry_name, tar::EntryType::GNULongName)?;
         if let Some(l) = &link {
             self.long_field(&mut h, l, tar::EntryType::GNULongLink)?;
@@ -249,6 +253,26 @@ impl<W: Write> TarWriter<W> {
         nix::sys::statfs::statfs(path)
             .map(|s| PSEUDO_FS.contains(&s.filesystem_type().0))
             .unwrap_or(false)
+    }
+
+    /// A PAX extended header (type `x`) with `records`, for the entry named `name` that
+    /// follows it.
+    fn pax_header(
+        &mut self,
+        name: &[u8],
+        records: &[(String, Vec<u8>)],
+    ) -> Result<(), ArchiveError> {
+        let data = super::xattrs::pax_data(records);
+        let mut h = tar::Header::new_ustar();
+        let pax_name = super::xattrs::pax_name(name);
+        h.as_ustar_mut().expect("a ustar header").name[..pax_name.len()].copy_from_slice(&pax_name);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        self.out
+            .append(&h, data.as_slice())
+            .map_err(|e| ArchiveError::io("write", "tar stream", e))
     }
 
     /// Puts `value` in the header's name or link field, preceded by a GNU long-name

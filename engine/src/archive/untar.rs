@@ -90,12 +90,22 @@ pub fn untar(
                 container: String::new(),
             });
         }
+        let attrs = match entry.pax_extensions() {
+            Ok(Some(exts)) => super::xattrs::from_pax(
+                exts.filter_map(Result::ok)
+                    .map(|e| (e.key_bytes(), e.value_bytes())),
+            ),
+            _ => Vec::new(),
+        };
         create(root, dest, &mut entry, &target, existing.is_some())?;
         let header = entry.header().clone();
         if kind == tar::EntryType::Link {
             continue;
         }
         set_owner(&target, &header, opts)?;
+        // After the chown, which would clear file capabilities.
+        super::xattrs::apply(&target, &attrs)
+            .map_err(|e| ArchiveError::io("setxattr", &target, e))?;
         if is_dir_entry {
             dirs.push((target, header));
         } else {
