@@ -19,6 +19,11 @@ pub enum NamespaceError {
         path: PathBuf,
         source: nix::errno::Errno,
     },
+    #[error("cannot return the runtime to its own {kind} namespace: {}", crate::syscall::errno_text(*source))]
+    Return {
+        kind: &'static str,
+        source: nix::errno::Errno,
+    },
     #[error("cannot join {kind} namespace {}: {}", path.display(), crate::syscall::errno_text(*source))]
     Join {
         kind: &'static str,
@@ -158,6 +163,97 @@ pub fn new_time_namespace(
         return Ok(());
     }
     std::fs::write(path, text).map_err(|e| NamespaceError::TimeOffsets { source: e })
+}
+
+impl Plan {
+    /// runc's order when a new user namespace meets namespaces given by path: nsexec
+    /// joins those first, as root of the host's user namespace (they are usually owned by
+    /// it, and from inside the new one their setns would be refused), and only then makes
+    /// the user namespace and the remaining new ones, owned by it. The runtime does the
+    /// same around its clone: it enters the joined namespaces itself, clone creates the
+    /// user namespace and the others (the child inherits the joined ones), and
+    /// [`Borrowed::restore`] takes the runtime back to its own right after. None when
+    /// there is nothing to do this way (init joins by itself).
+    pub fn enter_joins_for_clone(&mut self) -> Result<Option<Borrowed>, NamespaceError> {
+        if !self.clone_flags.contains(CloneFlags::CLONE_NEWUSER) || self.joins.is_empty() {
+            return Ok(None);
+        }
+        let cwd = open(
+            ".",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|source| NamespaceError::Open {
+            path: PathBuf::from("."),
+            source,
+        })?;
+        let mut borrowed = Borrowed {
+            own: Vec::new(),
+            cwd,
+        };
+        for join in std::mem::take(&mut self.joins) {
+            let own = Join::open(
+                join.kind,
+                &PathBuf::from(format!("/proc/self/ns/{}", proc_name(join.kind))),
+            )?;
+            if let Err(e) = join.enter() {
+                // Back to where we were before reporting: the caller goes on cleaning up.
+                borrowed.restore()?;
+                return Err(e);
+            }
+            borrowed.own.push(own);
+        }
+        Ok(Some(borrowed))
+    }
+}
+
+/// The runtime's own namespaces (and cwd: entering a mount namespace moves it) while it is
+/// in a container's for [`Plan::enter_joins_for_clone`].
+#[derive(Debug)]
+pub struct Borrowed {
+    own: Vec<Join>,
+    cwd: OwnedFd,
+}
+
+impl Borrowed {
+    pub fn restore(self) -> Result<(), NamespaceError> {
+        for own in self.own.iter().rev() {
+            own.enter().map_err(|e| match e {
+                NamespaceError::Join { kind, source, .. } => {
+                    NamespaceError::Return { kind, source }
+                }
+                other => other,
+            })?;
+        }
+        nix::unistd::fchdir(&self.cwd).map_err(|source| NamespaceError::Return {
+            kind: "mnt",
+            source,
+        })
+    }
+}
+
+/// Enters `joins` in order; when one of them is a user namespace, runc 1.2's three
+/// passes: every other namespace first where our capabilities allow (a namespace owned by
+/// an outer user namespace cannot be joined from inside the container's), then the user
+/// namespace, then what was refused before (a rootless runtime only gets the
+/// capabilities for those from the user namespace).
+pub fn enter_all(joins: &[Join]) -> Result<(), NamespaceError> {
+    let is_user = |j: &&Join| j.kind == LinuxNamespaceType::User;
+    if !joins.iter().any(|j| is_user(&j)) {
+        return joins.iter().try_for_each(Join::enter);
+    }
+    let mut refused = Vec::new();
+    for join in joins.iter().filter(|j| !is_user(j)) {
+        match join.enter() {
+            Err(NamespaceError::Join {
+                source: nix::errno::Errno::EPERM,
+                ..
+            }) => refused.push(join),
+            other => other?,
+        }
+    }
+    joins.iter().filter(is_user).try_for_each(Join::enter)?;
+    refused.into_iter().try_for_each(Join::enter)
 }
 
 /// [`is_new`] over a spec's `linux` section.

@@ -126,7 +126,6 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
     {
         return Err(SpecError::Unsupported("linux.personality.flags"));
     }
-    let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
     let new_user = namespaces::is_new_in(linux, LinuxNamespaceType::User);
     let joined_user = seen.contains(&LinuxNamespaceType::User) && !new_user;
     let has_maps = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
@@ -136,13 +135,6 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
         if !has_maps(linux.uid_mappings()) || !has_maps(linux.gid_mappings()) {
             return Err(SpecError::Missing(
                 "linux.uidMappings and linux.gidMappings (a new user namespace needs both)",
-            ));
-        }
-        // Joining a namespace owned by the host's user namespace from inside a new one is
-        // refused by the kernel; runc's three-process nsexec dance is not implemented.
-        if namespaces.iter().any(|n| n.path().is_some()) {
-            return Err(SpecError::Unsupported(
-                "joining namespaces by path together with a new user namespace",
             ));
         }
     } else if joined_user {

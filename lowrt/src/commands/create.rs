@@ -262,7 +262,7 @@ pub(crate) fn launch_with(
         config.clone(),
     )
     .save(&dir)?;
-    let ns_plan = namespaces::plan(linux.namespaces().as_deref().unwrap_or(&[]))?;
+    let mut ns_plan = namespaces::plan(linux.namespaces().as_deref().unwrap_or(&[]))?;
     if let Some(pid_ns) = &ns_plan.pid_join {
         pid_ns.enter()?;
     }
@@ -288,12 +288,19 @@ pub(crate) fn launch_with(
     };
     let placement = cgroup.placement()?;
     let (parent_end, child_end) = channel::pair()?;
-
-    let (forked, cloned_into) = clone_placed(
+    // Last before clone: with a new user namespace, the runtime is in the joined ones.
+    let mut borrowed = ns_plan.enter_joins_for_clone()?;
+    let placed = clone_placed(
         ns_plan.clone_flags.bits() as libc::c_ulong,
         &placement,
         "clone container init",
-    )?;
+    );
+    if placed.is_err() {
+        if let Some(b) = borrowed.take() {
+            b.restore()?;
+        }
+    }
+    let (forked, cloned_into) = placed?;
     match forked {
         Forked::Child => {
             drop(parent_end);
@@ -327,6 +334,9 @@ pub(crate) fn launch_with(
             drop(child_end);
             drop(console);
             rollback.child = Some(pid);
+            if let Some(b) = borrowed.take() {
+                b.restore()?;
+            }
             tracing::debug!(id = opts.id, pid = pid.as_raw(), "cloned container init");
             if ns_plan
                 .clone_flags

@@ -204,10 +204,7 @@ fn join_cgroups(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
 }
 
 fn join_namespaces(ctx: &mut InitContext<'_>) -> Result<(), InitError> {
-    for join in ctx.joins {
-        join.enter()?;
-    }
-    Ok(())
+    Ok(namespaces::enter_all(ctx.joins)?)
 }
 
 fn unshare_later(ctx: &mut InitContext<'_>) -> Result<(), InitError> {

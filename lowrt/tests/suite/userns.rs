@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use super::harness::{both_runtimes, poll_until, stderr, stdout, Env, Runtime};
 
-both_runtimes!(user_namespace_maps_root, join_user_namespace_by_path);
+both_runtimes!(
+    user_namespace_maps_root,
+    join_user_namespace_by_path,
+    new_user_namespace_joins_host_owned_namespaces
+);
 
 fn user_namespace_maps_root(rt: &Runtime) {
     let env = Env::new(rt);
@@ -112,4 +116,110 @@ fn join_user_namespace_by_path(rt: &Runtime) {
         stderr(&out)
     );
     env.assert_nothing_left("ujoin");
+}
+
+/// A new user namespace together with network and ipc namespaces given by path that the
+/// host's user namespace owns (held by an `unshare --net --ipc sleep` we start): they are
+/// joined before the user namespace exists (runc's nsexec order), the rest is new and
+/// owned by the new user namespace; `exec` joins the same ones (berth only: runc 1.1's
+/// exec cannot).
+fn new_user_namespace_joins_host_owned_namespaces(rt: &Runtime) {
+    let env = Env::new(rt);
+    let mut holder = Command::new("unshare")
+        .args(["--net", "--ipc", "/bin/busybox", "sleep", "600"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let own = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+    let ns = |kind: &str| format!("/proc/{pid}/ns/{kind}");
+    poll_until(
+        Duration::from_secs(10),
+        || std::fs::read_link(ns("ipc")).is_ok_and(|l| l != own),
+        "the holder to enter its namespaces",
+    );
+    let link = |kind: &str| {
+        std::fs::read_link(ns(kind))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (net, ipc) = (link("net"), link("ipc"));
+    let script = "id -u; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; \
+                  cat /proc/self/uid_map | tr -s ' '; hostname; exec sleep 60 2>&1";
+    let mut config = env.config("unsjoin", &["sh", "-c", script]);
+    // mqueue can only be mounted by the owner of the ipc namespace, sysfs by the owner of
+    // the network namespace (runc 1.1 does not fall back to a bind of /sys then).
+    config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| !["mqueue", "sysfs", "cgroup"].contains(&m["type"].as_str().unwrap()));
+    let list = config["linux"]["namespaces"].as_array_mut().unwrap();
+    list.retain(|n| n["type"] != "network" && n["type"] != "ipc");
+    list.push(serde_json::json!({"type": "network", "path": ns("net")}));
+    list.push(serde_json::json!({"type": "ipc", "path": ns("ipc")}));
+    list.push(serde_json::json!({"type": "user"}));
+    let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    config["linux"]["uidMappings"] = map.clone();
+    config["linux"]["gidMappings"] = map;
+    env.write_config(&config);
+    let log = env.tmp.path().join("out");
+    let mut cmd = env.cmd(&["run", "--detach", "unsjoin"]);
+    cmd.stdout(std::fs::File::create(&log).unwrap());
+    let out = cmd.output().unwrap();
+    let ok = out.status.success();
+    // Not poll_until: a timeout must still clean up below.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ok
+        && std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 5
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exec = ok.then(|| {
+        env.run(&[
+            "exec",
+            "unsjoin",
+            "sh",
+            "-c",
+            "id -u; readlink /proc/self/ns/net",
+        ])
+    });
+    let user_ns = env.state("unsjoin").and_then(|s| {
+        let init = s["pid"].as_i64().unwrap();
+        std::fs::read_link(format!("/proc/{init}/ns/user")).ok()
+    });
+    let _ = env.run(&["delete", "--force", "unsjoin"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(ok, "{}: {}", rt.name, stderr(&out));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "0",
+            net.as_str(),
+            ipc.as_str(),
+            "0 100000 65536",
+            "berth-test"
+        ],
+        "{}",
+        rt.name
+    );
+    assert_ne!(user_ns, std::fs::read_link("/proc/self/ns/user").ok());
+    // runc 1.1 joins the user namespace first and is then refused the ipc namespace
+    // ("failed to setns into ipc namespace"); runc 1.2 joins the others first, as we do.
+    if rt.name == "runc" {
+        return env.assert_nothing_left("unsjoin");
+    }
+    let exec = exec.unwrap();
+    assert_eq!(
+        stdout(&exec),
+        format!("0\n{net}\n"),
+        "{}: {}",
+        rt.name,
+        stderr(&exec)
+    );
+    env.assert_nothing_left("unsjoin");
 }
