@@ -151,8 +151,10 @@ fn container_hooks_run_in_a_joined_time_namespace() {
     let created = out.status.success();
     let started = created && env.run(&["start", "hktime"]).status.success();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while started && !shared.join("startContainer").exists() && std::time::Instant::now() < deadline
-    {
+    // Both lines: the shell creates the file before it writes.
+    let lines =
+        || std::fs::read_to_string(shared.join("startContainer")).map_or(0, |t| t.lines().count());
+    while started && lines() < 2 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let after = host_uptime();
