@@ -498,6 +498,10 @@ fn dockerd_errors() -> Result<()> {
         ("EXPOSE 80/xyz\n", "Invalid proto: xyz"),
         ("FROM busybox AS zz\nFROM busybox AS zz\n", "zz stage name already used"),
         (
+            "COPY --from=busybox /nope /x\n",
+            "COPY failed: stat nope: file does not exist",
+        ),
+        (
             "ADD http://127.0.0.1:1/x /x\n",
             "ADD failed: Get \"http://127.0.0.1:1/x\": dial tcp 127.0.0.1:1: connect: connection refused",
         ),

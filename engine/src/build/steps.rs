@@ -421,11 +421,21 @@ impl<B: Backend> Builder<'_, B> {
         kw: &str,
     ) -> Result<(), BuildError> {
         let mut paths = Vec::new();
+        let from_image = i.flag("from").is_some();
         for src in &srcs {
             let found = context::sources(src_root, src).map_err(|e| match e {
-                BuildError::Invalid { message } => BuildError::Invalid {
-                    message: message.replacen("COPY failed", &format!("{kw} failed"), 1),
-                },
+                BuildError::Invalid { message } => {
+                    let mut message = message.replacen("COPY failed", &format!("{kw} failed"), 1);
+                    // A stage or image is not the build context: dockerd says just `stat`.
+                    if from_image {
+                        message = message.replacen(
+                            "file not found in build context or excluded by .dockerignore: ",
+                            "",
+                            1,
+                        );
+                    }
+                    BuildError::Invalid { message }
+                }
                 e => e,
             })?;
             paths.extend(found);
