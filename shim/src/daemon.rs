@@ -60,6 +60,8 @@ pub enum DaemonError {
     ReadyFd { fd: RawFd },
     #[error("cannot join the shim cgroup")]
     Cgroup(#[source] crate::cgroup::CgroupError),
+    #[error("cannot leave the caller's session")]
+    Session(#[source] std::io::Error),
     #[error("cannot become a child subreaper")]
     Subreaper(#[source] nix::errno::Errno),
     #[error("cannot build the async runtime")]
@@ -160,11 +162,28 @@ pub fn serve(cfg: ShimConfig, ready_fd: RawFd) -> Result<(), DaemonError> {
     // Nothing we spawn may inherit it: `start` waits for its EOF.
     let _ = fcntl(&ready, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     let mut ready = Some(File::from(ready));
-    let result = serve_inner(cfg, &mut ready);
-    if let (Err(err), Some(mut pipe)) = (&result, ready) {
-        let _ = writeln!(pipe, "error: {}", crate::error_chain(err));
+    let result = crate::sys::leave_session()
+        .map_err(DaemonError::Session)
+        .and_then(|()| serve_inner(cfg, &mut ready));
+    if let (Err(err), Some(pipe)) = (&result, ready) {
+        answer(pipe, &format!("error: {}", crate::error_chain(err)));
     }
     result
+}
+
+/// Writes the one-line readiness answer and lets the caller go: the pipe is closed and,
+/// when it is our stdout (highd spawns `serve --ready-fd 1` directly), stdout and stderr
+/// are pointed at /dev/null so the caller sees EOF on both.
+fn answer(mut pipe: File, line: &str) {
+    let _ = writeln!(pipe, "{line}");
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(pipe);
+    if fd > libc::STDERR_FILENO {
+        drop(crate::sys::adopt_fd(fd));
+        return;
+    }
+    if let Err(e) = crate::sys::detach_stdio() {
+        tracing::warn!(error = %e, "cannot point stdout and stderr at /dev/null");
+    }
 }
 
 fn serve_inner(mut cfg: ShimConfig, ready: &mut Option<File>) -> Result<(), DaemonError> {
@@ -206,14 +225,15 @@ fn serve_inner(mut cfg: ShimConfig, ready: &mut Option<File>) -> Result<(), Daem
         let task = Task::start(task_cfg, runtime, &reaper, events.clone());
         let socket = cfg.socket_path();
         let listener = bind_unix(&socket).map_err(DaemonError::Listen)?;
+        let bound = file_id(&socket);
         let pid = std::process::id().to_string();
         write_atomic_nosync(&cfg.bundle.join("shim.pid"), pid.as_bytes())?;
         write_atomic_nosync(
             &cfg.bundle.join("address"),
             socket.as_os_str().as_encoded_bytes(),
         )?;
-        if let Some(mut pipe) = ready.take() {
-            let _ = writeln!(pipe, "ok");
+        if let Some(pipe) = ready.take() {
+            answer(pipe, "ok");
         }
         tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
 
@@ -246,13 +266,25 @@ fn serve_inner(mut cfg: ShimConfig, ready: &mut Option<File>) -> Result<(), Daem
             r = serve => r.map_err(DaemonError::Serve),
             () = grace => Ok(()),
         };
-        let _ = std::fs::remove_file(&socket);
+        // highd does not wait for a deleted task's shim to exit: by now the path may be
+        // the socket of a new task with the same id. Only ours is removed.
+        if bound.is_some() && file_id(&socket) == bound {
+            let _ = std::fs::remove_file(&socket);
+        }
         if !events.flush(EVENTS_FLUSH).await {
             tracing::warn!("exiting with events highd has not acknowledged");
         }
         tracing::info!("shim exiting");
         result
     })
+}
+
+/// The device and inode of `path`, to recognise our own socket file later.
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Gives the heap's free pages back once the task API has been quiet for [`TRIM_AFTER`]:

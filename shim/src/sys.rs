@@ -28,6 +28,34 @@ pub fn detach_on_exec(cmd: &mut Command, keep_fd: RawFd) {
     }
 }
 
+/// Leaves the caller's session, unless this process already leads one (`berth-shim
+/// start` made it a session leader before exec). A shim that highd spawns directly does
+/// this itself, so a signal to highd's process group or terminal never reaches it.
+pub fn leave_session() -> std::io::Result<()> {
+    match nix::unistd::setsid() {
+        Ok(_) => Ok(()),
+        // EPERM: already a process group (and session) leader.
+        Err(nix::errno::Errno::EPERM) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Points stdout and stderr at /dev/null. After readiness the caller stops reading the
+/// pipes it gave us (highd waits for their EOF); nothing may write to them afterwards,
+/// and the numbers must stay taken so no later descriptor becomes "stdout".
+pub fn detach_stdio() -> std::io::Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: dup2 atomically replaces descriptor `fd` with a copy of an open
+        // descriptor we own; nothing in this process holds `fd` as an owned File (the
+        // readiness pipe, if it was `fd`, was released with into_raw_fd first).
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Takes ownership of a descriptor this process inherited or received, by number.
 ///
 /// Returns `None` when `fd` is not an open descriptor.

@@ -408,7 +408,7 @@ impl<R: RuntimeCli> Task<R> {
         });
         let mut inner = self.lock();
         if inner.rootfs_mounted {
-            mount::unmount_all(&self.cfg.rootfs())?;
+            mount::release_in_background(mount::detach_all(&self.cfg.rootfs())?);
             inner.rootfs_mounted = false;
         }
         inner.init = None;

@@ -1,9 +1,11 @@
-//! Running `berth-shim start` and cleaning up after a shim we cannot use.
+//! Starting a shim daemon and cleaning up after a shim we cannot use.
 //!
-//! The start process daemonizes the real shim and exits; we wait for it (so it never
-//! lingers as our zombie) and read the socket path it printed. The daemon must not keep
-//! our stdout pipe open, but if it does we stop reading shortly after the start process
-//! has exited instead of hanging on EOF.
+//! We spawn `berth-shim serve ... --ready-fd 1` ourselves (one exec; `berth-shim start`
+//! would add a second): the daemon leaves our session at once, answers `ok` (or `error:
+//! MESSAGE`) on its stdout when it serves, and then points stdout and stderr at
+//! /dev/null, so we read both pipes to EOF. The shim is our child while we run (a
+//! background task reaps it when it exits); when we exit or are killed it is reparented
+//! like any daemon, and the container never notices (DESIGN.md invariant 1).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,12 +18,10 @@ use tokio::process::Command;
 
 use super::ShimError;
 
-/// How long `berth-shim start` may take before we give up and kill it.
+/// How long the shim may take to serve before we give up and kill it.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long to keep reading output after the start process exited.
-const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
-/// Everything `berth-shim start` needs (docs/ARCHITECTURE.md, "Command lines").
+/// Everything `berth-shim serve` needs (docs/ARCHITECTURE.md, "Command lines").
 #[derive(Debug, Clone)]
 pub struct ShimLaunch<'a> {
     pub shim: &'a Path,
@@ -38,10 +38,10 @@ pub struct ShimLaunch<'a> {
     pub debug: bool,
 }
 
-/// Starts the shim daemon and returns the socket path it printed.
+/// Starts the shim daemon and returns its socket path once it serves.
 pub async fn start(l: &ShimLaunch<'_>) -> Result<PathBuf, ShimError> {
     let mut cmd = Command::new(l.shim);
-    cmd.arg("start")
+    cmd.arg("serve")
         .arg("--namespace")
         .arg(l.namespace)
         .arg("--id")
@@ -63,57 +63,59 @@ pub async fn start(l: &ShimLaunch<'_>) -> Result<PathBuf, ShimError> {
     if l.debug {
         cmd.arg("--debug");
     }
-    cmd.current_dir(l.bundle)
+    cmd.arg("--ready-fd")
+        .arg("1")
+        .current_dir(l.bundle)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        // The shim outlives this call (and us): never kill it when the handle goes.
+        .kill_on_drop(false);
     let mut child = cmd.spawn().map_err(|source| ShimError::Spawn {
         shim: l.shim.to_path_buf(),
         source,
     })?;
     let out = Collector::spawn(child.stdout.take());
     let err = Collector::spawn(child.stderr.take());
-
-    let status = match tokio::time::timeout(START_TIMEOUT, child.wait()).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(source)) => {
-            return Err(ShimError::Spawn {
-                shim: l.shim.to_path_buf(),
-                source,
-            })
-        }
-        Err(_) => {
-            // kill_on_drop reaps nothing by itself; kill and wait so no zombie remains.
-            let _ = child.kill().await;
-            return Err(ShimError::StartTimeout {
-                shim: l.shim.to_path_buf(),
-                seconds: START_TIMEOUT.as_secs(),
-            });
+    let answered = tokio::time::timeout(START_TIMEOUT, async {
+        (out.finish().await, err.finish().await)
+    })
+    .await;
+    let Ok((out, err)) = answered else {
+        let _ = child.kill().await;
+        return Err(ShimError::StartTimeout {
+            shim: l.shim.to_path_buf(),
+            seconds: START_TIMEOUT.as_secs(),
+        });
+    };
+    let answer = String::from_utf8_lossy(&out).trim().to_string();
+    if answer == "ok" {
+        // Reap it whenever it exits; until then it is a live daemon, not our business.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        return Ok(l.bundle.join("shim.sock"));
+    }
+    // No answer, or an error: the daemon exits (or has); collect it.
+    let status = child.wait().await.ok();
+    let message = match answer.strip_prefix("error: ") {
+        Some(m) => m.to_string(),
+        None => {
+            let stderr = String::from_utf8_lossy(&err).trim().to_string();
+            match (stderr.is_empty(), answer.is_empty()) {
+                (false, _) => stderr,
+                (true, false) => format!("unexpected answer {answer:?}"),
+                (true, true) => {
+                    "exited before it was ready, without a message; see shim.log in the task dir"
+                        .to_string()
+                }
+            }
         }
     };
-    let out = out.finish().await;
-    let err = err.finish().await;
-    if !status.success() {
-        let message = String::from_utf8_lossy(&err).trim().to_string();
-        return Err(ShimError::StartFailed {
-            status: status.to_string(),
-            message: if message.is_empty() {
-                "no error message on stderr".to_string()
-            } else {
-                message
-            },
-        });
-    }
-    let printed = String::from_utf8_lossy(&out).trim().to_string();
-    let address = printed
-        .strip_prefix("unix://")
-        .unwrap_or(&printed)
-        .to_string();
-    if address.is_empty() || !address.starts_with('/') {
-        return Err(ShimError::BadAddress { printed });
-    }
-    Ok(PathBuf::from(address))
+    Err(ShimError::StartFailed {
+        status: status.map_or_else(|| "unknown status".to_string(), |s| s.to_string()),
+        message,
+    })
 }
 
 /// Collects one output pipe in the background.
@@ -138,13 +140,16 @@ impl Collector {
         Collector { buf, task }
     }
 
-    /// What was read by EOF, or by `DRAIN_GRACE` if a daemon kept the pipe open.
+    /// What was read by EOF. Cancel-safe: dropping it aborts the reader.
     async fn finish(self) -> Vec<u8> {
-        let mut task = self.task;
-        if tokio::time::timeout(DRAIN_GRACE, &mut task).await.is_err() {
-            task.abort();
-            tracing::warn!("shim daemon kept the start command's output pipe open");
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
         }
+        let mut task = AbortOnDrop(self.task);
+        let _ = (&mut task.0).await;
         std::mem::take(&mut *self.buf.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }

@@ -20,8 +20,6 @@ pub enum ShimError {
     StartTimeout { shim: PathBuf, seconds: u64 },
     #[error("shim start failed ({status}): {message}")]
     StartFailed { status: String, message: String },
-    #[error("shim start printed {printed:?}, not an absolute socket path")]
-    BadAddress { printed: String },
     #[error("cannot connect to shim at {address}: {message}")]
     Connect { address: PathBuf, message: String },
 }

@@ -325,11 +325,12 @@ impl TaskManager {
             }
         };
         // The shim's server waits for open connections to close before it exits; ours
-        // would keep it waiting for its whole shutdown grace.
+        // would keep it waiting for its whole shutdown grace. Its exit is not awaited:
+        // after Delete and Shutdown it touches nothing a new task of the same id uses
+        // (it removes its socket only if the file still is its own), and its last work,
+        // releasing the detached rootfs (a sync of the snapshots' disk), is nobody's
+        // business. Our background wait reaps it.
         task.drop_shim();
-        if let Some(pid) = super::create::read_pid(&task.bundle.dir.join("shim.pid")) {
-            wait_gone(pid, SHIM_EXIT_GRACE).await;
-        }
         task.bundle.remove().map_err(|source| TaskError::Bundle {
             id: id.to_string(),
             source,
