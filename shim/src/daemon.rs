@@ -298,6 +298,13 @@ async fn trim_when_quiet(activity: Arc<Notify>) {
             .is_ok()
         {}
         let (in_use, mmapped, free) = crate::sys::trim_heap();
-        tracing::debug!(in_use, mmapped, free, "idle: heap trimmed");
+        let text = crate::idle::release_exe_text();
+        tracing::debug!(
+            in_use,
+            mmapped,
+            free,
+            text,
+            "idle: heap trimmed, text released"
+        );
     }
 }

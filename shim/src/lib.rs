@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 mod exec;
 mod exits;
+pub mod idle;
 pub mod log;
 pub mod mount;
 pub mod oom;

@@ -137,6 +137,21 @@ pub fn tune_malloc() {
     }
 }
 
+/// Drops the resident pages of `len` bytes at `start` (madvise(2) MADV_DONTNEED).
+/// Only for clean, read-only, file-backed private mappings (idle.rs checks): their pages
+/// come back from the file on the next access.
+pub fn drop_pages(start: usize, len: usize) -> std::io::Result<()> {
+    // SAFETY: the range is a whole mapping of this process taken from /proc/self/smaps;
+    // for a private file mapping without private (copied) pages MADV_DONTNEED only
+    // unmaps page-cache pages, and every later access refaults the same bytes from the
+    // file, so no memory any code relies on changes or goes away.
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Returns the heap's free pages to the kernel (malloc_trim(3)): after a burst of calls
 /// an idle shim otherwise keeps the high-water mark of its heap resident. Returns the bytes
 /// still allocated (from the heap, from mmap) and free in the heap afterwards.
