@@ -48,8 +48,9 @@ pub async fn handle<B: Backend>(daemon: Arc<Daemon<B>>, req: Request<Incoming>) 
 
 /// JSON request bodies are small; anything bigger is a mistake or an attack.
 const JSON_BODY_LIMIT: usize = 16 << 20;
-/// `docker import` bodies are held in memory until streaming import lands.
+/// `docker import <url>` downloads are held in memory (uploads stream).
 const IMPORT_BODY_LIMIT: usize = 2 << 30;
+type UploadBody = crate::backend::UploadStream;
 
 async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     http_body_util::Limited::new(body, limit)
@@ -192,23 +193,23 @@ async fn dispatch<B: Backend>(
             message,
             changes,
         }) => {
-            // The body is read first: answering before the upload ends would break the
-            // client's pipe instead of showing it the error.
-            let body = if src == "-" {
-                read_limited(req.into_body(), IMPORT_BODY_LIMIT).await?
+            // Parse the changes first: an import that cannot apply them reads nothing.
+            let changes = crate::build::meta::parse_changes(&changes)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let body: UploadBody = if src == "-" {
+                Box::pin(super::images_api::upload(req.into_body()))
             } else {
-                crate::build::remote::download_bytes(
+                let data = crate::build::remote::download_bytes(
                     &src,
                     &d.config.exec_root,
                     IMPORT_BODY_LIMIT as u64,
                 )
                 .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                Box::pin(futures::stream::iter([Ok(data)]))
             };
-            let changes = crate::build::meta::parse_changes(&changes)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let id = detached(&d, move |d| async move {
-                d.import_image_with(&repo, &tag, &body, &message, &changes)
+                d.import_image_with(&repo, &tag, body, &message, &changes)
                     .await
             })
             .await?;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
+use futures::StreamExt;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -16,8 +16,19 @@ use super::{json_response, typed_response, ApiError, Body};
 use crate::backend::Backend;
 use crate::daemon::{CommitOptions, Daemon, DaemonError};
 
-/// Archives are held in memory while they are read, like `docker import` bodies.
-const LOAD_LIMIT: usize = 2 << 30;
+/// A request body as the byte stream load and import read while it arrives.
+pub fn upload(
+    body: Incoming,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin + 'static {
+    http_body_util::BodyStream::new(body).filter_map(|f| {
+        std::future::ready(match f {
+            Ok(frame) => frame.into_data().ok().map(Ok),
+            Err(e) => Some(Err(std::io::Error::other(format!(
+                "read the request body: {e}"
+            )))),
+        })
+    })
+}
 
 /// The routes this module serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,16 +202,24 @@ pub async fn dispatch<B: Backend>(
             if names.is_empty() {
                 return Err(ApiError::bad_request("no image names given"));
             }
-            let data = d.save_images(&names).await?;
-            Ok(typed_response(super::full(data), "application/x-tar"))
+            let plan = d.save_plan(&names).await?;
+            let len = plan.len();
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            tokio::spawn(async move {
+                // The body then ends short of its Content-Length: hyper cuts the
+                // connection, so the client cannot take a truncated tar for a whole one.
+                if let Err(e) = d.save_stream(plan, tx).await {
+                    tracing::warn!(error = %e, "docker save stopped");
+                }
+            });
+            let mut r = typed_response(super::channel_body(rx), "application/x-tar");
+            r.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+            Ok(r)
         }
         ImageRoute::Load { quiet } => {
-            let body = http_body_util::Limited::new(req.into_body(), LOAD_LIMIT)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .map_err(|e| ApiError::bad_request(format!("read the image archive: {e}")))?;
-            let lines = tokio::spawn(async move { d.load_images(&body).await })
+            let body = upload(req.into_body());
+            let lines = tokio::spawn(async move { d.load_stream(body).await })
                 .await
                 .map_err(|e| {
                     ApiError::new(

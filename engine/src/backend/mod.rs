@@ -120,6 +120,11 @@ pub enum CgroupMetrics {
     V2(Box<berth_proto::io::containerd::cgroups::v2::Metrics>),
 }
 
+/// A blob's bytes as highd streams them.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = BackendResult<bytes::Bytes>> + Send>>;
+/// Bytes going into the content store; an `Err` item aborts the write.
+pub type UploadStream = Pin<Box<dyn Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
+
 pub type ExitStream = Pin<Box<dyn Stream<Item = BackendResult<ExitEvent>> + Send>>;
 
 /// The containerd calls the engine makes. Every call is in the engine's namespace.
@@ -133,6 +138,26 @@ pub trait Backend: Send + Sync + 'static {
         labels: HashMap<String, String>,
     ) -> impl Future<Output = BackendResult<()>> + Send;
     fn content_read(&self, digest: &str) -> impl Future<Output = BackendResult<Vec<u8>>> + Send;
+    /// Reads a blob as the chunks highd sends (Content.Read, a server stream), so a blob
+    /// of any size passes through the engine in bounded memory. NotFound before the first
+    /// chunk when the blob is not there.
+    fn content_read_stream(
+        &self,
+        digest: &str,
+    ) -> impl Future<Output = BackendResult<ChunkStream>> + Send;
+    /// Writes a blob from a stream of chunks (Content.Write under a fresh ingest ref, each
+    /// chunk at its offset) and commits it: verified against `expected` when it is not
+    /// empty, and against `total` when it is not 0. An `Err` item, or a stream that ends
+    /// short of `total`, aborts the ingest and commits nothing. With `expected` already in
+    /// the store it returns at once, without reading `data`. Committing a blob that appeared
+    /// meanwhile succeeds.
+    fn content_write_stream(
+        &self,
+        total: i64,
+        expected: &str,
+        data: UploadStream,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
 
     fn image_get(&self, name: &str) -> impl Future<Output = BackendResult<Image>> + Send;
     fn image_list(&self) -> impl Future<Output = BackendResult<Vec<Image>>> + Send;

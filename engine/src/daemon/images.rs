@@ -2,7 +2,6 @@
 //! unpack into snapshots), listing, inspect and reference resolution.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -135,55 +134,42 @@ fn go_arch() -> &'static str {
     }
 }
 
-/// Turns the uploaded archive into an uncompressed layer tar, checking it is one.
-pub fn layer_from_upload(body: &[u8]) -> Result<Vec<u8>, ImportError> {
-    let tar = if body.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(body)
-            .read_to_end(&mut out)
-            .map_err(|source| ImportError::Decompress { source })?;
-        out
-    } else {
-        body.to_vec()
-    };
-    let mut archive = tar::Archive::new(tar.as_slice());
-    let entries = archive
-        .entries()
-        .map_err(|source| ImportError::NotTar { source })?;
-    for entry in entries {
-        entry.map_err(|source| ImportError::NotTar { source })?;
-    }
-    Ok(tar)
-}
-
 impl<B: Backend> super::Daemon<B> {
     /// `docker import`: returns the image ID (`sha256:<config digest>`).
     pub async fn import_image(&self, repo: &str, tag: &str, body: &[u8]) -> DaemonResult<String> {
+        let body = futures::stream::iter([Ok(Bytes::copy_from_slice(body))]);
         self.import_image_with(repo, tag, body, "", &[]).await
     }
 
     /// `docker import -m MESSAGE --change ...`: the comment goes into the history entry,
-    /// the (already validated) changes into the config.
-    pub async fn import_image_with(
+    /// the (already validated) changes into the config. `body` streams into highd as
+    /// it arrives.
+    pub async fn import_image_with<S>(
         &self,
         repo: &str,
         tag: &str,
-        body: &[u8],
+        body: S,
         message: &str,
         changes: &[crate::build::dockerfile::Instruction],
-    ) -> DaemonResult<String> {
+    ) -> DaemonResult<String>
+    where
+        S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+    {
         let work = self.import_unleased(repo, tag, body, message, changes);
         self.leased("import", work).await
     }
 
-    async fn import_unleased(
+    async fn import_unleased<S>(
         &self,
         repo: &str,
         tag: &str,
-        body: &[u8],
+        body: S,
         message: &str,
         changes: &[crate::build::dockerfile::Instruction],
-    ) -> DaemonResult<String> {
+    ) -> DaemonResult<String>
+    where
+        S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+    {
         let name = match repo {
             "" => None,
             r => {
@@ -196,8 +182,8 @@ impl<B: Backend> super::Daemon<B> {
                 Some(parsed.with_default_tag().to_string())
             }
         };
-        let layer = layer_from_upload(body)?;
-        let diff_id = sha256(&layer);
+        let layer = self.import_layer(body).await?;
+        let diff_id = layer.diff_id.clone();
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
         let config = ImageConfig {
             created: Some(now.clone()),
@@ -240,14 +226,11 @@ impl<B: Backend> super::Daemon<B> {
             config.config = Some(runtime);
         }
         let layer_desc = Descriptor {
-            media_type: MEDIA_LAYER_TAR.into(),
-            digest: diff_id.clone(),
-            size: layer.len() as i64,
+            media_type: layer.compression.layer_media_type().into(),
+            digest: layer.digest,
+            size: layer.size as i64,
             annotations: HashMap::new(),
         };
-        self.backend
-            .content_write(&layer_desc, Bytes::from(layer), HashMap::new())
-            .await?;
         let stored = self.write_image(&config, &[layer_desc]).await?;
         let names: Vec<String> = name.into_iter().collect();
         self.name_new_image(&stored, &names).await?;

@@ -21,6 +21,7 @@ use svc::tasks::v1::tasks_client::TasksClient;
 
 use super::*;
 
+mod content;
 mod convert;
 mod lease;
 use convert::{
@@ -166,6 +167,20 @@ impl Backend for GrpcBackend {
             out.extend_from_slice(&msg.data);
         }
         Ok(out)
+    }
+
+    async fn content_read_stream(&self, digest: &str) -> BackendResult<ChunkStream> {
+        self.read_stream(digest).await
+    }
+
+    async fn content_write_stream(
+        &self,
+        total: i64,
+        expected: &str,
+        data: UploadStream,
+        labels: HashMap<String, String>,
+    ) -> BackendResult<()> {
+        self.write_stream(total, expected, data, labels).await
     }
 
     async fn image_get(&self, name: &str) -> BackendResult<Image> {

@@ -1,0 +1,214 @@
+//! Blocking readers that let load and import parse an upload as it arrives: the request
+//! body as a `Read` (fed by an async pump), and a reader that hashes and hands on every
+//! raw byte while the decompressed side is hashed for the diff ID.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// Chunks handed on at a time: well under highd's message limit.
+pub const CHUNK: usize = 1 << 20;
+
+/// An async byte stream read from a blocking thread. The stream is pumped by a task on
+/// the runtime through a small channel, so at most a few chunks wait in memory.
+pub struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    /// Must be called inside the runtime (it spawns the pump).
+    pub fn spawn<S>(mut body: S) -> ChannelReader
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(item) = body.next().await {
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(item) => self.current = item?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Reads through to `inner`, hashing every byte and handing it to `sink` in chunks of
+/// up to [`CHUNK`]; [`Tee::finish`] hands on the last chunk.
+pub struct Tee<R, F> {
+    inner: R,
+    sink: F,
+    hash: Sha256,
+    size: u64,
+    pending: BytesMut,
+}
+
+impl<R: Read, F: FnMut(Bytes) -> io::Result<()>> Tee<R, F> {
+    pub fn new(inner: R, sink: F) -> Self {
+        Tee {
+            inner,
+            sink,
+            hash: Sha256::new(),
+            size: 0,
+            pending: BytesMut::new(),
+        }
+    }
+
+    /// Flushes the last chunk; returns the digest and size of everything read.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        if !self.pending.is_empty() {
+            (self.sink)(self.pending.split().freeze())?;
+        }
+        Ok((
+            format!("sha256:{}", hex::encode(self.hash.finalize())),
+            self.size,
+        ))
+    }
+}
+
+impl<R: Read, F: FnMut(Bytes) -> io::Result<()>> Read for Tee<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() >= CHUNK {
+            (self.sink)(self.pending.split().freeze())?;
+        }
+        Ok(n)
+    }
+}
+
+/// A sha256 of what is written.
+#[derive(Default)]
+pub struct HashWriter(Sha256);
+
+impl HashWriter {
+    pub fn digest(self) -> String {
+        format!("sha256:{}", hex::encode(self.0.finalize()))
+    }
+}
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How a blob is compressed, from its magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&berth_fsutil::zstd::MAGIC) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The layer media type for a blob compressed this way.
+    pub fn layer_media_type(self) -> &'static str {
+        match self {
+            Compression::None => crate::daemon::MEDIA_LAYER_TAR,
+            Compression::Gzip => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
+
+/// Peeks at the first bytes of `r` (without consuming them) to tell its compression.
+pub fn sniff<R: BufRead>(r: &mut R) -> io::Result<Compression> {
+    // One fill_buf may return fewer bytes than the magic; a tar's first block is 512.
+    let head = r.fill_buf()?;
+    Ok(Compression::detect(head))
+}
+
+/// `r` decompressed as `c` says.
+pub fn decompressed<'a, R: BufRead + 'a>(r: R, c: Compression) -> Box<dyn Read + 'a> {
+    match c {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(berth_fsutil::zstd::ZstdReader::new(r)),
+    }
+}
+
+/// Reads a whole blob through `tee`: returns its compression and diff ID (the digest
+/// of its uncompressed bytes), `None` when it does not decompress. The caller reads the
+/// raw digest from the tee.
+pub fn hash_blob<R: Read>(tee: R) -> io::Result<(Compression, Option<String>)> {
+    let mut raw = BufReader::with_capacity(64 << 10, tee);
+    let c = sniff(&mut raw)?;
+    if c == Compression::None {
+        io::copy(&mut raw, &mut io::sink())?;
+        return Ok((c, None));
+    }
+    let mut hash = HashWriter::default();
+    let diff_id = {
+        let mut dec = decompressed(&mut raw, c);
+        io::copy(&mut dec, &mut hash).ok().map(|_| ())
+    };
+    // What follows the compressed stream (or what failed to decompress) still belongs
+    // to the blob.
+    io::copy(&mut raw, &mut io::sink())?;
+    Ok((c, diff_id.map(|()| hash.digest())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tee_hands_on_every_byte_and_hashes_the_compressed_and_plain_sides() {
+        let plain = vec![7u8; 3 * CHUNK + 5];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut got = Vec::new();
+        let tee = Tee::new(gz.as_slice(), |b: Bytes| {
+            got.extend_from_slice(&b);
+            Ok(())
+        });
+        let mut tee = tee;
+        let (c, diff_id) = hash_blob(&mut tee).unwrap();
+        let (digest, size) = tee.finish().unwrap();
+        assert_eq!(c, Compression::Gzip);
+        assert_eq!(diff_id, Some(crate::daemon::sha256_digest(&plain)));
+        assert_eq!(digest, crate::daemon::sha256_digest(&gz));
+        assert_eq!(size, gz.len() as u64);
+        assert_eq!(got, gz);
+    }
+}
