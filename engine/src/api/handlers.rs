@@ -193,9 +193,18 @@ async fn dispatch<B: Backend>(
             message,
             changes,
         }) => {
-            // Parse the changes first: an import that cannot apply them reads nothing.
-            let changes = crate::build::meta::parse_changes(&changes)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let changes = match crate::build::meta::parse_changes(&changes) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Read the upload to its end first: answering while the client still
+                    // sends would show it a broken pipe instead of the error.
+                    if src == "-" {
+                        let mut rest = super::images_api::upload(req.into_body());
+                        while let Some(Ok(_)) = futures::StreamExt::next(&mut rest).await {}
+                    }
+                    return Err(ApiError::bad_request(e.to_string()));
+                }
+            };
             let body: UploadBody = if src == "-" {
                 Box::pin(super::images_api::upload(req.into_body()))
             } else {

@@ -170,16 +170,25 @@ impl<B: Backend> super::Daemon<B> {
     where
         S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
     {
-        let name = match repo {
-            "" => None,
-            r => {
-                let parsed = Reference::parse(r)?;
-                let parsed = if tag.is_empty() {
-                    parsed
-                } else {
-                    parsed.with_tag(tag)?
-                };
-                Some(parsed.with_default_tag().to_string())
+        let name = (|| -> DaemonResult<Option<String>> {
+            if repo.is_empty() {
+                return Ok(None);
+            }
+            let parsed = Reference::parse(repo)?;
+            let parsed = if tag.is_empty() {
+                parsed
+            } else {
+                parsed.with_tag(tag)?
+            };
+            Ok(Some(parsed.with_default_tag().to_string()))
+        })();
+        let name = match name {
+            Ok(n) => n,
+            Err(e) => {
+                // The client gets the error, not a broken pipe, once its upload is read.
+                let mut body = body;
+                while let Some(Ok(_)) = futures::StreamExt::next(&mut body).await {}
+                return Err(e);
             }
         };
         let layer = self.import_layer(body).await?;
