@@ -28,6 +28,7 @@ mod registry;
 mod registry_more;
 mod restart;
 mod restart_policy;
+mod save_load_stream;
 mod stats_top;
 mod tty;
 mod update_prune;
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
         build_steps::tests(),
         build_remote::tests(),
         images_more::tests(),
+        save_load_stream::tests(),
         volumes::tests(),
         tty::tests(),
         stats_top::tests(),
