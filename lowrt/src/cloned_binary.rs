@@ -11,13 +11,21 @@
 //! are the page cache's). Where that is refused (no overlayfs, no fsopen, no privilege),
 //! like runc 1.1 and crun, from a sealed memfd copy: F_SEAL_WRITE, SHRINK, GROW and SEAL
 //! make every write fail; the copy of the whole binary costs 1–4 ms.
+//!
+//! Closing the last fd of that detached mount unmounts it, which waits for an RCU grace
+//! period (0.1–5 ms here). So the fd is not closed before the re-exec: it survives execve
+//! (its number in `_BERTH_LOWRT_OVERLAY_FD`), the new image adopts it, and the runtime
+//! drops it with [`release_overlay`] right after cloning the container's process, while
+//! that process builds the container. The clone drops its copy first thing (not the last
+//! reference, so nothing waits), so it never reaches the container.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, AtFlags, FcntlArg, OFlag, SealFlag};
@@ -44,6 +52,40 @@ fn seals() -> SealFlag {
 }
 
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+const OVERLAY_FD_ENV: &str = "_BERTH_LOWRT_OVERLAY_FD";
+
+/// The detached overlay mount we were exec'd from, until [`release_overlay`].
+static OVERLAY: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+/// Drops our reference to the detached overlay mount of the re-exec, if we hold one. In
+/// the runtime after clone, this is the unmount (and its grace period); in the clone, it
+/// only closes a copy.
+pub fn release_overlay() {
+    let fd = OVERLAY.lock().map(|mut g| g.take()).unwrap_or_default();
+    drop(fd);
+}
+
+/// Takes over the overlay mount fd the previous image left open, if the environment
+/// names one that is an overlayfs, and removes the variable so no child inherits it.
+fn adopt_overlay() {
+    let Some(raw) = std::env::var_os(OVERLAY_FD_ENV) else {
+        return;
+    };
+    std::env::remove_var(OVERLAY_FD_ENV);
+    let Some(fd) = raw.to_str().and_then(|t| t.parse().ok()) else {
+        return;
+    };
+    let Ok(fd) = crate::sys::adopt_inherited_fd(fd) else {
+        return;
+    };
+    let overlay = nix::sys::statfs::fstatfs(&fd)
+        .is_ok_and(|st| st.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC);
+    if overlay {
+        if let Ok(mut slot) = OVERLAY.lock() {
+            *slot = Some(fd);
+        }
+    }
+}
 
 /// Whether we already run from a sealed copy or a read-only overlayfs.
 pub fn is_sealed() -> Result<bool, ClonedBinaryError> {
@@ -89,14 +131,20 @@ fn exec_from_overlay(args: &[CString], env: &[CString]) -> nix::Result<()> {
         OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    drop(mnt);
+    // Kept open across execve: the new image closes it later, off the critical path.
+    fcntl(mnt.as_fd(), FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+    let mut env = env.to_vec();
+    env.push(
+        CString::new(format!("{OVERLAY_FD_ENV}={}", mnt.as_raw_fd())).map_err(|_| Errno::EINVAL)?,
+    );
     // O_CLOEXEC on an O_PATH fd with AT_EMPTY_PATH is fine for an ELF binary (see below).
-    nix::unistd::execveat(&bin, c"", args, env, AtFlags::AT_EMPTY_PATH).map(drop)
+    nix::unistd::execveat(&bin, c"", args, &env, AtFlags::AT_EMPTY_PATH).map(drop)
 }
 
 /// Re-executes the current command line from a sealed memfd unless already running from
 /// one. Returns only on error (or when already sealed).
 pub fn ensure_sealed() -> Result<(), ClonedBinaryError> {
+    adopt_overlay();
     if is_sealed()? {
         return Ok(());
     }

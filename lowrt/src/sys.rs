@@ -202,6 +202,19 @@ pub fn default_sigpipe() -> nix::Result<()> {
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map(drop)
 }
 
+/// Takes ownership of an fd our previous image left open for us across execve (its number
+/// comes in the environment, see cloned_binary.rs), marking it close-on-exec. Fails with
+/// EBADF when no such fd is open.
+pub fn adopt_inherited_fd(fd: RawFd) -> nix::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(Errno::EBADF);
+    }
+    set_cloexec(fd)?;
+    // SAFETY: the fd is open (F_SETFD succeeded) and was handed to this image alone by
+    // the previous one, which allocated it; nothing else in this process refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Sets FD_CLOEXEC on a raw fd number we do not own (fds inherited from our caller).
 pub fn set_cloexec(fd: RawFd) -> nix::Result<()> {
     // SAFETY: F_SETFD with an integer flag; an invalid fd only yields EBADF.

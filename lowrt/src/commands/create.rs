@@ -303,6 +303,7 @@ pub(crate) fn launch_with(
     let (forked, cloned_into) = placed?;
     match forked {
         Forked::Child => {
+            crate::cloned_binary::release_overlay();
             drop(parent_end);
             let mut ctx = InitContext {
                 id: &opts.id,
@@ -347,6 +348,8 @@ pub(crate) fn launch_with(
             // Init joins its cgroups itself (cgroups::Placement), then builds the rootfs.
             // A dead init makes this fail; the loop below then reports why it died.
             let _ = channel::send(&parent_end, &Message::Go);
+            // Its unmount waits for a grace period: now, while init works.
+            crate::cloned_binary::release_overlay();
             loop {
                 let (msg, passed) = channel::recv_fd(&parent_end)?;
                 match msg {

@@ -126,6 +126,7 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
     let (forked, cloned_into) = clone_placed(0, &placement, "clone exec process")?;
     match forked {
         Forked::Child => {
+            crate::cloned_binary::release_overlay();
             drop(parent_end);
             let mut ctx = InitContext {
                 id: &opts.id,
@@ -156,6 +157,8 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
         Forked::Parent { pid, pidfd } => {
             drop(child_end);
             drop(console);
+            // Its unmount waits for a grace period: now, while the child joins.
+            crate::cloned_binary::release_overlay();
             // End-of-file means execve succeeded (the channel is close-on-exec).
             loop {
                 match channel::recv_fd(&parent_end)? {
