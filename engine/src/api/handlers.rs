@@ -48,8 +48,6 @@ pub async fn handle<B: Backend>(daemon: Arc<Daemon<B>>, req: Request<Incoming>) 
 
 /// JSON request bodies are small; anything bigger is a mistake or an attack.
 const JSON_BODY_LIMIT: usize = 16 << 20;
-/// `docker import <url>` downloads are held in memory (uploads stream).
-const IMPORT_BODY_LIMIT: usize = 2 << 30;
 type UploadBody = crate::backend::UploadStream;
 
 async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
@@ -208,14 +206,9 @@ async fn dispatch<B: Backend>(
             let body: UploadBody = if src == "-" {
                 Box::pin(super::images_api::upload(req.into_body()))
             } else {
-                let data = crate::build::remote::download_bytes(
-                    &src,
-                    &d.config.exec_root,
-                    IMPORT_BODY_LIMIT as u64,
-                )
-                .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                Box::pin(futures::stream::iter([Ok(data)]))
+                super::images_api::download_upload(&src, &d.config.exec_root)
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             };
             let id = detached(&d, move |d| async move {
                 d.import_image_with(&repo, &tag, body, &message, &changes)

@@ -30,6 +30,44 @@ pub fn upload(
     })
 }
 
+/// `docker import <url>`: the download lands in a temp file under `dir` (unlinked once
+/// open), then streams from it like an upload.
+pub async fn download_upload(
+    url: &str,
+    dir: &std::path::Path,
+) -> Result<crate::backend::UploadStream, crate::build::BuildError> {
+    let tmp = dir.join(format!(
+        "download-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let opened = async {
+        crate::build::remote::download(url, &tmp).await?;
+        tokio::fs::File::open(&tmp)
+            .await
+            .map_err(|source| crate::build::BuildError::Io {
+                op: "open",
+                path: tmp.clone(),
+                source,
+            })
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&tmp).await;
+    let file = opened?;
+    let chunks = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = bytes::BytesMut::zeroed(1 << 20);
+        match tokio::io::AsyncReadExt::read(&mut file, &mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf.freeze()), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok(Box::pin(chunks))
+}
+
 /// The routes this module serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRoute {

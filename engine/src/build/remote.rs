@@ -226,32 +226,6 @@ pub async fn download(url: &str, dest: &Path) -> Result<Downloaded, BuildError> 
     ))
 }
 
-/// Downloads `url` through a temp file in `dir` and returns its bytes (`docker import
-/// <url>`, whose import still works on a whole body); more than `limit` is refused.
-pub async fn download_bytes(url: &str, dir: &Path, limit: u64) -> Result<Bytes, BuildError> {
-    let tmp = dir.join(format!(
-        "download-{}",
-        hex::encode(rand::random::<[u8; 8]>())
-    ));
-    let result = async {
-        let got = download(url, &tmp).await?;
-        if got.size > limit {
-            return Err(fail(url, format!("larger than {limit} bytes")));
-        }
-        tokio::fs::read(&tmp)
-            .await
-            .map(Bytes::from)
-            .map_err(|source| BuildError::Io {
-                op: "read",
-                path: tmp.clone(),
-                source,
-            })
-    }
-    .await;
-    let _ = tokio::fs::remove_file(&tmp).await;
-    result
-}
-
 fn status_text(s: StatusCode) -> String {
     match s.canonical_reason() {
         Some(r) => format!("{} {r}", s.as_u16()),
