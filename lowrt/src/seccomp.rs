@@ -2,6 +2,10 @@
 //! profile fails `create`), loaded at the last possible moment: right before execve when
 //! no_new_privs is set, else before capabilities are dropped, because loading a filter
 //! without no_new_privs needs CAP_SYS_ADMIN (seccomp(2)) — runc's order.
+//!
+//! libseccomp only compiles: the program is exported as classic BPF (seccomp_export_bpf)
+//! and loaded with seccomp(2) by us, so every filter flag the kernel has works whatever
+//! the library's version (Debian 12's 2.5.4 has no WAIT_KILLABLE_RECV).
 
 use std::collections::HashSet;
 
@@ -21,6 +25,13 @@ pub enum SeccompError {
     Arch(String),
     #[error("seccomp: unknown flag {0:?} in linux.seccomp.flags")]
     UnknownFlag(String),
+    #[error("seccomp: export the filter program: {0}")]
+    Export(std::io::Error),
+    #[error("seccomp: load filter with flags {flags}: {}", crate::syscall::errno_text(*source))]
+    Load {
+        flags: String,
+        source: nix::errno::Errno,
+    },
     #[error("seccomp: SCMP_ACT_NOTIFY needs an absolute linux.seccomp.listenerPath")]
     NoListener,
     #[error("seccomp: cannot send the notify fd to listener {}: {source}", path.display())]
@@ -76,8 +87,45 @@ pub fn uses_notify(cfg: &LinuxSeccomp) -> bool {
             .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
 }
 
+/// linux.seccomp.flags and their seccomp(2) bits.
+pub const SPEC_FLAGS: &[(&str, libc::c_ulong)] = &[
+    ("SECCOMP_FILTER_FLAG_TSYNC", libc::SECCOMP_FILTER_FLAG_TSYNC),
+    (
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+    ),
+    ("SECCOMP_FILTER_FLAG_LOG", libc::SECCOMP_FILTER_FLAG_LOG),
+    (
+        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+        libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+    ),
+];
+
+/// The spec flags this kernel accepts (probed, nothing loaded). WAIT_KILLABLE_RECV is
+/// only valid together with NEW_LISTENER, so it is probed that way.
+pub fn supported_flags() -> Vec<&'static str> {
+    SPEC_FLAGS
+        .iter()
+        .filter(|(_, bit)| {
+            let probe = if *bit == libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV {
+                bit | libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+            } else {
+                *bit
+            };
+            crate::sys::seccomp::flags_supported(probe)
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// A compiled filter: the classic BPF program and the seccomp(2) flags to load it with.
+pub struct Filter {
+    prog: Vec<libc::sock_filter>,
+    flags: libc::c_ulong,
+}
+
 /// Builds (does not load) the filter.
-pub fn build(cfg: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
+pub fn build(cfg: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     if uses_notify(cfg)
         && !cfg
             .listener_path()
@@ -88,9 +136,6 @@ pub fn build(cfg: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
     }
     let default = action(cfg.default_action(), cfg.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(lib("create filter"))?;
-    // Loading must not switch no_new_privs on by itself; the spec decides that.
-    ctx.set_ctl_nnp(false)
-        .map_err(lib("disable implicit no_new_privs"))?;
     for arch in cfg.architectures().as_deref().unwrap_or(&[]) {
         let name = serde_json::to_value(arch)
             .ok()
@@ -100,27 +145,27 @@ pub fn build(cfg: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
         ctx.add_arch(arch)
             .map_err(lib(format!("add architecture {name}")))?;
     }
+    let mut flags: libc::c_ulong = 0;
     for flag in cfg.flags().as_deref().unwrap_or(&[]) {
         let name = serde_json::to_value(flag)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        match name.as_str() {
-            "SECCOMP_FILTER_FLAG_LOG" => {
-                ctx.set_ctl_log(true).map_err(lib("set log flag"))?;
-            }
-            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => {
-                ctx.set_ctl_ssb(true).map_err(lib("set spec_allow flag"))?;
-            }
-            // Needs libseccomp >= 2.6 and Linux >= 5.19; an older one fails here by name.
-            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => {
-                ctx.set_ctl_waitkill(true)
-                    .map_err(lib("set wait_killable_recv flag"))?;
-            }
-            // lowrt is single-threaded when it loads the filter; TSYNC changes nothing.
-            "SECCOMP_FILTER_FLAG_TSYNC" => {}
-            other => return Err(SeccompError::UnknownFlag(other.to_owned())),
+        match SPEC_FLAGS.iter().find(|(n, _)| *n == name) {
+            Some((_, bit)) => flags |= bit,
+            None => return Err(SeccompError::UnknownFlag(name)),
         }
+    }
+    // As libseccomp's own load: a notifying filter asks for a listener; WAIT_KILLABLE_RECV
+    // only means something (and is only accepted) with one; TSYNC together with a
+    // listener needs TSYNC_ESRCH (seccomp(2)).
+    if uses_notify(cfg) {
+        flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+        if flags & libc::SECCOMP_FILTER_FLAG_TSYNC != 0 {
+            flags |= libc::SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
+        }
+    } else {
+        flags &= !libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
     }
     for rule in cfg.syscalls().as_deref().unwrap_or(&[]) {
         let act = action(rule.action(), rule.errno_ret())?;
@@ -157,17 +202,60 @@ pub fn build(cfg: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
             }
         }
     }
-    Ok(ctx)
+    Ok(Filter {
+        prog: export(&ctx)?,
+        flags,
+    })
 }
 
-pub fn load(ctx: &ScmpFilterContext) -> Result<(), SeccompError> {
-    ctx.load().map_err(lib("load filter"))
+/// The compiled program as sock_filter entries (8 bytes each, native endian), through a
+/// memfd: seccomp_export_bpf writes to an fd, and a pipe could fill up.
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    use std::io::{Read, Seek};
+    let fd =
+        nix::sys::memfd::memfd_create(c"berth-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| SeccompError::Export(e.into()))?;
+    ctx.export_bpf(&fd).map_err(lib("export filter"))?;
+    let mut file = std::fs::File::from(fd);
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(SeccompError::Export)?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
 }
 
-/// The loaded filter's notify fd (owned by the filter context's process; dup'd by the
-/// kernel when sent).
-pub fn notify_fd(ctx: &ScmpFilterContext) -> Result<std::os::fd::RawFd, SeccompError> {
-    ctx.get_notify_fd().map_err(lib("get notify fd"))
+/// Loads the filter into the calling process; returns the notification fd when the
+/// filter has SCMP_ACT_NOTIFY rules.
+pub fn load(filter: &Filter) -> Result<Option<std::os::fd::OwnedFd>, SeccompError> {
+    crate::sys::seccomp::set_mode_filter(&filter.prog, filter.flags).map_err(|source| {
+        SeccompError::Load {
+            flags: flag_names(filter.flags),
+            source,
+        }
+    })
+}
+
+fn flag_names(flags: libc::c_ulong) -> String {
+    let mut names: Vec<&str> = SPEC_FLAGS
+        .iter()
+        .filter(|(_, bit)| flags & bit != 0)
+        .map(|(n, _)| *n)
+        .collect();
+    if flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER != 0 {
+        names.push("SECCOMP_FILTER_FLAG_NEW_LISTENER");
+    }
+    if names.is_empty() {
+        return "(none)".into();
+    }
+    names.join("|")
 }
 
 /// runc's protocol: connect to `listenerPath` and send the container process state JSON
@@ -241,5 +329,34 @@ mod tests {
         );
         let err = cfg.unwrap_err().to_string();
         assert!(err.contains("SECCOMP_FILTER_FLAG_BOGUS"), "{err}");
+    }
+
+    #[test]
+    fn flags_follow_libseccomp_rules_for_listeners() {
+        let parse = |j: &str| -> LinuxSeccomp { serde_json::from_str(j).unwrap() };
+        let f = build(&parse(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_LOG","SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+                "syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        ))
+        .unwrap();
+        // Without a listener WAIT_KILLABLE_RECV means nothing and the kernel refuses it.
+        assert_eq!(f.flags, libc::SECCOMP_FILTER_FLAG_LOG);
+        assert!(!f.prog.is_empty());
+        let f = build(&parse(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/l.sock","flags":["SECCOMP_FILTER_FLAG_TSYNC","SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+                "syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            f.flags,
+            libc::SECCOMP_FILTER_FLAG_TSYNC
+                | libc::SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+                | libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+                | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+        );
+        assert_eq!(
+            flag_names(f.flags),
+            "SECCOMP_FILTER_FLAG_TSYNC|SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV|SECCOMP_FILTER_FLAG_NEW_LISTENER"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The only module of lowrt with `unsafe`: thin wrappers over the syscalls that nix does
 //! not wrap (clone3, close_range, pidfd, TIOCSCTTY, SIOCSIFFLAGS, `_exit`). Each wrapper
-//! returns `nix::Result` and keeps pointers local to the call. bpf(2) is in [`bpf`], fd xattrs in [`xattr`].
+//! returns `nix::Result` and keeps pointers local to the call. bpf(2) is in [`bpf`],
+//! seccomp(2) in [`seccomp`], fd xattrs in [`xattr`].
 
 pub mod bpf;
+pub mod seccomp;
 pub mod xattr;
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -7,17 +7,9 @@ use crate::container::ContainerError;
 /// Prints what this runtime supports.
 pub fn features() -> Result<i32, ContainerError> {
     let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
-    // WAIT_KILLABLE_RECV needs libseccomp 2.6 (this crate's ctl is refused by older ones).
-    let v = libseccomp::ScmpVersion::current().ok();
-    let waitkill = v.is_some_and(|v| (v.major, v.minor) >= (2, 6));
-    let mut supported_flags = vec![
-        "SECCOMP_FILTER_FLAG_TSYNC",
-        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
-        "SECCOMP_FILTER_FLAG_LOG",
-    ];
-    if waitkill {
-        supported_flags.push("SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV");
-    }
+    // Filters are loaded with seccomp(2) directly, so what works is what this kernel
+    // accepts, probed without loading anything.
+    let supported_flags = crate::seccomp::supported_flags();
     let doc = json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.0.2-dev",

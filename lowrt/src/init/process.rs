@@ -27,7 +27,7 @@ pub struct Target {
     args: Vec<CString>,
     env: Vec<CString>,
     /// A seccomp filter still to load right before execve (no_new_privs case).
-    pub seccomp: Option<libseccomp::ScmpFilterContext>,
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 pub(super) fn reset_signals() {
@@ -62,9 +62,8 @@ pub(super) fn prepare(ctx: &mut InitContext<'_>) -> Result<Target, InitError> {
     // pipe for the same reason).
     let seccomp = match filter {
         Some(f) if !nnp || notify => {
-            crate::seccomp::load(&f)?;
-            if notify {
-                hand_over_notify_fd(ctx, &f)?;
+            if let Some(fd) = crate::seccomp::load(&f)? {
+                hand_over_notify_fd(ctx, fd)?;
             }
             None
         }
@@ -113,15 +112,15 @@ pub(super) fn prepare(ctx: &mut InitContext<'_>) -> Result<Target, InitError> {
     })
 }
 
-/// Sends the notify fd to the runtime and waits until it has reached the listener. Our
-/// copy (libseccomp's) is not close-on-exec-exempt: `close_fds` marks it, so the container
-/// process never holds it.
-fn hand_over_notify_fd(
-    ctx: &InitContext<'_>,
-    filter: &libseccomp::ScmpFilterContext,
-) -> Result<(), InitError> {
-    let raw = crate::seccomp::notify_fd(filter)?;
-    crate::channel::send_fd(ctx.sync, &crate::channel::Message::SeccompFd, raw)?;
+/// Sends the notify fd to the runtime and waits until it has reached the listener; our
+/// copy is closed then, so the container process never holds it.
+fn hand_over_notify_fd(ctx: &InitContext<'_>, fd: std::os::fd::OwnedFd) -> Result<(), InitError> {
+    use std::os::fd::AsRawFd;
+    crate::channel::send_fd(
+        ctx.sync,
+        &crate::channel::Message::SeccompFd,
+        fd.as_raw_fd(),
+    )?;
     match crate::channel::recv(ctx.sync)? {
         Some(crate::channel::Message::SeccompDone) => Ok(()),
         _ => Err(InitError::HookSync),
