@@ -7,7 +7,8 @@ both_runtimes!(
     not_executable,
     unknown_namespace_type,
     relative_mount_destination,
-    missing_bind_source
+    missing_bind_source,
+    intel_rdt_without_resctrl
 );
 
 fn expect_failure(env: &Env, id: &str, config: serde_json::Value, needle: &str) {
@@ -189,4 +190,23 @@ fn lsm_label_without_the_module_is_refused() {
     } else {
         eprintln!("SKIPPED {name} (SELinux part): the host has SELinux");
     }
+}
+
+/// linux.intelRdt on a host without resctrl (this one): refused, nothing left. runc says
+/// "Intel RDT ... not enabled"; berth names the field.
+fn intel_rdt_without_resctrl(rt: &Runtime) {
+    if std::path::Path::new("/sys/fs/resctrl/schemata").exists() {
+        eprintln!("SKIPPED intel_rdt_without_resctrl: this host has resctrl mounted");
+        return;
+    }
+    let env = Env::new(rt);
+    let mut config = env.config("rdt", &["true"]);
+    config["linux"]["intelRdt"] =
+        serde_json::json!({"closID": "berth-test", "l3CacheSchema": "L3:0=f"});
+    let needle = if rt.name == "runc" {
+        "Intel RDT"
+    } else {
+        "linux.intelRdt"
+    };
+    expect_failure(&env, "rdt", config, needle);
 }
