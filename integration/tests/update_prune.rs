@@ -43,6 +43,11 @@ pub fn tests() -> Vec<Spec> {
             needs: &[Need::Root, Need::Busybox, Need::Docker, Need::Registry],
             run: repo_digests,
         },
+        Spec {
+            name: "update_prune::images_filters_with_a_digest_only_image",
+            needs: &[Need::Root, Need::Busybox, Need::Docker, Need::Registry],
+            run: digest_only_filters,
+        },
     ]
 }
 
@@ -576,5 +581,77 @@ fn update_errors() -> Result<()> {
         &format!("Cannot update container {gone}: Restart policy cannot be updated because AutoRemove is enabled for the container"),
     )?;
     s.docker(&["rm", "-f", "plain", "gone"])?.ok()?;
+    Ok(())
+}
+
+/// `docker images` lines `REPOSITORY TAG` with `args` added.
+fn image_rows(s: &Stack, args: &[&str]) -> Result<Vec<String>> {
+    let mut all = vec!["images", "--format", "{{.Repository}} {{.Tag}}"];
+    all.extend_from_slice(args);
+    let out = s.docker(&all)?.ok()?;
+    Ok(out.stdout.lines().map(str::to_string).collect())
+}
+
+/// An image pulled by digest only has a RepoDigest and no tag: dockerd 20.10 lists it
+/// under `dangling=true` and `dangling=false` alike (only an image with neither is
+/// dangling-only); `reference=` filters digests too; `-a`, `label`, `before`/`since`.
+fn digest_only_filters() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let reg = Registry::start(&s.dir, None)?;
+    reg.push_busybox(&s.busybox_tar()?, "1", None)?;
+    let host = reg.host.clone();
+    let out = s.docker(&["pull", &format!("{host}/busybox:1")])?.ok()?;
+    let digest = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .context("no Digest line in the pull output")?
+        .trim()
+        .to_string();
+    // Leave the digest reference only.
+    s.docker(&["rmi", &format!("{host}/busybox:1")])?.ok()?;
+    s.docker(&["pull", &format!("{host}/busybox@{digest}")])?
+        .ok()?;
+    let digest_row = format!("{host}/busybox <none>");
+    let ctx = crate::build::context(
+        &s,
+        "labelled",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nLABEL team=blue\nRUN echo x > /x\n",
+        )],
+    )?;
+    s.docker(&["build", "-q", "-t", "lab:1", &ctx.to_string_lossy()])?
+        .ok()?;
+    let dangling = image_rows(&s, &["--filter", "dangling=true"])?;
+    ensure!(
+        dangling.contains(&digest_row) && !dangling.iter().any(|r| r.starts_with("lab ")),
+        "dangling=true: {dangling:?}"
+    );
+    let kept = image_rows(&s, &["--filter", "dangling=false"])?;
+    ensure!(
+        kept.contains(&digest_row) && kept.contains(&"lab 1".to_string()),
+        "dangling=false: {kept:?}"
+    );
+    let by_ref = image_rows(&s, &["--digests", "--filter", "reference=lab"])?;
+    ensure!(by_ref == ["lab 1"], "reference=lab: {by_ref:?}");
+    let labelled = image_rows(&s, &["--filter", "label=team=blue"])?;
+    ensure!(labelled == ["lab 1"], "label=team=blue: {labelled:?}");
+    let before = image_rows(&s, &["--filter", "before=lab:1"])?;
+    ensure!(
+        !before.contains(&"lab 1".to_string()) && before.contains(&"busybox latest".to_string()),
+        "before=lab:1: {before:?}"
+    );
+    let since = image_rows(&s, &["--filter", "since=busybox"])?;
+    ensure!(
+        since.contains(&"lab 1".to_string()),
+        "since=busybox: {since:?}"
+    );
+    let plain = image_rows(&s, &[])?;
+    let all = image_rows(&s, &["-a"])?;
+    ensure!(
+        plain == all,
+        "images -a lists what images does here: {all:?} vs {plain:?}"
+    );
     Ok(())
 }

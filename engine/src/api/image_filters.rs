@@ -77,13 +77,16 @@ fn created(img: &ImageView) -> i64 {
     created_at(img).map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0))
 }
 
-/// The images to list with the tags to show for each (reference-filtered).
+/// The images to list with the tags and digests to show for each (reference-filtered),
+/// as dockerd 20.10's `Images` picks them: an image with neither a tag nor a digest is
+/// dangling; one with a digest only (pulled by digest) is listed under `dangling=true`
+/// and `dangling=false` alike.
 pub fn apply(
     images: Vec<ImageView>,
     f: &ImageFilters,
     before: &[ImageView],
     since: &[ImageView],
-) -> Vec<(ImageView, Vec<String>)> {
+) -> Vec<(ImageView, Vec<String>, Vec<String>)> {
     let bounds: Vec<(i64, i8)> = before
         .iter()
         .map(|i| (created(i), -1))
@@ -92,21 +95,18 @@ pub fn apply(
     let mut out = Vec::new();
     for img in images {
         let mut tags = img.repo_tags();
+        let mut digests = img.repo_digests();
         let refs = f.get("reference");
         if !refs.is_empty() {
             tags.retain(|t| refs.iter().any(|p| reference_matches(p, t)));
-            let by_digest = img
-                .repo_digests()
-                .iter()
-                .any(|d| refs.iter().any(|p| reference_matches(p, d)));
-            if tags.is_empty() && !by_digest {
+            digests.retain(|d| refs.iter().any(|p| reference_matches(p, d)));
+        }
+        if tags.is_empty() && digests.is_empty() {
+            if !refs.is_empty() || f.dangling() == Some(false) {
                 continue;
             }
-        }
-        match f.dangling() {
-            Some(true) if !tags.is_empty() => continue,
-            Some(false) if tags.is_empty() => continue,
-            _ => {}
+        } else if f.dangling() == Some(true) && !tags.is_empty() {
+            continue;
         }
         if !f.get("label").iter().all(|l| label_matches(&img, l)) {
             continue;
@@ -118,10 +118,10 @@ pub fn apply(
         {
             continue;
         }
-        out.push((img, tags));
+        out.push((img, tags, digests));
     }
     // dockerd lists the newest first.
-    out.sort_by_key(|(img, _)| std::cmp::Reverse(created(img)));
+    out.sort_by_key(|(img, _, _)| std::cmp::Reverse(created(img)));
     out
 }
 

@@ -325,9 +325,10 @@ pub async fn dispatch<B: Backend>(
             let images = d.list_images().await?;
             let list: Vec<_> = image_filters::apply(images, &f, &before, &since)
                 .into_iter()
-                .map(|(img, tags)| {
+                .map(|(img, tags, digests)| {
                     let mut v = crate::daemon::image_summary(&img);
                     v["RepoTags"] = json!(tags);
+                    v["RepoDigests"] = json!(digests);
                     v
                 })
                 .collect();
