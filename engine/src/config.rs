@@ -35,30 +35,24 @@ pub enum EngineError {
 }
 
 /// The daemon.json keys Berth supports (dockerd's names).
-const CONFIG_FILE_KEYS: &[&str] = &["init", "init-path"];
+const CONFIG_FILE_KEYS: &[&str] = &["init", "init-path", "insecure-registries"];
 
-/// `--init`/`--init-path` merged with daemon.json (`"init"`, `"init-path"`) as dockerd
-/// merges flags and file: unknown keys and a key given both ways are errors. A missing
-/// file is fine unless it was named explicitly (`required`).
-pub fn init_config(
+/// daemon.json's keys, checked against the supported ones as dockerd checks them (an
+/// unknown key is an error). A missing file is an empty one unless it was named
+/// explicitly (`required`).
+pub fn read_config_file(
     file: &Path,
     required: bool,
-    flag_init: bool,
-    flag_path: Option<PathBuf>,
-) -> Result<crate::daemon::InitConfig, EngineError> {
+) -> Result<serde_json::Map<String, serde_json::Value>, EngineError> {
     let bad = |message: String| EngineError::ConfigFile {
         path: file.to_path_buf(),
         message,
     };
-    let mut out = crate::daemon::InitConfig {
-        default: flag_init,
-        path: flag_path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(crate::daemon::DEFAULT_INIT_PATH)),
-    };
     let raw = match std::fs::read(file) {
         Ok(raw) => raw,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(Default::default())
+        }
         Err(e) => return Err(bad(e.to_string())),
     };
     let v: serde_json::Map<String, serde_json::Value> =
@@ -74,6 +68,55 @@ pub fn init_config(
             unknown.join(", ")
         )));
     }
+    Ok(v)
+}
+
+/// `--insecure-registry` merged with daemon.json's `"insecure-registries"` (a list of
+/// strings); like every dockerd directive, giving it both ways is an error.
+pub fn insecure_registries(
+    file: &Path,
+    v: &serde_json::Map<String, serde_json::Value>,
+    flag: Vec<String>,
+) -> Result<Vec<String>, EngineError> {
+    let bad = |message: String| EngineError::ConfigFile {
+        path: file.to_path_buf(),
+        message,
+    };
+    let Some(list) = v.get("insecure-registries") else {
+        return Ok(flag);
+    };
+    let from_file = list
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .map(|e| e.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| bad("\"insecure-registries\" must be a list of strings".into()))?;
+    if !flag.is_empty() {
+        return Err(bad(format!("the following directives are specified both as a flag and in the configuration file: insecure-registries: (from flag: [{}], from file: [{}])", flag.join(" "), from_file.join(" "))));
+    }
+    Ok(from_file)
+}
+
+/// `--init`/`--init-path` merged with daemon.json (`"init"`, `"init-path"`) as dockerd
+/// merges flags and file: a key given both ways is an error.
+pub fn init_config(
+    file: &Path,
+    v: &serde_json::Map<String, serde_json::Value>,
+    flag_init: bool,
+    flag_path: Option<PathBuf>,
+) -> Result<crate::daemon::InitConfig, EngineError> {
+    let bad = |message: String| EngineError::ConfigFile {
+        path: file.to_path_buf(),
+        message,
+    };
+    let mut out = crate::daemon::InitConfig {
+        default: flag_init,
+        path: flag_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::daemon::DEFAULT_INIT_PATH)),
+    };
     if let Some(init) = v.get("init") {
         let init = init
             .as_bool()
@@ -243,5 +286,46 @@ mod prepare_dir_tests {
         std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).unwrap();
         super::prepare_dir(&wide, 0o700).unwrap();
         assert_eq!(mode(&wide), 0o700);
+    }
+}
+
+#[cfg(test)]
+mod config_file_tests {
+    use super::{insecure_registries, read_config_file};
+
+    #[test]
+    fn insecure_registries_come_from_the_flag_or_the_file_not_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("daemon.json");
+        std::fs::write(&file, r#"{"insecure-registries": ["10.0.0.1:5000"]}"#).unwrap();
+        let v = read_config_file(&file, true).unwrap();
+        assert_eq!(
+            insecure_registries(&file, &v, vec![]).unwrap(),
+            ["10.0.0.1:5000"]
+        );
+        let both = insecure_registries(&file, &v, vec!["a:1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            both.contains("specified both as a flag and in the configuration file: insecure-registries: (from flag: [a:1], from file: [10.0.0.1:5000])"),
+            "{both}"
+        );
+
+        std::fs::write(&file, r#"{"insecure-registries": "10.0.0.1"}"#).unwrap();
+        let v = read_config_file(&file, true).unwrap();
+        let bad = insecure_registries(&file, &v, vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("must be a list of strings"), "{bad}");
+
+        std::fs::write(&file, r#"{"registry-mirrors": []}"#).unwrap();
+        let unknown = read_config_file(&file, true).unwrap_err().to_string();
+        assert!(
+            unknown.contains("don't match any configuration option: registry-mirrors"),
+            "{unknown}"
+        );
+        let missing = tmp.path().join("none.json");
+        assert!(read_config_file(&missing, false).unwrap().is_empty());
+        assert!(read_config_file(&missing, true).is_err());
     }
 }

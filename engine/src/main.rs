@@ -68,7 +68,7 @@ struct Args {
     /// The init binary bind-mounted at /sbin/docker-init [default: /usr/bin/tini-static].
     #[arg(long)]
     init_path: Option<PathBuf>,
-    /// daemon.json with dockerd's key names (supported: init, init-path)
+    /// daemon.json with dockerd's key names (supported: init, init-path, insecure-registries)
     /// [default: /etc/berth/daemon.json, when it exists].
     #[arg(long)]
     config_file: Option<PathBuf>,
@@ -103,7 +103,15 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    berth_engine::registry::tls::configure(args.insecure_registry, args.certs_dir)?;
+    let required = args.config_file.is_some();
+    let file = args
+        .config_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/berth/daemon.json"));
+    let file_config = berth_engine::config::read_config_file(&file, required)?;
+    let insecure =
+        berth_engine::config::insecure_registries(&file, &file_config, args.insecure_registry)?;
+    berth_engine::registry::tls::configure(insecure, args.certs_dir)?;
     let mut network =
         berth_engine::network::NetworkConfig::new(args.bridge_name, args.firewall_table);
     network.bip = args
@@ -131,11 +139,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.cgroup_parent,
     )?;
     config.network = Some(network);
-    let required = args.config_file.is_some();
-    let file = args
-        .config_file
-        .unwrap_or_else(|| PathBuf::from("/etc/berth/daemon.json"));
-    config.init = berth_engine::config::init_config(&file, required, args.init, args.init_path)?;
+    config.init =
+        berth_engine::config::init_config(&file, &file_config, args.init, args.init_path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -217,6 +217,32 @@ fn https_registry() -> Result<()> {
         .extend(["--insecure-registry".into(), reg.host.clone()]);
     s.start_daemon(Daemon::Engine)?;
     s.docker(&["pull", &mine])?.ok()?;
+
+    // The same from daemon.json's "insecure-registries"; with the flag too, the engine
+    // refuses to start, as dockerd does.
+    s.docker(&["rmi", &mine])?.ok()?;
+    s.stop_daemon(Daemon::Engine, Signal::SIGTERM)?;
+    let file = s.dir.join("daemon.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({ "insecure-registries": [reg.host] }).to_string(),
+    )?;
+    let both = Command::new(berth_integration::stack::bin_dir()?.join("berth-engine"))
+        .args(["--config-file".as_ref(), file.as_os_str()])
+        .args(["--insecure-registry", &reg.host])
+        .output()?;
+    ensure!(!both.status.success(), "engine started with flag and file");
+    expect_contains(
+        "flag and file",
+        &String::from_utf8_lossy(&both.stderr),
+        "the following directives are specified both as a flag and in the configuration file: insecure-registries",
+    )?;
+    let n = s.engine_args.len();
+    s.engine_args.truncate(n - 2);
+    s.engine_args
+        .extend(["--config-file".into(), file.display().to_string()]);
+    s.start_daemon(Daemon::Engine)?;
+    s.docker(&["pull", &mine])?.ok()?;
     Ok(())
 }
 
