@@ -48,6 +48,11 @@ pub fn tests() -> Vec<Spec> {
             needs: &[Need::Root, Need::Busybox, Need::Docker, Need::Registry],
             run: digest_only_filters,
         },
+        Spec {
+            name: "update_prune::info_reports_this_hosts_cgroup_support",
+            needs: DOCKER,
+            run: info_support,
+        },
     ]
 }
 
@@ -653,5 +658,40 @@ fn digest_only_filters() -> Result<()> {
         plain == all,
         "images -a lists what images does here: {all:?} vs {plain:?}"
     );
+    Ok(())
+}
+
+/// `docker info`'s support fields follow this host's cgroup control files, and a missing
+/// swap limit gives dockerd's warning.
+fn info_support() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let out = s
+        .docker(&[
+            "info",
+            "--format",
+            "{{.SwapLimit}} {{.KernelMemory}} {{.OomKillDisable}} {{.CPUCfsQuota}}",
+        ])?
+        .ok()?;
+    let has = |p: &str| std::path::Path::new(p).exists();
+    let want = format!(
+        "{} {} {} {}",
+        has("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
+        has("/sys/fs/cgroup/memory/memory.kmem.limit_in_bytes"),
+        has("/sys/fs/cgroup/memory/memory.oom_control"),
+        has("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+    );
+    ensure!(
+        out.stdout.trim() == want,
+        "info: {:?}, host: {want}",
+        out.stdout
+    );
+    let out = s.docker(&["info"])?.ok()?;
+    if !has("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes") {
+        expect_contains(
+            "info warnings",
+            &out.stderr,
+            "WARNING: No swap limit support",
+        )?;
+    }
     Ok(())
 }
