@@ -18,6 +18,7 @@ mod docker_py;
 mod docker_run;
 mod events;
 mod health;
+mod image_sizes;
 mod images_more;
 mod leftovers;
 mod lifecycle_more;
@@ -68,6 +69,7 @@ fn main() -> ExitCode {
         build_remote::tests(),
         images_more::tests(),
         save_load_stream::tests(),
+        image_sizes::tests(),
         volumes::tests(),
         tty::tests(),
         stats_top::tests(),

@@ -82,6 +82,8 @@ impl Img {
             config: self.config.clone(),
             target: self.manifest.clone().unwrap_or_default(),
             layers: self.layers.clone(),
+            // A stage's view is only a commit parent; nothing reads its size.
+            layer_sizes: Vec::new(),
             created_at: None,
         }
     }

@@ -206,18 +206,19 @@ impl<B: Backend> Daemon<B> {
             .find(|v| v.id == img.id)
             .map(ImageView::repo_tags)
             .unwrap_or_default();
-        Ok(history_rows(&img.config, &img.layers, &img.id, tags))
+        Ok(history_rows(&img.config, &img.layer_sizes, &img.id, tags))
     }
 }
 
-/// History entries paired with their layers (entries marked `empty_layer` have none).
+/// History entries paired with their layers' unpacked sizes (entries marked `empty_layer`
+/// have no layer).
 pub fn history_rows(
     config: &ImageConfig,
-    layers: &[crate::backend::Descriptor],
+    layer_sizes: &[i64],
     id: &str,
     tags: Vec<String>,
 ) -> Vec<Value> {
-    let mut layer_iter = layers.iter();
+    let mut layer_iter = layer_sizes.iter();
     let mut rows: Vec<Value> = config
         .history
         .iter()
@@ -226,7 +227,7 @@ pub fn history_rows(
             let size = if empty {
                 0
             } else {
-                layer_iter.next().map_or(0, |l| l.size)
+                layer_iter.next().copied().unwrap_or(0)
             };
             let created = h["created"]
                 .as_str()

@@ -44,20 +44,26 @@ pub(super) struct ParsedImage {
     id: String,
     config: ImageConfig,
     layers: Vec<Descriptor>,
+    layer_sizes: Vec<i64>,
 }
 
 /// Parsed images by manifest digest. Content is immutable under its digest, so an entry
 /// never goes stale; it saves `docker images` two content reads per image (the list is
 /// then one highd call).
 #[derive(Debug, Default)]
-pub struct ImageCache(std::sync::Mutex<HashMap<String, ParsedImage>>);
+pub struct ImageCache {
+    images: std::sync::Mutex<HashMap<String, ParsedImage>>,
+    /// Unpacked sizes by layer blob digest: images share layers, and reading a blob
+    /// to size it costs a full content read.
+    layer_sizes: std::sync::Mutex<HashMap<String, i64>>,
+}
 
 /// Bounds the cache; past it the cache starts over.
 const IMAGE_CACHE_MAX: usize = 4096;
 
 impl ImageCache {
     fn get(&self, digest: &str) -> Option<ParsedImage> {
-        self.0
+        self.images
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(digest)
@@ -65,11 +71,24 @@ impl ImageCache {
     }
 
     fn put(&self, digest: &str, image: ParsedImage) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.images.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= IMAGE_CACHE_MAX {
             m.clear();
         }
         m.insert(digest.to_string(), image);
+    }
+
+    fn layer_size(&self, digest: &str) -> Option<i64> {
+        let m = self.layer_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(digest).copied()
+    }
+
+    fn put_layer_size(&self, digest: &str, size: i64) {
+        let mut m = self.layer_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= IMAGE_CACHE_MAX {
+            m.clear();
+        }
+        m.insert(digest.to_string(), size);
     }
 }
 
@@ -81,6 +100,8 @@ pub struct ImageView {
     pub config: ImageConfig,
     pub target: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// Each layer's unpacked size (see [`unpacked_size`]), in `layers` order.
+    pub layer_sizes: Vec<i64>,
     pub created_at: Option<DateTime<Utc>>,
 }
 
@@ -89,8 +110,9 @@ impl ImageView {
         chain_id(&self.config.rootfs.diff_ids)
     }
 
+    /// dockerd's image Size: the unpacked sizes of its layers, not their blob sizes.
     pub fn size(&self) -> i64 {
-        self.layers.iter().map(|l| l.size).sum()
+        self.layer_sizes.iter().sum()
     }
 
     /// Familiar tags (`busybox:latest`), dangling names excluded.
@@ -132,6 +154,27 @@ fn go_arch() -> &'static str {
         "aarch64" => "arm64",
         other => other,
     }
+}
+
+/// A layer's size as dockerd's layer store records it: what applying the diff returns
+/// (moby's archive.UnpackLayer), the sum of every tar entry's size. Directories,
+/// symlinks, hardlinks and whiteouts count 0, so a layer holding only a directory is 0B
+/// where its tar is 1.5kB. Plain, gzip and zstd blobs are read.
+pub fn unpacked_size(blob: &[u8]) -> std::io::Result<i64> {
+    let reader: Box<dyn std::io::Read + '_> = if blob.starts_with(&berth_fsutil::zstd::MAGIC) {
+        Box::new(berth_fsutil::zstd::ZstdReader::new(blob))
+    } else if blob.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(blob))
+    } else {
+        Box::new(blob)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut total: i64 = 0;
+    for entry in archive.entries()? {
+        let size = entry?.size();
+        total = total.saturating_add(i64::try_from(size).unwrap_or(i64::MAX));
+    }
+    Ok(total)
 }
 
 impl<B: Backend> super::Daemon<B> {
@@ -292,6 +335,7 @@ impl<B: Backend> super::Daemon<B> {
             config: c.config,
             target: image.target.clone(),
             layers: c.layers,
+            layer_sizes: c.layer_sizes,
             created_at: image.created_at,
         };
         if let Some(c) = self.image_cache.get(digest) {
@@ -338,13 +382,41 @@ impl<B: Backend> super::Daemon<B> {
             size: d.size,
             annotations: HashMap::new(),
         };
+        let layers: Vec<Descriptor> = m.layers.into_iter().map(desc).collect();
+        let mut layer_sizes = Vec::with_capacity(layers.len());
+        for l in &layers {
+            layer_sizes.push(self.layer_unpacked_size(l).await);
+        }
         let parsed = ParsedImage {
             id: m.config.digest.clone(),
             config,
-            layers: m.layers.into_iter().map(desc).collect(),
+            layers,
+            layer_sizes,
         };
         self.image_cache.put(digest, parsed.clone());
         Ok(view(parsed))
+    }
+
+    /// The layer's unpacked size; a blob that cannot be read or parsed is logged and
+    /// counted at its blob size, so one bad layer does not hide the image from listings.
+    async fn layer_unpacked_size(&self, layer: &Descriptor) -> i64 {
+        if let Some(size) = self.image_cache.layer_size(&layer.digest) {
+            return size;
+        }
+        let sized = match self.backend.content_read(&layer.digest).await {
+            Ok(blob) => unpacked_size(&blob).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match sized {
+            Ok(size) => {
+                self.image_cache.put_layer_size(&layer.digest, size);
+                size
+            }
+            Err(error) => {
+                tracing::warn!(layer = %layer.digest, %error, "cannot size layer; using its blob size");
+                layer.size
+            }
+        }
     }
 
     /// The image a manifest describes (no names).
@@ -422,5 +494,45 @@ impl<B: Backend> super::Daemon<B> {
                 .map(|r| r.familiar())
                 .unwrap_or_else(|_| reference.into()),
         })
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use std::io::Write;
+
+    use super::unpacked_size;
+
+    fn layer() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        h.set_mode(0o755);
+        b.append_data(&mut h, "d", std::io::empty()).unwrap();
+        for (name, len) in [("d/a", 1000usize), ("d/.wh.gone", 0)] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(len as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, vec![b'x'; len].as_slice())
+                .unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "d/l", "a").unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn counts_file_bytes_not_tar_bytes() {
+        let tar = layer();
+        assert!(tar.len() > 3000);
+        assert_eq!(unpacked_size(&tar).unwrap(), 1000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        assert_eq!(unpacked_size(&gz.finish().unwrap()).unwrap(), 1000);
+        assert_eq!(unpacked_size(&[]).unwrap(), 0);
+        assert!(unpacked_size(&[1u8; 600]).is_err());
     }
 }

@@ -108,6 +108,7 @@ mod tests {
             config: Default::default(),
             target: Default::default(),
             layers: Vec::new(),
+            layer_sizes: Vec::new(),
             created_at: None,
         };
         assert_eq!(
