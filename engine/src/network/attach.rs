@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::ipam::{self, Ipv4Net};
 use super::manager::{io, Manager};
 use super::netns::with_netlink;
+use super::netns::Enter;
 use super::ports;
 use super::request::{endpoints_for_create, EndpointRequest};
 use super::state::{choose_veth_name, Endpoint};
@@ -86,12 +87,16 @@ impl Manager {
         wanted: Vec<(String, EndpointRequest)>,
         mut bindings: Vec<ports::PortBinding>,
     ) -> Result<Vec<Endpoint>, NetworkError> {
-        let path = self.netns_dir.join(id);
-        netns::create(&path)?;
         let mut out = Vec::new();
         for (net, req) in wanted {
             let ports = std::mem::take(&mut bindings);
-            out.push(self.add_endpoint(id, name, &net, &req, ports)?);
+            // The namespace is made with the first endpoint, after its record is saved.
+            let enter = if out.is_empty() {
+                Enter::Create
+            } else {
+                Enter::Join
+            };
+            out.push(self.add_endpoint(id, name, &net, &req, ports, enter)?);
         }
         Ok(out)
     }
@@ -105,7 +110,7 @@ impl Manager {
         network: &str,
         req: &EndpointRequest,
     ) -> Result<Endpoint, NetworkError> {
-        self.add_endpoint(id, name, network, req, Vec::new())
+        self.add_endpoint(id, name, network, req, Vec::new(), Enter::Join)
     }
 
     /// Persists, then plumbs, one endpoint; on error nothing of it is left.
@@ -116,13 +121,11 @@ impl Manager {
         network: &str,
         req: &EndpointRequest,
         ports: Vec<ports::PortBinding>,
+        enter: Enter,
     ) -> Result<Endpoint, NetworkError> {
         // Interfaces that exist now; names of endpoints being attached concurrently
         // (persisted, not yet created) are added under the lock below.
-        let mut taken: HashSet<String> =
-            with_netlink(None, |h| Box::pin(async move { link::names(&h).await }))?
-                .into_iter()
-                .collect();
+        let mut taken: HashSet<String> = link::names_here()?.into_iter().collect();
         let (ep, bridge, mtu) = {
             let mut st = self.lock();
             let net = st.find(network)?.clone();
@@ -205,7 +208,7 @@ impl Manager {
             (ep, net.bridge.clone(), net.mtu().unwrap_or(self.mtu))
         };
         let mut created = None;
-        if let Err(e) = self.plumb(&ep, &bridge, mtu, &mut created) {
+        if let Err(e) = self.plumb(&ep, &bridge, mtu, enter, &mut created) {
             tracing::warn!(%id, network = %network, error = %e, "endpoint setup failed; undoing it");
             // Only the veth this attempt made goes (by its index): if creating it failed,
             // an interface of that name belongs to someone else.
@@ -227,20 +230,25 @@ impl Manager {
         }
     }
 
-    /// Makes the veth pair into the bridge, the container side's name, address and
-    /// route, and the rules. `created` gets the host veth's index once it exists.
+    /// Makes the veth pair into the bridge, the container side's address and route, and
+    /// the rules; with `Enter::Create` the namespace too. `created` gets the host veth's
+    /// index once it exists.
     fn plumb(
         &self,
         ep: &Endpoint,
         bridge: &str,
         mtu: u32,
+        enter: Enter,
         created: &mut Option<u32>,
     ) -> Result<(), NetworkError> {
-        let ns_file = File::open(&ep.netns).map_err(io("open", &ep.netns))?;
         let (host, bridge) = (ep.host_veth.clone(), bridge.to_string());
         let (ifname, mac) = (ep.ifname.clone(), parse_mac(&ep.mac));
-        *created = Some(with_netlink(None, move |h| {
+        let addr = Ipv4Net::new(ep.ip, ep.prefix);
+        let gw = ep.default_route.then_some(ep.gateway);
+        let path = ep.netns.clone();
+        let made = netns::with_host_and_netns(&ep.netns, enter, move |h, ns| {
             Box::pin(async move {
+                let ns_file = File::open(&path).map_err(io("open", &path))?;
                 let br = link::index_of(&h, &bridge)
                     .await?
                     .ok_or(NetworkError::Vanished { name: bridge })?;
@@ -249,15 +257,13 @@ impl Manager {
                     mac,
                     netns: &ns_file,
                 };
-                link::create_veth(&h, &host, &peer, mtu, br).await
+                let index = link::create_veth(&h, &host, &peer, mtu, br).await?;
+                let configured = link::configure_container(&ns, &ifname, addr, gw).await;
+                Ok((index, configured))
             })
-        })?);
-        let addr = Ipv4Net::new(ep.ip, ep.prefix);
-        let gw = ep.default_route.then_some(ep.gateway);
-        let ifname = ep.ifname.clone();
-        with_netlink(Some(ep.netns.clone()), move |h| {
-            Box::pin(async move { link::configure_container(&h, &ifname, addr, gw).await })
         })?;
+        *created = Some(made.0);
+        made.1?;
         self.apply_rules(&self.lock())
     }
 
@@ -377,7 +383,6 @@ mod tests {
     use serde_json::Map;
 
     use super::super::ipam::Ipv4Net;
-    use super::super::netns::with_netlink;
     use super::super::{link, Manager, NetworkConfig};
 
     #[test]
@@ -412,10 +417,7 @@ mod tests {
                 &HashSet::new(),
             )
             .expect("open");
-            let names = || {
-                with_netlink(None, |h| Box::pin(async move { link::names(&h).await }))
-                    .expect("list links")
-            };
+            let names = || link::names_here().expect("list links");
             let none = Map::new();
             let checks = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let a = mgr.attach("abcdef0000", "a", "bridge", &none, &none, None);

@@ -291,17 +291,27 @@ pub async fn delete_index(h: &Handle, index: u32, name: &str) -> Result<(), Netw
     }
 }
 
-/// Names of every interface in the handle's namespace.
-pub async fn names(h: &Handle) -> Result<Vec<String>, NetworkError> {
-    let mut links = h.link().get().execute();
-    let mut out = Vec::new();
-    while let Some(l) = links.try_next().await.map_err(nl("list", "links"))? {
-        out.extend(l.attributes.into_iter().find_map(|a| match a {
-            LinkAttribute::IfName(n) => Some(n),
-            _ => None,
-        }));
-    }
-    Ok(out)
+/// Names of every interface in the calling thread's namespace, from
+/// /proc/thread-self/net/dev (which follows the reader's namespace, unlike /sys/class/net):
+/// no netlink connection, so no thread and runtime for it.
+pub fn names_here() -> Result<Vec<String>, NetworkError> {
+    let path = std::path::Path::new("/proc/thread-self/net/dev");
+    let text = std::fs::read_to_string(path).map_err(|source| NetworkError::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(parse_net_dev(&text))
+}
+
+/// Interface names from the text of /proc/net/dev (two header lines, then `name: stats`;
+/// a name cannot contain `:`).
+fn parse_net_dev(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// Names of the interfaces plugged into the bridge with index `bridge`.
@@ -323,4 +333,13 @@ pub async fn ports_of(h: &Handle, bridge: u32) -> Result<Vec<String>, NetworkErr
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn net_dev_names() {
+        let text = "Inter-|   Receive\n face |bytes\n    lo: 1 2 3\nvethabc1234:  0 0\n  eth0: 5\n";
+        assert_eq!(super::parse_net_dev(text), ["lo", "vethabc1234", "eth0"]);
+    }
 }

@@ -12,8 +12,22 @@ use nix::sched::CloneFlags;
 
 use super::NetworkError;
 
-/// Creates an empty file at `path` and binds a new network namespace onto it.
+/// Creates an empty file at `path` and binds a new network namespace onto it (the
+/// engine makes them with the first endpoint, `with_host_and_netns`).
+#[cfg(test)]
 pub fn create(path: &Path) -> Result<(), NetworkError> {
+    // unshare(CLONE_NEWNET) only moves the calling thread, so a throwaway thread does it
+    // and the process's other threads stay in the host namespace (unshare(2)).
+    std::thread::scope(|s| s.spawn(|| create_here(path)).join()).unwrap_or(Err(
+        NetworkError::ThreadPanicked {
+            what: "netns create",
+        },
+    ))
+}
+
+/// `create` on the calling thread, which is left in the new namespace: only for
+/// threads of this module that end right after their work.
+fn create_here(path: &Path) -> Result<(), NetworkError> {
     let io = |op, source| NetworkError::Netns {
         op,
         path: path.to_path_buf(),
@@ -23,36 +37,33 @@ pub fn create(path: &Path) -> Result<(), NetworkError> {
         std::fs::create_dir_all(dir).map_err(|e| io("create dir for", e))?;
     }
     File::create(path).map_err(|e| io("create", e))?;
-    let target = path.to_path_buf();
-    // unshare(CLONE_NEWNET) only moves the calling thread, so a throwaway thread does it
-    // and the process's other threads stay in the host namespace (unshare(2)).
-    let made = std::thread::scope(|s| {
-        s.spawn(|| -> Result<(), nix::Error> {
-            nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
-            let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
-            nix::mount::mount(
-                Some(own.as_str()),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-        })
-        .join()
+    let made = nix::sched::unshare(CloneFlags::CLONE_NEWNET).and_then(|()| {
+        let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+        nix::mount::mount(
+            Some(own.as_str()),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
     });
-    match made {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
-            let _ = std::fs::remove_file(path);
-            Err(io("bind-mount a new netns on", e.into()))
-        }
-        Err(_) => {
-            let _ = std::fs::remove_file(path);
-            Err(NetworkError::ThreadPanicked {
-                what: "netns create",
-            })
-        }
-    }
+    made.map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        io("bind-mount a new netns on", e.into())
+    })
+}
+
+fn join_here(path: &Path) -> Result<(), NetworkError> {
+    let file = File::open(path).map_err(|source| NetworkError::Netns {
+        op: "open",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetworkError::Netns {
+        op: "join",
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
 }
 
 /// Unmounts and removes a persistent namespace file; a missing one is fine.
@@ -89,18 +100,7 @@ where
 {
     let run = move || -> Result<T, NetworkError> {
         if let Some(path) = &ns {
-            let file = File::open(path).map_err(|source| NetworkError::Netns {
-                op: "open",
-                path: path.clone(),
-                source,
-            })?;
-            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| {
-                NetworkError::Netns {
-                    op: "join",
-                    path: path.clone(),
-                    source: e.into(),
-                }
-            })?;
+            join_here(path)?;
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -112,6 +112,56 @@ where
             let conn = tokio::spawn(conn);
             let out = work(handle).await;
             conn.abort();
+            out
+        })
+    };
+    std::thread::scope(|s| s.spawn(run).join())
+        .unwrap_or(Err(NetworkError::ThreadPanicked { what: "netlink" }))
+}
+
+/// How `with_host_and_netns` gets into the container's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enter {
+    /// Make it (as `create`) and enter it.
+    Create,
+    /// It exists: join it.
+    Join,
+}
+
+/// Work on both sides of a veth in one thread and one runtime: a netlink connection
+/// opened in the calling thread's (the host's) namespace, then the thread enters the
+/// container's namespace at `path` (making it first with `Enter::Create`) and opens a
+/// second one there; a socket keeps acting on the namespace it was opened in. One
+/// thread instead of one per namespace (and one for the namespace's creation): each
+/// costs a spawn, a runtime and its teardown, which add up on a busy machine.
+pub fn with_host_and_netns<T, F>(path: &Path, enter: Enter, work: F) -> Result<T, NetworkError>
+where
+    T: Send,
+    F: FnOnce(rtnetlink::Handle, rtnetlink::Handle) -> NlFuture<T> + Send,
+{
+    let run = move || -> Result<T, NetworkError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| NetworkError::Runtime { source })?;
+        rt.block_on(async move {
+            let runtime = |source| NetworkError::Runtime { source };
+            let (conn, host, _) = rtnetlink::new_connection().map_err(runtime)?;
+            let host_conn = tokio::spawn(conn);
+            let entered = match enter {
+                Enter::Create => create_here(path),
+                Enter::Join => join_here(path),
+            };
+            let out = match entered.and_then(|()| rtnetlink::new_connection().map_err(runtime)) {
+                Ok((conn, ns, _)) => {
+                    let ns_conn = tokio::spawn(conn);
+                    let out = work(host, ns).await;
+                    ns_conn.abort();
+                    out
+                }
+                Err(e) => Err(e),
+            };
+            host_conn.abort();
             out
         })
     };
