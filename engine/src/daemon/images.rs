@@ -160,15 +160,11 @@ fn go_arch() -> &'static str {
 /// (moby's archive.UnpackLayer), the sum of every tar entry's size. Directories,
 /// symlinks, hardlinks and whiteouts count 0, so a layer holding only a directory is 0B
 /// where its tar is 1.5kB. Plain, gzip and zstd blobs are read.
-pub fn unpacked_size(blob: &[u8]) -> std::io::Result<i64> {
-    let reader: Box<dyn std::io::Read + '_> = if blob.starts_with(&berth_fsutil::zstd::MAGIC) {
-        Box::new(berth_fsutil::zstd::ZstdReader::new(blob))
-    } else if blob.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(blob))
-    } else {
-        Box::new(blob)
-    };
-    let mut archive = tar::Archive::new(reader);
+pub fn unpacked_size<R: std::io::Read>(blob: R) -> std::io::Result<i64> {
+    use super::save_load::stream_io::{decompressed, sniff};
+    let mut raw = std::io::BufReader::with_capacity(64 << 10, blob);
+    let compression = sniff(&mut raw)?;
+    let mut archive = tar::Archive::new(decompressed(raw, compression));
     let mut total: i64 = 0;
     for entry in archive.entries()? {
         let size = entry?.size();
@@ -403,8 +399,16 @@ impl<B: Backend> super::Daemon<B> {
         if let Some(size) = self.image_cache.layer_size(&layer.digest) {
             return size;
         }
-        let sized = match self.backend.content_read(&layer.digest).await {
-            Ok(blob) => unpacked_size(&blob).map_err(|e| e.to_string()),
+        // Streamed: a layer may be gigabytes, and sizing must not hold it in memory.
+        let sized = match self.backend.content_read_stream(&layer.digest).await {
+            Ok(chunks) => {
+                let chunks = futures::StreamExt::map(chunks, |c| c.map_err(std::io::Error::other));
+                let reader = super::save_load::stream_io::ChannelReader::spawn(chunks);
+                match tokio::task::spawn_blocking(move || unpacked_size(reader)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Err(e) => Err(e.to_string()),
         };
         match sized {
@@ -528,11 +532,11 @@ mod size_tests {
     fn counts_file_bytes_not_tar_bytes() {
         let tar = layer();
         assert!(tar.len() > 3000);
-        assert_eq!(unpacked_size(&tar).unwrap(), 1000);
+        assert_eq!(unpacked_size(&tar[..]).unwrap(), 1000);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap();
-        assert_eq!(unpacked_size(&gz.finish().unwrap()).unwrap(), 1000);
-        assert_eq!(unpacked_size(&[]).unwrap(), 0);
-        assert!(unpacked_size(&[1u8; 600]).is_err());
+        assert_eq!(unpacked_size(&gz.finish().unwrap()[..]).unwrap(), 1000);
+        assert_eq!(unpacked_size(&[][..]).unwrap(), 0);
+        assert!(unpacked_size(&[1u8; 600][..]).is_err());
     }
 }
