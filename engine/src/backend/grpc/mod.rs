@@ -150,21 +150,10 @@ impl Backend for GrpcBackend {
     }
 
     async fn content_read(&self, digest: &str) -> BackendResult<Vec<u8>> {
-        use svc::content::v1::ReadContentRequest;
-        let req = ReadContentRequest {
-            digest: digest.into(),
-            offset: 0,
-            size: 0,
-        };
-        let mut stream = self
-            .content()
-            .read(req)
-            .await
-            .map_err(self.err("content read"))?
-            .into_inner();
+        let mut chunks = self.read_stream(digest).await?;
         let mut out = Vec::new();
-        while let Some(msg) = stream.message().await.map_err(self.err("content read"))? {
-            out.extend_from_slice(&msg.data);
+        while let Some(chunk) = chunks.next().await {
+            out.extend_from_slice(&chunk?);
         }
         Ok(out)
     }
