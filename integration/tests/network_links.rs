@@ -56,6 +56,12 @@ fn env_hosts_inspect_names() -> Result<()> {
         .chars()
         .take(12)
         .collect();
+    // dockerd stores it: inspect shows it in Config.Hostname.
+    ensure!(
+        t["Config"]["Hostname"] == hostname.as_str(),
+        "Config.Hostname {} is not {hostname}",
+        t["Config"]["Hostname"]
+    );
 
     let out = s
         .docker(&[

@@ -164,6 +164,11 @@ impl<B: Backend> Daemon<B> {
         } else {
             id[..12].to_string()
         };
+        // dockerd stores the name it picked, so inspect and commit show it.
+        let mut config = config;
+        if config.hostname.is_empty() {
+            config.hostname = hostname.clone();
+        }
         let etc = write_etc_files(&dir, &hostname, &host_config)?;
         let mounts = self.prepare_mounts(id, &config, &host_config, image)?;
         let result = self
