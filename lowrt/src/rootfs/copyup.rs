@@ -80,49 +80,19 @@ fn copy_dir(from: BorrowedFd<'_>, to: BorrowedFd<'_>, at: &Path) -> Result<(), R
                     readlinkat(from, name.as_c_str()).map_err(|e| err(&path, "readlink", e))?;
                 symlinkat(target.as_os_str(), to, name.as_c_str())
                     .map_err(|e| err(&path, "symlink", e))?;
-                fchownat(
-                    to,
-                    name.as_c_str(),
-                    Some(Uid::from_raw(st.st_uid)),
-                    Some(Gid::from_raw(st.st_gid)),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| err(&path, "lchown", e))?;
-                let (atime, mtime) = times(&st);
-                utimensat(
-                    to,
-                    name.as_c_str(),
-                    &atime,
-                    &mtime,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| err(&path, "utimes", e))?;
+                chown_at(to, &name, &st, &path, "lchown")?;
+                times_at(to, &name, &st, &path)?;
             }
             _ => {
                 // Device nodes, fifos, sockets: recreated, never opened (a fifo would block).
                 let perm = Mode::from_bits_truncate(st.st_mode & 0o7777);
                 mknodat(to, name.as_c_str(), kind, perm, st.st_rdev)
                     .map_err(|e| err(&path, "mknod", e))?;
-                fchownat(
-                    to,
-                    name.as_c_str(),
-                    Some(Uid::from_raw(st.st_uid)),
-                    Some(Gid::from_raw(st.st_gid)),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| err(&path, "chown", e))?;
+                chown_at(to, &name, &st, &path, "chown")?;
                 // mknod applied the umask; chown may have cleared set-id bits.
                 fchmodat(to, name.as_c_str(), perm, FchmodatFlags::NoFollowSymlink)
                     .map_err(|e| err(&path, "chmod", e))?;
-                let (atime, mtime) = times(&st);
-                utimensat(
-                    to,
-                    name.as_c_str(),
-                    &atime,
-                    &mtime,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| err(&path, "utimes", e))?;
+                times_at(to, &name, &st, &path)?;
             }
         }
     }
@@ -198,6 +168,37 @@ fn open(
 
 fn stat_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<FileStat, RootfsError> {
     fstat(fd).map_err(|e| err(path, "stat", e))
+}
+
+/// The entry `name` in `to` (never followed) gets `st`'s owner; `op` names the step in
+/// errors (lchown for symlinks).
+fn chown_at(
+    to: BorrowedFd<'_>,
+    name: &CStr,
+    st: &FileStat,
+    path: &Path,
+    op: &'static str,
+) -> Result<(), RootfsError> {
+    fchownat(
+        to,
+        name,
+        Some(Uid::from_raw(st.st_uid)),
+        Some(Gid::from_raw(st.st_gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| err(path, op, e))
+}
+
+/// The entry `name` in `to` (never followed) gets `st`'s access and modification times.
+fn times_at(
+    to: BorrowedFd<'_>,
+    name: &CStr,
+    st: &FileStat,
+    path: &Path,
+) -> Result<(), RootfsError> {
+    let (atime, mtime) = times(st);
+    utimensat(to, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+        .map_err(|e| err(path, "utimes", e))
 }
 
 fn times(st: &FileStat) -> (TimeSpec, TimeSpec) {
