@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 
+use super::handlers::run_to_end;
 use super::images_api::Pairs;
 use super::{channel_body, empty, json_response, typed_response, ApiError, Body};
 use crate::archive::{container_fs as cfs, stat};
@@ -131,7 +132,7 @@ pub async fn dispatch<B: Backend>(
             // Finished even if the client hangs up: a half-extracted tar is what the
             // client sent so far, but the view must be unmounted either way.
             let d2 = Arc::clone(&d);
-            let result = tokio::spawn(async move {
+            let result = run_to_end(async move {
                 cfs::extract(
                     &d2,
                     &rec,
@@ -144,13 +145,7 @@ pub async fn dispatch<B: Backend>(
                 .await
                 .map(|()| d2.event_log.container("extract-to-dir", &rec.id, &[]))
             })
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("operation aborted: {e}"),
-                )
-            })?;
+            .await?;
             if result.is_err() {
                 // The CLI writes the whole tar before it reads the answer: the rest of
                 // the body is read (and dropped) so it sees the error, not a broken pipe.

@@ -101,15 +101,22 @@ where
     F: FnOnce(Arc<Daemon<B>>) -> Fut,
     Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
 {
-    tokio::spawn(f(Arc::clone(d)))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("operation aborted: {e}"),
-            )
-        })?
-        .map_err(ApiError::from)
+    run_to_end(f(Arc::clone(d))).await?.map_err(ApiError::from)
+}
+
+/// Runs `fut` as a task of its own, so it finishes even when the client hangs up and
+/// hyper drops the request future; a panic in it becomes a 500.
+pub(super) async fn run_to_end<T, Fut>(fut: Fut) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    tokio::spawn(fut).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("operation aborted: {e}"),
+        )
+    })
 }
 
 fn log_error(e: crate::jsonlog::JsonLogError) -> ApiError {
@@ -150,14 +157,7 @@ async fn dispatch<B: Backend>(
             let body = body_bytes(req).await?;
             // Detached like `detached`: a half-made network or endpoint is never left
             // because the client hung up.
-            tokio::spawn(super::networks::change(Arc::clone(&d), route, body))
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("operation aborted: {e}"),
-                    )
-                })??
+            run_to_end(super::networks::change(Arc::clone(&d), route, body)).await??
         }
         Route::NetworkInspect { id } => {
             json_response(StatusCode::OK, &super::networks::inspect(&d, &id)?)

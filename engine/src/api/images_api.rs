@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::filters::PruneFilters;
+use super::handlers::run_to_end;
 use super::image_filters::{self, ImageFilters};
 use super::{json_response, typed_response, ApiError, Body};
 use crate::backend::Backend;
@@ -205,14 +206,8 @@ pub async fn dispatch<B: Backend>(
                 pause: opts.pause,
             };
             // Like the other state changes: finish even if the client hangs up.
-            let id = tokio::spawn(async move { d.commit_container(&container, opts).await })
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("operation aborted: {e}"),
-                    )
-                })?
+            let id = run_to_end(async move { d.commit_container(&container, opts).await })
+                .await?
                 .map_err(ApiError::from)?;
             Ok(json_response(StatusCode::CREATED, &json!({ "Id": id })))
         }
@@ -223,14 +218,7 @@ pub async fn dispatch<B: Backend>(
         ImageRoute::Build(q) => super::build::build(d, q, req).await,
         ImageRoute::BuildPrune(opts) => {
             let (ids, space) =
-                tokio::spawn(async move { crate::build::cache::prune(&d, &opts).await })
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("operation aborted: {e}"),
-                        )
-                    })??;
+                run_to_end(async move { crate::build::cache::prune(&d, &opts).await }).await??;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "CachesDeleted": ids, "SpaceReclaimed": space }),
@@ -257,14 +245,7 @@ pub async fn dispatch<B: Backend>(
         }
         ImageRoute::Load { quiet } => {
             let body = upload(req.into_body());
-            let lines = tokio::spawn(async move { d.load_stream(body).await })
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("operation aborted: {e}"),
-                    )
-                })??;
+            let lines = run_to_end(async move { d.load_stream(body).await }).await??;
             // dockerd answers JSON messages either way; quiet only drops progress bars.
             let _ = quiet;
             let mut text = String::new();
@@ -281,20 +262,14 @@ pub async fn dispatch<B: Backend>(
                 image_filters::check_dangling,
             )?;
             let all = ImageFilters(args).dangling() == Some(false);
-            let (gone, space) = tokio::spawn(async move {
+            let (gone, space) = run_to_end(async move {
                 d.prune_images(all, |img| {
                     let config = img.runtime_config();
                     !prune.selects(&config.labels, image_filters::created_at(img))
                 })
                 .await
             })
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("operation aborted: {e}"),
-                )
-            })??;
+            .await??;
             let list: Vec<_> = gone
                 .into_iter()
                 .map(|g| match g {
