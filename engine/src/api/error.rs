@@ -50,11 +50,15 @@ impl From<DaemonError> for ApiError {
             | E::Build { .. }
             | E::Archive(crate::daemon::ArchiveError::Invalid { .. })
             | E::Archive(crate::daemon::ArchiveError::Missing { .. })
-            | E::Archive(crate::daemon::ArchiveError::DiffId { .. })
+            | E::Archive(crate::daemon::ArchiveError::LayerCompression { .. })
             | E::StartFailed { .. }
             | E::ExecFailed { .. }
             | E::Spec(_)
-            | E::Import(ImportError::NotTar { .. } | ImportError::Decompress { .. })
+            | E::Import(
+                ImportError::NotTar { .. }
+                | ImportError::Decompress { .. }
+                | ImportError::Compression { .. },
+            )
             | E::Reference(_) => StatusCode::BAD_REQUEST,
             E::NameConflict { .. }
             | E::NotRunning { .. }

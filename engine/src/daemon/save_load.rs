@@ -21,13 +21,19 @@ pub enum ArchiveError {
     Invalid { message: String },
     #[error("invalid image archive: {path} is missing")]
     Missing { path: String },
-    #[error(
-        "invalid image archive: layer {path} has diff ID {actual}, the config says {expected}"
-    )]
+    /// dockerd's words (moby image/tarexport/load.go), as is its 500.
+    #[error("invalid diffID for layer {index}: expected \"{expected}\", got \"{actual}\"")]
     DiffId {
-        path: String,
+        index: usize,
         actual: String,
         expected: String,
+    },
+    #[error("invalid manifest, layers length mismatch: expected {layers}, got {diff_ids}")]
+    LayerCount { layers: usize, diff_ids: usize },
+    #[error("invalid image archive: layer {path} is {compression}-compressed, which no layer media type allows")]
+    LayerCompression {
+        path: String,
+        compression: &'static str,
     },
     #[error("write image archive: {source}")]
     Write { source: std::io::Error },

@@ -4,7 +4,7 @@
 //! before or after the blobs, so the images are resolved at the end, from the documents
 //! and from small blobs (configs, OCI manifests) read back from the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::Stream;
 use serde_json::Value;
@@ -25,6 +25,8 @@ struct Contents {
     documents: HashMap<String, Vec<u8>>,
     files: HashMap<String, FileInfo>,
     links: HashMap<String, String>,
+    /// Files whose digest is not the one their `blobs/sha256/<hex>` name says: not stored.
+    unstored: HashSet<String>,
 }
 
 /// One image to create: config path, layer paths, names.
@@ -46,6 +48,21 @@ impl Contents {
         Err(DaemonError::Archive(ArchiveError::Missing {
             path: path.into(),
         }))
+    }
+
+    /// A file that must be in the store: one whose name digest did not match was not
+    /// stored.
+    fn stored(&self, path: &str) -> DaemonResult<&FileInfo> {
+        let f = self.file(path)?;
+        let name = load_tar::normalize(path);
+        if self.unstored.contains(&name) {
+            return Err(invalid(format!(
+                "{name} has digest {}, its name says {}",
+                f.digest,
+                load_tar::digest_of_path(&name).unwrap_or_default()
+            )));
+        }
+        Ok(f)
     }
 }
 
@@ -95,6 +112,9 @@ impl<B: Backend> Daemon<B> {
                         expected,
                     } => {
                         let info = self.store_file(&path, size, &expected, &mut rx).await?;
+                        if !expected.is_empty() && info.digest != expected {
+                            contents.unstored.insert(path.clone());
+                        }
                         contents.files.insert(path, info);
                     }
                     Event::Data(_) | Event::End(_) => {
@@ -158,13 +178,11 @@ impl<B: Backend> Daemon<B> {
         };
         let (written, info) = tokio::join!(write, forward);
         let info = info?;
-        if !expected.is_empty() && info.digest != expected {
-            return Err(invalid(format!(
-                "{path} has digest {}, its name says {expected}",
-                info.digest
-            )));
+        // highd refused a blob that is not what its name says, so nothing of it is kept;
+        // the caller decides what that means (dockerd reports a layer's diff ID first).
+        if expected.is_empty() || info.digest == expected {
+            written?;
         }
-        written?;
         Ok(info)
     }
 
@@ -173,7 +191,7 @@ impl<B: Backend> Daemon<B> {
         if let Some(d) = contents.documents.get(&load_tar::normalize(path)) {
             return Ok(d.clone());
         }
-        let f = contents.file(path)?;
+        let f = contents.stored(path)?;
         if f.size > DOCUMENT_LIMIT {
             return Err(invalid(format!(
                 "{path} is {} bytes, too big for a config or manifest",
@@ -234,14 +252,10 @@ impl<B: Backend> Daemon<B> {
                 .filter(|n| Reference::parse(n).is_ok())
                 .map(|n| vec![n.to_string()])
                 .unwrap_or_default();
-            let layers = m["layers"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|l| blob_path(l["digest"].as_str().unwrap_or("")))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut layers = Vec::new();
+            for l in m["layers"].as_array().into_iter().flatten() {
+                layers.push(blob_path(l["digest"].as_str().unwrap_or("")));
+            }
             let config = blob_path(m["config"]["digest"].as_str().unwrap_or(""));
             wanted.push((config, layers, name));
         }
@@ -256,27 +270,38 @@ impl<B: Backend> Daemon<B> {
             let config: ImageConfig = serde_json::from_slice(&config_bytes)
                 .map_err(|e| invalid(format!("{config_path}: {e}")))?;
             if config.rootfs.diff_ids.len() != layer_paths.len() {
-                return Err(invalid(format!(
-                    "{config_path} lists {} layers, the manifest {}",
-                    config.rootfs.diff_ids.len(),
-                    layer_paths.len()
-                )));
+                return Err(DaemonError::Archive(ArchiveError::LayerCount {
+                    layers: layer_paths.len(),
+                    diff_ids: config.rootfs.diff_ids.len(),
+                }));
             }
             let mut layers = Vec::new();
-            for (path, expected) in layer_paths.iter().zip(&config.rootfs.diff_ids) {
+            for (index, (path, expected)) in
+                layer_paths.iter().zip(&config.rootfs.diff_ids).enumerate()
+            {
                 let f = contents.file(path)?;
-                let Some(diff_id) = &f.diff_id else {
-                    return Err(invalid(format!("{path}: not a valid compressed layer")));
-                };
-                if diff_id != expected {
-                    return Err(DaemonError::Archive(ArchiveError::DiffId {
+                let Some(media_type) = f.compression.layer_media_type() else {
+                    return Err(DaemonError::Archive(ArchiveError::LayerCompression {
                         path: path.clone(),
-                        actual: diff_id.clone(),
+                        compression: f.compression.name(),
+                    }));
+                };
+                let Some(actual) = &f.diff_id else {
+                    return Err(invalid(format!(
+                        "{path}: not a valid {} stream",
+                        f.compression.name()
+                    )));
+                };
+                if actual != expected {
+                    return Err(DaemonError::Archive(ArchiveError::DiffId {
+                        index,
+                        actual: actual.clone(),
                         expected: expected.clone(),
                     }));
                 }
+                contents.stored(path)?;
                 layers.push(Descriptor {
-                    media_type: f.compression.layer_media_type().into(),
+                    media_type: media_type.into(),
                     digest: f.digest.clone(),
                     size: f.size as i64,
                     annotations: HashMap::new(),

@@ -83,7 +83,7 @@ fn link_target(path: &str, target: &str, hard: bool) -> String {
     parts.join("/")
 }
 
-/// Walks the (optionally gzip or zstd compressed) tar in `body`, sending its events.
+/// Walks the (optionally gzip, bzip2, xz or zstd compressed) tar in `body`, sending its events.
 /// Returns when the archive ends, or with the first error (the consumer going away
 /// shows as a send error).
 pub fn walk(body: impl Read, tx: &mpsc::Sender<Event>) -> Result<(), ArchiveError> {

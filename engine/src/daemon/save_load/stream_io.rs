@@ -121,18 +121,29 @@ impl Write for HashWriter {
     }
 }
 
-/// How a blob is compressed, from its magic bytes.
+/// How a blob is compressed, from its magic bytes: the formats dockerd's
+/// DecompressStream tells apart (moby pkg/archive), plus zstd layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
     Gzip,
+    Bzip2,
+    Xz,
     Zstd,
 }
+
+/// An xz block whose dictionary needs more than this is refused instead of allocated
+/// (`xz -9` needs 64 MiB; an archive must not make the engine allocate gigabytes).
+const XZ_MEM_LIMIT_KIB: u32 = 256 << 10;
 
 impl Compression {
     pub fn detect(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
+        } else if head.starts_with(b"BZh") {
+            Compression::Bzip2
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Compression::Xz
         } else if head.starts_with(&berth_fsutil::zstd::MAGIC) {
             Compression::Zstd
         } else {
@@ -140,12 +151,24 @@ impl Compression {
         }
     }
 
-    /// The layer media type for a blob compressed this way.
-    pub fn layer_media_type(self) -> &'static str {
+    /// The layer media type for a blob compressed this way; `None` for bzip2 and xz,
+    /// which no image spec has a layer type for (highd could not apply such a layer).
+    pub fn layer_media_type(self) -> Option<&'static str> {
         match self {
-            Compression::None => crate::daemon::MEDIA_LAYER_TAR,
-            Compression::Gzip => "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::None => Some(crate::daemon::MEDIA_LAYER_TAR),
+            Compression::Gzip => Some("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            Compression::Zstd => Some("application/vnd.oci.image.layer.v1.tar+zstd"),
+            Compression::Bzip2 | Compression::Xz => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "uncompressed",
+            Compression::Gzip => "gzip",
+            Compression::Bzip2 => "bzip2",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
         }
     }
 }
@@ -157,11 +180,18 @@ pub fn sniff<R: BufRead>(r: &mut R) -> io::Result<Compression> {
     Ok(Compression::detect(head))
 }
 
-/// `r` decompressed as `c` says.
+/// `r` decompressed as `c` says. Concatenated gzip, bzip2 and xz streams are read as
+/// one, as their command-line tools do.
 pub fn decompressed<'a, R: BufRead + 'a>(r: R, c: Compression) -> Box<dyn Read + 'a> {
     match c {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
+        Compression::Xz => Box::new(lzma_rust2::XzReader::new_mem_limit(
+            r,
+            true,
+            XZ_MEM_LIMIT_KIB,
+        )),
         Compression::Zstd => Box::new(berth_fsutil::zstd::ZstdReader::new(r)),
     }
 }
@@ -210,5 +240,42 @@ mod tests {
         assert_eq!(digest, crate::daemon::sha256_digest(&gz));
         assert_eq!(size, gz.len() as u64);
         assert_eq!(got, gz);
+    }
+    fn read_all(data: &[u8]) -> (Compression, Vec<u8>) {
+        let mut r = BufReader::new(data);
+        let c = sniff(&mut r).unwrap();
+        let mut out = Vec::new();
+        decompressed(r, c).read_to_end(&mut out).unwrap();
+        (c, out)
+    }
+
+    #[test]
+    fn bzip2_and_xz_are_told_by_magic_and_decoded_as_the_tools_write_them() {
+        // `printf 'hello xz\n' | xz -c`, as xz 5.4 writes it (CRC64 check).
+        let xz = [
+            0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x04, 0xe6, 0xd6, 0xb4, 0x46, 0x02, 0x00,
+            0x21, 0x01, 0x16, 0x00, 0x00, 0x00, 0x74, 0x2f, 0xe5, 0xa3, 0x01, 0x00, 0x08, 0x68,
+            0x65, 0x6c, 0x6c, 0x6f, 0x20, 0x78, 0x7a, 0x0a, 0x00, 0x00, 0x00, 0x00, 0xc1, 0x49,
+            0x3a, 0xfa, 0x63, 0x52, 0x14, 0x5a, 0x00, 0x01, 0x21, 0x09, 0x6c, 0x18, 0xc5, 0xd5,
+            0x1f, 0xb6, 0xf3, 0x7d, 0x01, 0x00, 0x00, 0x00, 0x00, 0x04, 0x59, 0x5a,
+        ];
+        assert_eq!(read_all(&xz), (Compression::Xz, b"hello xz\n".to_vec()));
+        // Two concatenated streams read as one, as `xz -d` does.
+        let twice = [&xz[..], &xz[..]].concat();
+        assert_eq!(read_all(&twice).1, b"hello xz\nhello xz\n".to_vec());
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(b"hello bzip2\n").unwrap();
+        let bz = bz.finish().unwrap();
+        assert_eq!(
+            read_all(&bz),
+            (Compression::Bzip2, b"hello bzip2\n".to_vec())
+        );
+        assert_eq!(Compression::Bzip2.layer_media_type(), None);
+        assert_eq!(read_all(b"plain").1, b"plain".to_vec());
+        let mut broken = xz.to_vec();
+        broken[30] ^= 0xff;
+        let mut r = BufReader::new(&broken[..]);
+        let c = sniff(&mut r).unwrap();
+        assert!(decompressed(r, c).read_to_end(&mut Vec::new()).is_err());
     }
 }
