@@ -189,10 +189,10 @@ pub struct UpdateFlags {
     /// Real-time CPU runtime in microseconds per period (cgroup v1 cpu.rt_runtime_us).
     #[arg(long, allow_negative_numbers = true)]
     pub cpu_rt_runtime: Option<i64>,
-    /// Intel RDT L3 cache schema: refused, berth-lowrt has no resctrl support.
+    /// Intel RDT L3 cache schema line (`L3:0=ff;1=ff`), written to the resctrl group's schemata.
     #[arg(long)]
     pub l3_cache_schema: Option<String>,
-    /// Intel RDT memory bandwidth schema: refused, berth-lowrt has no resctrl support.
+    /// Intel RDT memory bandwidth schema line (`MB:0=50;1=50`), written to the resctrl group's schemata.
     #[arg(long)]
     pub mem_bw_schema: Option<String>,
     /// CPU shares (relative weight).

@@ -31,6 +31,8 @@ pub enum ContainerError {
     Hook(#[from] crate::hooks::HookError),
     #[error(transparent)]
     Idmap(#[from] crate::rootfs::idmap::IdmapError),
+    #[error(transparent)]
+    IntelRdt(#[from] crate::intelrdt::RdtError),
     /// The child's own report, printed as runc prints it.
     #[error("unable to start container process: {0}")]
     Init(String),
@@ -39,8 +41,6 @@ pub enum ContainerError {
         /// ": killed by signal …" or ": exit status …" when known, else empty.
         how: String,
     },
-    #[error("update: --l3-cache-schema and --mem-bw-schema (Intel RDT, linux.intelRdt) are not supported by berth-lowrt")]
-    IntelRdt,
     #[error("update: no --resources and no resource flags: nothing to update")]
     NothingToUpdate,
     #[error("container with id exists: {0}")]
@@ -182,6 +182,9 @@ pub fn destroy(root: &Path, state: &State) -> Result<(), ContainerError> {
         let _ = crate::sys::kill(pid, libc::SIGKILL);
     }
     cg.destroy()?;
+    if let Some(rdt) = &state.intel_rdt {
+        rdt.destroy()?;
+    }
     let dir = State::dir(root, &state.id);
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &dir)(e)),

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod container;
 pub mod hooks;
 pub mod init;
+pub mod intelrdt;
 pub mod logging;
 pub mod lsm;
 pub mod namespaces;

@@ -103,12 +103,6 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
             "linux.mountLabel (SELinux context= of mounts)",
         ));
     }
-    // Accepting it would silently run the container without its cache/bandwidth limits.
-    if linux.intel_rdt().is_some() {
-        return Err(SpecError::Unsupported(
-            "linux.intelRdt (Intel RDT through resctrl)",
-        ));
-    }
     let mut seen = HashSet::new();
     for ns in linux.namespaces().as_deref().unwrap_or(&[]) {
         if !seen.insert(ns.typ()) {
@@ -238,18 +232,6 @@ mod tests {
         .unwrap();
         let err = load(tmp.path()).unwrap_err().to_string();
         assert!(err.contains("unknown namespace type \"bogus\""), "{err}");
-    }
-
-    #[test]
-    fn intel_rdt_is_refused_by_name() {
-        let mut spec = default_spec();
-        let mut linux = spec.linux().clone().unwrap();
-        linux.set_intel_rdt(Some(
-            serde_json::from_str(r#"{"closID":"g1","l3CacheSchema":"L3:0=ff"}"#).unwrap(),
-        ));
-        spec.set_linux(Some(linux));
-        let err = validate(&spec).unwrap_err().to_string();
-        assert!(err.contains("linux.intelRdt"), "{err}");
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct State {
     pub owner: String,
     pub cgroup: CgroupConfig,
     pub config: Spec,
+    /// The resctrl group of `linux.intelRdt` (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intel_rdt: Option<crate::intelrdt::RdtGroup>,
 }
 
 /// runc's `state` output.
@@ -156,6 +159,7 @@ impl State {
             owner: String::new(),
             cgroup,
             config,
+            intel_rdt: None,
         }
     }
 

@@ -98,7 +98,7 @@ pub fn parse_mountinfo(text: &str) -> CgroupLayout {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(field: &str) -> String {
+pub fn unescape(field: &str) -> String {
     let mut out = String::with_capacity(field.len());
     let bytes = field.as_bytes();
     let mut i = 0;

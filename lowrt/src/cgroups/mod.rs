@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
-pub use layout::{detect_layout, CgroupLayout, V1Hierarchy};
+pub use layout::{detect_layout, unescape as unescape_mountinfo, CgroupLayout, V1Hierarchy};
 pub use oom::{OomEvent, OomWatch};
 pub use v1::V1Manager;
 pub use v2::V2Manager;

@@ -21,8 +21,8 @@ pub struct Stats {
     pub network_interfaces: Option<Vec<()>>,
 }
 
-#[derive(Debug, Default, Serialize, PartialEq)]
-pub struct IntelRdt {}
+/// runc's `intel_rdt` section, filled from the resctrl group (empty without one).
+pub use crate::intelrdt::IntelRdt;
 
 #[derive(Debug, Default, Serialize, PartialEq)]
 pub struct Cpu {

@@ -19,6 +19,7 @@ use crate::channel::{self, Message};
 use crate::container::{errno, io_err, ContainerError};
 use crate::hooks::{self, Point};
 use crate::init::{self, InitContext};
+use crate::intelrdt::RdtGroup;
 use crate::state::{proc_stat, write_atomic, State, FIFO_FILE};
 use crate::sys::{clone_into_cgroup, clone_process, Forked};
 use crate::syscall::LinuxSyscall;
@@ -48,6 +49,7 @@ pub struct Launched {
 struct Rollback {
     dir: Option<PathBuf>,
     cgroup: Option<Box<dyn CgroupManager>>,
+    rdt: Option<RdtGroup>,
     child: Option<Pid>,
 }
 
@@ -55,6 +57,7 @@ impl Rollback {
     fn disarm(&mut self) {
         self.dir = None;
         self.cgroup = None;
+        self.rdt = None;
         self.child = None;
     }
 }
@@ -67,6 +70,11 @@ impl Drop for Rollback {
         }
         if let Some(cg) = self.cgroup.take() {
             if let Err(e) = cg.destroy() {
+                tracing::warn!("cleanup after failed create: {e}");
+            }
+        }
+        if let Some(rdt) = self.rdt.take() {
+            if let Err(e) = rdt.destroy() {
                 tracing::warn!("cleanup after failed create: {e}");
             }
         }
@@ -196,6 +204,11 @@ pub(crate) fn launch_with(
         std::path::absolute(&opts.bundle).map_err(io_err("resolve bundle", &opts.bundle))?;
     let config = spec::load(&bundle)?;
     spec::validate(&config)?;
+    let rdt_config = config.linux().as_ref().and_then(|l| l.intel_rdt().clone());
+    let mut rdt = rdt_config
+        .as_ref()
+        .map(|c| RdtGroup::plan(c, &opts.id, crate::intelrdt::host_root()))
+        .transpose()?;
     let process = config
         .process()
         .clone()
@@ -220,6 +233,7 @@ pub(crate) fn launch_with(
     let mut rollback = Rollback {
         dir: None,
         cgroup: None,
+        rdt: None,
         child: None,
     };
     match std::fs::create_dir(&dir) {
@@ -250,18 +264,23 @@ pub(crate) fn launch_with(
     if let Some(res) = linux.resources() {
         cgroup.apply(res)?;
     }
+    if let (Some(group), Some(cfg)) = (&mut rdt, &rdt_config) {
+        group.create(cfg)?;
+        rollback.rdt = Some(group.clone());
+    }
 
     // A provisional record before init exists (pid 0, so it reads as stopped): if the
     // runtime dies mid-create, `delete --force` still finds the cgroups to clean.
-    State::new(
+    let mut provisional = State::new(
         &opts.id,
         0,
         0,
         bundle.clone(),
         cg_config.clone(),
         config.clone(),
-    )
-    .save(&dir)?;
+    );
+    provisional.intel_rdt = rdt.clone();
+    provisional.save(&dir)?;
     let mut ns_plan = namespaces::plan(linux.namespaces().as_deref().unwrap_or(&[]))?;
     if let Some(pid_ns) = &ns_plan.pid_join {
         pid_ns.enter()?;
@@ -345,6 +364,10 @@ pub(crate) fn launch_with(
             {
                 write_id_maps(pid, &linux)?;
             }
+            // Before Go: init runs nothing of the container's outside the group.
+            if let Some(group) = &rdt {
+                group.add_task(pid.as_raw())?;
+            }
             // Init joins its cgroups itself (cgroups::Placement), then builds the rootfs.
             // A dead init makes this fail; the loop below then reports why it died.
             let _ = channel::send(&parent_end, &Message::Go);
@@ -377,7 +400,7 @@ pub(crate) fn launch_with(
             let Some((_, start)) = proc_stat(pid) else {
                 return Err(died(&mut rollback, pid, &pidfd));
             };
-            let state = State::new(
+            let mut state = State::new(
                 &opts.id,
                 pid.as_raw(),
                 start,
@@ -385,6 +408,7 @@ pub(crate) fn launch_with(
                 cg_config,
                 config.clone(),
             );
+            state.intel_rdt = rdt;
             state.save(&dir)?;
             write_pid_file(opts.pid_file.as_deref(), pid)?;
             rollback.disarm();

@@ -51,8 +51,15 @@ pub fn events(
         return Err(ContainerError::EventsNotRunning(id.into()));
     }
     let cgroup = &state.cgroup;
+    let stats = || -> Result<_, ContainerError> {
+        let mut s = cgroup.stats()?;
+        if let Some(rdt) = &state.intel_rdt {
+            s.intel_rdt = rdt.stats()?;
+        }
+        Ok(s)
+    };
     if stats_once {
-        emit("stats", id, Some(cgroup.stats()?))?;
+        emit("stats", id, Some(stats()?))?;
         return Ok(0);
     }
     // Init gone between the status check and here: nothing more to report.
@@ -95,7 +102,7 @@ pub fn events(
             return Ok(0);
         }
         if Instant::now() >= next {
-            match cgroup.stats() {
+            match stats() {
                 Ok(s) => emit("stats", id, Some(s))?,
                 // runc logs a failed read and keeps going.
                 Err(e) => tracing::error!("{e}"),

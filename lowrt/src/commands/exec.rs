@@ -128,6 +128,14 @@ pub fn exec(g: &Globals, opts: &ExecOptions) -> Result<i32, ContainerError> {
         Forked::Child => {
             crate::cloned_binary::release_overlay();
             drop(parent_end);
+            // runc puts exec'd processes in the container's resctrl group too; this child
+            // moves itself (its pid as seen in the pid namespace it was cloned into).
+            if let Some(rdt) = &st.intel_rdt {
+                if let Err(e) = rdt.add_task(nix::unistd::getpid().as_raw()) {
+                    let _ = channel::send(&child_end, &Message::Error(e.to_string()));
+                    crate::sys::exit_now(1)
+                }
+            }
             let mut ctx = InitContext {
                 id: &opts.id,
                 sys: &LinuxSyscall,

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use super::Globals;
 use crate::cli::UpdateFlags;
 use crate::container::{io_err, ContainerError};
+use crate::intelrdt::RdtGroup;
 use crate::state::{State, StateError, Status};
 
 pub fn update(
@@ -22,13 +23,19 @@ pub fn update(
     resources: Option<&Path>,
     flags: &UpdateFlags,
 ) -> Result<i32, ContainerError> {
-    if flags.l3_cache_schema.is_some() || flags.mem_bw_schema.is_some() {
-        return Err(ContainerError::IntelRdt);
-    }
     let mut st = State::load(&g.root, id)?;
     let status = st.status(&g.root);
     if status == Status::Stopped {
         return Err(ContainerError::BadTransition("update", status));
+    }
+    let rdt_only =
+        resources.is_none() && flags_document(flags).as_object().is_none_or(Map::is_empty);
+    if flags.l3_cache_schema.is_some() || flags.mem_bw_schema.is_some() {
+        update_intel_rdt(&mut st, flags)?;
+        st.save(&State::dir(&g.root, id))?;
+        if rdt_only {
+            return Ok(0);
+        }
     }
     let mut delta = match resources {
         Some(path) => read_document(path)?,
@@ -54,6 +61,46 @@ pub fn update(
     }
     st.save(&State::dir(&g.root, id))?;
     Ok(0)
+}
+
+/// `--l3-cache-schema`/`--mem-bw-schema`: written to the container's resctrl group live;
+/// a container created without `linux.intelRdt` gets its own group first, with init in
+/// it, as runc's update does.
+fn update_intel_rdt(st: &mut State, flags: &UpdateFlags) -> Result<(), ContainerError> {
+    let mut cfg = st
+        .config
+        .linux()
+        .as_ref()
+        .and_then(|l| l.intel_rdt().clone())
+        .unwrap_or_default();
+    let l3 = flags.l3_cache_schema.as_deref();
+    let mb = flags.mem_bw_schema.as_deref();
+    if let Some(l3) = l3 {
+        cfg.set_l3_cache_schema(Some(l3.to_owned()));
+    }
+    if let Some(mb) = mb {
+        cfg.set_mem_bw_schema(Some(mb.to_owned()));
+    }
+    // Checked against the host the same way as at create (feature present, mounted).
+    let planned = RdtGroup::plan(&cfg, &st.id, crate::intelrdt::host_root())?;
+    let group = match st.intel_rdt.clone() {
+        Some(group) => group,
+        None => {
+            let mut group = planned;
+            group.create(&oci_spec::runtime::LinuxIntelRdt::default())?;
+            if let Err(e) = group.add_task(st.pid) {
+                let _ = group.destroy();
+                return Err(e.into());
+            }
+            st.intel_rdt = Some(group.clone());
+            group
+        }
+    };
+    group.write_schemata(l3, mb, &[])?;
+    if let Some(linux) = st.config.linux_mut() {
+        linux.set_intel_rdt(Some(cfg));
+    }
+    Ok(())
 }
 
 fn read_document(path: &Path) -> Result<Value, ContainerError> {

@@ -192,10 +192,15 @@ fn lsm_label_without_the_module_is_refused() {
     }
 }
 
-/// linux.intelRdt on a host without resctrl (this one): refused, nothing left. runc says
-/// "Intel RDT ... not enabled"; berth names the field.
+/// linux.intelRdt on a host without resctrl (this one): refused before anything exists
+/// (no state dir, cgroup or resctrl group). runc 1.1 says "intel rdt is specified in
+/// config, but Intel RDT is not supported or enabled"; berth names the field and the
+/// missing mount. `update --l3-cache-schema` of a running container fails the same way
+/// and changes nothing; `features` still says intelRdt is implemented (`enabled` is
+/// support built in, as in runc) and names the host's resctrl mount in an annotation.
 fn intel_rdt_without_resctrl(rt: &Runtime) {
-    if std::path::Path::new("/sys/fs/resctrl/schemata").exists() {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    if mountinfo.lines().any(|l| l.contains(" - resctrl ")) {
         eprintln!("SKIPPED intel_rdt_without_resctrl: this host has resctrl mounted");
         return;
     }
@@ -206,7 +211,29 @@ fn intel_rdt_without_resctrl(rt: &Runtime) {
     let needle = if rt.name == "runc" {
         "Intel RDT"
     } else {
-        "linux.intelRdt"
+        "Intel RDT (linux.intelRdt) is asked for, but the resctrl filesystem is not mounted"
     };
     expect_failure(&env, "rdt", config, needle);
+
+    let config = env.config("rdtup", &["sleep", "60"]);
+    env.write_config(&config);
+    assert!(env.run(&["run", "--detach", "rdtup"]).status.success());
+    env.wait_status("rdtup", "running");
+    let before = env.state("rdtup").unwrap();
+    let out = env.run(&["update", "--l3-cache-schema", "L3:0=f", "rdtup"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{}: update succeeded", rt.name);
+    if rt.name != "runc" {
+        assert!(err.contains("resctrl filesystem is not mounted"), "{err}");
+        let features = env.run(&["features"]);
+        let doc: serde_json::Value = serde_json::from_slice(&features.stdout).unwrap();
+        assert_eq!(doc["linux"]["intelRdt"]["enabled"], true, "{doc}");
+        assert_eq!(
+            doc["annotations"]["io.github.berth.lowrt.resctrl"], "not mounted",
+            "{doc}"
+        );
+    }
+    assert_eq!(env.state("rdtup").unwrap(), before);
+    assert!(env.run(&["delete", "--force", "rdtup"]).status.success());
+    env.assert_nothing_left("rdtup");
 }
