@@ -29,6 +29,7 @@ mod registry;
 mod registry_more;
 mod restart;
 mod restart_policy;
+mod runtime_more;
 mod save_load_stream;
 mod stats_top;
 mod tty;
@@ -76,6 +77,7 @@ fn main() -> ExitCode {
         update_prune::tests(),
         health::tests(),
         archive::tests(),
+        runtime_more::tests(),
     ]
     .into_iter()
     .flatten()

@@ -440,7 +440,7 @@ async fn dispatch<B: Backend>(
             // Like dockerd, stdin is attached only to containers created with OpenStdin.
             let stdin = if opts.stdin && rec.config.open_stdin {
                 let watch = rec.config.tty.then(|| daemon::DetachWatch::new(keys));
-                Some(d.attach_stdin(&rec.id, watch)?)
+                Some(d.attach_stdin(&rec.id, rec.config.stdin_once, watch)?)
             } else {
                 None
             };
@@ -640,7 +640,11 @@ where
                 if let Err(e) = tokio::io::copy(&mut rd, &mut fifo).await {
                     tracing::debug!(error = %e, "copying attach input ended");
                 }
-                close().await;
+                match close {
+                    Some(close) => close().await,
+                    // The process's stdin stays open: the attach is what ends.
+                    None => input_over.notify_one(),
+                }
                 drop(fifo);
             })
         });

@@ -122,9 +122,6 @@ impl<B: Backend> Daemon<B> {
         let stdin = if rec.config.open_stdin {
             let path = self.init_stdin_path(&id);
             super::stdin::ensure_fifo(&path)?;
-            if rec.config.tty {
-                self.keep_stdin_open(&id)?;
-            }
             path.to_string_lossy().into_owned()
         } else {
             String::new()

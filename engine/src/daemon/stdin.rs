@@ -14,11 +14,16 @@ use super::{ContainerEvent, Daemon, DaemonError, DaemonResult};
 use crate::backend::Backend;
 
 /// The engine's end of a stdin FIFO, and what to do when the client's input ends.
+///
+/// The shim holds the FIFO open for writing itself, so the engine's writer coming and
+/// going (attach, detach, an engine restart) is never an end of input: only CloseIO is.
 pub struct StdinSink {
     pub fifo: pipe::Sender,
     /// Called at the client's end of input: closes the process's stdin (CloseIO) once
-    /// everything written so far is forwarded.
-    pub close: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>,
+    /// everything written so far is forwarded. `None` (a container without `StdinOnce`,
+    /// as `docker run -di` creates it): the end of input ends the attach instead and the
+    /// process's stdin stays open for the next one, as dockerd does.
+    pub close: Option<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>>,
     /// Terminal input: watched for the detach keys. Its end (EOF, hang-up or detach)
     /// ends the whole attach and leaves the process's stdin open, as dockerd does; `close`
     /// is then not called.
@@ -74,10 +79,12 @@ impl<B: Backend> Daemon<B> {
     }
 
     /// The stdin of a container created with `OpenStdin`, for an attach; `detach` for a
-    /// terminal container.
+    /// terminal container. `stdin_once`: the client's end of input closes the
+    /// container's stdin.
     pub fn attach_stdin(
         self: &Arc<Self>,
         id: &str,
+        stdin_once: bool,
         detach: Option<DetachWatch>,
     ) -> DaemonResult<StdinSink> {
         let path = self.init_stdin_path(id);
@@ -85,37 +92,13 @@ impl<B: Backend> Daemon<B> {
         let fifo = open_writer(&path)?;
         let (this, id) = (Arc::clone(self), id.to_string());
         let events = self.subscribe();
+        let close: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send> =
+            Box::new(move || Box::pin(async move { this.close_init_stdin(&id, events).await }));
         Ok(StdinSink {
             fifo,
-            close: Box::new(move || {
-                Box::pin(async move { this.close_init_stdin(&id, events).await })
-            }),
+            close: stdin_once.then_some(close),
             detach,
         })
-    }
-
-    /// A terminal container's stdin outlives its attaches (detach, then attach again):
-    /// the shim's reader must never see every writer gone, which is an end of input. The
-    /// engine holds one writer from the start until the container's exit. (After an
-    /// engine restart there is none: input ends with the old engine's writer.)
-    pub(super) fn keep_stdin_open(&self, id: &str) -> DaemonResult<()> {
-        let fifo = open_writer(&self.init_stdin_path(id))?;
-        let mut events = self.subscribe();
-        let id = id.to_string();
-        tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(
-                        ContainerEvent::Exited { id: e, .. }
-                        | ContainerEvent::Removed { id: e, .. },
-                    ) if e == id => break,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                    _ => {}
-                }
-            }
-            drop(fifo);
-        });
-        Ok(())
     }
 
     /// The CLI attaches (and may send all its input) before it starts the container, so
@@ -155,13 +138,13 @@ impl<B: Backend> Daemon<B> {
         );
         Ok(StdinSink {
             fifo,
-            close: Box::new(move || {
+            close: Some(Box::new(move || {
                 Box::pin(async move {
                     if let Err(e) = this.backend.task_close_stdin(&cid, &eid).await {
                         tracing::debug!(exec = %eid, error = %e, "closing exec stdin failed");
                     }
                 })
-            }),
+            })),
             detach,
         })
     }

@@ -568,7 +568,7 @@ async fn exec_stdin_reaches_the_process_and_closes() {
     let (mut rx, stdin) = e.daemon.start_exec(&exec_id, false).await.unwrap().unwrap();
     let mut sink = stdin.expect("stdin attached");
     sink.fifo.write_all(b"through stdin\n").await.unwrap();
-    (sink.close)().await;
+    (sink.close.expect("exec stdin closes"))().await;
     drop(sink.fifo);
     let mut out = Vec::new();
     while let Some(chunk) = rx.recv().await {

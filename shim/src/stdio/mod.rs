@@ -438,6 +438,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stdin_outlives_its_writers_until_close_io() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("stdin");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let spec = IoSpec {
+            stdin: fifo.display().to_string(),
+            ..IoSpec::default()
+        };
+        let (io, stdio) = ProcessIo::prepare(&spec, None).expect("prepare");
+        // A client that writes and goes away (an engine restart), then another one.
+        for part in [&b"first "[..], b"second"] {
+            let mut w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .expect("open writer");
+            w.write_all(part).expect("write");
+        }
+        let mut reader = File::from(stdio.stdin);
+        let mut got = vec![0u8; 12];
+        let read = tokio::task::spawn_blocking(move || {
+            reader.read_exact(&mut got).map(|()| (reader, got))
+        });
+        let (mut reader, got) = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("both writes forwarded")
+            .expect("join")
+            .expect("read");
+        assert_eq!(got, b"first second".to_vec());
+        // Only CloseIO ends the input.
+        io.close_stdin();
+        let rest = tokio::task::spawn_blocking(move || {
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest).map(|_| rest)
+        });
+        let rest = tokio::time::timeout(Duration::from_secs(10), rest)
+            .await
+            .expect("EOF after CloseIO")
+            .expect("join")
+            .expect("read");
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
     async fn wait_output_gives_up_on_an_idle_open_pipe() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("out");

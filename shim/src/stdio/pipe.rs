@@ -35,13 +35,15 @@ impl AsyncPipe {
         Self::new(open(path, flags, Mode::empty())?)
     }
 
-    /// Opens a FIFO to read from it before any writer exists.
+    /// Opens a process's stdin FIFO to read from it, holding a writer of our own.
     ///
-    /// O_RDONLY|O_NONBLOCK succeeds at once (fifo(7)); poll(2) reports neither data nor
-    /// hangup until a writer has connected, so a reader waiting for readiness sees EOF
-    /// only after a writer came and went.
+    /// O_RDWR never blocks for a missing writer (fifo(7)) and, since the shim itself is a
+    /// writer, the reader never sees every writer gone: the client that feeds the FIFO
+    /// (the engine, ctr) may go away and come back (an engine restart, detach and attach)
+    /// without the process reading EOF. Its end of input comes from CloseIO only, which is
+    /// how containerd's clients end stdin (ctr's stdin closer, dockerd's StdinOnce).
     pub fn open_fifo_reader(path: &Path) -> std::io::Result<Self> {
-        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
         Self::new(open(path, flags, Mode::empty())?)
     }
 
