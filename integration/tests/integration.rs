@@ -32,6 +32,7 @@ mod restart_policy;
 mod runtime_more;
 mod save_load_stream;
 mod stats_top;
+mod system_df;
 mod tty;
 mod update_prune;
 mod user_networks;
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
         images_more::tests(),
         save_load_stream::tests(),
         image_sizes::tests(),
+        system_df::tests(),
         volumes::tests(),
         tty::tests(),
         stats_top::tests(),

@@ -414,7 +414,10 @@ async fn dispatch<B: Backend>(
             StatusCode::OK,
             &super::volumes::prune(&d, &filters, anonymous_only)?,
         ),
-        Route::SystemDf => json_response(StatusCode::OK, &super::volumes::df(&d).await?),
+        Route::SystemDf { types, before_1_42 } => json_response(
+            StatusCode::OK,
+            &super::system_df::df(&d, &types, before_1_42).await?,
+        ),
         Route::ContainerWait { id, condition } => {
             // Headers go out at once (the CLI waits for them before starting); the body
             // follows when the condition holds.

@@ -12,6 +12,7 @@ pub mod networks;
 pub mod route;
 mod streams;
 mod system;
+mod system_df;
 pub mod version;
 mod volumes;
 

@@ -132,8 +132,12 @@ pub enum Route {
         /// API 1.42+: only anonymous volumes unless the `all` filter says otherwise.
         anonymous_only: bool,
     },
-    /// `GET /system/df`.
-    SystemDf,
+    /// `GET /system/df?type=...`: the object types asked for (none: all); API < 1.42
+    /// ignores `type` and gets `BuilderSize`.
+    SystemDf {
+        types: Vec<String>,
+        before_1_42: bool,
+    },
     ContainerWait {
         id: String,
         condition: WaitCondition,
@@ -257,12 +261,15 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Parsed,
         });
     }
     let mut route = route(method, rest, &segs, &q)?;
+    let v1_42 = ApiVersion {
+        major: 1,
+        minor: 42,
+    };
     if let Route::VolumePrune { anonymous_only, .. } = &mut route {
-        *anonymous_only = version
-            >= ApiVersion {
-                major: 1,
-                minor: 42,
-            };
+        *anonymous_only = version >= v1_42;
+    }
+    if let Route::SystemDf { before_1_42, .. } = &mut route {
+        *before_1_42 = version < v1_42;
     }
     Ok(Parsed { version, route })
 }
@@ -363,7 +370,10 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
             name: id(v),
             force: q.bool("force"),
         },
-        (Method::GET, ["system", "df"]) => Route::SystemDf,
+        (Method::GET, ["system", "df"]) => Route::SystemDf {
+            types: q.all("type"),
+            before_1_42: false,
+        },
         (Method::POST, ["containers", c, "wait"]) => Route::ContainerWait {
             id: id(c),
             condition: wait_condition(q.get("condition"))?,

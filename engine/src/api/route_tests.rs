@@ -397,7 +397,13 @@ fn volume_routes() {
             anonymous_only: false,
         }
     );
-    assert_eq!(p(Method::GET, "/system/df").unwrap(), Route::SystemDf);
+    assert_eq!(
+        p(Method::GET, "/v1.41/system/df?type=image").unwrap(),
+        Route::SystemDf {
+            types: vec!["image".into()],
+            before_1_42: true,
+        }
+    );
 }
 
 #[test]

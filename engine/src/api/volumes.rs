@@ -1,5 +1,5 @@
-//! `/volumes` (create, list, inspect, remove, prune) and `GET /system/df`, in dockerd's
-//! shapes and with its filter rules.
+//! `/volumes` (create, list, inspect, remove, prune), in dockerd's shapes and with its
+//! filter rules.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use super::filters::{label_matches, parse_args};
 use super::ApiError;
 use crate::backend::Backend;
-use crate::daemon::{self, Daemon};
-use crate::volumes::{dir_size, Volume};
+use crate::daemon::Daemon;
+use crate::volumes::Volume;
 
 /// Filter key → values, from either encoding docker clients send (values are checked
 /// where they are used).
@@ -81,53 +81,4 @@ pub fn prune<B: Backend>(
                     .any(|w| labels_match(v, std::slice::from_ref(w))))
     });
     Ok(json!({"VolumesDeleted": gone, "SpaceReclaimed": space}))
-}
-
-/// `GET /system/df`: images, containers (with the size of their writable layer) and
-/// volumes (with size and reference count), and the build cache's entries.
-pub async fn df<B: Backend>(d: &Daemon<B>) -> Result<Value, ApiError> {
-    let images = d.list_images().await.map_err(ApiError::from)?;
-    let recs = d.store.list();
-    let now = chrono::Utc::now();
-    let mut layers_size: i64 = 0;
-    let image_list: Vec<Value> = images
-        .iter()
-        .map(|img| {
-            let mut v = daemon::image_summary(img);
-            let size = v["Size"].as_i64().unwrap_or(0);
-            layers_size += size;
-            let users = recs.iter().filter(|r| r.image == img.id).count();
-            v["Containers"] = json!(users);
-            v["SharedSize"] = json!(0);
-            v
-        })
-        .collect();
-    let mut containers = Vec::new();
-    for r in &recs {
-        let mut v = daemon::container_summary(r, now);
-        let rw = match d.backend.snapshot_mounts(&r.snapshot_key).await {
-            Ok(m) => crate::archive::rootfs::layers(&m).map_or(0, |(upper, _)| dir_size(&upper)),
-            Err(_) => 0,
-        };
-        v["SizeRw"] = json!(rw);
-        v["SizeRootFs"] = json!(rw);
-        containers.push(v);
-    }
-    let (cache, _) = crate::build::cache::entries(d)
-        .await
-        .map_err(ApiError::from)?;
-    let volumes: Vec<Value> = d
-        .volumes
-        .list()
-        .iter()
-        .map(|v| d.volumes.view(v, true))
-        .collect();
-    Ok(json!({
-        "LayersSize": layers_size,
-        "Images": image_list,
-        "Containers": containers,
-        "Volumes": volumes,
-        "BuildCache": cache.iter().map(|e| e.df_row()).collect::<Vec<_>>(),
-        "BuilderSize": cache.iter().filter(|e| !e.shared).map(|e| e.size).sum::<i64>(),
-    }))
 }
