@@ -2,7 +2,7 @@
 //! unshared only after the process has been moved into its cgroups, so the namespace's
 //! root is the container's cgroup (cgroup_namespaces(7)).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -23,6 +23,18 @@ pub enum NamespaceError {
     Return {
         kind: &'static str,
         source: nix::errno::Errno,
+    },
+    #[error("linux.namespaces: {} is a {found} namespace, not a {want} namespace", path.display())]
+    WrongType {
+        path: PathBuf,
+        found: String,
+        want: &'static str,
+    },
+    #[error("linux.namespaces: {} is not a namespace file (want a {want} namespace such as /proc/<pid>/ns/{proc})", path.display())]
+    NotNamespace {
+        path: PathBuf,
+        want: &'static str,
+        proc: &'static str,
     },
     #[error("cannot join {kind} namespace {}: {}", path.display(), crate::syscall::errno_text(*source))]
     Join {
@@ -59,6 +71,15 @@ pub fn proc_name(typ: LinuxNamespaceType) -> &'static str {
     }
 }
 
+/// The runtime-spec name of a namespace type (`network`, not /proc's `net`).
+fn spec_name(typ: LinuxNamespaceType) -> &'static str {
+    match typ {
+        LinuxNamespaceType::Mount => "mount",
+        LinuxNamespaceType::Network => "network",
+        other => proc_name(other),
+    }
+}
+
 /// An opened namespace to setns(2) into.
 #[derive(Debug)]
 pub struct Join {
@@ -76,6 +97,32 @@ impl Join {
                     source,
                 }
             })?;
+        // An nsfs file's magic link reads `<proc name>:[<inode>]`: a wrong type or a
+        // file that is no namespace is named here, not as setns's bare EINVAL.
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match link.split_once(":[") {
+            Some((found, _)) if found == proc_name(kind) => {}
+            Some((found, _)) if link.ends_with(']') && !found.contains('/') => {
+                return Err(NamespaceError::WrongType {
+                    path: path.to_path_buf(),
+                    found: match found {
+                        "mnt" => "mount".to_owned(),
+                        "net" => "network".to_owned(),
+                        other => other.to_owned(),
+                    },
+                    want: spec_name(kind),
+                })
+            }
+            _ => {
+                return Err(NamespaceError::NotNamespace {
+                    path: path.to_path_buf(),
+                    want: spec_name(kind),
+                    proc: proc_name(kind),
+                })
+            }
+        }
         Ok(Self {
             kind,
             path: path.to_path_buf(),
@@ -166,6 +213,38 @@ pub fn new_time_namespace(
 }
 
 impl Plan {
+    /// Enters the user namespace given by path (the runtime does, right before clone, so
+    /// the namespaces clone creates are owned by it), after runc 1.2's first pass: every
+    /// other namespace given by path but the mount namespace is entered first where our
+    /// capabilities allow, since one owned by an outer user namespace (e.g. the host's)
+    /// can no longer be entered from inside. Init inherits those; the ones refused here
+    /// stay in `joins` for init, which tries them again inside the user namespace. The
+    /// runtime stays in what it entered (it cannot return to namespaces of the host's user
+    /// namespace from the joined one); the mount namespace is left to init so the
+    /// runtime's paths keep their meaning.
+    pub fn enter_user_join(&mut self) -> Result<(), NamespaceError> {
+        let Some(user) = &self.user_join else {
+            return Ok(());
+        };
+        let mut later = Vec::new();
+        for join in std::mem::take(&mut self.joins) {
+            if join.kind == LinuxNamespaceType::Mount {
+                later.push(join);
+                continue;
+            }
+            match join.enter() {
+                Ok(()) => {}
+                Err(NamespaceError::Join {
+                    source: nix::errno::Errno::EPERM,
+                    ..
+                }) => later.push(join),
+                Err(e) => return Err(e),
+            }
+        }
+        self.joins = later;
+        user.enter()
+    }
+
     /// runc's order when a new user namespace meets namespaces given by path: nsexec
     /// joins those first, as root of the host's user namespace (they are usually owned by
     /// it, and from inside the new one their setns would be refused), and only then makes
@@ -298,5 +377,23 @@ mod tests {
             serde_json::from_str(r#"[{"type":"network","path":"/nonexistent/ns"}]"#).unwrap();
         let err = plan(&list).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ns"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_and_non_namespace_are_named() {
+        let list: Vec<LinuxNamespace> =
+            serde_json::from_str(r#"[{"type":"network","path":"/proc/self/ns/uts"}]"#).unwrap();
+        let err = plan(&list).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "linux.namespaces: /proc/self/ns/uts is a uts namespace, not a network namespace"
+        );
+        let list: Vec<LinuxNamespace> =
+            serde_json::from_str(r#"[{"type":"mount","path":"/dev/null"}]"#).unwrap();
+        let err = plan(&list).unwrap_err().to_string();
+        assert!(err.contains("/dev/null is not a namespace file (want a mount namespace such as /proc/<pid>/ns/mnt)"), "{err}");
+        let list: Vec<LinuxNamespace> =
+            serde_json::from_str(r#"[{"type":"network","path":"/proc/self/ns/net"}]"#).unwrap();
+        plan(&list).unwrap();
     }
 }

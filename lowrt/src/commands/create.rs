@@ -289,9 +289,7 @@ pub(crate) fn launch_with(
     // capabilities hold only in the joined namespace. Everything that needs the host's
     // (cgroups, the pid namespace above, the state dir) is done; cgroup.procs stays
     // writable since our kuid is still root, its owner.
-    if let Some(user) = &ns_plan.user_join {
-        user.enter()?;
-    }
+    ns_plan.enter_user_join()?;
     if ns_plan.new_time {
         namespaces::new_time_namespace(linux.time_offsets().as_ref())?;
     }

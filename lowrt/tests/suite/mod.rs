@@ -21,3 +21,4 @@ mod stress;
 mod timens;
 mod update_rt;
 mod userns;
+mod userns_join;
