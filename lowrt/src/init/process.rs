@@ -56,12 +56,9 @@ pub(super) fn prepare(ctx: &mut InitContext<'_>) -> Result<Target, InitError> {
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
         .is_some_and(crate::seccomp::uses_notify);
-    // Without no_new_privs, loading needs CAP_SYS_ADMIN, so it must precede the drop. A
-    // notifying filter is loaded here too, while the runtime still listens: its fd goes to
-    // the runtime, which hands it to the listener (runc loads it before closing its sync
-    // pipe for the same reason).
+    // Without no_new_privs, loading needs CAP_SYS_ADMIN, so it must precede the drop.
     let seccomp = match filter {
-        Some(f) if !nnp || notify => {
+        Some(f) if !nnp => {
             if let Some(fd) = crate::seccomp::load(&f)? {
                 hand_over_notify_fd(ctx, fd)?;
             }
@@ -91,6 +88,19 @@ pub(super) fn prepare(ctx: &mut InitContext<'_>) -> Result<Target, InitError> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
     let path = lookup_executable(&name, path_var)?;
+    // A notifying filter with no_new_privs: loaded after our own set-up calls (setuid,
+    // umask, chdir, the lookup…), which its listener would otherwise be asked about, and
+    // while the runtime still listens (before Ready): its fd goes to the runtime, which
+    // hands it to the listener (runc loads it before closing its sync pipe likewise).
+    let seccomp = match seccomp {
+        Some(f) if notify => {
+            if let Some(fd) = crate::seccomp::load(&f)? {
+                hand_over_notify_fd(ctx, fd)?;
+            }
+            None
+        }
+        other => other,
+    };
     let cstr = |s: &[u8]| {
         CString::new(s).map_err(|_| InitError::Exec {
             name: name.clone(),

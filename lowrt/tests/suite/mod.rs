@@ -16,6 +16,7 @@ mod nopivot;
 mod paths;
 mod personality;
 mod run;
+mod seccomp_actions;
 mod seccomp_notify;
 mod stress;
 mod timens;

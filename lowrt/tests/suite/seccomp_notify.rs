@@ -2,7 +2,7 @@
 //! process state JSON with the notify fd (SCM_RIGHTS) to the listener, which then answers
 //! the container's intercepted syscalls itself.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -32,6 +32,15 @@ fn seccomp_wait_killable_recv_keeps_the_listener_working() {
     notify_answers_mkdir(&berth(), json!(["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]));
 }
 
+/// The runtime's connection to `listenerPath`: runc's state JSON and the notify fd.
+pub(super) fn accept_notify_fd(listener: &UnixListener) -> (Value, OwnedFd) {
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, fd) = berth_lowrt::sys::recv_packet(conn.as_fd(), &mut buf).unwrap();
+    let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
+    (state, fd.expect("no fd with the state"))
+}
+
 fn notify_answers_mkdir(rt: &Runtime, flags: Value) {
     let env = Env::new(rt);
     let sock = env.tmp.path().join("listener.sock");
@@ -40,11 +49,7 @@ fn notify_answers_mkdir(rt: &Runtime, flags: Value) {
     // The listener: take the state and fd, answer one mkdir with "success" without
     // creating anything, so the container sees mkdir succeed and the directory absent.
     let handle = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        let (n, fd) = berth_lowrt::sys::recv_packet(conn.as_fd(), &mut buf).unwrap();
-        let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
-        let fd = fd.expect("no fd with the state");
+        let (state, fd) = accept_notify_fd(&listener);
         let req = ScmpNotifReq::receive(fd.as_raw_fd()).unwrap();
         let name = req.data.syscall.get_name().unwrap_or_default();
         ScmpNotifResp::new_val(req.id, 0, ScmpNotifRespFlags::empty())
