@@ -24,6 +24,7 @@ struct FakeTask {
 #[derive(Default)]
 struct State {
     content: HashMap<String, Vec<u8>>,
+    content_labels: HashMap<String, HashMap<String, String>>,
     images: HashMap<String, Image>,
     /// key → (parent, committed)
     snapshots: HashMap<String, (String, bool)>,
@@ -301,6 +302,27 @@ impl Backend for FakeBackend {
             ..Default::default()
         };
         self.content_write(&desc, buf.into(), labels).await
+    }
+
+    async fn content_labels(&self, digest: &str) -> BackendResult<HashMap<String, String>> {
+        self.with(|s| {
+            s.content
+                .contains_key(digest)
+                .then(|| s.content_labels.get(digest).cloned().unwrap_or_default())
+        })
+        .ok_or_else(|| not_found(&format!("content digest {digest}")))
+    }
+
+    async fn content_set_label(&self, digest: &str, key: &str, value: &str) -> BackendResult<()> {
+        self.with(|s| {
+            s.content.contains_key(digest).then(|| {
+                s.content_labels
+                    .entry(digest.to_string())
+                    .or_default()
+                    .insert(key.to_string(), value.to_string());
+            })
+        })
+        .ok_or_else(|| not_found(&format!("content digest {digest}")))
     }
 
     async fn image_get(&self, name: &str) -> BackendResult<Image> {

@@ -159,6 +159,20 @@ pub trait Backend: Send + Sync + 'static {
         labels: HashMap<String, String>,
     ) -> impl Future<Output = BackendResult<()>> + Send;
 
+    /// A blob's labels (Content.Info); NotFound when the blob is not there.
+    fn content_labels(
+        &self,
+        digest: &str,
+    ) -> impl Future<Output = BackendResult<HashMap<String, String>>> + Send;
+    /// Sets one label of a stored blob, leaving its others (Content.Update with the
+    /// field path `labels.<key>`).
+    fn content_set_label(
+        &self,
+        digest: &str,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+
     fn image_get(&self, name: &str) -> impl Future<Output = BackendResult<Image>> + Send;
     fn image_list(&self) -> impl Future<Output = BackendResult<Vec<Image>>> + Send;
     /// Creates the image, or points an existing name at the new target (a re-import).

@@ -165,19 +165,18 @@ fn go_arch() -> &'static str {
 /// A layer's size as dockerd's layer store records it: what applying the diff returns
 /// (moby's archive.UnpackLayer), the sum of every tar entry's size. Directories,
 /// symlinks, hardlinks and whiteouts count 0, so a layer holding only a directory is 0B
-/// where its tar is 1.5kB. Plain, gzip and zstd blobs are read.
+/// where its tar is 1.5kB. Plain and compressed blobs are read.
 pub fn unpacked_size<R: std::io::Read>(blob: R) -> std::io::Result<i64> {
-    use super::save_load::stream_io::{decompressed, sniff};
+    use super::save_load::stream_io::{decompressed, sniff, tar_size};
     let mut raw = std::io::BufReader::with_capacity(64 << 10, blob);
     let compression = sniff(&mut raw)?;
-    let mut archive = tar::Archive::new(decompressed(raw, compression));
-    let mut total: i64 = 0;
-    for entry in archive.entries()? {
-        let size = entry?.size();
-        total = total.saturating_add(i64::try_from(size).unwrap_or(i64::MAX));
-    }
-    Ok(total)
+    tar_size(decompressed(raw, compression))
 }
+
+/// Content label of a layer blob: its unpacked size in bytes, set when an image with the
+/// layer is created (or, for layers stored before the label existed, when the layer is
+/// first sized), so listings after an engine restart read a label, not the blob.
+pub const LAYER_SIZE_LABEL: &str = "berth.layer.unpacked-size";
 
 impl<B: Backend> super::Daemon<B> {
     /// `docker import`: returns the image ID (`sha256:<config digest>`).
@@ -237,6 +236,7 @@ impl<B: Backend> super::Daemon<B> {
             }
         };
         let layer = self.import_layer(body).await?;
+        self.record_layer_size(&layer.digest, layer.unpacked).await;
         let diff_id = layer.diff_id.clone();
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
         let config = ImageConfig {
@@ -299,7 +299,8 @@ impl<B: Backend> super::Daemon<B> {
     }
 
     /// Applies each layer on its parent and commits it under its chain ID, skipping
-    /// layers that are already unpacked.
+    /// layers that are already unpacked. Every layer's unpacked size is stored on its
+    /// blob on the way (read beside the apply for a layer not sized yet).
     pub(crate) async fn unpack(
         &self,
         layers: &[Descriptor],
@@ -308,7 +309,9 @@ impl<B: Backend> super::Daemon<B> {
         let mut parent = String::new();
         for i in 0..layers.len() {
             let chain = chain_id(&diff_ids[..=i]);
-            if !self.backend.snapshot_exists(&chain).await? {
+            if self.backend.snapshot_exists(&chain).await? {
+                self.layer_unpacked_size(&layers[i]).await;
+            } else {
                 let key = format!(
                     "extract-{}-{chain}",
                     Utc::now().timestamp_nanos_opt().unwrap_or(0)
@@ -317,13 +320,13 @@ impl<B: Backend> super::Daemon<B> {
                     .backend
                     .snapshot_prepare(&key, &parent, HashMap::new())
                     .await?;
-                let applied = async {
+                let apply = async {
                     self.backend.diff_apply(&layers[i], mounts).await?;
                     self.backend
                         .snapshot_commit(&chain, &key, HashMap::new())
                         .await
-                }
-                .await;
+                };
+                let (applied, _) = tokio::join!(apply, self.layer_unpacked_size(&layers[i]));
                 if let Err(e) = applied {
                     // Leave nothing behind: the half-applied snapshot is useless.
                     let _ = self.backend.snapshot_remove(&key).await;
@@ -405,13 +408,44 @@ impl<B: Backend> super::Daemon<B> {
         Ok(view(parsed))
     }
 
-    /// The layer's unpacked size; a blob that cannot be read or parsed is logged and
-    /// counted at its blob size, so one bad layer does not hide the image from listings.
+    /// Remembers a layer's unpacked size, found while its blob streamed in (load,
+    /// import), and stores it on the blob.
+    pub(crate) async fn record_layer_size(&self, digest: &str, size: i64) {
+        self.image_cache.put_layer_size(digest, size);
+        let stored = self
+            .backend
+            .content_set_label(digest, LAYER_SIZE_LABEL, &size.to_string())
+            .await;
+        if let Err(error) = stored {
+            // The next engine reads the blob again; this one remembers the size.
+            tracing::warn!(layer = %digest, %error, "cannot store the layer's size");
+        }
+    }
+
+    /// The layer's unpacked size: remembered, or the blob's label, or (a layer stored
+    /// without one) read from the blob once and then stored. A blob that cannot be read
+    /// or parsed is logged and counted at its blob size, so one bad layer does not hide
+    /// the image from listings.
     async fn layer_unpacked_size(&self, layer: &Descriptor) -> i64 {
         if let Some(size) = self.image_cache.layer_size(&layer.digest) {
             return size;
         }
+        let labelled = match self.backend.content_labels(&layer.digest).await {
+            Ok(labels) => labels
+                .get(LAYER_SIZE_LABEL)
+                .and_then(|v| v.parse::<i64>().ok()),
+            Err(error) => {
+                tracing::warn!(layer = %layer.digest, %error, "cannot size layer; using its blob size");
+                return layer.size;
+            }
+        };
+        if let Some(size) = labelled {
+            self.image_cache.put_layer_size(&layer.digest, size);
+            return size;
+        }
         // Streamed: a layer may be gigabytes, and sizing must not hold it in memory.
+        // Logged, so tests can tell a listing that read no blob.
+        tracing::debug!(layer = %layer.digest, "sizing layer from its blob");
         let sized = match self.backend.content_read_stream(&layer.digest).await {
             Ok(chunks) => {
                 let chunks = futures::StreamExt::map(chunks, |c| c.map_err(std::io::Error::other));
@@ -425,7 +459,7 @@ impl<B: Backend> super::Daemon<B> {
         };
         match sized {
             Ok(size) => {
-                self.image_cache.put_layer_size(&layer.digest, size);
+                self.record_layer_size(&layer.digest, size).await;
                 size
             }
             Err(error) => {

@@ -108,6 +108,43 @@ impl GrpcBackend {
         })))
     }
 
+    pub(super) async fn info_labels(&self, digest: &str) -> BackendResult<HashMap<String, String>> {
+        let info = self
+            .content()
+            .info(pb::InfoRequest {
+                digest: digest.into(),
+            })
+            .await
+            .map_err(self.err("content info"))?
+            .into_inner()
+            .info
+            .unwrap_or_default();
+        Ok(info.labels.into_iter().collect())
+    }
+
+    pub(super) async fn set_label(
+        &self,
+        digest: &str,
+        key: &str,
+        value: &str,
+    ) -> BackendResult<()> {
+        let req = pb::UpdateRequest {
+            info: Some(pb::Info {
+                digest: digest.into(),
+                labels: [(key.to_string(), value.to_string())].into_iter().collect(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec![format!("labels.{key}")],
+            }),
+        };
+        self.content()
+            .update(req)
+            .await
+            .map(|_| ())
+            .map_err(self.err("content update"))
+    }
+
     pub(super) async fn write_stream(
         &self,
         total: i64,

@@ -172,6 +172,14 @@ impl Backend for GrpcBackend {
         self.write_stream(total, expected, data, labels).await
     }
 
+    async fn content_labels(&self, digest: &str) -> BackendResult<HashMap<String, String>> {
+        self.info_labels(digest).await
+    }
+
+    async fn content_set_label(&self, digest: &str, key: &str, value: &str) -> BackendResult<()> {
+        self.set_label(digest, key, value).await
+    }
+
     async fn image_get(&self, name: &str) -> BackendResult<Image> {
         use svc::images::v1::GetImageRequest;
         let resp = self

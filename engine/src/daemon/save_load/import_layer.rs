@@ -10,7 +10,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::stream_io::{decompressed, sniff, ChannelReader, Compression, HashWriter, Tee};
+use super::stream_io::{
+    decompressed, sniff, tar_size, ChannelReader, Compression, HashWriter, Tee,
+};
 use crate::backend::Backend;
 use crate::daemon::{Daemon, DaemonResult, ImportError};
 
@@ -59,6 +61,8 @@ pub struct ImportedLayer {
     pub size: u64,
     pub diff_id: String,
     pub compression: Compression,
+    /// Its unpacked size (see [`tar_size`]).
+    pub unpacked: i64,
 }
 
 /// Hashes what is read through it and remembers whether the source failed (a broken
@@ -84,7 +88,7 @@ where
 {
     let mut tee = Tee::new(body, sink);
     let mut hash = HashWriter::default();
-    let compression = {
+    let (compression, unpacked) = {
         let mut raw = BufReader::with_capacity(64 << 10, &mut tee);
         let c = sniff(&mut raw).map_err(|source| ImportError::NotTar { source })?;
         let mut plain = Hashing {
@@ -92,20 +96,23 @@ where
             hash: &mut hash,
             failed: false,
         };
-        let checked = tar_entries(&mut plain).and_then(|()| {
+        let checked = tar_size(&mut plain).and_then(|size| {
             // The tar's end blocks and any padding after them are part of the layer.
-            io::copy(&mut plain, &mut io::sink()).map(|_| ())
+            io::copy(&mut plain, &mut io::sink()).map(|_| size)
         });
-        if let Err(source) = checked {
-            return Err(if plain.failed && c != Compression::None {
-                ImportError::Decompress { source }
-            } else {
-                ImportError::NotTar { source }
-            });
-        }
+        let unpacked = match checked {
+            Ok(size) => size,
+            Err(source) => {
+                return Err(if plain.failed && c != Compression::None {
+                    ImportError::Decompress { source }
+                } else {
+                    ImportError::NotTar { source }
+                });
+            }
+        };
         drop(plain);
         io::copy(&mut raw, &mut io::sink()).map_err(|source| ImportError::NotTar { source })?;
-        c
+        (c, unpacked)
     };
     let (digest, size) = tee
         .finish()
@@ -115,15 +122,8 @@ where
         size,
         diff_id: hash.digest(),
         compression,
+        unpacked,
     })
-}
-
-fn tar_entries(r: impl Read) -> io::Result<()> {
-    let mut archive = tar::Archive::new(r);
-    for entry in archive.entries()? {
-        entry?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

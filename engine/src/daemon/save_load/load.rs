@@ -300,6 +300,9 @@ impl<B: Backend> Daemon<B> {
                     }));
                 }
                 contents.stored(path)?;
+                if let Some(size) = f.unpacked {
+                    self.record_layer_size(&f.digest, size).await;
+                }
                 layers.push(Descriptor {
                     media_type: media_type.into(),
                     digest: f.digest.clone(),

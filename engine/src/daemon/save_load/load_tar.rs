@@ -47,6 +47,9 @@ pub struct FileInfo {
     /// The digest of the uncompressed bytes; `None` for compressed data that does not
     /// decompress.
     pub diff_id: Option<String>,
+    /// The unpacked size of a layer (see [`super::stream_io::tar_size`]); `None` for a
+    /// file that is no tar.
+    pub unpacked: Option<i64>,
 }
 
 fn invalid(message: String) -> ArchiveError {
@@ -146,20 +149,20 @@ fn walk_events(body: impl Read, tx: &mpsc::Sender<Event>) -> Result<(), ArchiveE
         })
         .map_err(|e| invalid(e.to_string()))?;
         let mut tee = Tee::new(&mut entry, |b| send(Event::Data(b)));
-        let (compression, diff_id) =
-            hash_blob(&mut tee).map_err(|e| invalid(format!("read {path}: {e}")))?;
+        let facts = hash_blob(&mut tee).map_err(|e| invalid(format!("read {path}: {e}")))?;
         let (digest, size) = tee
             .finish()
             .map_err(|e| invalid(format!("read {path}: {e}")))?;
-        let diff_id = match compression {
+        let diff_id = match facts.compression {
             Compression::None => Some(digest.clone()),
-            _ => diff_id,
+            _ => facts.diff_id,
         };
         send(Event::End(FileInfo {
             digest,
             size,
-            compression,
+            compression: facts.compression,
             diff_id,
+            unpacked: facts.unpacked,
         }))
         .map_err(|e| invalid(e.to_string()))?;
     }

@@ -196,25 +196,79 @@ pub fn decompressed<'a, R: BufRead + 'a>(r: R, c: Compression) -> Box<dyn Read +
     }
 }
 
-/// Reads a whole blob through `tee`: returns its compression and diff ID (the digest
-/// of its uncompressed bytes), `None` when it does not decompress. The caller reads the
-/// raw digest from the tee.
-pub fn hash_blob<R: Read>(tee: R) -> io::Result<(Compression, Option<String>)> {
-    let mut raw = BufReader::with_capacity(64 << 10, tee);
-    let c = sniff(&mut raw)?;
-    if c == Compression::None {
-        io::copy(&mut raw, &mut io::sink())?;
-        return Ok((c, None));
+/// The unpacked size of a layer tar as dockerd's layer store records it (what moby's
+/// archive.UnpackLayer returns): the sum of its entries' sizes, so directories, links and
+/// whiteouts count 0. Reads up to the tar's end marker.
+pub fn tar_size(r: impl Read) -> io::Result<i64> {
+    let mut archive = tar::Archive::new(r);
+    let mut total: i64 = 0;
+    for entry in archive.entries()? {
+        let size = entry?.size();
+        total = total.saturating_add(i64::try_from(size).unwrap_or(i64::MAX));
     }
+    Ok(total)
+}
+
+/// Reads through, hashing what passes when it has a hasher.
+struct Hashing<'a, R> {
+    inner: R,
+    hash: Option<&'a mut HashWriter>,
+}
+
+impl<R: Read> Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hash.as_deref_mut() {
+            h.write_all(&buf[..n])?;
+        }
+        Ok(n)
+    }
+}
+
+/// What reading a whole blob found out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobFacts {
+    pub compression: Compression,
+    /// The digest of the uncompressed bytes, for compressed blobs that decompress
+    /// (the caller has the raw digest, which is the diff ID of an uncompressed blob).
+    pub diff_id: Option<String>,
+    /// [`tar_size`] when the (decompressed) blob is a tar.
+    pub unpacked: Option<i64>,
+}
+
+/// Reads a whole blob through `tee`: tells its compression, diff ID and unpacked size.
+/// The caller reads the raw digest from the tee.
+pub fn hash_blob<R: Read>(tee: R) -> io::Result<BlobFacts> {
+    let mut raw = BufReader::with_capacity(64 << 10, tee);
+    let compression = sniff(&mut raw)?;
     let mut hash = HashWriter::default();
-    let diff_id = {
-        let mut dec = decompressed(&mut raw, c);
-        io::copy(&mut dec, &mut hash).ok().map(|_| ())
+    let (decoded, unpacked) = {
+        let mut plain = Hashing {
+            inner: decompressed(&mut raw, compression),
+            // The raw digest already is an uncompressed blob's diff ID.
+            hash: (compression != Compression::None).then_some(&mut hash),
+        };
+        // A config or manifest is no tar: it just has no unpacked size.
+        let unpacked = tar_size(&mut plain).ok();
+        // What follows the tar (its end padding, or a blob that is no tar) is part of
+        // the uncompressed bytes too.
+        let decoded = match io::copy(&mut plain, &mut io::sink()) {
+            Ok(_) => true,
+            // Reading an uncompressed blob fails only when the upload does.
+            Err(e) if compression == Compression::None => return Err(e),
+            Err(_) => false,
+        };
+        (decoded, unpacked)
     };
     // What follows the compressed stream (or what failed to decompress) still belongs
     // to the blob.
     io::copy(&mut raw, &mut io::sink())?;
-    Ok((c, diff_id.map(|()| hash.digest())))
+    let diff_id = (compression != Compression::None && decoded).then(|| hash.digest());
+    Ok(BlobFacts {
+        compression,
+        diff_id,
+        unpacked: if decoded { unpacked } else { None },
+    })
 }
 
 #[cfg(test)]
@@ -233,10 +287,12 @@ mod tests {
             Ok(())
         });
         let mut tee = tee;
-        let (c, diff_id) = hash_blob(&mut tee).unwrap();
+        let facts = hash_blob(&mut tee).unwrap();
         let (digest, size) = tee.finish().unwrap();
-        assert_eq!(c, Compression::Gzip);
-        assert_eq!(diff_id, Some(crate::daemon::sha256_digest(&plain)));
+        assert_eq!(facts.compression, Compression::Gzip);
+        assert_eq!(facts.diff_id, Some(crate::daemon::sha256_digest(&plain)));
+        // Seven-filled bytes are no tar.
+        assert_eq!(facts.unpacked, None);
         assert_eq!(digest, crate::daemon::sha256_digest(&gz));
         assert_eq!(size, gz.len() as u64);
         assert_eq!(got, gz);
@@ -277,5 +333,30 @@ mod tests {
         let mut r = BufReader::new(&broken[..]);
         let c = sniff(&mut r).unwrap();
         assert!(decompressed(r, c).read_to_end(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_layer_blob_tells_its_unpacked_size_plain_or_compressed() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        b.append_data(&mut h, "d", io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1000);
+        b.append_data(&mut h, "d/f", &[b'x'; 1000][..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let facts = hash_blob(&tar[..]).unwrap();
+        assert_eq!(
+            (facts.compression, facts.diff_id),
+            (Compression::None, None)
+        );
+        assert_eq!(facts.unpacked, Some(1000));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let facts = hash_blob(&gz.finish().unwrap()[..]).unwrap();
+        assert_eq!(facts.diff_id, Some(crate::daemon::sha256_digest(&tar)));
+        assert_eq!(facts.unpacked, Some(1000));
+        assert_eq!(hash_blob(&b"{\"config\": 1}"[..]).unwrap().unpacked, None);
     }
 }
