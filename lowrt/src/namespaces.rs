@@ -115,6 +115,12 @@ impl Join {
                     want: spec_name(kind),
                 })
             }
+            // A bind mount of a namespace file (`ip netns`, container engines) is the
+            // root of its mount, so its fd link reads the mount's path, not `net:[ino]`
+            // (d_path skips d_dname for a mount root): nsfs by its filesystem type, and
+            // setns checks the kind.
+            _ if nix::sys::statfs::fstatfs(&fd)
+                .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::NSFS_MAGIC) => {}
             _ => {
                 return Err(NamespaceError::NotNamespace {
                     path: path.to_path_buf(),
