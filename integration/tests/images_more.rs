@@ -1,5 +1,5 @@
-//! `docker save` / `docker load` (docker-archive and OCI layout), `docker image prune`
-//! and `docker images --filter` through the real docker CLI.
+//! `docker save` / `docker load` (docker-archive and OCI layout), `docker image prune`,
+//! `docker images --filter` and the build cache's use counts through the real docker CLI.
 
 use std::io::Read;
 
@@ -25,6 +25,11 @@ pub fn tests() -> Vec<Spec> {
             name: "images_more::prune_and_filters",
             needs: DOCKER,
             run: prune_and_filters,
+        },
+        Spec {
+            name: "images_more::build_cache_last_used_and_usage_count",
+            needs: DOCKER,
+            run: build_cache_usage,
         },
     ]
 }
@@ -270,5 +275,51 @@ fn import_with_changes() -> Result<()> {
         "RUN is not a valid change command",
     )?;
     s.docker(&["rmi", "imp:1"])?.ok()?;
+    nothing_left(&s)
+}
+
+/// The build cache rows of `docker system df -v` as the CLI renders them.
+fn cache_rows(s: &Stack) -> Result<Vec<serde_json::Value>> {
+    let out = s
+        .docker(&["system", "df", "-v", "--format", "{{json .}}"])?
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(out.out())
+        .with_context(|| format!("system df -v json: {}", out.stdout))?;
+    Ok(v["BuildCache"].as_array().cloned().unwrap_or_default())
+}
+
+/// Each cache entry is used once when made; a rebuild that reuses it counts a use and
+/// moves its LAST USED, as BuildKit's records do in `system df -v`.
+fn build_cache_usage() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let ctx = context(
+        &s,
+        "ctx-usage",
+        &[("Dockerfile", "FROM busybox\nRUN echo a > /a\nENV X=1\n")],
+    )?;
+    s.docker(&["build", "-t", "used", &ctx.to_string_lossy()])?
+        .ok()?;
+    let rows = cache_rows(&s)?;
+    ensure!(rows.len() == 2, "cache rows after one build: {rows:?}");
+    for r in &rows {
+        ensure!(
+            r["UsageCount"] == "1"
+                && r["LastUsedSince"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(" ago")),
+            "a new entry: {r}"
+        );
+    }
+    let again = s
+        .docker(&["build", "-t", "used", &ctx.to_string_lossy()])?
+        .ok()?;
+    expect_contains("rebuild", &again.stdout, "Using cache")?;
+    let rows = cache_rows(&s)?;
+    ensure!(rows.len() == 2, "cache rows after a rebuild: {rows:?}");
+    for r in &rows {
+        ensure!(r["UsageCount"] == "2", "a reused entry: {r}");
+    }
+    s.docker(&["rmi", "used"])?.ok()?;
+    s.docker(&["builder", "prune", "-af"])?.ok()?;
     nothing_left(&s)
 }

@@ -50,6 +50,10 @@ pub struct Entry {
     /// Its layer (or the image itself) is also used by an image that is not cache.
     pub shared: bool,
     pub created: Option<DateTime<Utc>>,
+    /// The last build that reused it (its creation when none did).
+    pub last_used: Option<DateTime<Utc>>,
+    /// Its creation plus every reuse, as BuildKit counts a record's uses.
+    pub usage: u64,
     pub labels: BTreeMap<String, String>,
     names: Vec<String>,
 }
@@ -67,8 +71,8 @@ impl Entry {
             "Shared": self.shared,
             "Size": self.size,
             "CreatedAt": self.created.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
-            "LastUsedAt": Value::Null,
-            "UsageCount": 0,
+            "LastUsedAt": self.last_used.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
+            "UsageCount": self.usage,
         })
     }
 
@@ -102,6 +106,15 @@ fn adds_layer(img: &ImageView) -> bool {
 /// Every cache entry, plus every image (cache or not) to tell which layers are shared.
 pub async fn entries<B: Backend>(d: &Daemon<B>) -> DaemonResult<(Vec<Entry>, Vec<ImageView>)> {
     let images = d.images_with(true).await?;
+    // Reuses are recorded on the cache names' records ([`Daemon::mark_cache_used`]).
+    let uses: HashMap<String, (Option<DateTime<Utc>>, u64)> = d
+        .backend
+        .image_list()
+        .await?
+        .into_iter()
+        .filter(|i| i.name.starts_with(BUILD_CACHE_PREFIX))
+        .map(|i| (i.name, crate::daemon::cache_uses(&i.labels)))
+        .collect();
     let mut used_elsewhere: HashSet<&str> = HashSet::new();
     for img in &images {
         if img.names.iter().any(|n| !n.starts_with(BUILD_CACHE_PREFIX)) {
@@ -119,6 +132,11 @@ pub async fn entries<B: Backend>(d: &Daemon<B>) -> DaemonResult<(Vec<Entry>, Vec
         .collect();
     let mut out = Vec::new();
     for img in &cache {
+        let (last_used, reuses) = img
+            .names
+            .iter()
+            .filter_map(|n| uses.get(n))
+            .fold((None, 0), |(t, n), (lt, ln)| (t.max(*lt), n + ln));
         let h = &img.config.history;
         let parent = h
             .split_last()
@@ -139,6 +157,8 @@ pub async fn entries<B: Backend>(d: &Daemon<B>) -> DaemonResult<(Vec<Entry>, Vec
             size: own.map_or(0, |l| l.size),
             shared,
             created: img.created_at,
+            last_used: last_used.or(img.created_at),
+            usage: 1 + reuses,
             labels: img
                 .config
                 .config
@@ -287,8 +307,9 @@ impl PruneOptions {
         });
         let all = |fs: &[String]| fs.iter().all(|f| label_matches(&e.labels, f));
         let labels_ok = all(&self.labels) && (self.not_labels.is_empty() || !all(&self.not_labels));
-        let old_enough = match (self.keep_duration, e.created) {
-            (Some(ns), Some(created)) => created <= now - chrono::Duration::nanoseconds(ns),
+        // `until`/`unused-for`: BuildKit keeps what was used within the duration.
+        let old_enough = match (self.keep_duration, e.last_used.or(e.created)) {
+            (Some(ns), Some(used)) => used <= now - chrono::Duration::nanoseconds(ns),
             _ => true,
         };
         fields_ok && labels_ok && old_enough
@@ -351,6 +372,8 @@ mod tests {
             size: 10,
             shared,
             created: Some(Utc::now() - chrono::Duration::hours(age_h)),
+            last_used: None,
+            usage: 1,
             labels: BTreeMap::from([("a".to_string(), "b".to_string())]),
             names: Vec::new(),
         }

@@ -270,6 +270,9 @@ impl<B: Backend> Builder<'_, B> {
     pub async fn try_cache(&self, stage: &mut Stage, key: &str) -> Result<bool, BuildError> {
         match self.cached(key).await? {
             Some(img) => {
+                self.d
+                    .mark_cache_used(&format!("{BUILD_CACHE_PREFIX}{key}"))
+                    .await;
                 self.out
                     .stream(format!(" ---> Using cache\n ---> {}\n", short(&img.id)))
                     .await;

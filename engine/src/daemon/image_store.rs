@@ -19,6 +19,22 @@ use crate::types::ImageConfig;
 /// from image listings like dockerd's intermediate images.
 pub const BUILD_CACHE_PREFIX: &str = "berth-build-cache@";
 const SNAPSHOTTER: &str = "overlayfs";
+/// Labels on a build cache name's record: when a build last reused it, and how often.
+const CACHE_LAST_USED: &str = "berth.build.last-used";
+const CACHE_REUSES: &str = "berth.build.reuses";
+
+/// The last reuse and the number of reuses a cache record's labels say.
+pub fn cache_uses(labels: &HashMap<String, String>) -> (Option<chrono::DateTime<Utc>>, u64) {
+    let last = labels
+        .get(CACHE_LAST_USED)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let n = labels
+        .get(CACHE_REUSES)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (last, n)
+}
 
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
@@ -160,6 +176,27 @@ impl<B: Backend> Daemon<B> {
         match self.backend.image_delete(&dangling).await {
             Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
+        }
+    }
+
+    /// Records that a build reused the cache entry `name` (`LastUsedAt`, `UsageCount` in
+    /// `system df -v`). Best effort: a build does not fail over its statistics.
+    pub async fn mark_cache_used(&self, name: &str) {
+        let marked = async {
+            let mut img = self.backend.image_get(name).await?;
+            let (_, n) = cache_uses(&img.labels);
+            let now = Utc::now();
+            img.labels.insert(
+                CACHE_LAST_USED.into(),
+                now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            );
+            img.labels.insert(CACHE_REUSES.into(), (n + 1).to_string());
+            img.updated_at = Some(now);
+            self.backend.image_put(img).await
+        }
+        .await;
+        if let Err(error) = marked {
+            tracing::warn!(%name, %error, "cannot record a build cache reuse");
         }
     }
 

@@ -50,7 +50,7 @@ pub mod health_api {
     pub use super::health::{drop_start_interval, filter_status, is_filter_value};
 }
 pub use image_ops::ImageDeleted;
-pub use image_store::{sha256_digest, Stored, BUILD_CACHE_PREFIX};
+pub use image_store::{cache_uses, sha256_digest, Stored, BUILD_CACHE_PREFIX};
 pub use images::{chain_id, ImageView, ImportError, MEDIA_LAYER_TAR};
 pub use init::{InitConfig, DEFAULT_INIT_PATH};
 pub use lifecycle::WaitOutcome;
