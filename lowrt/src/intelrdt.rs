@@ -83,6 +83,10 @@ pub struct RdtGroup {
     /// Whether this container made `path` (then `delete` removes it; a closID group that
     /// was there before is shared and stays).
     pub created: bool,
+    /// Named by `closID`, so other containers may have joined it since: removed only
+    /// when no task is left in it.
+    #[serde(default)]
+    pub shared: bool,
     /// `mon_groups/<id>` when `enableMonitoring` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mon_group: Option<PathBuf>,
@@ -137,6 +141,7 @@ impl RdtGroup {
             .then(|| path.join("mon_groups").join(id));
         Ok(Self {
             created: false,
+            shared: cfg.clos_id().is_some(),
             path,
             root,
             mon_group,
@@ -222,14 +227,18 @@ impl RdtGroup {
         Ok(())
     }
 
-    /// Removes the monitoring group and, if this container made it, the group (its tasks
-    /// fall back to the parent group). Missing directories are fine: delete may run twice.
+    /// Removes the monitoring group and, if this container made it, the group (rmdir of a
+    /// group with tasks would move them to the root group: a closID group that another
+    /// container has joined since therefore stays). Missing directories are fine: delete
+    /// may run twice.
     pub fn destroy(&self) -> Result<(), RdtError> {
-        let groups = self
-            .mon_group
-            .iter()
-            .chain(self.created.then_some(&self.path));
-        for dir in groups {
+        let in_use =
+            || std::fs::read_to_string(self.path.join("tasks")).is_ok_and(|t| !t.trim().is_empty());
+        let own = self.created && !(self.shared && in_use());
+        if self.created && !own {
+            tracing::debug!(path = %self.path.display(), "resctrl group still has tasks: kept");
+        }
+        for dir in self.mon_group.iter().chain(own.then_some(&self.path)) {
             remove_group(dir).map_err(io_err("remove resctrl group", dir))?;
         }
         Ok(())

@@ -131,11 +131,20 @@ fn existing_closid_is_shared_and_kept() {
     assert!(!mon.exists());
     assert!(shared.is_dir(), "a shared closID group must stay");
 
-    // A closID group that did not exist is made and removed like a container's own.
+    // A closID group that did not exist is made and removed like a container's own, once
+    // no task is left in it (another container may have joined it meanwhile).
     let c = cfg(r#"{"closID":"silver"}"#);
     let mut g = RdtGroup::plan(&c, "c3", Some(tree.path().into())).unwrap();
     g.create(&c).unwrap();
     assert!(g.created && tree.path().join("silver").is_dir());
+    g.add_task(88).unwrap();
+    g.destroy().unwrap();
+    assert!(
+        tree.path().join("silver").is_dir(),
+        "removed with a task in it"
+    );
+    // What the kernel shows once the tasks have exited.
+    std::fs::write(tree.path().join("silver/tasks"), "").unwrap();
     g.destroy().unwrap();
     assert!(!tree.path().join("silver").exists());
 }
