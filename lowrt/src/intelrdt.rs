@@ -67,8 +67,16 @@ pub fn mount_point(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
+/// Names a directory to use as the resctrl root instead of the mount: the integration
+/// tests' fake tree (CI hosts have no resctrl), so create/exec/update/events/delete are
+/// tested end to end. Not a user interface.
+pub const TEST_ROOT_ENV: &str = "_BERTH_LOWRT_TEST_RESCTRL";
+
 /// This host's resctrl mount, if any.
 pub fn host_root() -> Option<PathBuf> {
+    if let Some(root) = std::env::var_os(TEST_ROOT_ENV) {
+        return Some(root.into());
+    }
     mount_point(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod exec;
 mod hooks;
 mod idmap;
+mod intelrdt;
 mod lifecycle;
 mod mounts;
 mod nopivot;
