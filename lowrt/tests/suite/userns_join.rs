@@ -117,23 +117,32 @@ fn joined_user_namespace_with_its_net_and_uts(rt: &Runtime) {
     );
     env.write_config(&config);
     let out = env.run(&["run", "ujoin3"]);
-    let want = [
-        holder.link("user"),
-        holder.link("net"),
-        holder.link("uts"),
-        "holder-uts".into(),
-        "mtu 1234".into(),
-        "0".into(),
-    ];
+    let want = expected(&holder, &holder, &holder, 1234);
     drop(holder);
+    assert_sees(rt, &out, &want);
+    env.assert_nothing_left("ujoin3");
+}
+
+/// What SCRIPT prints in a container that joined these holders' namespaces.
+fn expected(user: &Holder, net: &Holder, uts: &Holder, mtu: u32) -> Vec<String> {
+    vec![
+        user.link("user"),
+        net.link("net"),
+        uts.link("uts"),
+        "holder-uts".into(),
+        format!("mtu {mtu}"),
+        "0".into(),
+    ]
+}
+
+fn assert_sees(rt: &Runtime, out: &std::process::Output, want: &[String]) {
     assert_eq!(
-        stdout(&out).lines().collect::<Vec<_>>(),
+        stdout(out).lines().collect::<Vec<_>>(),
         want,
         "{}: {}",
         rt.name,
-        stderr(&out)
+        stderr(out)
     );
-    env.assert_nothing_left("ujoin3");
 }
 
 /// A joined user namespace with a network namespace the host's user namespace owns (held
@@ -161,14 +170,7 @@ fn joined_user_namespace_with_a_host_owned_net(rt: &Runtime) {
         .retain(|m| !["sysfs", "cgroup"].contains(&m["type"].as_str().unwrap()));
     env.write_config(&config);
     let out = env.run(&["run", "ujoinh"]);
-    let want = [
-        pod.link("user"),
-        net.link("net"),
-        pod.link("uts"),
-        "holder-uts".into(),
-        "mtu 4321".into(),
-        "0".into(),
-    ];
+    let want = expected(&pod, &net, &pod, 4321);
     drop((pod, net));
     if rt.name == "runc" {
         assert!(
@@ -178,13 +180,7 @@ fn joined_user_namespace_with_a_host_owned_net(rt: &Runtime) {
         env.assert_nothing_left("ujoinh");
         return;
     }
-    assert_eq!(
-        stdout(&out).lines().collect::<Vec<_>>(),
-        want,
-        "{}: {}",
-        rt.name,
-        stderr(&out)
-    );
+    assert_sees(rt, &out, &want);
     env.assert_nothing_left("ujoinh");
 }
 
