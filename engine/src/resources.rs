@@ -35,6 +35,11 @@ pub enum ResourceError {
     CpuPeriod,
     #[error("CPU cfs quota can not be less than 1ms (i.e. 1000)")]
     CpuQuota,
+    /// moby 28's `validateResources` (cgroup v2, or a kernel without RT group scheduling).
+    #[error("kernel does not support CPU real-time scheduler")]
+    NoRealtime,
+    #[error("cpu real-time runtime cannot be higher than cpu real-time period")]
+    RealtimeRuntime,
     #[error("Range of blkio weight is from 10 to 1000")]
     BlkioWeight,
     #[error("Invalid value {value} for cpuset {what}: invalid format: {value}")]
@@ -78,6 +83,9 @@ pub struct HostCpus {
     /// Like `0-3`: the CPUs and memory nodes containers may use.
     pub cpus: String,
     pub mems: String,
+    /// The cgroup v1 cpu controller has real-time group scheduling (`cpu.rt_runtime_us`),
+    /// dockerd's `sysInfo.CPURealtime`.
+    pub realtime: bool,
 }
 
 impl HostCpus {
@@ -103,7 +111,13 @@ impl HostCpus {
             "/sys/devices/system/node/online",
         ])
         .unwrap_or_else(|| "0".into());
-        Self { ncpu, cpus, mems }
+        let realtime = std::path::Path::new("/sys/fs/cgroup/cpu/cpu.rt_runtime_us").exists();
+        Self {
+            ncpu,
+            cpus,
+            mems,
+            realtime,
+        }
     }
 }
 
@@ -117,6 +131,9 @@ pub struct Resources {
     pub cpu_shares: i64,
     pub cpu_period: i64,
     pub cpu_quota: i64,
+    /// cgroup v1 `cpu.rt_period_us` / `cpu.rt_runtime_us` (`--cpu-rt-period/-runtime`).
+    pub cpu_rt_period: i64,
+    pub cpu_rt_runtime: i64,
     pub cpuset_cpus: String,
     pub cpuset_mems: String,
     /// `None`: unset (no pids limit); zero or negative: unlimited, as dockerd reads it.
@@ -146,6 +163,8 @@ impl Resources {
             cpu_shares: int(map, "CpuShares"),
             cpu_period: int(map, "CpuPeriod"),
             cpu_quota: int(map, "CpuQuota"),
+            cpu_rt_period: int(map, "CpuRealtimePeriod"),
+            cpu_rt_runtime: int(map, "CpuRealtimeRuntime"),
             cpuset_cpus: text(map, "CpusetCpus"),
             cpuset_mems: text(map, "CpusetMems"),
             pids_limit: map.get("PidsLimit").and_then(Value::as_i64),
@@ -170,6 +189,8 @@ impl Resources {
         e.insert("CpuShares".into(), json!(self.cpu_shares));
         e.insert("CpuPeriod".into(), json!(self.cpu_period));
         e.insert("CpuQuota".into(), json!(self.cpu_quota));
+        e.insert("CpuRealtimePeriod".into(), json!(self.cpu_rt_period));
+        e.insert("CpuRealtimeRuntime".into(), json!(self.cpu_rt_runtime));
         e.insert("CpusetCpus".into(), json!(self.cpuset_cpus));
         e.insert("CpusetMems".into(), json!(self.cpuset_mems));
         e.insert("PidsLimit".into(), json!(self.pids_limit));
@@ -212,6 +233,15 @@ impl Resources {
         }
         if self.cpu_quota > 0 && self.cpu_quota < 1000 {
             return Err(E::CpuQuota);
+        }
+        if (self.cpu_rt_period != 0 || self.cpu_rt_runtime != 0) && !host.realtime {
+            return Err(E::NoRealtime);
+        }
+        if self.cpu_rt_period != 0
+            && self.cpu_rt_runtime != 0
+            && self.cpu_rt_runtime > self.cpu_rt_period
+        {
+            return Err(E::RealtimeRuntime);
         }
         check_cpuset("cpus", &self.cpuset_cpus, &host.cpus)?;
         check_cpuset("mems", &self.cpuset_mems, &host.mems)?;
@@ -258,6 +288,8 @@ impl Resources {
         set(&mut self.nano_cpus, new.nano_cpus);
         set(&mut self.cpu_period, new.cpu_period);
         set(&mut self.cpu_quota, new.cpu_quota);
+        set(&mut self.cpu_rt_period, new.cpu_rt_period);
+        set(&mut self.cpu_rt_runtime, new.cpu_rt_runtime);
         set(&mut self.memory, new.memory);
         set(&mut self.memory_swap, new.memory_swap);
         set(&mut self.memory_reservation, new.memory_reservation);
@@ -312,6 +344,12 @@ impl Resources {
         }
         if self.cpu_quota != 0 {
             cpu.insert("quota".into(), json!(self.cpu_quota));
+        }
+        if self.cpu_rt_period != 0 {
+            cpu.insert("realtimePeriod".into(), json!(self.cpu_rt_period));
+        }
+        if self.cpu_rt_runtime != 0 {
+            cpu.insert("realtimeRuntime".into(), json!(self.cpu_rt_runtime));
         }
         if !cpu.is_empty() {
             out.insert("cpu".into(), Value::Object(cpu));

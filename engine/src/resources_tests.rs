@@ -7,6 +7,7 @@ fn host() -> HostCpus {
         ncpu: 2,
         cpus: "0-1".into(),
         mems: "0".into(),
+        realtime: true,
     }
 }
 
@@ -112,4 +113,33 @@ fn create_doubles_memory_for_swap_and_round_trips() {
     assert_eq!(r.memory, 64 << 20);
     h.memory = 1;
     assert!(check_create(&mut h).is_err());
+}
+
+#[test]
+fn realtime_cpu_checks_merge_and_oci() {
+    let r = res(json!({"CpuRealtimePeriod": 1000, "CpuRealtimeRuntime": 2000}));
+    assert_eq!(
+        r.verify(false, &host()).unwrap_err().to_string(),
+        "cpu real-time runtime cannot be higher than cpu real-time period"
+    );
+    let no_rt = HostCpus {
+        realtime: false,
+        ..host()
+    };
+    let r = res(json!({"CpuRealtimeRuntime": 500}));
+    assert_eq!(
+        r.verify(true, &no_rt).unwrap_err().to_string(),
+        "kernel does not support CPU real-time scheduler"
+    );
+    assert!(r.verify(true, &host()).is_ok());
+    let mut cur = res(json!({"CpuRealtimePeriod": 100_000}));
+    cur.merge(&r).unwrap();
+    assert_eq!((cur.cpu_rt_period, cur.cpu_rt_runtime), (100_000, 500));
+    assert_eq!(
+        cur.to_oci()["cpu"],
+        json!({"realtimePeriod": 100_000, "realtimeRuntime": 500})
+    );
+    let mut host_config = crate::types::HostConfig::default();
+    cur.store(&mut host_config);
+    assert_eq!(host_config.extra["CpuRealtimeRuntime"], json!(500));
 }

@@ -1,6 +1,7 @@
 //! Runtime gaps closed in session 5, through the real docker CLI: a container's stdin
 //! outlives an engine restart (`run -dit` and `run -di`, then `attach`), while `run -i`
-//! still ends the container's input at the client's EOF.
+//! still ends the container's input at the client's EOF. `--cpu-rt-period/--cpu-rt-runtime`
+//! on create and update (cgroup v1), `--kernel-memory` dropped as dockerd 28 drops it.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use berth_integration::pty::PtyChild;
 use berth_integration::stack::Daemon;
 use berth_integration::{wait_until, Stack};
 
-use crate::common::{inspect, Spec, DOCKER};
+use crate::common::{container_id, expect_contains, inspect, Spec, DOCKER};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -24,6 +25,11 @@ pub fn tests() -> Vec<Spec> {
             name: "runtime_more::run_i_stdin_eof_reaches_the_container",
             needs: DOCKER,
             run: run_i_eof,
+        },
+        Spec {
+            name: "runtime_more::cpu_rt_and_kernel_memory_on_run_and_update",
+            needs: DOCKER,
+            run: cpu_rt_and_kmem,
         },
     ]
 }
@@ -134,5 +140,154 @@ fn run_i_eof() -> Result<()> {
         v["Config"]["StdinOnce"]
     );
     s.docker(&["rm", "ri"])?.ok()?;
+    Ok(())
+}
+
+fn cpu_rt_and_kmem() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let parent = std::path::PathBuf::from("/sys/fs/cgroup/cpu").join(&s.cgroup_name);
+    if !std::path::Path::new("/sys/fs/cgroup/cpu/cpu.rt_runtime_us").exists() {
+        let out = s.docker(&["run", "--rm", "--cpu-rt-runtime", "1000", "busybox", "true"])?;
+        return expect_contains(
+            "run --cpu-rt-runtime without RT group scheduling",
+            &out.expect_code(125)?.stderr,
+            "kernel does not support CPU real-time scheduler",
+        );
+    }
+    // A new cgroup has no real-time budget: give the stack's parent 5% of the CPU, as
+    // dockerd's --cpu-rt-runtime does for its parent (removed with the stack's cgroups).
+    std::fs::create_dir_all(&parent)?;
+    std::fs::write(parent.join("cpu.rt_runtime_us"), "50000")?;
+    let id = container_id(
+        &s.docker(&[
+            "run",
+            "-d",
+            "--name",
+            "rt",
+            "--cpu-rt-period",
+            "100000",
+            "--cpu-rt-runtime",
+            "1000",
+            "busybox",
+            "sleep",
+            "1000",
+        ])?
+        .ok()?
+        .stdout,
+    )?;
+    let rt_file = |f: &str| -> Result<String> {
+        Ok(std::fs::read_to_string(parent.join(&id).join(f))?
+            .trim()
+            .to_string())
+    };
+    ensure!(
+        rt_file("cpu.rt_period_us")? == "100000" && rt_file("cpu.rt_runtime_us")? == "1000",
+        "cgroup rt period/runtime {} {}",
+        rt_file("cpu.rt_period_us")?,
+        rt_file("cpu.rt_runtime_us")?
+    );
+    s.docker(&["update", "--cpu-rt-runtime", "2000", "rt"])?
+        .ok()?;
+    ensure!(
+        rt_file("cpu.rt_runtime_us")? == "2000",
+        "update not applied"
+    );
+    let hc = &inspect(&s, "rt")?["HostConfig"];
+    ensure!(
+        hc["CpuRealtimePeriod"] == 100_000 && hc["CpuRealtimeRuntime"] == 2000,
+        "inspect HostConfig rt fields {} {}",
+        hc["CpuRealtimePeriod"],
+        hc["CpuRealtimeRuntime"]
+    );
+    // Over the parent's budget: the kernel refuses, the container keeps its value.
+    let out = s.docker(&["update", "--cpu-rt-runtime", "90000", "rt"])?;
+    let err = out.expect_code(1)?.stderr;
+    expect_contains(
+        "update over the RT budget",
+        &err,
+        &format!("Cannot update container {id}"),
+    )?;
+    expect_contains("update over the RT budget", &err, "cpu.rt_runtime_us")?;
+    ensure!(
+        rt_file("cpu.rt_runtime_us")? == "2000",
+        "failed update changed the cgroup"
+    );
+    ensure!(
+        inspect(&s, "rt")?["HostConfig"]["CpuRealtimeRuntime"] == 2000,
+        "failed update changed the record"
+    );
+    let out = s.docker(&[
+        "update",
+        "--cpu-rt-period",
+        "1000",
+        "--cpu-rt-runtime",
+        "2000",
+        "rt",
+    ])?;
+    expect_contains(
+        "update with runtime above period",
+        &out.expect_code(1)?.stderr,
+        "Error response from daemon: cpu real-time runtime cannot be higher than cpu real-time period",
+    )?;
+    let out = s.docker(&[
+        "run",
+        "--rm",
+        "--cpu-rt-period",
+        "1000",
+        "--cpu-rt-runtime",
+        "2000",
+        "busybox",
+        "true",
+    ])?;
+    expect_contains(
+        "run with runtime above period",
+        &out.expect_code(125)?.stderr,
+        "cpu real-time runtime cannot be higher than cpu real-time period",
+    )?;
+
+    // --kernel-memory: dropped without a word for today's clients, with dockerd's warning
+    // for API < 1.42.
+    let out = s
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "km",
+            "--kernel-memory",
+            "16m",
+            "busybox",
+            "sleep",
+            "1000",
+        ])?
+        .ok()?;
+    ensure!(
+        !out.stderr.contains("kernel memory"),
+        "run --kernel-memory said {:?}",
+        out.stderr
+    );
+    ensure!(
+        inspect(&s, "km")?["HostConfig"]["KernelMemory"].is_null(),
+        "KernelMemory kept (dockerd 28 omits it): {}",
+        inspect(&s, "km")?["HostConfig"]["KernelMemory"]
+    );
+    let old = berth_integration::http::request(
+        &s.engine_sock(),
+        "POST",
+        "/v1.41/containers/km/update",
+        br#"{"KernelMemory": 16777216}"#,
+    )?;
+    ensure!(
+        old.status == 200
+            && old.body.contains("Your kernel does not support kernel memory limit capabilities or the cgroup is not mounted. Limitation discarded."),
+        "API 1.41 update with KernelMemory: {} {}",
+        old.status,
+        old.body
+    );
+    ensure!(
+        inspect(&s, "km")?["HostConfig"]["KernelMemory"].is_null(),
+        "KernelMemory stored: {}",
+        inspect(&s, "km")?["HostConfig"]["KernelMemory"]
+    );
+    s.docker(&["rm", "-f", "rt", "km"])?.ok()?;
     Ok(())
 }

@@ -48,6 +48,11 @@ pub async fn handle<B: Backend>(daemon: Arc<Daemon<B>>, req: Request<Incoming>) 
 
 /// JSON request bodies are small; anything bigger is a mistake or an attack.
 const JSON_BODY_LIMIT: usize = 16 << 20;
+/// The API version from which dockerd ignores `KernelMemory` without a word.
+const API_1_42: super::version::ApiVersion = super::version::ApiVersion {
+    major: 1,
+    minor: 42,
+};
 type UploadBody = crate::backend::UploadStream;
 
 async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
@@ -275,11 +280,16 @@ async fn dispatch<B: Backend>(
             {
                 crate::daemon::health_api::drop_start_interval(&mut body.config.extra);
             }
+            let warnings =
+                daemon::discard_kernel_memory(&mut body.host_config.extra, version < API_1_42);
             let id = detached(&d, move |d| async move {
                 d.create_container(name.as_deref(), body).await
             })
             .await?;
-            json_response(StatusCode::CREATED, &json!({"Id": id, "Warnings": []}))
+            json_response(
+                StatusCode::CREATED,
+                &json!({"Id": id, "Warnings": warnings}),
+            )
         }
         Route::ContainerList {
             all,
@@ -372,8 +382,10 @@ async fn dispatch<B: Backend>(
         }
         Route::ContainerUpdate { id } => {
             check_json(req.headers())?;
-            let body: serde_json::Map<String, serde_json::Value> =
+            let (version, _) = super::version::split_version(req.uri().path())?;
+            let mut body: serde_json::Map<String, serde_json::Value> =
                 decode_json(&body_bytes(req).await?)?;
+            let mut kmem = daemon::discard_kernel_memory(&mut body, version < API_1_42);
             let update = daemon::UpdateRequest::from_map(&body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
             let warnings = detached(
@@ -381,7 +393,8 @@ async fn dispatch<B: Backend>(
                 move |d| async move { d.update_container(&id, update).await },
             )
             .await?;
-            json_response(StatusCode::OK, &json!({ "Warnings": warnings }))
+            kmem.extend(warnings);
+            json_response(StatusCode::OK, &json!({ "Warnings": kmem }))
         }
         Route::ContainerRemove { id, force, volumes } => {
             detached(&d, move |d| async move {

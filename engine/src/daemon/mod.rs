@@ -59,7 +59,7 @@ pub use save_load::ArchiveError;
 pub use stdin::StdinSink;
 pub use top::{TopBody, TopError};
 pub use tty::{console_size, parse_detach_keys, parse_dimension, DetachWatch};
-pub use update::{UpdateError, UpdateRequest};
+pub use update::{discard_kernel_memory, UpdateError, UpdateRequest};
 pub use views::{
     container_inspect, container_summary, human_duration, image_inspect, image_summary,
 };

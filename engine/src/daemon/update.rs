@@ -48,6 +48,26 @@ impl UpdateRequest {
     }
 }
 
+/// dockerd's warning when it drops a kernel memory limit.
+pub const KERNEL_MEMORY_WARNING: &str = "Your kernel does not support kernel memory limit capabilities or the cgroup is not mounted. Limitation discarded.";
+
+/// `KernelMemory` of a create or update body (`--kernel-memory`): never applied, as no
+/// host Berth runs on enforces it (cgroup v2 has no such limit; on v1, Linux 6.1 made
+/// `memory.kmem.limit_in_bytes` a no-op). dockerd 28 zeroes the field silently for API
+/// 1.42 and newer; older clients (`legacy`) get its "discarded" warning instead.
+pub fn discard_kernel_memory(fields: &mut Map<String, Value>, legacy: bool) -> Vec<String> {
+    // Removed rather than zeroed: dockerd 28 omits the deprecated field when it is 0.
+    let Some(v) = fields.remove("KernelMemory") else {
+        return Vec::new();
+    };
+    if v.as_i64().is_some_and(|n| n > 0) && legacy {
+        tracing::warn!("{KERNEL_MEMORY_WARNING}");
+        vec![KERNEL_MEMORY_WARNING.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Puts `resources` into a spec's `linux.resources`, keeping what else is there
 /// (the device rules).
 fn set_spec_resources(spec: &mut Value, resources: Map<String, Value>) {
@@ -241,6 +261,22 @@ mod tests {
             .update_container(&id, upd(json!({"RestartPolicy": {"Name": "sometimes"}})))
             .await
             .is_err());
+    }
+
+    #[test]
+    fn kernel_memory_is_dropped_with_a_warning_for_old_clients() {
+        let mut body = json!({"KernelMemory": 8 << 20, "Memory": 0});
+        let fields = body.as_object_mut().unwrap();
+        assert!(discard_kernel_memory(fields, false).is_empty());
+        assert!(!fields.contains_key("KernelMemory"));
+        fields.insert("KernelMemory".into(), json!(8 << 20));
+        assert_eq!(
+            discard_kernel_memory(fields, true),
+            vec![KERNEL_MEMORY_WARNING.to_string()]
+        );
+        assert!(!fields.contains_key("KernelMemory"));
+        fields.insert("KernelMemory".into(), json!(0));
+        assert!(discard_kernel_memory(fields, true).is_empty());
     }
 
     #[test]
