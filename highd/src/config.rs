@@ -62,6 +62,17 @@ struct FileConfig {
     runtimes: BTreeMap<String, FileRuntime>,
     #[serde(default)]
     gc: FileGc,
+    #[serde(default)]
+    snapshotter: FileSnapshotter,
+}
+
+/// `[snapshotter]`: `mode = "copy"` forces the copying snapshotter even where overlayfs
+/// works (tests of the fallback, filesystems overlay misbehaves on); `"auto"` (the
+/// default) probes overlayfs at start.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSnapshotter {
+    mode: Option<String>,
 }
 
 /// `[gc]`: seconds, so the file needs no duration syntax.
@@ -106,6 +117,8 @@ pub struct Config {
     pub gc_interval: Option<Duration>,
     /// Overrides the GC's grace period for unreferenced young objects.
     pub gc_grace: Option<Duration>,
+    /// `Some(Mode::Copy)`: the copying snapshotter whatever overlayfs can do; `None` probes.
+    pub snapshot_mode: Option<crate::snapshots::Mode>,
 }
 
 impl Config {
@@ -160,6 +173,18 @@ impl Config {
             Some(0) => None,
             Some(secs) => Some(Duration::from_secs(secs)),
         };
+        let snapshot_mode = match file.snapshotter.mode.as_deref() {
+            None | Some("auto") => None,
+            Some("copy") => Some(crate::snapshots::Mode::Copy),
+            Some(other) => {
+                return Err(ConfigError::Parse {
+                    path: flags.config.clone().unwrap_or_default(),
+                    message: format!(
+                        "snapshotter.mode must be \"auto\" or \"copy\", got {other:?}"
+                    ),
+                })
+            }
+        };
         Ok(Config {
             root,
             state,
@@ -167,6 +192,7 @@ impl Config {
             runtimes,
             gc_interval,
             gc_grace: file.gc.grace.map(Duration::from_secs),
+            snapshot_mode,
         })
     }
 
@@ -318,6 +344,34 @@ mod tests {
         assert_eq!(
             cfg.runtimes["custom"].runtime,
             PathBuf::from("/usr/sbin/runc")
+        );
+    }
+
+    #[test]
+    fn snapshotter_mode_copy_auto_and_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let flags = Flags {
+                config: Some(path.clone()),
+                ..flags_with_bins()
+            };
+            Config::load(flags, Path::new("/x/h"))
+        };
+        let mode = |text: &str| load(text).unwrap().snapshot_mode;
+        assert_eq!(
+            mode("[snapshotter]\nmode = \"copy\"\n"),
+            Some(crate::snapshots::Mode::Copy)
+        );
+        assert_eq!(mode("[snapshotter]\nmode = \"auto\"\n"), None);
+        assert_eq!(mode(""), None);
+        let err = load("[snapshotter]\nmode = \"zfs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("snapshotter.mode") && err.contains("zfs"),
+            "{err}"
         );
     }
 

@@ -127,9 +127,11 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), ServerError> {
     let uuid = crate::introspection::server_uuid(&cfg.root)?;
     let exchange = Exchange::new();
     let mut storage =
-        Storage::open(&cfg.root, db.clone(), None).map_err(|source| ServerError::Store {
-            what: "content store and snapshotter",
-            source,
+        Storage::open(&cfg.root, db.clone(), cfg.snapshot_mode).map_err(|source| {
+            ServerError::Store {
+                what: "content store and snapshotter",
+                source,
+            }
         })?;
     if let Some(grace) = cfg.gc_grace {
         storage = storage.with_gc_grace(grace);

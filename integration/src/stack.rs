@@ -82,6 +82,8 @@ pub struct Stack {
     pub engine_args: Vec<String>,
     /// Extra engine environment variables (`SSL_CERT_FILE`), from the next start on.
     pub engine_env: Vec<(String, String)>,
+    /// highd's `--config` file (`<dir>/highd.toml`), when the stack was given one.
+    highd_config: Option<PathBuf>,
     highd: Option<Child>,
     engine: Option<Child>,
 }
@@ -120,6 +122,18 @@ impl Stack {
 
     /// `start` with extra engine flags.
     pub fn start_with(engine_args: Vec<String>) -> Result<Stack> {
+        Self::start_opts(engine_args, None)
+    }
+
+    /// `with_busybox` whose highd reads `highd_toml` as its config file (e.g.
+    /// `[snapshotter] mode = "copy"`).
+    pub fn with_busybox_highd_config(highd_toml: &str) -> Result<Stack> {
+        let stack = Self::start_opts(Vec::new(), Some(highd_toml))?;
+        stack.import_busybox()?;
+        Ok(stack)
+    }
+
+    fn start_opts(engine_args: Vec<String>, highd_toml: Option<&str>) -> Result<Stack> {
         let bins = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("bt-")
@@ -145,10 +159,16 @@ impl Stack {
             ),
             engine_args,
             engine_env: Vec::new(),
+            highd_config: None,
             highd: None,
             engine: None,
         };
         std::fs::create_dir_all(stack.dir.join("dc"))?;
+        if let Some(text) = highd_toml {
+            let path = stack.dir.join("highd.toml");
+            std::fs::write(&path, text)?;
+            stack.highd_config = Some(path);
+        }
         stack.start_daemon(Daemon::Highd)?;
         stack.start_daemon(Daemon::Engine)?;
         Ok(stack)
@@ -162,12 +182,16 @@ impl Stack {
     /// `with_busybox` with extra engine flags.
     pub fn with_busybox_args(engine_args: Vec<String>) -> Result<Stack> {
         let stack = Stack::start_with(engine_args)?;
-        let tar = stack.busybox_tar()?;
-        stack
-            .docker(&["import", &tar.to_string_lossy(), "busybox"])?
+        stack.import_busybox()?;
+        Ok(stack)
+    }
+
+    fn import_busybox(&self) -> Result<()> {
+        let tar = self.busybox_tar()?;
+        self.docker(&["import", &tar.to_string_lossy(), "busybox"])?
             .ok()
             .context("docker import of the busybox image")?;
-        Ok(stack)
+        Ok(())
     }
 
     /// A bridge name of this stack's own for a test's user-defined network
@@ -209,7 +233,12 @@ impl Stack {
                 .arg("--state")
                 .arg(d.join("hs"))
                 .arg("--address")
-                .arg(self.highd_sock()),
+                .arg(self.highd_sock())
+                .args(
+                    self.highd_config
+                        .iter()
+                        .flat_map(|c| [Path::new("--config"), c]),
+                ),
             Daemon::Engine => cmd
                 .arg("--data-root")
                 .arg(d.join("e"))

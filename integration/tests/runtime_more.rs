@@ -2,6 +2,7 @@
 //! outlives an engine restart (`run -dit` and `run -di`, then `attach`), while `run -i`
 //! still ends the container's input at the client's EOF. `--cpu-rt-period/--cpu-rt-runtime`
 //! on create and update (cgroup v1), `--kernel-memory` dropped as dockerd 28 drops it.
+//! `docker diff` on highd's copying snapshotter (`[snapshotter] mode = "copy"`).
 
 use std::time::Duration;
 
@@ -30,6 +31,11 @@ pub fn tests() -> Vec<Spec> {
             name: "runtime_more::cpu_rt_and_kernel_memory_on_run_and_update",
             needs: DOCKER,
             run: cpu_rt_and_kmem,
+        },
+        Spec {
+            name: "runtime_more::diff_on_the_copying_snapshotter",
+            needs: DOCKER,
+            run: diff_copying,
         },
     ]
 }
@@ -289,5 +295,69 @@ fn cpu_rt_and_kmem() -> Result<()> {
         inspect(&s, "km")?["HostConfig"]["KernelMemory"]
     );
     s.docker(&["rm", "-f", "rt", "km"])?.ok()?;
+    Ok(())
+}
+
+fn diff_copying() -> Result<()> {
+    let s = Stack::with_busybox_highd_config("[snapshotter]\nmode = \"copy\"\n")?;
+    let log = std::fs::read_to_string(s.dir.join("highd.log"))?;
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("snapshotter ready") && l.contains("Copy")),
+        "highd did not start the copying snapshotter:\n{log}"
+    );
+    s.docker(&[
+        "run",
+        "--name",
+        "cp1",
+        "-v",
+        "vol:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /created; echo v > /data/inside; rm /bin/ls; mkdir -p /var/x; \
+         echo 2 >> /etc/passwd; chmod 750 /usr; chown 1:1 /tmp; rm -r /root; touch /root",
+    ])?
+    .ok()?;
+    let out = s.docker(&["diff", "cp1"])?.ok()?;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    // dockerd's naive (vfs) differ on the same change: a directory is modified by its
+    // metadata or by a change below it, never by its mtime alone.
+    let want = [
+        "C /bin",
+        "D /bin/ls",
+        "A /created",
+        "A /data",
+        "C /etc",
+        "C /etc/passwd",
+        "C /root",
+        "C /tmp",
+        "C /usr",
+        "C /var",
+        "A /var/x",
+    ];
+    ensure!(lines == want, "docker diff printed {:?}", out.stdout);
+    s.docker(&["create", "--name", "fresh", "busybox", "true"])?
+        .ok()?;
+    let out = s.docker(&["diff", "fresh"])?.ok()?;
+    ensure!(
+        out.stdout.is_empty(),
+        "diff of a created container: {:?}",
+        out.stdout
+    );
+    // The image copy made for the comparison is gone again.
+    let out = s.docker(&["run", "--name", "quiet", "busybox", "true"])?;
+    out.ok()?;
+    ensure!(
+        s.docker(&["diff", "quiet"])?.ok()?.stdout.is_empty(),
+        "diff of an idle container"
+    );
+    let snaps = std::fs::read_dir(s.dir.join("h/snapshots/overlayfs"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().parse::<u64>().is_ok())
+        .count();
+    // The busybox layer and the three containers' snapshots.
+    ensure!(snaps == 4, "{snaps} snapshot dirs left");
+    s.docker(&["rm", "-v", "cp1", "fresh", "quiet"])?.ok()?;
     Ok(())
 }

@@ -183,7 +183,7 @@ impl Walk<'_> {
 }
 
 /// moby's `sameFsTime`: equal seconds, and equal nanoseconds unless one side has none.
-fn same_time(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+pub(super) fn same_time(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
     a.mtime() == b.mtime()
         && (a.mtime_nsec() == b.mtime_nsec() || a.mtime_nsec() == 0 || b.mtime_nsec() == 0)
 }

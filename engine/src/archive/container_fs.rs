@@ -398,9 +398,7 @@ pub async fn container_changes<B: Backend>(
 ) -> Result<Vec<changes::Change>, ArchiveError> {
     let mounts = snapshot_mounts(d, rec).await?;
     if mounts.first().is_some_and(|m| m.kind != "overlay") {
-        return Err(ArchiveError::Unsupported {
-            what: "docker diff of a container on the copying snapshotter".into(),
-        });
+        return copied_changes(d, rec, &mounts).await;
     }
     let (upper, lowers) =
         super::rootfs::layers(&mounts).ok_or_else(|| ArchiveError::NoFilesystem {
@@ -412,6 +410,57 @@ pub async fn container_changes<B: Backend>(
     })
     .await
     .map_err(|e| ArchiveError::Unsupported {
+        what: format!("diff aborted: {e}"),
+    })?
+}
+
+/// The copying snapshotter keeps no upper dir: the container's tree is compared with a
+/// fresh copy of its image's (a temporary snapshot over the same parent, removed after),
+/// as dockerd's naive differ compares two trees.
+async fn copied_changes<B: Backend>(
+    d: &Daemon<B>,
+    rec: &ContainerRecord,
+    mounts: &[crate::backend::Mount],
+) -> Result<Vec<changes::Change>, ArchiveError> {
+    let no_fs = |message: String| ArchiveError::NoFilesystem {
+        id: rec.id.clone(),
+        message,
+    };
+    let upper = PathBuf::from(&mounts[0].source);
+    let chain_id = d
+        .image(&rec.image)
+        .await
+        .map_err(|e| no_fs(format!("its image: {e}")))?
+        .chain_id();
+    let key = format!("diff-{}-{}", rec.id, rand::random::<u32>());
+    let image_root = if chain_id.is_empty() {
+        None
+    } else {
+        let m = d
+            .backend
+            .snapshot_prepare(&key, &chain_id, Default::default())
+            .await
+            .map_err(|e| no_fs(format!("a copy of its image: {e}")))?;
+        match m.first() {
+            Some(m) if m.kind != "overlay" => Some(PathBuf::from(&m.source)),
+            _ => {
+                let _ = d.backend.snapshot_remove(&key).await;
+                return Err(no_fs("the image's snapshot is no plain directory".into()));
+            }
+        }
+    };
+    let walked = tokio::task::spawn_blocking(move || {
+        super::tree_changes::tree_changes(&upper, image_root.as_deref(), &|p| {
+            DIFF_EXCLUDED.contains(&p)
+        })
+    })
+    .await;
+    if !chain_id.is_empty() {
+        if let Err(e) = d.backend.snapshot_remove(&key).await {
+            tracing::warn!(%key, error = %e, "removing the diff's image copy failed");
+        }
+    }
+    walked.map_err(|e| ArchiveError::Unsupported {
         what: format!("diff aborted: {e}"),
     })?
 }

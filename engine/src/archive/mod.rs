@@ -10,6 +10,7 @@ pub mod rootfs;
 pub mod scope;
 pub mod stat;
 pub mod tar_out;
+pub mod tree_changes;
 pub mod untar;
 pub mod xattrs;
 

@@ -125,6 +125,7 @@ mod tests {
             runtimes: BTreeMap::new(),
             gc_interval: None,
             gc_grace: None,
+            snapshot_mode: None,
         };
         (cfg, rt)
     }
