@@ -2,7 +2,7 @@
 //! unshared only after the process has been moved into its cgroups, so the namespace's
 //! root is the container's cgroup (cgroup_namespaces(7)).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -71,6 +71,17 @@ pub fn proc_name(typ: LinuxNamespaceType) -> &'static str {
     }
 }
 
+const KINDS: [LinuxNamespaceType; 8] = [
+    LinuxNamespaceType::Mount,
+    LinuxNamespaceType::Cgroup,
+    LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::User,
+    LinuxNamespaceType::Pid,
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Time,
+];
+
 /// The runtime-spec name of a namespace type (`network`, not /proc's `net`).
 fn spec_name(typ: LinuxNamespaceType) -> &'static str {
     match typ {
@@ -97,37 +108,33 @@ impl Join {
                     source,
                 }
             })?;
-        // An nsfs file's magic link reads `<proc name>:[<inode>]`: a wrong type or a
-        // file that is no namespace is named here, not as setns's bare EINVAL.
-        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .map(|l| l.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match link.split_once(":[") {
-            Some((found, _)) if found == proc_name(kind) => {}
-            Some((found, _)) if link.ends_with(']') && !found.contains('/') => {
-                return Err(NamespaceError::WrongType {
-                    path: path.to_path_buf(),
-                    found: match found {
-                        "mnt" => "mount".to_owned(),
-                        "net" => "network".to_owned(),
-                        other => other.to_owned(),
-                    },
-                    want: spec_name(kind),
-                })
-            }
-            // A bind mount of a namespace file (`ip netns`, container engines) is the
-            // root of its mount, so its fd link reads the mount's path, not `net:[ino]`
-            // (d_path skips d_dname for a mount root): nsfs by its filesystem type, and
-            // setns checks the kind.
-            _ if nix::sys::statfs::fstatfs(&fd)
-                .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::NSFS_MAGIC) => {}
-            _ => {
+        // Named here rather than as setns's bare EINVAL. By the filesystem and the
+        // kernel's own answer, not the fd's link: a bind-mounted namespace file (`ip
+        // netns`, the engine's) is its mount's root, and its link reads that path.
+        let nsfs = nix::sys::statfs::fstatfs(&fd)
+            .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+        let found = nsfs.then(|| crate::sys::ns_type(fd.as_fd()).ok()).flatten();
+        match found {
+            None if !nsfs => {
                 return Err(NamespaceError::NotNamespace {
                     path: path.to_path_buf(),
                     want: spec_name(kind),
                     proc: proc_name(kind),
                 })
             }
+            Some(bits) if bits != flag(kind).bits() => {
+                let found = KINDS
+                    .into_iter()
+                    .find(|k| flag(*k).bits() == bits)
+                    .map_or_else(|| format!("{bits:#x}"), |k| spec_name(k).to_owned());
+                return Err(NamespaceError::WrongType {
+                    path: path.to_path_buf(),
+                    found,
+                    want: spec_name(kind),
+                });
+            }
+            // Its type, or a kernel without NS_GET_NSTYPE: setns checks the kind.
+            _ => {}
         }
         Ok(Self {
             kind,

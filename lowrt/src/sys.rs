@@ -130,6 +130,13 @@ pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
 
+/// ioctl(NS_GET_NSTYPE) on an nsfs fd: the CLONE_NEW* flag of its namespace (Linux 4.11).
+pub fn ns_type(fd: BorrowedFd<'_>) -> nix::Result<libc::c_int> {
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703; // _IO(0xb7, 0x3), linux/nsfs.h
+                                                 // SAFETY: an argument-less ioctl on a valid fd; the result is the return value.
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) })
+}
+
 /// kill(2) with a raw signal number, so real-time signals work too.
 pub fn kill(pid: Pid, signal: i32) -> nix::Result<()> {
     // SAFETY: plain syscall with integer arguments.

@@ -68,6 +68,35 @@ impl Holder {
     }
 }
 
+/// A namespace file bind-mounted onto a file of the test's temp dir, as `ip netns` and
+/// container engines keep them (its fd's link then reads this path); unmounted on drop.
+struct BoundNs(std::path::PathBuf);
+
+impl BoundNs {
+    fn new(ns: &str, at: std::path::PathBuf) -> BoundNs {
+        std::fs::write(&at, "").unwrap();
+        nix::mount::mount(
+            Some(ns),
+            &at,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        BoundNs(at)
+    }
+
+    fn path(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for BoundNs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 impl Drop for Holder {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -99,26 +128,28 @@ fn joining_config(env: &Env, id: &str, joins: &[(&str, String)]) -> serde_json::
 
 /// The pod case: a holder with its own user, network and UTS namespaces (the network and
 /// UTS ones owned by its user namespace), set up from inside (hostname, lo's MTU); the
-/// container joins all three by path and sees the holder's.
+/// container joins all three by path and sees the holder's. The network namespace is
+/// given as a bind mount of its file, as `ip netns` and engines keep them.
 fn joined_user_namespace_with_its_net_and_uts(rt: &Runtime) {
     let env = Env::new(rt);
     let holder = Holder::start(
         &["--user", "--net", "--uts"],
         "hostname holder-uts && ip link set lo mtu 1234",
     );
+    let netns = BoundNs::new(&holder.ns("net"), env.tmp.path().join("netns"));
     let config = joining_config(
         &env,
         "ujoin3",
         &[
             ("user", holder.ns("user")),
-            ("network", holder.ns("net")),
+            ("network", netns.path()),
             ("uts", holder.ns("uts")),
         ],
     );
     env.write_config(&config);
     let out = env.run(&["run", "ujoin3"]);
     let want = expected(&holder, &holder, &holder, 1234);
-    drop(holder);
+    drop((netns, holder));
     assert_sees(rt, &out, &want);
     env.assert_nothing_left("ujoin3");
 }
@@ -184,15 +215,22 @@ fn joined_user_namespace_with_a_host_owned_net(rt: &Runtime) {
     env.assert_nothing_left("ujoinh");
 }
 
-/// `{"type": "network", "path": <a UTS namespace>}` and a path that is no namespace at
-/// all: refused with the path and both types named, nothing left.
+/// `{"type": "network", "path": <a UTS namespace>}` (its /proc file, and a bind mount of
+/// it) and a path that is no namespace at all: refused with the path and both types
+/// named, nothing left.
 fn namespace_path_of_the_wrong_type_is_named(rt: &Runtime) {
     let env = Env::new(rt);
     let holder = Holder::start(&["--uts"], "true");
+    let bound = BoundNs::new(&holder.ns("uts"), env.tmp.path().join("utsns"));
     for (id, path, needle) in [
         (
             "wrongns",
             holder.ns("uts"),
+            "is a uts namespace, not a network namespace",
+        ),
+        (
+            "wrongbound",
+            bound.path(),
             "is a uts namespace, not a network namespace",
         ),
         ("notns", "/etc/hostname".into(), "is not a namespace"),
