@@ -337,6 +337,31 @@ fn diff_copying() -> Result<()> {
         "A /var/x",
     ];
     ensure!(lines == want, "docker diff printed {:?}", out.stdout);
+    // commit: a layer of the changes only, deletions as whiteouts.
+    s.docker(&["commit", "cp1", "cp1img"])?.ok()?;
+    let out = s
+        .docker(&[
+            "run",
+            "--rm",
+            "cp1img",
+            "sh",
+            "-c",
+            "test ! -e /bin/ls && cat /created && stat -c %a /usr",
+        ])?
+        .ok()?;
+    ensure!(
+        out.stdout == "hi\n750\n",
+        "committed image: {:?}",
+        out.stdout
+    );
+    let hist = s
+        .docker(&["history", "--format", "{{.Size}}", "cp1img"])?
+        .ok()?;
+    let top = hist.stdout.lines().next().unwrap_or_default().to_string();
+    ensure!(
+        !top.ends_with("MB"),
+        "the committed layer holds the whole tree: {top}"
+    );
     s.docker(&["create", "--name", "fresh", "busybox", "true"])?
         .ok()?;
     let out = s.docker(&["diff", "fresh"])?.ok()?;
@@ -356,8 +381,8 @@ fn diff_copying() -> Result<()> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().parse::<u64>().is_ok())
         .count();
-    // The busybox layer and the three containers' snapshots.
-    ensure!(snaps == 4, "{snaps} snapshot dirs left");
+    // The two images' layers and the three containers' snapshots.
+    ensure!(snaps == 5, "{snaps} snapshot dirs left");
     s.docker(&["rm", "-v", "cp1", "fresh", "quiet"])?.ok()?;
     Ok(())
 }

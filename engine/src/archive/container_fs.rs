@@ -432,33 +432,30 @@ async fn copied_changes<B: Backend>(
         .await
         .map_err(|e| no_fs(format!("its image: {e}")))?
         .chain_id();
-    let key = format!("diff-{}-{}", rec.id, rand::random::<u32>());
-    let image_root = if chain_id.is_empty() {
-        None
-    } else {
-        let m = d
-            .backend
-            .snapshot_prepare(&key, &chain_id, Default::default())
+    let copy = d
+        .image_copy(&rec.id, &chain_id)
+        .await
+        .map_err(|e| no_fs(format!("a copy of its image: {e}")))?;
+    let image_root = match copy.as_ref().map(|(_, m)| m.first()) {
+        None => None,
+        Some(Some(m)) if m.kind != "overlay" => Some(PathBuf::from(&m.source)),
+        Some(_) => None,
+    };
+    let walked = match (&copy, &image_root) {
+        (Some(_), None) => Ok(Err(no_fs(
+            "the image's snapshot is no plain directory".into(),
+        ))),
+        _ => {
+            tokio::task::spawn_blocking(move || {
+                super::tree_changes::tree_changes(&upper, image_root.as_deref(), &|p| {
+                    DIFF_EXCLUDED.contains(&p)
+                })
+            })
             .await
-            .map_err(|e| no_fs(format!("a copy of its image: {e}")))?;
-        match m.first() {
-            Some(m) if m.kind != "overlay" => Some(PathBuf::from(&m.source)),
-            _ => {
-                let _ = d.backend.snapshot_remove(&key).await;
-                return Err(no_fs("the image's snapshot is no plain directory".into()));
-            }
         }
     };
-    let walked = tokio::task::spawn_blocking(move || {
-        super::tree_changes::tree_changes(&upper, image_root.as_deref(), &|p| {
-            DIFF_EXCLUDED.contains(&p)
-        })
-    })
-    .await;
-    if !chain_id.is_empty() {
-        if let Err(e) = d.backend.snapshot_remove(&key).await {
-            tracing::warn!(%key, error = %e, "removing the diff's image copy failed");
-        }
+    if let Some((key, _)) = &copy {
+        d.drop_image_copy(key).await;
     }
     walked.map_err(|e| ArchiveError::Unsupported {
         what: format!("diff aborted: {e}"),

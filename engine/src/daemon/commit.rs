@@ -155,6 +155,31 @@ impl<B: Backend> Daemon<B> {
         Ok(stored.id)
     }
 
+    /// A temporary snapshot holding the tree of image layers `chain_id`, for comparing a
+    /// snapshot of the copying snapshotter with (`docker diff`, commit); `None` for an
+    /// image without layers (an empty tree). Removed with [`Self::drop_image_copy`].
+    pub(crate) async fn image_copy(
+        &self,
+        for_key: &str,
+        chain_id: &str,
+    ) -> DaemonResult<Option<(String, Vec<crate::backend::Mount>)>> {
+        if chain_id.is_empty() {
+            return Ok(None);
+        }
+        let key = format!("diff-{for_key}-{}", rand::random::<u32>());
+        let mounts = self
+            .backend
+            .snapshot_prepare(&key, chain_id, Default::default())
+            .await?;
+        Ok(Some((key, mounts)))
+    }
+
+    pub(crate) async fn drop_image_copy(&self, key: &str) {
+        if let Err(e) = self.backend.snapshot_remove(key).await {
+            tracing::warn!(%key, error = %e, "removing a temporary image copy failed");
+        }
+    }
+
     /// The changes in snapshot `key` as a new layer over `parent`, with `runtime` as the
     /// new config and one history entry (shaped by `history`).
     pub(crate) async fn commit_snapshot(
@@ -167,10 +192,21 @@ impl<B: Backend> Daemon<B> {
         author: &str,
     ) -> DaemonResult<super::image_store::Stored> {
         let upper = self.backend.snapshot_mounts(key).await?;
+        // An overlay upper dir is the change itself; a copying snapshotter's tree is whole,
+        // so it is compared with a copy of the parent's (or deletions would be lost).
+        let copy = match upper.first() {
+            Some(m) if m.kind != "overlay" => self.image_copy(key, &parent.chain_id()).await?,
+            _ => None,
+        };
+        let lower = copy.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
         let layer = self
             .backend
-            .diff_create(Vec::new(), upper, MEDIA_LAYER_TAR)
-            .await?;
+            .diff_create(lower, upper, MEDIA_LAYER_TAR)
+            .await;
+        if let Some((copy_key, _)) = &copy {
+            self.drop_image_copy(copy_key).await;
+        }
+        let layer = layer?;
         let mut config = parent.config.clone();
         let now = now_rfc3339();
         config.created = Some(now.clone());
