@@ -145,7 +145,21 @@ fn run_i_eof() -> Result<()> {
         v["State"],
         v["Config"]["StdinOnce"]
     );
-    s.docker(&["rm", "ri"])?.ok()?;
+    // exec -i: the end of the CLI's input is the process's EOF too (CloseIO).
+    s.docker(&["run", "-d", "--name", "rx", "busybox", "sleep", "1000"])?
+        .ok()?;
+    let out = s
+        .docker_with_stdin(
+            &["exec", "-i", "rx", "sh", "-c", "cat; echo end"],
+            Some(&input),
+        )?
+        .ok()?;
+    ensure!(
+        out.stdout == "one\ntwo\nend\n",
+        "docker exec -i output {:?}",
+        out.stdout
+    );
+    s.docker(&["rm", "-f", "ri", "rx"])?.ok()?;
     Ok(())
 }
 
