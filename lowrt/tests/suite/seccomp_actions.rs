@@ -57,7 +57,7 @@ fn seccomp_log_action_lets_the_syscall_through(rt: &Runtime) {
 }
 
 fn seccomp_notify_wait_is_interrupted_by_a_signal(rt: &Runtime) {
-    signal_during_notification(rt, false);
+    signal_during_notification(rt, Case::Plain);
 }
 
 /// Berth only: runc 1.1 with Debian's libseccomp 2.5 does not know the flag.
@@ -66,7 +66,25 @@ fn seccomp_wait_killable_recv_defers_signals_after_receive() {
     if skip_unless_root("seccomp_wait_killable_recv_defers_signals_after_receive") {
         return;
     }
-    signal_during_notification(&berth(), true);
+    signal_during_notification(&berth(), Case::KillableAfterReceive);
+}
+
+/// The flag's other half: before the supervisor has received the notification, the
+/// task still waits interruptibly, so the signal is delivered at once. Berth only.
+#[test]
+fn seccomp_wait_killable_recv_interrupts_before_receive() {
+    if skip_unless_root("seccomp_wait_killable_recv_interrupts_before_receive") {
+        return;
+    }
+    signal_during_notification(&berth(), Case::KillableBeforeReceive);
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Case {
+    /// No flag; the signal comes after the notification was received.
+    Plain,
+    KillableAfterReceive,
+    KillableBeforeReceive,
 }
 
 /// Whether `sig` is pending, not yet delivered, for `pid` (ShdPnd: sent to the process).
@@ -81,51 +99,75 @@ fn signal_pending(pid: i32, sig: Signal) -> bool {
 
 /// The container's shell (pid 1, with a USR1 trap, so the signal is not fatal and is
 /// delivered from outside) runs the `umask` builtin, whose umask(2) the filter sends to
-/// our listener. Once we have received that notification we send USR1 to the shell.
-/// With WAIT_KILLABLE_RECV the shell keeps waiting with USR1 pending, the notification
-/// stays valid and our answer is taken; without it the wait is interrupted at once and
-/// the notification's id is no longer valid (the kernel restarts the syscall, which
-/// notifies anew). Either way the trap runs and the shell goes on.
-fn signal_during_notification(rt: &Runtime, killable: bool) {
+/// our listener, and we send USR1 to the shell while it waits. After we have received
+/// the notification: with WAIT_KILLABLE_RECV the shell keeps waiting with USR1 pending,
+/// the notification stays valid and our answer is taken; without the flag the wait is
+/// interrupted at once, the id is no longer valid and the late answer is refused (the
+/// kernel restarts the syscall, which notifies anew). Before we have received it (the
+/// notification only queued, POLLIN): interrupted even with the flag, USR1 is delivered.
+/// In every case the trap runs and the shell goes on.
+fn signal_during_notification(rt: &Runtime, case: Case) {
     let env = Env::new(rt);
     let sock = env.tmp.path().join("listener.sock");
     let listener = UnixListener::bind(&sock).unwrap();
     let supervisor = std::thread::spawn(move || {
-        let (_, fd) = accept_notify_fd(&listener);
-        let req = ScmpNotifReq::receive(fd.as_raw_fd()).unwrap();
-        let pid = req.pid as i32;
-        kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
-        let outcome = if killable {
-            poll_until(
-                Duration::from_secs(10),
-                || signal_pending(pid, Signal::SIGUSR1),
-                "USR1 to be pending on the waiting task",
-            );
-            let valid = notify_id_valid(fd.as_raw_fd(), req.id).is_ok();
-            let answered = ScmpNotifResp::new_val(req.id, 0, ScmpNotifRespFlags::empty())
+        let (state, fd) = accept_notify_fd(&listener);
+        let usr1 = |pid: i32| kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+        let answer = |id: u64| {
+            ScmpNotifResp::new_val(id, 0, ScmpNotifRespFlags::empty())
                 .respond(fd.as_raw_fd())
-                .is_ok();
-            (valid, answered)
-        } else {
-            poll_until(
-                Duration::from_secs(10),
-                || notify_id_valid(fd.as_raw_fd(), req.id).is_err(),
-                "the interrupted notification to be withdrawn",
-            );
-            let answered = ScmpNotifResp::new_val(req.id, 0, ScmpNotifRespFlags::empty())
-                .respond(fd.as_raw_fd())
-                .is_ok();
-            (false, answered)
+                .is_ok()
+        };
+        let outcome = match case {
+            Case::KillableBeforeReceive => {
+                let pid = state["pid"].as_i64().unwrap() as i32;
+                wait_readable(&fd);
+                usr1(pid);
+                poll_until(
+                    Duration::from_secs(10),
+                    || !signal_pending(pid, Signal::SIGUSR1),
+                    "USR1 to be delivered (the wait interrupted)",
+                );
+                "delivered before receive"
+            }
+            Case::KillableAfterReceive => {
+                let req = ScmpNotifReq::receive(fd.as_raw_fd()).unwrap();
+                usr1(req.pid as i32);
+                poll_until(
+                    Duration::from_secs(10),
+                    || signal_pending(req.pid as i32, Signal::SIGUSR1),
+                    "USR1 to be pending on the waiting task",
+                );
+                match (
+                    notify_id_valid(fd.as_raw_fd(), req.id).is_ok(),
+                    answer(req.id),
+                ) {
+                    (true, true) => "pending, still valid, answered",
+                    _ => "withdrawn despite the flag",
+                }
+            }
+            Case::Plain => {
+                let req = ScmpNotifReq::receive(fd.as_raw_fd()).unwrap();
+                usr1(req.pid as i32);
+                poll_until(
+                    Duration::from_secs(10),
+                    || notify_id_valid(fd.as_raw_fd(), req.id).is_err(),
+                    "the interrupted notification to be withdrawn",
+                );
+                match answer(req.id) {
+                    false => "withdrawn, late answer refused",
+                    true => "late answer taken",
+                }
+            }
         };
         answer_until_hangup(&fd);
         outcome
     });
     let script = "trap 'echo usr1' USR1; umask 027; echo rc=$?";
     let mut config = env.config("scsig", &["sh", "-c", script]);
-    let flags = if killable {
-        json!(["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"])
-    } else {
-        json!([])
+    let flags = match case {
+        Case::Plain => json!([]),
+        _ => json!(["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]),
     };
     config["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -136,7 +178,7 @@ fn signal_during_notification(rt: &Runtime, killable: bool) {
     });
     env.write_config(&config);
     let out = env.run(&["run", "scsig"]);
-    let (valid, answered) = supervisor.join().unwrap();
+    let outcome = supervisor.join().unwrap();
     let text = stdout(&out);
     assert!(
         text.contains("usr1") && text.contains("rc=0"),
@@ -144,13 +186,25 @@ fn signal_during_notification(rt: &Runtime, killable: bool) {
         rt.name,
         stderr(&out)
     );
-    assert_eq!(
-        (valid, answered),
-        (killable, killable),
-        "{}: killable={killable}: notification valid after the signal / answer taken",
-        rt.name
-    );
+    let want = match case {
+        Case::Plain => "withdrawn, late answer refused",
+        Case::KillableAfterReceive => "pending, still valid, answered",
+        Case::KillableBeforeReceive => "delivered before receive",
+    };
+    assert_eq!(outcome, want, "{}: {case:?}", rt.name);
     env.assert_nothing_left("scsig");
+}
+
+/// Until a notification is queued on `fd` (POLLIN), with a deadline.
+fn wait_readable(fd: &OwnedFd) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(100u16)).is_ok_and(|n| n > 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no notification queued");
+    }
 }
 
 /// Answers every further notification "done, 0" until no task uses the filter any more
