@@ -27,3 +27,7 @@ pub mod users;
 pub mod volumes;
 
 pub use config::{run, Config, EngineError};
+
+/// The engine's version, as `docker version` shows it and as images it commits record
+/// (`docker_version`, inspect's `DockerVersion`).
+pub const ENGINE_VERSION: &str = "28.0.0-berth";

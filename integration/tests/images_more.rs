@@ -31,6 +31,11 @@ pub fn tests() -> Vec<Spec> {
             needs: DOCKER,
             run: build_cache_usage,
         },
+        Spec {
+            name: "images_more::inspect_parent_and_docker_version",
+            needs: DOCKER,
+            run: parent_and_docker_version,
+        },
     ]
 }
 
@@ -321,5 +326,62 @@ fn build_cache_usage() -> Result<()> {
     }
     s.docker(&["rmi", "used"])?.ok()?;
     s.docker(&["builder", "prune", "-af"])?.ok()?;
+    nothing_left(&s)
+}
+
+fn inspect_field(s: &Stack, name: &str, field: &str) -> Result<String> {
+    Ok(s.docker(&["image", "inspect", "-f", field, name])?
+        .ok()?
+        .out()
+        .to_string())
+}
+
+/// A committed image's Parent is its container's image, a built image's the previous
+/// step's; both carry the engine's DockerVersion, as dockerd records for commits and
+/// legacy builds. An imported image has neither.
+fn parent_and_docker_version() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let server = s
+        .docker(&["version", "-f", "{{.Server.Version}}"])?
+        .ok()?
+        .out()
+        .to_string();
+    let busybox = image_id(&s, "busybox")?;
+    ensure!(
+        inspect_field(&s, "busybox", "{{.Parent}}|{{.DockerVersion}}")? == "|",
+        "imported busybox has a parent or version"
+    );
+    s.docker(&["run", "--name", "pv", "busybox", "touch", "/x"])?
+        .ok()?;
+    s.docker(&["commit", "pv", "pv:1"])?.ok()?;
+    s.docker(&["rm", "pv"])?.ok()?;
+    let got = inspect_field(&s, "pv:1", "{{.Parent}}|{{.DockerVersion}}")?;
+    ensure!(got == format!("{busybox}|{server}"), "committed: {got}");
+
+    let ctx = context(
+        &s,
+        "ctx-parent",
+        &[("Dockerfile", "FROM busybox\nRUN touch /y\nENV Y=1\n")],
+    )?;
+    let out = s
+        .docker(&["build", "-t", "pv:2", &ctx.to_string_lossy()])?
+        .ok()?;
+    // ` ---> <id>` after each step: the RUN's image is the ENV image's parent.
+    let ids: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(" ---> "))
+        .filter(|l| !l.contains(' '))
+        .collect();
+    ensure!(ids.len() == 3, "step images: {ids:?} in\n{}", out.stdout);
+    let got = inspect_field(&s, "pv:2", "{{.Parent}}|{{.DockerVersion}}")?;
+    let (parent, version) = got.split_once('|').unwrap_or_default();
+    ensure!(
+        parent.trim_start_matches("sha256:").starts_with(ids[1]) && version == server,
+        "built: {got}, steps {ids:?}"
+    );
+    let run_parent = inspect_field(&s, parent, "{{.Parent}}")?;
+    ensure!(run_parent == busybox, "the RUN step's parent: {run_parent}");
+    s.docker(&["rmi", "pv:1", "pv:2"])?.ok()?;
     nothing_left(&s)
 }

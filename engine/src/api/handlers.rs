@@ -265,7 +265,9 @@ async fn dispatch<B: Backend>(
         }
         Route::ImageInspect { name } => {
             let img = d.image_with_names(&name).await?;
-            json_response(StatusCode::OK, &daemon::image_inspect(&img))
+            let mut v = daemon::image_inspect(&img);
+            v["Parent"] = json!(d.image_parent(&img.id).await);
+            json_response(StatusCode::OK, &v)
         }
         Route::ContainerCreate { name } => {
             check_json(req.headers())?;

@@ -8,7 +8,7 @@ use super::{empty, full, typed_response, Body};
 use crate::backend::Backend;
 use crate::daemon::Daemon;
 
-const ENGINE_VERSION: &str = "28.0.0-berth";
+use crate::ENGINE_VERSION;
 
 pub fn ping(head: bool) -> Response<Body> {
     let mut r = typed_response(

@@ -251,6 +251,7 @@ impl<B: Backend> Builder<'_, B> {
         key: &str,
     ) -> Result<(), BuildError> {
         let stored = self.d.write_image(&config, &layers).await?;
+        self.d.set_image_parent(&stored.id, &stage.img.id).await;
         self.d
             .name_image(&format!("{BUILD_CACHE_PREFIX}{key}"), &stored.manifest)
             .await?;
@@ -304,6 +305,8 @@ impl<B: Backend> Builder<'_, B> {
             c.extra.insert("author".into(), json!(a));
         }
         c.history.push(h);
+        c.extra
+            .insert("docker_version".into(), json!(crate::ENGINE_VERSION));
         if let Some(d) = diff_id {
             c.rootfs.diff_ids.push(d);
         }

@@ -61,7 +61,10 @@ impl<B: Backend> Builder<'_, B> {
         }
         let mut layers = view.layers.clone();
         layers.pop();
-        Ok(self.d.write_image(&config, &layers).await?)
+        let rewritten = self.d.write_image(&config, &layers).await?;
+        let parent = self.d.image_parent(&stored.id).await;
+        self.d.set_image_parent(&rewritten.id, &parent).await;
+        Ok(rewritten)
     }
 
     /// Drops the mount-point stubs from the finished RUN container `id`'s snapshot.

@@ -228,9 +228,16 @@ impl<B: Backend> Daemon<B> {
         } else {
             config.extra.insert("author".into(), json!(author));
         }
+        // moby's V1Image `docker_version`: dockerd records its own on commits and
+        // legacy builds (inspect's DockerVersion).
+        config
+            .extra
+            .insert("docker_version".into(), json!(crate::ENGINE_VERSION));
         let mut layers = parent.layers.clone();
         layers.push(layer);
-        self.write_image(&config, &layers).await
+        let stored = self.write_image(&config, &layers).await?;
+        self.set_image_parent(&stored.id, &parent.id).await;
+        Ok(stored)
     }
 
     /// `GET /images/{name}/history`: newest first, like dockerd.

@@ -19,6 +19,10 @@ use crate::types::ImageConfig;
 /// from image listings like dockerd's intermediate images.
 pub const BUILD_CACHE_PREFIX: &str = "berth-build-cache@";
 const SNAPSHOTTER: &str = "overlayfs";
+/// Content label on an image's config blob (so on its ID, whatever names it): the image
+/// it was made from (a commit's container image, a build step's previous step), which
+/// dockerd keeps as the image's parent and inspect shows as `Parent`.
+const PARENT_LABEL: &str = "berth.image.parent";
 /// Labels on a build cache name's record: when a build last reused it, and how often.
 const CACHE_LAST_USED: &str = "berth.build.last-used";
 const CACHE_REUSES: &str = "berth.build.reuses";
@@ -176,6 +180,29 @@ impl<B: Backend> Daemon<B> {
         match self.backend.image_delete(&dangling).await {
             Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
+        }
+    }
+
+    /// Records `parent` as the parent of image `id` (best effort: a missing parent only
+    /// shows as an empty `Parent`).
+    pub async fn set_image_parent(&self, id: &str, parent: &str) {
+        if parent.is_empty() {
+            return;
+        }
+        if let Err(error) = self
+            .backend
+            .content_set_label(id, PARENT_LABEL, parent)
+            .await
+        {
+            tracing::warn!(image = %id, %error, "cannot record the image's parent");
+        }
+    }
+
+    /// The parent [`Self::set_image_parent`] recorded, or empty.
+    pub async fn image_parent(&self, id: &str) -> String {
+        match self.backend.content_labels(id).await {
+            Ok(mut labels) => labels.remove(PARENT_LABEL).unwrap_or_default(),
+            Err(_) => String::new(),
         }
     }
 

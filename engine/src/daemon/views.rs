@@ -168,7 +168,7 @@ pub fn image_inspect(img: &ImageView) -> Value {
         "Parent": "",
         "Comment": img.config.extra.get("comment").cloned().unwrap_or(json!("")),
         "Created": time(created(img)),
-        "DockerVersion": "",
+        "DockerVersion": img.config.extra.get("docker_version").cloned().unwrap_or(json!("")),
         "Author": img.config.extra.get("author").cloned().unwrap_or(json!("")),
         "Config": img.config.config,
         "Architecture": img.config.architecture,
