@@ -28,28 +28,29 @@ pub fn update(
     if status == Status::Stopped {
         return Err(ContainerError::BadTransition("update", status));
     }
-    let rdt_only =
-        resources.is_none() && flags_document(flags).as_object().is_none_or(Map::is_empty);
-    if flags.l3_cache_schema.is_some() || flags.mem_bw_schema.is_some() {
-        update_intel_rdt(&mut st, flags)?;
-        st.save(&State::dir(&g.root, id))?;
-        if rdt_only {
-            return Ok(0);
-        }
-    }
     let mut delta = match resources {
         Some(path) => read_document(path)?,
         None => Value::Object(Map::new()),
     };
     merge(&mut delta, flags_document(flags));
-    if delta.as_object().is_none_or(Map::is_empty) {
+    let rdt = flags.l3_cache_schema.is_some() || flags.mem_bw_schema.is_some();
+    let no_resources = delta.as_object().is_none_or(Map::is_empty);
+    if no_resources && !rdt {
         return Err(ContainerError::NothingToUpdate);
     }
     let corrupt = |source| StateError::Corrupt {
         path: resources.unwrap_or(Path::new("flags")).to_path_buf(),
         source,
     };
+    // Parsed before anything changes: a bad document leaves the resctrl group alone too.
     let res: LinuxResources = serde_json::from_value(delta.clone()).map_err(corrupt)?;
+    if rdt {
+        update_intel_rdt(&mut st, flags)?;
+        if no_resources {
+            st.save(&State::dir(&g.root, id))?;
+            return Ok(0);
+        }
+    }
     st.cgroup.manager().apply(&res)?;
     if let Some(linux) = st.config.linux_mut() {
         let mut stored = match linux.resources() {

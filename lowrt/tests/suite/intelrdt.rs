@@ -99,6 +99,17 @@ fn intel_rdt_groups_on_a_fake_resctrl_tree() {
         state["config"]["linux"]["intelRdt"]["memBwSchema"], "MB:0=50",
         "{state}"
     );
+    // A bad resources document fails the whole update before the schemata change.
+    let bad = env.tmp.path().join("bad.json");
+    std::fs::write(&bad, r#"{"memory": 5}"#).unwrap();
+    let bad = bad.to_str().unwrap();
+    let out = run(
+        &env,
+        &rdt,
+        &["update", "-r", bad, "--l3-cache-schema", "L3:0=1", "rdt1"],
+    );
+    assert!(!out.status.success());
+    assert_eq!(read(gold.join("schemata")), "MB:0=50\n");
 
     // events --stats: runc's intel_rdt section from what resctrl shows.
     std::fs::write(gold.join("schemata"), "    MB:0=50\n    L3:0=00f\n").unwrap();
