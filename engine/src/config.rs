@@ -151,6 +151,7 @@ pub struct Config {
     pub network: Option<crate::network::NetworkConfig>,
     /// `--init` default and `--init-path`.
     pub init: crate::daemon::InitConfig,
+    pub rt_budget: crate::daemon::RtBudget,
 }
 
 impl Config {
@@ -180,6 +181,7 @@ impl Config {
             cgroup_parent,
             network: None,
             init: Default::default(),
+            rt_budget: Default::default(),
         })
     }
 }
@@ -227,6 +229,7 @@ pub async fn run(config: Config) -> Result<(), EngineError> {
             exec_root: config.exec_root.clone(),
             cgroup_parent: config.cgroup_parent.clone(),
             init: config.init.clone(),
+            rt_budget: config.rt_budget,
         },
     )?);
     if let Some(net) = config.network.clone() {

@@ -68,6 +68,14 @@ struct Args {
     /// The init binary bind-mounted at /sbin/docker-init [default: /usr/bin/tini-static].
     #[arg(long)]
     init_path: Option<PathBuf>,
+    /// Real-time period (µs) written to the cgroup parent and its ancestors before a
+    /// container with real-time CPU settings starts (cgroup v1), as dockerd's.
+    #[arg(long)]
+    cpu_rt_period: Option<i64>,
+    /// Real-time runtime (µs per period) given to the cgroup parent and its ancestors: the
+    /// budget containers' --cpu-rt-runtime share (a new cgroup has none).
+    #[arg(long)]
+    cpu_rt_runtime: Option<i64>,
     /// daemon.json with dockerd's key names (supported: init, init-path, insecure-registries)
     /// [default: /etc/berth/daemon.json, when it exists].
     #[arg(long)]
@@ -139,6 +147,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.cgroup_parent,
     )?;
     config.network = Some(network);
+    config.rt_budget = berth_engine::daemon::RtBudget {
+        period: args.cpu_rt_period,
+        runtime: args.cpu_rt_runtime,
+    };
     config.init =
         berth_engine::config::init_config(&file, &file_config, args.init, args.init_path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

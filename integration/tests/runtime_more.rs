@@ -164,7 +164,9 @@ fn run_i_eof() -> Result<()> {
 }
 
 fn cpu_rt_and_kmem() -> Result<()> {
-    let s = Stack::with_busybox()?;
+    // A new cgroup has no real-time budget: the engine gives its parent 5% of the CPU
+    // (dockerd's daemon flag of the same name) when a container asks for real-time CPU.
+    let s = Stack::with_busybox_args(vec!["--cpu-rt-runtime=50000".into()])?;
     let parent = std::path::PathBuf::from("/sys/fs/cgroup/cpu").join(&s.cgroup_name);
     if !std::path::Path::new("/sys/fs/cgroup/cpu/cpu.rt_runtime_us").exists() {
         let out = s.docker(&["run", "--rm", "--cpu-rt-runtime", "1000", "busybox", "true"])?;
@@ -174,10 +176,6 @@ fn cpu_rt_and_kmem() -> Result<()> {
             "kernel does not support CPU real-time scheduler",
         );
     }
-    // A new cgroup has no real-time budget: give the stack's parent 5% of the CPU, as
-    // dockerd's --cpu-rt-runtime does for its parent (removed with the stack's cgroups).
-    std::fs::create_dir_all(&parent)?;
-    std::fs::write(parent.join("cpu.rt_runtime_us"), "50000")?;
     let id = container_id(
         &s.docker(&[
             "run",
@@ -195,6 +193,10 @@ fn cpu_rt_and_kmem() -> Result<()> {
         .ok()?
         .stdout,
     )?;
+    ensure!(
+        std::fs::read_to_string(parent.join("cpu.rt_runtime_us"))?.trim() == "50000",
+        "the engine did not give its cgroup parent the --cpu-rt-runtime budget"
+    );
     let rt_file = |f: &str| -> Result<String> {
         Ok(std::fs::read_to_string(parent.join(&id).join(f))?
             .trim()

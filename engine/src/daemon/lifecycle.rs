@@ -136,6 +136,7 @@ impl<B: Backend> Daemon<B> {
             drop(guard);
             return Err(self.links_refused_start(&rec, e).await);
         }
+        self.init_rt_budget(&rec)?;
         self.dns_start(&rec).await?;
         let started = async {
             let mounts = self.backend.snapshot_mounts(&rec.snapshot_key).await?;

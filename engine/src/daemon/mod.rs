@@ -59,7 +59,7 @@ pub use save_load::ArchiveError;
 pub use stdin::StdinSink;
 pub use top::{TopBody, TopError};
 pub use tty::{console_size, parse_detach_keys, parse_dimension, DetachWatch};
-pub use update::{discard_kernel_memory, UpdateError, UpdateRequest};
+pub use update::{discard_kernel_memory, RtBudget, UpdateError, UpdateRequest};
 pub use views::{
     container_inspect, container_summary, human_duration, image_inspect, image_summary,
 };
@@ -189,6 +189,9 @@ pub struct DaemonConfig {
     pub exec_root: PathBuf,
     pub cgroup_parent: String,
     pub init: InitConfig,
+    /// `--cpu-rt-period`/`--cpu-rt-runtime`: the real-time budget given to the cgroup
+    /// parent (and its ancestors) before a container asking for real-time CPU starts.
+    pub rt_budget: RtBudget,
 }
 
 /// A container state change, broadcast to waiters (`wait`, `stop`, attach, logs).

@@ -39,6 +39,7 @@ pub async fn env() -> Env {
                 exec_root: dir.path().join("exec"),
                 cgroup_parent: "/berth-test".into(),
                 init: Default::default(),
+                rt_budget: Default::default(),
             },
         )
         .unwrap(),

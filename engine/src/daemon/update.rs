@@ -48,6 +48,16 @@ impl UpdateRequest {
     }
 }
 
+/// The engine's `--cpu-rt-period`/`--cpu-rt-runtime`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RtBudget {
+    pub period: Option<i64>,
+    pub runtime: Option<i64>,
+}
+
+/// Where the cgroup v1 cpu controller is mounted.
+const CPU_CGROUP_ROOT: &str = "/sys/fs/cgroup/cpu";
+
 /// dockerd's warning when it drops a kernel memory limit.
 pub const KERNEL_MEMORY_WARNING: &str = "Your kernel does not support kernel memory limit capabilities or the cgroup is not mounted. Limitation discarded.";
 
@@ -86,6 +96,45 @@ fn set_spec_resources(spec: &mut Value, resources: Map<String, Value>) {
 }
 
 impl<B: Backend> Daemon<B> {
+    /// dockerd's `initCPURtController`: a new cgroup has no real-time budget, so the
+    /// configured one is written into every level of the cgroup parent, top down (a
+    /// child can have no more than its parent), before a container that asks for
+    /// real-time CPU starts. Nothing is touched when neither is configured or the
+    /// container has no real-time settings (the common start stays free of it).
+    pub(super) fn init_rt_budget(&self, rec: &crate::record::ContainerRecord) -> DaemonResult<()> {
+        let RtBudget { period, runtime } = self.config.rt_budget;
+        let wants = Resources::of(&rec.host_config);
+        if (period.is_none() && runtime.is_none())
+            || (wants.cpu_rt_period == 0 && wants.cpu_rt_runtime == 0)
+        {
+            return Ok(());
+        }
+        let mut dir = std::path::PathBuf::from(CPU_CGROUP_ROOT);
+        for part in self
+            .config
+            .cgroup_parent
+            .split('/')
+            .filter(|p| !p.is_empty())
+        {
+            dir.push(part);
+            std::fs::create_dir_all(&dir).map_err(|source| DaemonError::Io {
+                op: "create",
+                path: dir.clone(),
+                source,
+            })?;
+            for (file, value) in [("cpu.rt_period_us", period), ("cpu.rt_runtime_us", runtime)] {
+                let Some(v) = value else { continue };
+                let path = dir.join(file);
+                std::fs::write(&path, v.to_string()).map_err(|source| DaemonError::Io {
+                    op: "write",
+                    path,
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn update_container(
         &self,
         reference: &str,
