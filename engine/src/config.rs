@@ -35,7 +35,13 @@ pub enum EngineError {
 }
 
 /// The daemon.json keys Berth supports (dockerd's names).
-const CONFIG_FILE_KEYS: &[&str] = &["init", "init-path", "insecure-registries"];
+const CONFIG_FILE_KEYS: &[&str] = &[
+    "init",
+    "init-path",
+    "insecure-registries",
+    "cpu-rt-period",
+    "cpu-rt-runtime",
+];
 
 /// daemon.json's keys, checked against the supported ones as dockerd checks them (an
 /// unknown key is an error). A missing file is an empty one unless it was named
@@ -97,6 +103,36 @@ pub fn insecure_registries(
         return Err(bad(format!("the following directives are specified both as a flag and in the configuration file: insecure-registries: (from flag: [{}], from file: [{}])", flag.join(" "), from_file.join(" "))));
     }
     Ok(from_file)
+}
+
+/// `--cpu-rt-period`/`--cpu-rt-runtime` merged with daemon.json's keys of the same names
+/// (integers); a key given both ways is an error, as for every dockerd directive.
+pub fn rt_budget(
+    file: &Path,
+    v: &serde_json::Map<String, serde_json::Value>,
+    flag_period: Option<i64>,
+    flag_runtime: Option<i64>,
+) -> Result<crate::daemon::RtBudget, EngineError> {
+    let pick = |key: &str, flag: Option<i64>| -> Result<Option<i64>, EngineError> {
+        let bad = |message: String| EngineError::ConfigFile {
+            path: file.to_path_buf(),
+            message,
+        };
+        let Some(raw) = v.get(key) else {
+            return Ok(flag);
+        };
+        let n = raw
+            .as_i64()
+            .ok_or_else(|| bad(format!("\"{key}\" must be an integer")))?;
+        if let Some(f) = flag {
+            return Err(bad(format!("the following directives are specified both as a flag and in the configuration file: {key}: (from flag: {f}, from file: {n})")));
+        }
+        Ok(Some(n))
+    };
+    Ok(crate::daemon::RtBudget {
+        period: pick("cpu-rt-period", flag_period)?,
+        runtime: pick("cpu-rt-runtime", flag_runtime)?,
+    })
 }
 
 /// `--init`/`--init-path` merged with daemon.json (`"init"`, `"init-path"`) as dockerd
@@ -294,7 +330,29 @@ mod prepare_dir_tests {
 
 #[cfg(test)]
 mod config_file_tests {
-    use super::{insecure_registries, read_config_file};
+    use super::{insecure_registries, read_config_file, rt_budget};
+
+    #[test]
+    fn rt_budget_from_the_flags_or_the_file_not_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("daemon.json");
+        std::fs::write(&file, r#"{"cpu-rt-runtime": 950000}"#).unwrap();
+        let v = read_config_file(&file, true).unwrap();
+        let b = rt_budget(&file, &v, Some(1_000_000), None).unwrap();
+        assert_eq!((b.period, b.runtime), (Some(1_000_000), Some(950_000)));
+        let both = rt_budget(&file, &v, None, Some(5)).unwrap_err().to_string();
+        assert!(
+            both.contains("specified both as a flag and in the configuration file: cpu-rt-runtime: (from flag: 5, from file: 950000)"),
+            "{both}"
+        );
+        std::fs::write(&file, r#"{"cpu-rt-period": "x"}"#).unwrap();
+        let v = read_config_file(&file, true).unwrap();
+        let bad = rt_budget(&file, &v, None, None).unwrap_err().to_string();
+        assert!(
+            bad.contains("\"cpu-rt-period\" must be an integer"),
+            "{bad}"
+        );
+    }
 
     #[test]
     fn insecure_registries_come_from_the_flag_or_the_file_not_both() {

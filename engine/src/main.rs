@@ -76,7 +76,8 @@ struct Args {
     /// budget containers' --cpu-rt-runtime share (a new cgroup has none).
     #[arg(long)]
     cpu_rt_runtime: Option<i64>,
-    /// daemon.json with dockerd's key names (supported: init, init-path, insecure-registries)
+    /// daemon.json with dockerd's key names (supported: init, init-path,
+    /// insecure-registries, cpu-rt-period, cpu-rt-runtime)
     /// [default: /etc/berth/daemon.json, when it exists].
     #[arg(long)]
     config_file: Option<PathBuf>,
@@ -147,10 +148,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.cgroup_parent,
     )?;
     config.network = Some(network);
-    config.rt_budget = berth_engine::daemon::RtBudget {
-        period: args.cpu_rt_period,
-        runtime: args.cpu_rt_runtime,
-    };
+    config.rt_budget = berth_engine::config::rt_budget(
+        &file,
+        &file_config,
+        args.cpu_rt_period,
+        args.cpu_rt_runtime,
+    )?;
     config.init =
         berth_engine::config::init_config(&file, &file_config, args.init, args.init_path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
