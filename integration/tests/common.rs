@@ -37,6 +37,11 @@ pub fn inspect(s: &Stack, name: &str) -> Result<Value> {
         .context("docker inspect returned an empty array")
 }
 
+/// `State.Running` of the container, from `docker inspect`.
+pub fn running(s: &Stack, name: &str) -> Result<bool> {
+    Ok(inspect(s, name)?["State"]["Running"] == true)
+}
+
 /// Polls `docker inspect` until `State.Status` is `status`; returns the object.
 pub fn wait_status(s: &Stack, name: &str, status: &str) -> Result<Value> {
     wait_until(

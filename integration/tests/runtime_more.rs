@@ -11,7 +11,7 @@ use berth_integration::pty::PtyChild;
 use berth_integration::stack::Daemon;
 use berth_integration::{wait_until, Stack};
 
-use crate::common::{container_id, expect_contains, inspect, Spec, DOCKER};
+use crate::common::{container_id, expect_contains, inspect, running, Spec, DOCKER};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -38,10 +38,6 @@ pub fn tests() -> Vec<Spec> {
             run: diff_copying,
         },
     ]
-}
-
-fn running(s: &Stack, name: &str) -> Result<bool> {
-    Ok(inspect(s, name)?["State"]["Running"] == true)
 }
 
 fn stdin_after_restart() -> Result<()> {

@@ -8,7 +8,7 @@ use anyhow::{ensure, Result};
 use berth_integration::pty::PtyChild;
 use berth_integration::Stack;
 
-use crate::common::{expect_contains, inspect, Spec, DOCKER};
+use crate::common::{expect_contains, running, Spec, DOCKER};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -87,10 +87,6 @@ fn run_it() -> Result<()> {
     );
     s.docker(&["rm", "it1", "t1"])?.ok()?;
     Ok(())
-}
-
-fn running(s: &Stack, name: &str) -> Result<bool> {
-    Ok(inspect(s, name)?["State"]["Running"] == true)
 }
 
 fn detach_attach_exec() -> Result<()> {
