@@ -1,7 +1,8 @@
 //! `docker system df` (and `-v`, and `--format '{{json .}}'`) with two images sharing
 //! their base layer with busybox: LayersSize counts the base once, each image's
 //! SharedSize is the base, UNIQUE SIZE the rest; a container's SizeRw and SizeRootFs; a
-//! volume's size; `?type=` narrowing the answer, as dockerd 28 does.
+//! volume's size; `?type=` narrowing the answer, as dockerd 28 does. The same scenario
+//! against Debian's dockerd 20.10 (overlay2) gave the same numbers to the byte.
 
 use anyhow::{ensure, Context, Result};
 use berth_integration::{http, Stack};
@@ -184,6 +185,25 @@ fn shared_layers() -> Result<()> {
     ensure!(
         status == 400 && bad["message"] == "unknown object type: bogus",
         "type=bogus: {status} {bad}"
+    );
+
+    // API 1.41 had no `type` (ignored) and still had VirtualSize (= Size).
+    let r = http::request(
+        &s.engine_sock(),
+        "GET",
+        "/v1.41/system/df?type=container",
+        b"",
+    )?;
+    let old: Value = serde_json::from_str(&r.body)?;
+    let img = by_tag(&old["Images"], "dfb:1")?;
+    ensure!(
+        r.status == 200 && img["VirtualSize"] == b && old["Volumes"].is_array(),
+        "API 1.41 df: {} {old}",
+        r.status
+    );
+    ensure!(
+        df["Images"][0].get("VirtualSize").is_none(),
+        "VirtualSize after 1.44: {df}"
     );
 
     // The CLI's summary rows.

@@ -429,9 +429,13 @@ async fn dispatch<B: Backend>(
             StatusCode::OK,
             &super::volumes::prune(&d, &filters, anonymous_only)?,
         ),
-        Route::SystemDf { types, before_1_42 } => json_response(
+        Route::SystemDf {
+            types,
+            before_1_42,
+            before_1_44,
+        } => json_response(
             StatusCode::OK,
-            &super::system_df::df(&d, &types, before_1_42).await?,
+            &super::system_df::df(&d, &types, before_1_42, before_1_44).await?,
         ),
         Route::ContainerWait { id, condition } => {
             // Headers go out at once (the CLI waits for them before starting); the body

@@ -133,10 +133,11 @@ pub enum Route {
         anonymous_only: bool,
     },
     /// `GET /system/df?type=...`: the object types asked for (none: all); API < 1.42
-    /// ignores `type` and gets `BuilderSize`.
+    /// ignores `type` and gets `BuilderSize`, API < 1.44 gets images' `VirtualSize`.
     SystemDf {
         types: Vec<String>,
         before_1_42: bool,
+        before_1_44: bool,
     },
     ContainerWait {
         id: String,
@@ -268,8 +269,18 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Parsed,
     if let Route::VolumePrune { anonymous_only, .. } = &mut route {
         *anonymous_only = version >= v1_42;
     }
-    if let Route::SystemDf { before_1_42, .. } = &mut route {
+    if let Route::SystemDf {
+        before_1_42,
+        before_1_44,
+        ..
+    } = &mut route
+    {
         *before_1_42 = version < v1_42;
+        *before_1_44 = version
+            < ApiVersion {
+                major: 1,
+                minor: 44,
+            };
     }
     Ok(Parsed { version, route })
 }
@@ -373,6 +384,7 @@ fn route(method: &Method, rest: &str, segs: &[&str], q: &Query) -> Result<Route,
         (Method::GET, ["system", "df"]) => Route::SystemDf {
             types: q.all("type"),
             before_1_42: false,
+            before_1_44: false,
         },
         (Method::POST, ["containers", c, "wait"]) => Route::ContainerWait {
             id: id(c),

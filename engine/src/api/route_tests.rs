@@ -402,6 +402,7 @@ fn volume_routes() {
         Route::SystemDf {
             types: vec!["image".into()],
             before_1_42: true,
+            before_1_44: true,
         }
     );
 }

@@ -86,6 +86,7 @@ pub async fn df<B: Backend>(
     d: &Daemon<B>,
     types: &[String],
     before_1_42: bool,
+    before_1_44: bool,
 ) -> Result<Value, ApiError> {
     let want = Wanted::parse(types, before_1_42)?;
     // Containers need their image's size too (SizeRootFs).
@@ -112,6 +113,10 @@ pub async fn df<B: Backend>(
                 let mut v = daemon::image_summary(img);
                 v["Containers"] = json!(recs.iter().filter(|r| r.image == img.id).count());
                 v["SharedSize"] = json!(shared);
+                // Dropped at API 1.44; before it, the same number as Size.
+                if before_1_44 {
+                    v["VirtualSize"] = v["Size"].clone();
+                }
                 v
             })
             .collect();

@@ -162,10 +162,11 @@ fn go_arch() -> &'static str {
     }
 }
 
-/// A layer's size as dockerd's layer store records it: what applying the diff returns
-/// (moby's archive.UnpackLayer), the sum of every tar entry's size. Directories,
-/// symlinks, hardlinks and whiteouts count 0, so a layer holding only a directory is 0B
-/// where its tar is 1.5kB. Plain and compressed blobs are read.
+/// A layer's size as dockerd's overlay2 layer store records it (see [`tar_size`]): a
+/// layer holding only a directory is 0B where its tar is 1.5kB. Plain and compressed
+/// blobs are read.
+///
+/// [`tar_size`]: super::save_load::stream_io::tar_size
 pub fn unpacked_size<R: std::io::Read>(blob: R) -> std::io::Result<i64> {
     use super::save_load::stream_io::{decompressed, sniff, tar_size};
     let mut raw = std::io::BufReader::with_capacity(64 << 10, blob);
@@ -575,13 +576,14 @@ mod size_tests {
     }
 
     #[test]
-    fn counts_file_bytes_not_tar_bytes() {
+    fn counts_file_bytes_and_symlink_targets_not_tar_bytes() {
         let tar = layer();
         assert!(tar.len() > 3000);
-        assert_eq!(unpacked_size(&tar[..]).unwrap(), 1000);
+        // The file's 1000 bytes and the symlink's one-byte target.
+        assert_eq!(unpacked_size(&tar[..]).unwrap(), 1001);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap();
-        assert_eq!(unpacked_size(&gz.finish().unwrap()[..]).unwrap(), 1000);
+        assert_eq!(unpacked_size(&gz.finish().unwrap()[..]).unwrap(), 1001);
         assert_eq!(unpacked_size(&[][..]).unwrap(), 0);
         assert!(unpacked_size(&[1u8; 600][..]).is_err());
     }

@@ -196,14 +196,20 @@ pub fn decompressed<'a, R: BufRead + 'a>(r: R, c: Compression) -> Box<dyn Read +
     }
 }
 
-/// The unpacked size of a layer tar as dockerd's layer store records it (what moby's
-/// archive.UnpackLayer returns): the sum of its entries' sizes, so directories, links and
-/// whiteouts count 0. Reads up to the tar's end marker.
+/// The unpacked size of a layer tar as dockerd's overlay2 layer store records it: the
+/// size of the layer's directory once applied (moby's directory.Size), so each file's
+/// bytes, a symlink's target length (its lstat size), and 0 for directories, hard links
+/// (counted once, as their first name) and whiteouts. Reads up to the tar's end marker.
 pub fn tar_size(r: impl Read) -> io::Result<i64> {
     let mut archive = tar::Archive::new(r);
     let mut total: i64 = 0;
     for entry in archive.entries()? {
-        let size = entry?.size();
+        let entry = entry?;
+        let size = if entry.header().entry_type().is_symlink() {
+            entry.link_name_bytes().map_or(0, |l| l.len() as u64)
+        } else {
+            entry.size()
+        };
         total = total.saturating_add(i64::try_from(size).unwrap_or(i64::MAX));
     }
     Ok(total)
