@@ -156,6 +156,25 @@ fn round_trip() -> Result<()> {
         check_runs(&s, &format!("loaded from {tool}"))?;
     }
 
+    // `docker import` of an xz-compressed rootfs, as dockerd takes it (stored as the tar).
+    let rootfs = s.dir.join("rootfs.tar.xz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "xz -c '{}' > '{}'",
+            s.busybox_tar()?.display(),
+            rootfs.display()
+        ))
+        .status()?;
+    ensure!(status.success(), "xz failed");
+    s.docker(&["import", &rootfs.to_string_lossy(), "imp:xz"])?
+        .ok()?;
+    let out = s
+        .docker(&["run", "--rm", "imp:xz", "/bin/echo", "imported"])?
+        .ok()?;
+    ensure!(out.stdout == "imported\n", "xz import: {:?}", out.stdout);
+    s.docker(&["rmi", "imp:xz"])?.ok()?;
+
     // One flipped byte in the biggest layer's file data: refused with dockerd's message,
     // and no image, blob or lease of this load stays behind.
     s.docker(&["rmi", "ml:2"])?.ok()?;

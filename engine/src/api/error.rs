@@ -54,11 +54,7 @@ impl From<DaemonError> for ApiError {
             | E::StartFailed { .. }
             | E::ExecFailed { .. }
             | E::Spec(_)
-            | E::Import(
-                ImportError::NotTar { .. }
-                | ImportError::Decompress { .. }
-                | ImportError::Compression { .. },
-            )
+            | E::Import(ImportError::NotTar { .. } | ImportError::Decompress { .. })
             | E::Reference(_) => StatusCode::BAD_REQUEST,
             E::NameConflict { .. }
             | E::NotRunning { .. }

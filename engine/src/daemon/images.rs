@@ -26,12 +26,6 @@ pub(super) const DANGLING_PREFIX: &str = "moby-dangling@";
 pub enum ImportError {
     #[error("decompress the imported archive: {source}")]
     Decompress { source: std::io::Error },
-    /// dockerd decompresses these and stores the tar; Berth keeps an imported layer as it
-    /// came (so its digest is the upload's), and no layer media type is bzip2 or xz.
-    #[error(
-        "docker import of a {compression}-compressed tar is not supported: decompress it first"
-    )]
-    Compression { compression: &'static str },
     #[error("the imported archive is not a tar file: {source}")]
     NotTar { source: std::io::Error },
     #[error("image {digest}: unsupported manifest media type {media_type}")]
@@ -280,12 +274,11 @@ impl<B: Backend> super::Daemon<B> {
             }
             config.config = Some(runtime);
         }
-        let Some(media_type) = layer.compression.layer_media_type() else {
-            return Err(ImportError::Compression {
-                compression: layer.compression.name(),
-            }
-            .into());
-        };
+        // import_layer stores bzip2 and xz uploads decompressed: the layer has a type.
+        let media_type = layer
+            .compression
+            .layer_media_type()
+            .unwrap_or(MEDIA_LAYER_TAR);
         let layer_desc = Descriptor {
             media_type: media_type.into(),
             digest: layer.digest,

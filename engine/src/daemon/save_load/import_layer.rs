@@ -1,6 +1,7 @@
-//! The blocking half of `docker import`: the uploaded rootfs tar (plain, gzip or zstd)
-//! goes on to the content store as it is read, while it is checked to be a tar and
-//! hashed on both sides (digest of the blob, diff ID of the tar inside).
+//! The blocking half of `docker import`: the uploaded rootfs tar (plain, gzip or zstd;
+//! bzip2 and xz are decompressed first) goes on to the content store as it is read, while
+//! it is checked to be a tar and hashed on both sides (digest of the blob, diff ID of the
+//! tar inside).
 
 use std::io::{self, BufReader, Read};
 
@@ -81,8 +82,44 @@ impl<R: Read> Read for Hashing<'_, R> {
     }
 }
 
-/// Reads `body` to its end, handing every raw chunk to `sink`.
+/// Remembers whether reading failed: the bzip2 or xz stream, not the tar inside it.
+struct Watched<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed = true)
+    }
+}
+
+/// Reads `body` to its end, handing every chunk of the layer it stores to `sink`: the
+/// upload as it came (plain, gzip or zstd), or for bzip2 and xz, which no layer media
+/// type allows, what they decompress to (dockerd stores every import decompressed).
 pub fn import_layer<F>(body: impl Read, sink: F) -> Result<ImportedLayer, ImportError>
+where
+    F: FnMut(Bytes) -> io::Result<()>,
+{
+    let mut body = BufReader::with_capacity(64 << 10, body);
+    let c = sniff(&mut body).map_err(|source| ImportError::NotTar { source })?;
+    if c.layer_media_type().is_some() {
+        return store_layer(body, sink);
+    }
+    let mut decoded = Watched {
+        inner: decompressed(body, c),
+        failed: false,
+    };
+    match store_layer(&mut decoded, sink) {
+        Err(ImportError::NotTar { source }) if decoded.failed => {
+            Err(ImportError::Decompress { source })
+        }
+        other => other,
+    }
+}
+
+/// Stores `body` as it is read, checking it is a (plain, gzip or zstd) tar.
+fn store_layer<F>(body: impl Read, sink: F) -> Result<ImportedLayer, ImportError>
 where
     F: FnMut(Bytes) -> io::Result<()>,
 {
@@ -152,5 +189,36 @@ mod tests {
         assert_eq!(l.diff_id, crate::daemon::sha256_digest(&plain));
         let bad = import_layer(&b"not a tar archive, not even close to one"[..], |_| Ok(()));
         assert!(matches!(bad, Err(ImportError::NotTar { .. })), "{bad:?}");
+    }
+
+    #[test]
+    fn a_bzip2_tar_is_stored_decompressed_and_a_broken_one_is_a_decompress_error() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(5);
+        b.append_data(&mut h, "f", &b"hello"[..]).unwrap();
+        let plain = b.into_inner().unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        io::Write::write_all(&mut bz, &plain).unwrap();
+        let bz = bz.finish().unwrap();
+        let mut sent = Vec::new();
+        let l = import_layer(bz.as_slice(), |c| {
+            sent.extend_from_slice(&c);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sent, plain);
+        assert_eq!(l.compression, Compression::None);
+        assert_eq!(l.digest, crate::daemon::sha256_digest(&plain));
+        assert_eq!(l.diff_id, l.digest);
+        assert_eq!(l.unpacked, 5);
+        let mut broken = bz.clone();
+        let mid = broken.len() / 2;
+        broken[mid] ^= 0xff;
+        let bad = import_layer(broken.as_slice(), |_| Ok(()));
+        assert!(
+            matches!(bad, Err(ImportError::Decompress { .. })),
+            "{bad:?}"
+        );
     }
 }
