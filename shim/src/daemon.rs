@@ -205,6 +205,7 @@ fn serve_inner(mut cfg: ShimConfig, ready: &mut Option<File>) -> Result<(), Daem
         // A shim watches a handful of descriptors; tokio's default sizes the epoll event
         // buffer for 1024.
         .max_io_events_per_tick(IO_EVENTS)
+        .on_thread_park(crate::idle::release_if_requested)
         .build()
         .map_err(DaemonError::AsyncRuntime)?;
     rt.block_on(async move {
@@ -298,13 +299,13 @@ async fn trim_when_quiet(activity: Arc<Notify>) {
             .is_ok()
         {}
         let (in_use, mmapped, free) = crate::sys::trim_heap();
-        let text = crate::idle::release_exe_text();
+        let text = crate::idle::request_text_release();
         tracing::debug!(
             in_use,
             mmapped,
             free,
             text,
-            "idle: heap trimmed, text released"
+            "idle: heap trimmed, text release requested"
         );
     }
 }

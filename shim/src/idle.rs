@@ -10,6 +10,8 @@
 //! would bring back the file's unrelocated bytes.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 /// One mapping of our executable that may safely lose its pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,23 +20,45 @@ pub struct Range {
     pub len: usize,
 }
 
-/// Drops the pages of our executable's clean read-only mappings; returns the bytes of
-/// the ranges advised.
-pub fn release_exe_text() -> usize {
+/// The executable's mappings never change after startup (relocation has made its private
+/// copies by then), so they are read from smaps once.
+static RANGES: OnceLock<Vec<Range>> = OnceLock::new();
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Asks for our executable's clean read-only pages to be dropped when the runtime next
+/// parks ([`release_if_requested`] from `on_thread_park`); returns the bytes of the ranges
+/// that will be advised.
+///
+/// Not dropped here: every text page the shim runs after the madvise is faulted back in,
+/// and the kernel's fault-around maps the 64 KiB of cached text around each fault. From a
+/// task that is the whole way back through the scheduler to epoll_wait (~20 faults,
+/// ~1.4 MB); from the park hook it is only the driver's few pages to the syscall.
+pub fn request_text_release() -> usize {
+    let ranges = RANGES.get_or_init(exe_ranges);
+    PENDING.store(!ranges.is_empty(), Ordering::Release);
+    ranges.iter().map(|r| r.len).sum()
+}
+
+/// Drops the pages asked for by [`request_text_release`], if any. Cheap otherwise: meant
+/// to run before every park of the runtime's thread.
+pub fn release_if_requested() {
+    if !PENDING.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    for range in RANGES.get().map(Vec::as_slice).unwrap_or_default() {
+        // A failure is not logged: logging here would fault back the pages just dropped.
+        let _ = crate::sys::drop_pages(range.start, range.len);
+    }
+}
+
+fn exe_ranges() -> Vec<Range> {
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-        return 0;
+        return Vec::new();
     };
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return 0;
+        return Vec::new();
     };
-    let mut released = 0;
-    for range in clean_readonly_ranges(&smaps, &exe) {
-        match crate::sys::drop_pages(range.start, range.len) {
-            Ok(()) => released += range.len,
-            Err(e) => tracing::debug!(error = %e, start = range.start, "madvise failed"),
-        }
-    }
-    released
+    clean_readonly_ranges(&smaps, &exe)
 }
 
 /// The read-only (`r--p`, `r-xp`) mappings of `exe` in smaps text whose `Anonymous` is 0.
@@ -125,7 +149,8 @@ Anonymous:             4 kB
 
     #[test]
     fn releasing_our_own_text_keeps_the_program_running() {
-        let released = release_exe_text();
+        let released = request_text_release();
+        release_if_requested();
         // The test binary itself: still runs, and computes the same after a refault.
         let again = clean_readonly_ranges(
             &std::fs::read_to_string("/proc/self/smaps").unwrap(),

@@ -2,9 +2,12 @@
 //! docker archives built here from the busybox rootfs, `images ls/rm`, `content ls`,
 //! `snapshots ls`, `run --rm` of an imported image, and GC after `images rm --sync`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Result};
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use sha2::{Digest, Sha256};
 
 use crate::common::Stack;
@@ -16,18 +19,45 @@ fn sha256(b: &[u8]) -> String {
 
 /// The one-layer image both archive formats carry: (layer tar, config JSON).
 fn image_parts(rootfs: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    let mut layer = tar::Builder::new(Vec::new());
+    let layer = layer_tar(rootfs, Vec::new())?;
+    let config = image_config(&sha256(&layer))?;
+    Ok((layer, config))
+}
+
+/// The rootfs as a tar written to `out`.
+fn layer_tar<W: Write>(rootfs: &Path, out: W) -> Result<W> {
+    let mut layer = tar::Builder::new(out);
     layer.follow_symlinks(false);
-    // Real bytes for holes too: the crash tests use a big sparse file to get a big blob.
+    // Real bytes for holes too: the crash tests use big sparse files for big layers.
     layer.sparse(false);
     layer.append_dir_all(".", rootfs)?;
-    let layer = layer.into_inner()?;
-    let config = serde_json::to_vec(&serde_json::json!({
+    Ok(layer.into_inner()?)
+}
+
+fn image_config(diff_id: &str) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256(&layer))]}
-    }))?;
-    Ok((layer, config))
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]}
+    }))?)
+}
+
+/// Hashes the tar on its way into the gzip encoder: the config names the uncompressed
+/// digest, and a big layer of zeros is never held uncompressed in memory.
+struct HashingGz {
+    hash: Sha256,
+    gz: GzEncoder<Vec<u8>>,
+}
+
+impl Write for HashingGz {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.gz.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.gz.flush()
+    }
 }
 
 fn write_tar(path: &Path, files: &[(String, &[u8])]) -> Result<()> {
@@ -78,8 +108,25 @@ pub fn oci_archive(rootfs: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
 /// A `docker save` archive (manifest.json + config + layer dirs) tagged `tag`.
 pub fn docker_archive(rootfs: &Path, dir: &Path, tag: &str) -> Result<PathBuf> {
     let (layer, config) = image_parts(rootfs)?;
-    let config_name = format!("{}.json", sha256(&config));
-    let layer_name = format!("{}/layer.tar", sha256(&layer));
+    write_docker_archive(&layer, &config, dir, tag)
+}
+
+/// [`docker_archive`] with the layer gzip-compressed (ctr detects it by its magic bytes):
+/// a layer of many MiB of zeros is a small archive, a small blob to import and a long
+/// unpack.
+pub fn docker_archive_gz(rootfs: &Path, dir: &Path, tag: &str) -> Result<PathBuf> {
+    let out = HashingGz {
+        hash: Sha256::new(),
+        gz: GzEncoder::new(Vec::new(), Compression::fast()),
+    };
+    let out = layer_tar(rootfs, out)?;
+    let config = image_config(&hex::encode(out.hash.finalize()))?;
+    write_docker_archive(&out.gz.finish()?, &config, dir, tag)
+}
+
+fn write_docker_archive(layer: &[u8], config: &[u8], dir: &Path, tag: &str) -> Result<PathBuf> {
+    let config_name = format!("{}.json", sha256(config));
+    let layer_name = format!("{}/layer.tar", sha256(layer));
     let manifest = serde_json::to_vec(&serde_json::json!([
         {"Config": config_name, "RepoTags": [tag], "Layers": [layer_name]}
     ]))?;
@@ -88,8 +135,8 @@ pub fn docker_archive(rootfs: &Path, dir: &Path, tag: &str) -> Result<PathBuf> {
         &path,
         &[
             ("manifest.json".to_string(), &manifest[..]),
-            (config_name, &config[..]),
-            (layer_name, &layer[..]),
+            (config_name, config),
+            (layer_name, layer),
         ],
     )?;
     Ok(path)
