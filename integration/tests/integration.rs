@@ -27,6 +27,7 @@ mod network_dns;
 mod network_links;
 mod registry;
 mod registry_more;
+mod registry_push;
 mod restart;
 mod restart_policy;
 mod runtime_more;
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
         user_networks::tests(),
         registry::tests(),
         registry_more::tests(),
+        registry_push::tests(),
         events::tests(),
         users_seccomp::tests(),
         berth_cli::tests(),

@@ -79,7 +79,12 @@ pub async fn push_response<B: Backend>(
     tag: &str,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
-    let reference = pull_reference(name, tag)?;
+    // No tag (`docker push -a`): every tag of the repository, as dockerd.
+    let reference = if tag.is_empty() {
+        Reference::parse(name).map_err(RegistryError::from)?
+    } else {
+        pull_reference(name, tag)?
+    };
     let opts = PushOptions {
         reference,
         creds: header_creds(headers)?,

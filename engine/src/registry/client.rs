@@ -17,6 +17,8 @@ use super::tls::{self, Endpoint};
 use super::{Credentials, RegistryError};
 
 /// One registry host (`127.0.0.1:5000`) and the repository path being pulled.
+/// Cloned for concurrent uploads: the clones share the `Authorization` already won.
+#[derive(Clone)]
 pub struct Client {
     host: String,
     repo: String,
@@ -30,6 +32,7 @@ pub struct Client {
 }
 
 /// A request to send (and resend once after authenticating).
+#[derive(Default)]
 pub struct Call<'a> {
     pub method: Method,
     /// Path and query on the registry (`/v2/...`).
@@ -39,6 +42,8 @@ pub struct Call<'a> {
     pub body: Bytes,
     /// Non-zero: `Range: bytes=<n>-`, to resume a blob download.
     pub range_from: u64,
+    /// `Content-Range: <first>-<last>` of a chunk PATCHed into a blob upload.
+    pub content_range: Option<(u64, u64)>,
 }
 
 /// A response whose body has not been read yet.
@@ -187,6 +192,7 @@ impl Client {
             content_type: "",
             body: Bytes::new(),
             range_from: offset,
+            content_range: None,
         })
         .await
     }
@@ -337,6 +343,7 @@ fn get(path: &str) -> Call<'_> {
         content_type: "",
         body: Bytes::new(),
         range_from: 0,
+        content_range: None,
     }
 }
 
@@ -430,6 +437,9 @@ where
     }
     if call.range_from > 0 {
         req = req.header(header::RANGE, format!("bytes={}-", call.range_from));
+    }
+    if let Some((first, last)) = call.content_range {
+        req = req.header(header::CONTENT_RANGE, format!("{first}-{last}"));
     }
     if let Some(a) = auth {
         req = req.header(header::AUTHORIZATION, a);

@@ -11,7 +11,9 @@ pub mod client;
 pub mod manifest;
 pub mod pull;
 mod push;
+mod sources;
 pub mod tls;
+mod upload;
 
 use base64::Engine as _;
 
@@ -20,7 +22,7 @@ use crate::daemon::DaemonError;
 use crate::refs::ReferenceError;
 
 pub use pull::PullOptions;
-pub use push::PushOptions;
+pub use push::{set_max_concurrent_uploads, PushOptions, DEFAULT_MAX_CONCURRENT_UPLOADS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -38,6 +40,9 @@ pub enum RegistryError {
     },
     #[error("cannot connect to registry {host}: {message}")]
     Connect { host: String, message: String },
+    /// A registry's unexpected answer, worded as dockerd's distribution client does.
+    #[error("{message}")]
+    Upstream { message: String },
     #[error("registry transfer failed: {message}")]
     Transfer { message: String },
     #[error("registry answer is larger than {limit} bytes")]
