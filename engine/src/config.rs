@@ -41,6 +41,7 @@ const CONFIG_FILE_KEYS: &[&str] = &[
     "insecure-registries",
     "cpu-rt-period",
     "cpu-rt-runtime",
+    "max-concurrent-uploads",
 ];
 
 /// daemon.json's keys, checked against the supported ones as dockerd checks them (an
@@ -133,6 +134,33 @@ pub fn rt_budget(
         period: pick("cpu-rt-period", flag_period)?,
         runtime: pick("cpu-rt-runtime", flag_runtime)?,
     })
+}
+
+/// `--max-concurrent-uploads` merged with daemon.json's key of the same name (dockerd's
+/// default 5 when neither is given; 0 means the default, a negative count is an error).
+pub fn max_concurrent_uploads(
+    file: &Path,
+    v: &serde_json::Map<String, serde_json::Value>,
+    flag: Option<i64>,
+) -> Result<usize, EngineError> {
+    let key = "max-concurrent-uploads";
+    let bad = |message: String| EngineError::ConfigFile {
+        path: file.to_path_buf(),
+        message,
+    };
+    let n = match (v.get(key), flag) {
+        (None, f) => f,
+        (Some(raw), None) => Some(
+            raw.as_i64()
+                .ok_or_else(|| bad(format!("\"{key}\" must be an integer")))?,
+        ),
+        (Some(raw), Some(f)) => return Err(bad(format!("the following directives are specified both as a flag and in the configuration file: {key}: (from flag: {f}, from file: {raw})"))),
+    };
+    match n {
+        Some(n) if n < 0 => Err(bad(format!("invalid max concurrent uploads: {n}"))),
+        Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => Ok(crate::registry::DEFAULT_MAX_CONCURRENT_UPLOADS),
+    }
 }
 
 /// `--init`/`--init-path` merged with daemon.json (`"init"`, `"init-path"`) as dockerd
@@ -351,6 +379,30 @@ mod config_file_tests {
         assert!(
             bad.contains("\"cpu-rt-period\" must be an integer"),
             "{bad}"
+        );
+    }
+
+    #[test]
+    fn max_concurrent_uploads_from_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("daemon.json");
+        let none = serde_json::Map::new();
+        assert_eq!(
+            super::max_concurrent_uploads(&file, &none, None).unwrap(),
+            5
+        );
+        assert_eq!(
+            super::max_concurrent_uploads(&file, &none, Some(2)).unwrap(),
+            2
+        );
+        let v = serde_json::json!({"max-concurrent-uploads": 3});
+        let v = v.as_object().unwrap();
+        assert_eq!(super::max_concurrent_uploads(&file, v, None).unwrap(), 3);
+        assert!(super::max_concurrent_uploads(&file, v, Some(1)).is_err());
+        let e = super::max_concurrent_uploads(&file, &none, Some(-1)).unwrap_err();
+        assert!(
+            e.to_string().contains("invalid max concurrent uploads: -1"),
+            "{e}"
         );
     }
 

@@ -62,6 +62,9 @@ struct Args {
     /// Per-registry TLS files: `<dir>/<host:port>/*.crt` (CAs), `client.cert`/`client.key`.
     #[arg(long, default_value = berth_engine::registry::tls::DEFAULT_CERTS_DIR)]
     certs_dir: PathBuf,
+    /// Layers one push uploads at once [default: 5].
+    #[arg(long, allow_negative_numbers = true)]
+    max_concurrent_uploads: Option<i64>,
     /// Run an init (reaping zombies, forwarding signals) in every container by default.
     #[arg(long)]
     init: bool,
@@ -148,6 +151,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.cgroup_parent,
     )?;
     config.network = Some(network);
+    berth_engine::registry::set_max_concurrent_uploads(
+        berth_engine::config::max_concurrent_uploads(
+            &file,
+            &file_config,
+            args.max_concurrent_uploads,
+        )?,
+    );
     config.rt_budget = berth_engine::config::rt_budget(
         &file,
         &file_config,
