@@ -2,7 +2,10 @@
 //! every tag, the errors for missing tags, cross-repository blob mounts, and a large
 //! layer uploaded in PATCHed chunks. The registry's access log shows which requests came.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{ensure, Result};
 use berth_integration::Stack;
@@ -21,6 +24,11 @@ pub fn tests() -> Vec<Spec> {
             name: "registry::push_mounts_from_another_repo_and_chunks_large_layers",
             needs: REGISTRY_NEEDS,
             run: mount_and_chunks,
+        },
+        Spec {
+            name: "registry::push_to_a_failing_registry_sends_no_manifest",
+            needs: REGISTRY_NEEDS,
+            run: failing_registry,
         },
     ]
 }
@@ -132,6 +140,80 @@ fn mount_and_chunks() -> Result<()> {
         "image ID changed: {} vs {}",
         id.out(),
         again.out()
+    );
+    Ok(())
+}
+
+/// A fake registry on loopback: blobs are missing, uploads open, and every blob PUT is
+/// answered 500. Records the request lines it got.
+fn failing_registry() -> Result<()> {
+    let s = Stack::with_busybox()?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let host = listener.local_addr()?.to_string();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    listener.set_nonblocking(false)?;
+    let server = std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 65536];
+            let Ok(n) = conn.read(&mut buf) else { continue };
+            // The engine tries HTTPS first on loopback: a TLS hello gets the connection closed.
+            if n == 0 || buf[0] == 0x16 {
+                continue;
+            }
+            let line = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            // Reads the whole body first: closing on unread bytes would reset the
+            // connection before the engine reads the answer.
+            let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+            let length: usize = head
+                .split("\r\ncontent-length:")
+                .nth(1)
+                .and_then(|r| r.split("\r\n").next())
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let body_start = head.find("\r\n\r\n").map_or(n, |i| i + 4);
+            let mut left = (length + body_start).saturating_sub(n);
+            while left > 0 {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => left = left.saturating_sub(k),
+                }
+            }
+
+            if line.starts_with("STOP") {
+                return;
+            }
+            let answer = if line.starts_with("HEAD ") {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string()
+            } else if line.starts_with("POST ") {
+                "HTTP/1.1 202 Accepted\r\nLocation: /v2/bad/blobs/uploads/u1\r\nContent-Length: 0\r\n\r\n".to_string()
+            } else {
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 7\r\n\r\ngarbage".to_string()
+            };
+            log.lock().unwrap().push(line);
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    let image = format!("{host}/bad:1");
+    s.docker(&["tag", "busybox", &image])?.ok()?;
+    let out = s.docker(&["push", &image]);
+    let _ = std::net::TcpStream::connect(&host).and_then(|mut c| c.write_all(b"STOP\r\n\r\n"));
+    let _ = server.join();
+    let out = out?.expect_code(1)?;
+    expect_contains(
+        "push to a failing registry",
+        &out.stderr,
+        "received unexpected HTTP status: 500 Internal Server Error",
+    )?;
+    let seen = seen.lock().unwrap();
+    ensure!(
+        !seen.iter().any(|l| l.contains("/manifests/")),
+        "manifest sent although blobs failed: {seen:?}"
     );
     Ok(())
 }
