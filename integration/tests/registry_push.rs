@@ -141,6 +141,18 @@ fn mount_and_chunks() -> Result<()> {
         id.out(),
         again.out()
     );
+    // Pulled blobs are known in their repository too: pushing them elsewhere mounts them.
+    reg.push_busybox(&s.busybox_tar()?, "latest", None)?;
+    let pulled = format!("{}/busybox:latest", reg.host);
+    s.docker(&["pull", &pulled])?.ok()?;
+    let three = format!("{}/three:1", reg.host);
+    s.docker(&["tag", &pulled, &three])?.ok()?;
+    let out = s.docker(&["push", &three])?.ok()?;
+    expect_contains(
+        "push of a pulled image",
+        &out.stdout,
+        "Mounted from busybox",
+    )?;
     Ok(())
 }
 

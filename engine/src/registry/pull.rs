@@ -312,6 +312,10 @@ pub async fn pull<B: Backend>(
     })
     .await?;
     d.record_repo_digest(r, &top_digest, &manifest_desc).await?;
+    // So a later push to another repository of this registry can mount the blobs.
+    let mut blobs: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
+    blobs.push(&config.digest);
+    super::sources::record(&d.config.data_root, c.host(), &r.path, &blobs).await;
     d.event_log.image("pull", &r.familiar(), &r.familiar());
     p.status(&format!("Digest: {top_digest}")).await;
     let verb = if up_to_date {
