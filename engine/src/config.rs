@@ -32,6 +32,8 @@ pub enum EngineError {
     Signal { source: std::io::Error },
     #[error("unable to configure the engine with file {path}: {message}")]
     ConfigFile { path: PathBuf, message: String },
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 /// The daemon.json keys Berth supports (dockerd's names).
@@ -42,6 +44,8 @@ const CONFIG_FILE_KEYS: &[&str] = &[
     "cpu-rt-period",
     "cpu-rt-runtime",
     "max-concurrent-uploads",
+    "max-concurrent-downloads",
+    "registry-mirrors",
 ];
 
 /// daemon.json's keys, checked against the supported ones as dockerd checks them (an
@@ -104,6 +108,78 @@ pub fn insecure_registries(
         return Err(bad(format!("the following directives are specified both as a flag and in the configuration file: insecure-registries: (from flag: [{}], from file: [{}])", flag.join(" "), from_file.join(" "))));
     }
     Ok(from_file)
+}
+
+/// `--max-concurrent-downloads` and `--registry-mirror` merged with daemon.json's
+/// `"max-concurrent-downloads"` and `"registry-mirrors"`: a key given both ways is an
+/// error, a negative count is dockerd's "invalid max concurrent downloads", 0 is the
+/// default, and each mirror is checked as dockerd checks it.
+pub fn pull_settings(
+    file: &Path,
+    v: &serde_json::Map<String, serde_json::Value>,
+    flag_max: Option<i64>,
+    flag_mirrors: Vec<String>,
+) -> Result<crate::registry::settings::PullSettings, EngineError> {
+    use crate::registry::settings::{parse_mirror, PullSettings, DEFAULT_MAX_CONCURRENT_DOWNLOADS};
+    let bad = |message: String| EngineError::ConfigFile {
+        path: file.to_path_buf(),
+        message,
+    };
+    let both = |key: &str, flag: String, from_file: String| {
+        bad(format!("the following directives are specified both as a flag and in the configuration file: {key}: (from flag: {flag}, from file: {from_file})"))
+    };
+    let max = match v.get("max-concurrent-downloads") {
+        None => flag_max,
+        Some(raw) => {
+            let n = raw
+                .as_i64()
+                .ok_or_else(|| bad("\"max-concurrent-downloads\" must be an integer".into()))?;
+            if let Some(f) = flag_max {
+                return Err(both(
+                    "max-concurrent-downloads",
+                    f.to_string(),
+                    n.to_string(),
+                ));
+            }
+            Some(n)
+        }
+    };
+    let max = match max {
+        Some(n) if n < 0 => {
+            return Err(bad(format!("invalid max concurrent downloads: {n}")));
+        }
+        Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+        _ => DEFAULT_MAX_CONCURRENT_DOWNLOADS,
+    };
+    let mirrors = match v.get("registry-mirrors") {
+        None => flag_mirrors,
+        Some(list) => {
+            let from_file = list
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|e| e.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| bad("\"registry-mirrors\" must be a list of strings".into()))?;
+            if !flag_mirrors.is_empty() {
+                return Err(both(
+                    "registry-mirrors",
+                    format!("[{}]", flag_mirrors.join(" ")),
+                    format!("[{}]", from_file.join(" ")),
+                ));
+            }
+            from_file
+        }
+    };
+    let mirrors = mirrors
+        .iter()
+        .map(|m| parse_mirror(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PullSettings {
+        max_concurrent_downloads: max,
+        mirrors,
+    })
 }
 
 /// `--cpu-rt-period`/`--cpu-rt-runtime` merged with daemon.json's keys of the same names
@@ -358,7 +434,7 @@ mod prepare_dir_tests {
 
 #[cfg(test)]
 mod config_file_tests {
-    use super::{insecure_registries, read_config_file, rt_budget};
+    use super::{insecure_registries, pull_settings, read_config_file, rt_budget};
 
     #[test]
     fn rt_budget_from_the_flags_or_the_file_not_both() {
@@ -431,14 +507,63 @@ mod config_file_tests {
             .to_string();
         assert!(bad.contains("must be a list of strings"), "{bad}");
 
-        std::fs::write(&file, r#"{"registry-mirrors": []}"#).unwrap();
+        std::fs::write(&file, r#"{"registry-mirror": []}"#).unwrap();
         let unknown = read_config_file(&file, true).unwrap_err().to_string();
         assert!(
-            unknown.contains("don't match any configuration option: registry-mirrors"),
+            unknown.contains("don't match any configuration option: registry-mirror"),
             "{unknown}"
         );
         let missing = tmp.path().join("none.json");
         assert!(read_config_file(&missing, false).unwrap().is_empty());
         assert!(read_config_file(&missing, true).is_err());
+    }
+
+    #[test]
+    fn pull_settings_from_the_flags_or_the_file_not_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("daemon.json");
+        let none = serde_json::Map::new();
+        let d = pull_settings(&file, &none, None, vec![]).unwrap();
+        assert_eq!((d.max_concurrent_downloads, d.mirrors.len()), (3, 0));
+        assert_eq!(
+            pull_settings(&file, &none, Some(0), vec![])
+                .unwrap()
+                .max_concurrent_downloads,
+            3
+        );
+        let neg = pull_settings(&file, &none, Some(-1), vec![]).unwrap_err();
+        assert!(neg
+            .to_string()
+            .contains("invalid max concurrent downloads: -1"));
+        let bad_mirror = pull_settings(&file, &none, None, vec!["ftp://m".into()]).unwrap_err();
+        assert!(
+            bad_mirror.to_string().contains("invalid mirror"),
+            "{bad_mirror}"
+        );
+
+        std::fs::write(
+            &file,
+            r#"{"max-concurrent-downloads": 1, "registry-mirrors": ["http://127.0.0.1:5000"]}"#,
+        )
+        .unwrap();
+        let v = read_config_file(&file, true).unwrap();
+        let s = pull_settings(&file, &v, None, vec![]).unwrap();
+        assert_eq!(s.max_concurrent_downloads, 1);
+        assert_eq!(s.mirrors[0].host, "127.0.0.1:5000");
+        assert!(s.mirrors[0].plain_http);
+        let both = pull_settings(&file, &v, Some(2), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            both.contains("max-concurrent-downloads: (from flag: 2, from file: 1)"),
+            "{both}"
+        );
+        let both = pull_settings(&file, &v, None, vec!["https://m".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            both.contains("registry-mirrors: (from flag: [https://m]"),
+            "{both}"
+        );
     }
 }

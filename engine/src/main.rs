@@ -79,8 +79,16 @@ struct Args {
     /// budget containers' --cpu-rt-runtime share (a new cgroup has none).
     #[arg(long)]
     cpu_rt_runtime: Option<i64>,
+    /// How many layers a pull downloads at once [default: 3].
+    #[arg(long)]
+    max_concurrent_downloads: Option<i64>,
+    /// A Docker Hub mirror (http:// or https:// URL, repeatable), tried in order before
+    /// Docker Hub for docker.io references.
+    #[arg(long = "registry-mirror")]
+    registry_mirror: Vec<String>,
     /// daemon.json with dockerd's key names (supported: init, init-path,
-    /// insecure-registries, cpu-rt-period, cpu-rt-runtime)
+    /// insecure-registries, cpu-rt-period, cpu-rt-runtime, max-concurrent-downloads,
+    /// max-concurrent-uploads, registry-mirrors)
     /// [default: /etc/berth/daemon.json, when it exists].
     #[arg(long)]
     config_file: Option<PathBuf>,
@@ -124,6 +132,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let insecure =
         berth_engine::config::insecure_registries(&file, &file_config, args.insecure_registry)?;
     berth_engine::registry::tls::configure(insecure, args.certs_dir)?;
+    berth_engine::registry::settings::configure(berth_engine::config::pull_settings(
+        &file,
+        &file_config,
+        args.max_concurrent_downloads,
+        args.registry_mirror,
+    )?);
     let mut network =
         berth_engine::network::NetworkConfig::new(args.bridge_name, args.firewall_table);
     network.bip = args

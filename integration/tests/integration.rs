@@ -27,6 +27,7 @@ mod network_dns;
 mod network_links;
 mod registry;
 mod registry_more;
+mod registry_pull;
 mod registry_push;
 mod restart;
 mod restart_policy;
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         user_networks::tests(),
         registry::tests(),
         registry_more::tests(),
+        registry_pull::tests(),
         registry_push::tests(),
         events::tests(),
         users_seccomp::tests(),

@@ -416,6 +416,11 @@ fn killed_mid_pull() -> Result<()> {
 
     proxy.stall.store(false, Ordering::SeqCst);
     s.docker(&["pull", &image])?.ok()?;
+    // What highd's ingest kept of the killed engine's download is not fetched again.
+    ensure!(
+        proxy.ranged.load(Ordering::SeqCst),
+        "the retry after the restart did not resume with a Range request"
+    );
     let out = s
         .docker(&["run", "--rm", &image, "echo", "resumed"])?
         .ok()?;

@@ -25,6 +25,8 @@ struct FakeTask {
 struct State {
     content: HashMap<String, Vec<u8>>,
     content_labels: HashMap<String, HashMap<String, String>>,
+    /// Named ingests: the bytes a resumable write kept.
+    ingests: HashMap<String, Vec<u8>>,
     images: HashMap<String, Image>,
     /// key → (parent, committed)
     snapshots: HashMap<String, (String, bool)>,
@@ -323,6 +325,61 @@ impl Backend for FakeBackend {
             })
         })
         .ok_or_else(|| not_found(&format!("content digest {digest}")))
+    }
+
+    async fn content_ingest_offset(&self, reference: &str) -> BackendResult<u64> {
+        Ok(self.with(|s| s.ingests.get(reference).map_or(0, |b| b.len() as u64)))
+    }
+
+    async fn content_ingest(
+        &self,
+        reference: &str,
+        offset: u64,
+        total: i64,
+        expected: &str,
+        mut data: UploadStream,
+        labels: HashMap<String, String>,
+    ) -> BackendResult<()> {
+        if !expected.is_empty() && self.with(|s| s.content.contains_key(expected)) {
+            return Ok(());
+        }
+        let mut buf = self.with(|s| s.ingests.remove(reference).unwrap_or_default());
+        if buf.len() as u64 != offset {
+            if offset != 0 {
+                let current = buf.len();
+                self.with(|s| s.ingests.insert(reference.into(), buf));
+                return Err(BackendError::Failed {
+                    op: "content write",
+                    message: format!("write to ref {reference:?} at offset {offset} must occur at current offset {current}"),
+                });
+            }
+            buf.clear();
+        }
+        while let Some(chunk) = data.next().await {
+            match chunk {
+                Ok(c) => buf.extend_from_slice(&c),
+                Err(e) => {
+                    self.with(|s| s.ingests.insert(reference.into(), buf));
+                    return Err(BackendError::Failed {
+                        op: "content write",
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        if total > 0 && buf.len() as i64 != total {
+            let message = format!("the data ended after {} of {total} bytes", buf.len());
+            self.with(|s| s.ingests.insert(reference.into(), buf));
+            return Err(BackendError::Failed {
+                op: "content write",
+                message,
+            });
+        }
+        let desc = Descriptor {
+            digest: expected.into(),
+            ..Default::default()
+        };
+        self.content_write(&desc, buf.into(), labels).await
     }
 
     async fn image_get(&self, name: &str) -> BackendResult<Image> {

@@ -158,6 +158,26 @@ pub trait Backend: Send + Sync + 'static {
         data: UploadStream,
         labels: HashMap<String, String>,
     ) -> impl Future<Output = BackendResult<()>> + Send;
+    /// How many bytes the ingest `reference` holds (what an interrupted write left
+    /// there, also across engine restarts); 0 when there is no such ingest.
+    fn content_ingest_offset(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = BackendResult<u64>> + Send;
+    /// [`Backend::content_write_stream`] into the named, resumable ingest `reference`,
+    /// the stream's first byte going at `offset` (0 starts the ingest over). A stream
+    /// that fails or ends short keeps what highd received, for a resume from
+    /// [`Backend::content_ingest_offset`]; a commit that fails verification aborts the
+    /// ingest, so the next attempt starts from 0.
+    fn content_ingest(
+        &self,
+        reference: &str,
+        offset: u64,
+        total: i64,
+        expected: &str,
+        data: UploadStream,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
 
     /// A blob's labels (Content.Info); NotFound when the blob is not there.
     fn content_labels(

@@ -303,31 +303,44 @@ impl<B: Backend> super::Daemon<B> {
         let mut parent = String::new();
         for i in 0..layers.len() {
             let chain = chain_id(&diff_ids[..=i]);
-            if self.backend.snapshot_exists(&chain).await? {
-                self.layer_unpacked_size(&layers[i]).await;
-            } else {
-                let key = format!(
-                    "extract-{}-{chain}",
-                    Utc::now().timestamp_nanos_opt().unwrap_or(0)
-                );
-                let mounts = self
-                    .backend
-                    .snapshot_prepare(&key, &parent, HashMap::new())
-                    .await?;
-                let apply = async {
-                    self.backend.diff_apply(&layers[i], mounts).await?;
-                    self.backend
-                        .snapshot_commit(&chain, &key, HashMap::new())
-                        .await
-                };
-                let (applied, _) = tokio::join!(apply, self.layer_unpacked_size(&layers[i]));
-                if let Err(e) = applied {
-                    // Leave nothing behind: the half-applied snapshot is useless.
-                    let _ = self.backend.snapshot_remove(&key).await;
-                    return Err(e.into());
-                }
-            }
+            self.unpack_layer(&layers[i], &parent, &chain).await?;
             parent = chain;
+        }
+        Ok(())
+    }
+
+    /// Applies one layer on the snapshot `parent` and commits it as `chain`, unless
+    /// that snapshot exists already.
+    pub(crate) async fn unpack_layer(
+        &self,
+        layer: &Descriptor,
+        parent: &str,
+        chain: &str,
+    ) -> DaemonResult<()> {
+        if self.backend.snapshot_exists(chain).await? {
+            self.layer_unpacked_size(layer).await;
+            return Ok(());
+        }
+        let key = format!(
+            "extract-{}-{chain}",
+            Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        );
+        let mounts = self
+            .backend
+            .snapshot_prepare(&key, parent, HashMap::new())
+            .await?;
+        let apply = async {
+            self.backend.diff_apply(layer, mounts).await?;
+            self.backend
+                .snapshot_commit(chain, &key, HashMap::new())
+                .await
+        };
+        // The stored size (a blob label) is counted beside the apply, not after it.
+        let (applied, _) = tokio::join!(apply, self.layer_unpacked_size(layer));
+        if let Err(e) = applied {
+            // Leave nothing behind: the half-applied snapshot is useless.
+            let _ = self.backend.snapshot_remove(&key).await;
+            return Err(e.into());
         }
         Ok(())
     }

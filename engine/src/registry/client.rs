@@ -17,7 +17,8 @@ use super::tls::{self, Endpoint};
 use super::{Credentials, RegistryError};
 
 /// One registry host (`127.0.0.1:5000`) and the repository path being pulled.
-/// Cloned for concurrent uploads: the clones share the `Authorization` already won.
+/// Cloned for concurrent downloads and uploads: the clones share the credentials and
+/// the `Authorization` already won.
 #[derive(Clone)]
 pub struct Client {
     host: String,
@@ -103,6 +104,28 @@ impl Client {
             auth: None,
             actions: "pull",
             endpoints: tls::endpoints(host)?,
+        })
+    }
+
+    /// A `registry-mirrors` entry: plain HTTP for an `http://` mirror, else as
+    /// [`Client::new`] reaches its host.
+    pub fn mirror(
+        m: &super::settings::Mirror,
+        repo: &str,
+        creds: Option<Credentials>,
+    ) -> Result<Self, RegistryError> {
+        let endpoints = if m.plain_http {
+            vec![Endpoint::Http]
+        } else {
+            tls::endpoints(&m.host)?
+        };
+        Ok(Self {
+            host: m.host.clone(),
+            repo: repo.into(),
+            creds,
+            auth: None,
+            actions: "pull",
+            endpoints,
         })
     }
 

@@ -8,9 +8,11 @@
 
 pub mod api;
 pub mod client;
+mod download;
 pub mod manifest;
 pub mod pull;
 mod push;
+pub mod settings;
 mod sources;
 pub mod tls;
 mod upload;
@@ -83,6 +85,9 @@ pub enum RegistryError {
     },
     #[error("invalid --insecure-registry {value:?}: expected HOST[:PORT]")]
     InsecureRegistry { value: String },
+    /// dockerd's `registry-mirrors` validation messages.
+    #[error("{message}")]
+    Mirror { message: String },
     #[error("invalid X-Registry-Auth header: {message}")]
     AuthHeader { message: String },
     #[error(transparent)]

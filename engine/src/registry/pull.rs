@@ -1,5 +1,7 @@
-//! `docker pull`: resolve the manifest (through an index for this platform), download
-//! and verify config and layers into highd's content store, unpack, then name the image.
+//! `docker pull`: resolve the manifest (through an index for this platform, and for
+//! Docker Hub references through the configured mirrors first), download up to
+//! `max-concurrent-downloads` layers at once into highd's content store (`download.rs`)
+//! while the ones already there are applied in order, then name the image.
 //! It runs under a highd lease (`Daemon::leased`), so GC cannot take blobs before the
 //! image names them. The image name is written last, so a failed pull leaves no image
 //! behind; blobs it already wrote are unreferenced once the lease is gone, and highd's
@@ -7,15 +9,17 @@
 
 use std::collections::HashMap;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::Utc;
+use futures::StreamExt;
 use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::client::{Client, Fetched};
+use super::client::Client;
+use super::download::{self, short, status_error};
 use super::manifest::{self, Desc, Document};
-use super::{Credentials, RegistryError};
+use super::{settings, Credentials, RegistryError};
 use crate::backend::{Backend, Descriptor, Image};
 use crate::daemon::{chain_id, Daemon};
 use crate::refs::Reference;
@@ -42,21 +46,7 @@ impl Progress<'_> {
         self.send(json!({ "status": status })).await;
     }
     async fn layer(&self, id: &str, status: &str) {
-        self.send(json!({"status": status, "progressDetail": {}, "id": id}))
-            .await;
-    }
-}
-
-fn short(digest: &str) -> &str {
-    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
-    &hex[..hex.len().min(12)]
-}
-
-fn status_error(f: &Fetched, url: String) -> RegistryError {
-    RegistryError::Status {
-        url,
-        status: f.status.as_u16(),
-        message: f.status.canonical_reason().unwrap_or("").into(),
+        download::send(self.0, id, status).await;
     }
 }
 
@@ -113,59 +103,15 @@ async fn fetch_manifest(
     Ok((data, digest, ct))
 }
 
-/// How often a blob download cut mid-body is resumed before the pull fails.
-const RESUMES: u32 = 3;
-
-/// Downloads one blob and checks its size and digest before anyone sees it. A transfer
-/// that breaks after some bytes arrived is resumed with a `Range` request from there
-/// (a registry that answers 200 instead of 206 sends the whole blob again).
-async fn fetch_blob(
-    c: &mut Client,
-    desc: &Desc,
-    progress: Option<&Progress<'_>>,
-) -> Result<Bytes, RegistryError> {
-    let total = u64::try_from(desc.size).unwrap_or(0);
-    let id = short(&desc.digest).to_string();
-    let mut last = 0u64;
-    let mut buf = BytesMut::new();
-    let mut resumes = 0;
-    loop {
-        let offset = buf.len() as u64;
-        let f = c.get_from("blobs", &desc.digest, "", offset).await?;
-        if !f.status.is_success() {
-            let url = format!("{}/v2/{}/blobs/{}", c.base_url(), c.repo(), desc.digest);
-            return Err(status_error(&f, url));
-        }
-        if offset > 0 && f.status != StatusCode::PARTIAL_CONTENT {
-            buf.clear();
-        }
-        let read = f
-            .read_into(&mut buf, total, |n| {
-                // About every 512 KiB, not every frame; a progress line that does not
-                // fit in the channel right now is dropped rather than stalling the pull.
-                if let Some(p) = progress.filter(|_| n.saturating_sub(last) >= 512 << 10) {
-                    last = n;
-                    let _ = p.0.try_send(json!({"status": "Downloading",
-                        "progressDetail": {"current": n, "total": total}, "id": id}));
-                }
-            })
-            .await;
-        match read {
-            Ok(()) => break,
-            Err(RegistryError::Transfer { message })
-                if resumes < RESUMES && buf.len() as u64 > offset =>
-            {
-                resumes += 1;
-                tracing::info!(digest = %desc.digest, at = buf.len(), error = %message, "blob download broke; resuming");
-            }
-            Err(e) => return Err(e),
-        }
+/// Reads a small blob (the image config) and checks its size and digest.
+async fn fetch_small(c: &mut Client, desc: &Desc) -> Result<Bytes, RegistryError> {
+    let f = c.get("blobs", &desc.digest, "").await?;
+    if !f.status.is_success() {
+        let url = format!("{}/v2/{}/blobs/{}", c.base_url(), c.repo(), desc.digest);
+        return Err(status_error(&f, url));
     }
-    let data = buf.freeze();
-    if let Some(p) = progress {
-        p.layer(&id, "Verifying Checksum").await;
-    }
-    if data.len() as u64 != total {
+    let data = f.read_all(DOC_LIMIT, |_| {}).await?;
+    if data.len() as i64 != desc.size {
         return Err(RegistryError::SizeMismatch {
             digest: desc.digest.clone(),
             expected: desc.size,
@@ -185,6 +131,34 @@ fn descriptor(d: &Desc) -> Descriptor {
     }
 }
 
+/// The client and manifest of the first endpoint that has the reference: for Docker
+/// Hub references each `registry-mirrors` entry in turn, then Docker Hub itself, as
+/// dockerd falls back from a mirror that fails.
+async fn resolve(
+    r: &Reference,
+    creds: Option<Credentials>,
+    wanted: &str,
+) -> Result<(Client, Bytes, String, String), RegistryError> {
+    if r.domain == "docker.io" {
+        for m in &settings::get().mirrors {
+            let mirror = Client::mirror(m, &r.path, creds.clone());
+            let attempt = match mirror {
+                Ok(mut c) => fetch_manifest(&mut c, r, wanted).await.map(|m| (c, m)),
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok((c, (data, digest, ct))) => return Ok((c, data, digest, ct)),
+                Err(e) => {
+                    tracing::info!(mirror = %m.host, error = %e, "mirror failed; trying the next endpoint")
+                }
+            }
+        }
+    }
+    let mut c = Client::new(&r.domain, &r.path, creds)?;
+    let (data, digest, ct) = fetch_manifest(&mut c, r, wanted).await?;
+    Ok((c, data, digest, ct))
+}
+
 /// Pulls `opts.reference`, sending progress lines to `tx`; returns the manifest digest.
 pub async fn pull<B: Backend>(
     d: &Daemon<B>,
@@ -193,13 +167,12 @@ pub async fn pull<B: Backend>(
 ) -> Result<String, RegistryError> {
     let r = &opts.reference;
     let p = Progress(tx);
-    let mut c = Client::new(&r.domain, &r.path, opts.creds)?;
     let wanted = r
         .digest
         .clone()
         .or_else(|| r.tag.clone())
         .unwrap_or_else(|| "latest".into());
-    let (data, top_digest, ct) = fetch_manifest(&mut c, r, &wanted).await?;
+    let (mut c, data, top_digest, ct) = resolve(r, opts.creds, &wanted).await?;
     let (os, arch) = manifest::host_platform();
     let (data, digest, doc) = match manifest::parse(&data, &ct)? {
         Document::Index { manifests } => {
@@ -226,7 +199,7 @@ pub async fn pull<B: Backend>(
     };
     p.send(json!({"status": format!("Pulling from {}", r.path), "id": wanted}))
         .await;
-    let config_bytes = fetch_blob(&mut c, &config, None).await?;
+    let config_bytes = fetch_small(&mut c, &config).await?;
     let image_config: ImageConfig =
         serde_json::from_slice(&config_bytes).map_err(|e| RegistryError::Decode {
             what: "image config",
@@ -251,15 +224,7 @@ pub async fn pull<B: Backend>(
         };
         p.layer(short(&l.digest), status).await;
     }
-    for (l, unpacked) in layers.iter().zip(&present) {
-        if *unpacked {
-            continue;
-        }
-        let blob = fetch_blob(&mut c, l, Some(&p)).await?;
-        p.layer(short(&l.digest), "Download complete").await;
-        b.content_write(&descriptor(l), blob, HashMap::new())
-            .await?;
-    }
+    fetch_and_unpack(d, &c, &layers, &diff_ids, &present, tx).await?;
     let top_chain = chain_id(&diff_ids);
     let cfg_labels = HashMap::from([(
         format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
@@ -284,18 +249,6 @@ pub async fn pull<B: Backend>(
         annotations: HashMap::new(),
     };
     b.content_write(&manifest_desc, data, man_labels).await?;
-    let layer_descs: Vec<Descriptor> = layers.iter().map(descriptor).collect();
-    for (l, unpacked) in layers.iter().zip(&present) {
-        if !*unpacked {
-            p.layer(short(&l.digest), "Extracting").await;
-        }
-    }
-    d.unpack(&layer_descs, &diff_ids).await?;
-    for (l, unpacked) in layers.iter().zip(&present) {
-        if !*unpacked {
-            p.layer(short(&l.digest), "Pull complete").await;
-        }
-    }
     let name = r.to_string();
     let up_to_date = match b.image_get(&name).await {
         Ok(old) => old.target.digest == manifest_desc.digest,
@@ -325,6 +278,70 @@ pub async fn pull<B: Backend>(
     };
     p.status(&format!("Status: {verb} {}", r.familiar())).await;
     Ok(top_digest)
+}
+
+/// Downloads the layers not `present`, up to `max-concurrent-downloads` at once (the
+/// rest announced as "Waiting"), and applies each layer as soon as it and all below it
+/// are in, in order. All of it runs on the pull's task, so every highd call carries
+/// the pull's lease.
+async fn fetch_and_unpack<B: Backend>(
+    d: &Daemon<B>,
+    c: &Client,
+    layers: &[Desc],
+    diff_ids: &[String],
+    present: &[bool],
+    tx: &mpsc::Sender<Value>,
+) -> Result<(), RegistryError> {
+    let max = settings::get().max_concurrent_downloads.max(1);
+    let needed: Vec<usize> = (0..layers.len()).filter(|&i| !present[i]).collect();
+    for &i in needed.iter().skip(max) {
+        download::send(tx, short(&layers[i].digest), "Waiting").await;
+    }
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<usize>();
+    let producer = async move {
+        let mut downloads = futures::stream::iter(needed)
+            .map(|i| async move {
+                let l = &layers[i];
+                download::download(&*d.backend, c.clone(), l, tx).await?;
+                download::send(tx, short(&l.digest), "Download complete").await;
+                Ok::<_, RegistryError>(i)
+            })
+            .buffer_unordered(max);
+        while let Some(i) = downloads.next().await {
+            // The consumer only stops early on an error, which ends the pull anyway.
+            let _ = done_tx.send(i?);
+        }
+        Ok::<_, RegistryError>(())
+    };
+    let consumer = async {
+        let mut ready = vec![false; layers.len()];
+        let mut parent = String::new();
+        for (i, l) in layers.iter().enumerate() {
+            let chain = chain_id(&diff_ids[..=i]);
+            if !present[i] {
+                while !ready[i] {
+                    let j = done_rx.recv().await.ok_or(RegistryError::Transfer {
+                        message: format!("the download of {} ended without a result", l.digest),
+                    })?;
+                    ready[j] = true;
+                }
+                let id = short(&l.digest);
+                let size = l.size;
+                let extracting = |current: i64| {
+                    json!({"status": "Extracting",
+                        "progressDetail": {"current": current, "total": size}, "id": id})
+                };
+                let _ = tx.send(extracting(0)).await;
+                d.unpack_layer(&descriptor(l), &parent, &chain).await?;
+                let _ = tx.send(extracting(size)).await;
+                download::send(tx, id, "Pull complete").await;
+            }
+            parent = chain;
+        }
+        Ok::<_, RegistryError>(())
+    };
+    tokio::try_join!(producer, consumer)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,6 +12,14 @@ use pb::WriteAction;
 use super::{GrpcBackend, CHUNK};
 use crate::backend::{BackendError, BackendResult, ChunkStream, UploadStream};
 
+/// Where a streamed write goes: its ingest ref and the offset of its first byte.
+pub(crate) struct Ingest {
+    pub reference: String,
+    pub offset: u64,
+    /// Kept when the data stream breaks, for a later resume.
+    pub resumable: bool,
+}
+
 /// How the request stream ended, seen by the caller once highd has answered.
 #[derive(Default)]
 enum Ending {
@@ -152,6 +160,45 @@ impl GrpcBackend {
         data: UploadStream,
         labels: HashMap<String, String>,
     ) -> BackendResult<()> {
+        // A fresh ref per write: two loads of the same blob never lock each other out,
+        // and the loser's commit finds the blob there (AlreadyExists, fine).
+        let ingest = Ingest {
+            reference: format!(
+                "berth-engine-stream-{}",
+                hex::encode(rand::random::<[u8; 8]>())
+            ),
+            offset: 0,
+            resumable: false,
+        };
+        self.ingest(ingest, total, expected, data, labels).await
+    }
+
+    /// Content.Status of an ingest: its offset, 0 when highd has none by that name.
+    pub(super) async fn ingest_offset(&self, reference: &str) -> BackendResult<u64> {
+        match self
+            .content()
+            .status(pb::StatusRequest {
+                r#ref: reference.into(),
+            })
+            .await
+        {
+            Ok(r) => Ok(r
+                .into_inner()
+                .status
+                .map_or(0, |s| u64::try_from(s.offset).unwrap_or(0))),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(0),
+            Err(s) => Err(self.err("content status")(s)),
+        }
+    }
+
+    pub(super) async fn ingest(
+        &self,
+        ingest: Ingest,
+        total: i64,
+        expected: &str,
+        data: UploadStream,
+        labels: HashMap<String, String>,
+    ) -> BackendResult<()> {
         if !expected.is_empty() {
             match self
                 .content()
@@ -165,12 +212,11 @@ impl GrpcBackend {
                 Err(s) => return Err(self.err("content info")(s)),
             }
         }
-        // A fresh ref per write: two loads of the same blob never lock each other out,
-        // and the loser's commit finds the blob there (AlreadyExists, fine).
-        let reference = format!(
-            "berth-engine-stream-{}",
-            hex::encode(rand::random::<[u8; 8]>())
-        );
+        let Ingest {
+            reference,
+            offset,
+            resumable,
+        } = ingest;
         let ending = Arc::new(Mutex::new(Ending::Running));
         let pump = Pump {
             data,
@@ -178,7 +224,7 @@ impl GrpcBackend {
             reference: reference.clone(),
             total,
             expected: expected.into(),
-            offset: 0,
+            offset: i64::try_from(offset).unwrap_or(0),
             labels: Some(labels),
             ending: ending.clone(),
         };
@@ -186,6 +232,7 @@ impl GrpcBackend {
             futures::stream::unfold(pump, |mut p| async move { p.next().await.map(|m| (m, p)) });
         let result = self.drive_write(requests).await;
         let ending = std::mem::take(&mut *ending.lock().unwrap_or_else(|e| e.into_inner()));
+        let committing = matches!(ending, Ending::Committed);
         let failure = match (result, ending) {
             (Ok(()), Ending::Committed) => return Ok(()),
             (Err(BackendError::AlreadyExists { .. }), _) => return Ok(()),
@@ -199,6 +246,11 @@ impl GrpcBackend {
                 message: "highd ended the write before the commit".into(),
             },
         };
+        // A resumable ingest keeps the bytes of a broken transfer (and one another writer
+        // holds is not ours to remove); only data that failed verification goes.
+        if resumable && !committing {
+            return Err(failure);
+        }
         // Nothing half-written stays in highd's ingest area.
         if let Err(e) = self
             .content()

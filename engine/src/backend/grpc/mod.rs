@@ -180,6 +180,27 @@ impl Backend for GrpcBackend {
         self.set_label(digest, key, value).await
     }
 
+    async fn content_ingest_offset(&self, reference: &str) -> BackendResult<u64> {
+        self.ingest_offset(reference).await
+    }
+
+    async fn content_ingest(
+        &self,
+        reference: &str,
+        offset: u64,
+        total: i64,
+        expected: &str,
+        data: UploadStream,
+        labels: HashMap<String, String>,
+    ) -> BackendResult<()> {
+        let ingest = content::Ingest {
+            reference: reference.into(),
+            offset,
+            resumable: true,
+        };
+        self.ingest(ingest, total, expected, data, labels).await
+    }
+
     async fn image_get(&self, name: &str) -> BackendResult<Image> {
         use svc::images::v1::GetImageRequest;
         let resp = self
