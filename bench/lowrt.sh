@@ -3,7 +3,8 @@
 # create+start+delete, the kernel floor (`unshare -fmpiun true`), peak RSS of the runtime
 # process tree and binary size. Prints a markdown table with ratios to runc.
 # Usage: bench/lowrt.sh [berth-lowrt binary [baseline binary]] (default
-# target/release/berth-lowrt; a baseline, e.g. a build of main, gets its own row). Root.
+# target/release/berth-lowrt, as scripts/build-release.sh links it: static; a baseline,
+# e.g. a build of main or the dynamic `cargo build --release` one, gets its own row). Root.
 # Needs hyperfine, jq, runc; crun when installed (apt-get install -y crun hyperfine).
 #
 # crun refuses this host's hybrid cgroups (a cgroup2 mount at /sys/fs/cgroup/unified

@@ -13,7 +13,7 @@ command -v cargo >/dev/null || die "cargo not found: install Rust first (rustup 
 apt_install protobuf-compiler libseccomp-dev busybox-static pkg-config build-essential
 
 echo "building release binaries..."
-cargo build --release --workspace --bins
+scripts/build-release.sh
 BIN=$PWD/target/release
 RUN=/run/berth
 LOG=/var/log/berth
