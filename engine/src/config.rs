@@ -89,11 +89,22 @@ pub fn insecure_registries(
     v: &serde_json::Map<String, serde_json::Value>,
     flag: Vec<String>,
 ) -> Result<Vec<String>, EngineError> {
+    string_list(file, v, "insecure-registries", flag)
+}
+
+/// A daemon.json list of strings under `key`, or the repeatable flag's values when the
+/// file has none; both at once is dockerd's error.
+fn string_list(
+    file: &Path,
+    v: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    flag: Vec<String>,
+) -> Result<Vec<String>, EngineError> {
     let bad = |message: String| EngineError::ConfigFile {
         path: file.to_path_buf(),
         message,
     };
-    let Some(list) = v.get("insecure-registries") else {
+    let Some(list) = v.get(key) else {
         return Ok(flag);
     };
     let from_file = list
@@ -103,9 +114,9 @@ pub fn insecure_registries(
                 .map(|e| e.as_str().map(str::to_string))
                 .collect::<Option<Vec<_>>>()
         })
-        .ok_or_else(|| bad("\"insecure-registries\" must be a list of strings".into()))?;
+        .ok_or_else(|| bad(format!("\"{key}\" must be a list of strings")))?;
     if !flag.is_empty() {
-        return Err(bad(format!("the following directives are specified both as a flag and in the configuration file: insecure-registries: (from flag: [{}], from file: [{}])", flag.join(" "), from_file.join(" "))));
+        return Err(bad(format!("the following directives are specified both as a flag and in the configuration file: {key}: (from flag: [{}], from file: [{}])", flag.join(" "), from_file.join(" "))));
     }
     Ok(from_file)
 }
@@ -151,27 +162,7 @@ pub fn pull_settings(
         Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
         _ => DEFAULT_MAX_CONCURRENT_DOWNLOADS,
     };
-    let mirrors = match v.get("registry-mirrors") {
-        None => flag_mirrors,
-        Some(list) => {
-            let from_file = list
-                .as_array()
-                .and_then(|a| {
-                    a.iter()
-                        .map(|e| e.as_str().map(str::to_string))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .ok_or_else(|| bad("\"registry-mirrors\" must be a list of strings".into()))?;
-            if !flag_mirrors.is_empty() {
-                return Err(both(
-                    "registry-mirrors",
-                    format!("[{}]", flag_mirrors.join(" ")),
-                    format!("[{}]", from_file.join(" ")),
-                ));
-            }
-            from_file
-        }
-    };
+    let mirrors = string_list(file, v, "registry-mirrors", flag_mirrors)?;
     let mirrors = mirrors
         .iter()
         .map(|m| parse_mirror(m))

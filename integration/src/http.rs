@@ -65,6 +65,23 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Reads an HTTP/1.1 request head, through its blank line, from a client of a test's
+/// TCP proxy. `None` when the client closes first or opens with a TLS hello: the engine
+/// tries HTTPS first on loopback, and a closed connection makes it fall back to HTTP.
+pub fn read_request_head(client: &mut std::net::TcpStream) -> Result<Option<Vec<u8>>> {
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buf)?;
+        if n == 0 || head.is_empty() && buf[0] == 0x16 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(Some(head))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -311,17 +311,10 @@ impl Proxy {
 
 fn relay(mut client: TcpStream, upstream: &str, blob: &str, f: &Flags) -> Result<()> {
     let (stall, stalled, stop) = (&*f.stall, &*f.stalled, &*f.stop);
-    client.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = Vec::new();
+    let Some(head) = berth_integration::http::read_request_head(&mut client)? else {
+        return Ok(());
+    };
     let mut buf = [0u8; 8192];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = client.read(&mut buf)?;
-        // The engine tries HTTPS first on loopback: a TLS hello gets the connection closed.
-        if n == 0 || head.is_empty() && buf[0] == 0x16 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
     let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
     let line = text.lines().next().unwrap_or("").to_string();
     if line.contains(blob) && text.contains("\r\nrange: bytes=") {

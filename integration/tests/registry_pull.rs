@@ -101,17 +101,10 @@ fn relay(
     in_flight: &AtomicUsize,
     most: &AtomicUsize,
 ) -> Result<()> {
-    client.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = Vec::new();
+    let Some(mut head) = berth_integration::http::read_request_head(&mut client)? else {
+        return Ok(());
+    };
     let mut buf = [0u8; 8192];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = client.read(&mut buf)?;
-        // The engine tries HTTPS first on loopback: a TLS hello gets the connection closed.
-        if n == 0 || head.is_empty() && buf[0] == 0x16 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
     let line = String::from_utf8_lossy(&head)
         .lines()
         .next()
